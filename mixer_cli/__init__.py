@@ -1,0 +1,30 @@
+"""mixer: MLP-Mixer vision models on JAX/Flax, as a command-line tool and a library.
+
+The public API is imported lazily, so `import mixer_cli` (and `mixer --help`)
+does not pay for importing JAX.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "create_model", "load_pretrained", "write_npz"]
+
+if TYPE_CHECKING:
+    from mixer_cli.checkpoints import load_pretrained, write_npz
+    from mixer_cli.models import create_model
+
+_LAZY = {
+    "load_pretrained": "mixer_cli.checkpoints",
+    "write_npz": "mixer_cli.checkpoints",
+    "create_model": "mixer_cli.models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mixer_cli' has no attribute {name!r}")

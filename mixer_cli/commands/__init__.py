@@ -1,0 +1,1 @@
+"""One module per subcommand: parse and validate, call the library, render the result."""

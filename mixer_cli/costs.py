@@ -1,0 +1,48 @@
+"""What a model costs: parameters and FLOPs, measured rather than typed in.
+
+FLOPs come from XLA's cost analysis of the compiled forward pass, so they count
+what actually runs (matmuls as 2 FLOPs per multiply-add, plus the elementwise
+work) and stay right when the model changes. Nothing is allocated: parameters
+and inputs are abstract shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mixer_cli.models import MixerSpec, MlpMixer, abstract_params, count_params, create_model
+
+
+def forward_flops(model: MlpMixer, resolution: int, batch_size: int = 1) -> float:
+    """FLOPs of one forward pass per image, from the compiled XLA program."""
+    params = abstract_params(model, resolution)
+    images = jax.ShapeDtypeStruct((batch_size, resolution, resolution, 3), jnp.float32)
+    compiled = (
+        jax.jit(lambda p, x: model.apply({"params": p}, x)[0]).lower(params, images).compile()
+    )
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX returns one dict per device program
+        analysis = analysis[0]
+    return float(analysis["flops"]) / batch_size
+
+
+def describe(spec: MixerSpec, resolution: int, num_classes: int = 0) -> dict[str, Any]:
+    """One row of `mixer info`: the architecture, its parameter count and GFLOPs per image."""
+    spec.check_resolution(resolution)
+    model = create_model(spec, num_classes=num_classes)
+    return {
+        "variant": spec.name,
+        "layers": spec.num_blocks,
+        "patch": spec.patch_size,
+        "hidden_dim": spec.hidden_dim,
+        "seq_len": spec.seq_len(resolution),
+        "channels_mlp_dim": spec.channels_mlp_dim,
+        "tokens_mlp_dim": spec.tokens_mlp_dim,
+        "num_classes": num_classes,
+        "resolution": resolution,
+        "params": count_params(abstract_params(model, resolution)),
+        "gflops": forward_flops(model, resolution) / 1e9,
+    }

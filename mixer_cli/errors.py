@@ -1,0 +1,29 @@
+"""Typed errors that the CLI turns into one line on stderr and exit code 2.
+
+Library code raises these instead of printing or exiting, so the same functions
+behave well in a notebook, in tests and behind the command line.
+"""
+
+from __future__ import annotations
+
+
+class MixerError(Exception):
+    """A problem with the user's input or environment, not a bug in mixer."""
+
+    exit_code = 2
+
+
+class ConfigError(MixerError):
+    """An invalid variant, option value or combination of options."""
+
+
+class CheckpointError(MixerError):
+    """A checkpoint that cannot be read or does not fit the requested model."""
+
+
+class CheckpointNotFound(CheckpointError):
+    """The checkpoint path does not exist."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """The checkpoint's parameter tree differs from the model's (keys or shapes)."""

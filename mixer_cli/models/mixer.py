@@ -1,0 +1,169 @@
+"""The MLP-Mixer in Flax linen, with the official parameter tree.
+
+Parameter names and shapes match Google's released checkpoints
+(``stem``, ``MixerBlock_{i}/{LayerNorm_0,token_mixing,LayerNorm_1,channel_mixing}``,
+``pre_head_layer_norm``, ``head``), and the numerics match too: tanh-approximated
+GELU and LayerNorm epsilon 1e-6, which official weights need to reproduce their
+logits. This module only describes the math: no jit, sharding, I/O or logging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mixer_cli.errors import ConfigError
+from mixer_cli.models.variants import MixerSpec, parse_variant
+
+Dtype = Any
+
+
+class MlpBlock(nn.Module):
+    """Dense -> GELU -> Dense over the last axis, back to the input width."""
+
+    mlp_dim: int
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        y = nn.Dense(self.mlp_dim, dtype=self.dtype)(x)
+        y = nn.gelu(y, approximate=True)
+        y = nn.Dropout(self.dropout, deterministic=not train)(y)
+        y = nn.Dense(x.shape[-1], dtype=self.dtype)(y)
+        return nn.Dropout(self.dropout, deterministic=not train)(y)
+
+
+class MixerBlock(nn.Module):
+    """Token mixing (an MLP across the S axis) then channel mixing (across C), pre-LN residuals."""
+
+    tokens_mlp_dim: int
+    channels_mlp_dim: int
+    dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth: probability of skipping each residual branch
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:  # x: [B, S, C]
+        # Per-example branch dropping, rescaled by 1/(1-p) so evaluation needs no change.
+        drop_path = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
+        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
+        y = jnp.swapaxes(y, 1, 2)  # [B, C, S]
+        y = MlpBlock(self.tokens_mlp_dim, self.dropout, self.dtype, name="token_mixing")(
+            y, train=train
+        )
+        x = x + drop_path(jnp.swapaxes(y, 1, 2))
+        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
+        y = MlpBlock(self.channels_mlp_dim, self.dropout, self.dtype, name="channel_mixing")(
+            y, train=train
+        )
+        return x + drop_path(y)
+
+
+class MlpMixer(nn.Module):
+    """MLP-Mixer. Returns ``(logits, out)``; ``out`` holds named intermediates.
+
+    ``out`` has ``stem`` (tokens [B, S, C]), ``block_{i}``, ``pre_logits`` ([B, C], the
+    features few-shot evaluation uses) and ``logits``. With ``num_classes=0`` there is
+    no head and ``logits`` are the pre_logits.
+    """
+
+    patch_size: int
+    hidden_dim: int
+    num_blocks: int
+    tokens_mlp_dim: int
+    channels_mlp_dim: int
+    num_classes: int = 0
+    dropout: float = 0.0
+    stoch_depth: float = 0.0  # drop rate of the last block; grows linearly from 0 at the first
+    head_bias_init: float = 0.0
+    dtype: Dtype = jnp.float32  # compute dtype; parameters stay float32
+
+    @nn.compact
+    def __call__(
+        self, images: jax.Array, *, train: bool = False
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:  # images: [B, H, W, 3]
+        p = self.patch_size
+        if images.ndim != 4 or images.shape[1] % p or images.shape[2] % p:
+            raise ConfigError(
+                f"images of shape {tuple(images.shape)} do not tile into {p}x{p} patches; "
+                f"expected [batch, height, width, channels] with height and width multiples of {p}"
+            )
+        out: dict[str, jax.Array] = {}
+        x = nn.Conv(
+            self.hidden_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="stem"
+        )(images)  # [B, H/P, W/P, C]
+        x = x.reshape(x.shape[0], -1, x.shape[-1])  # [B, S, C], tokens in raster order
+        out["stem"] = x
+        for i in range(self.num_blocks):
+            rate = self.stoch_depth * i / max(self.num_blocks - 1, 1)
+            x = MixerBlock(
+                self.tokens_mlp_dim, self.channels_mlp_dim, self.dropout, rate, self.dtype
+            )(x, train=train)
+            out[f"block_{i}"] = x
+        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm")(x)
+        x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=1)  # [B, C]
+        if self.num_classes:
+            x = nn.Dense(
+                self.num_classes,
+                dtype=self.dtype,
+                kernel_init=nn.initializers.zeros,
+                bias_init=nn.initializers.constant(self.head_bias_init),
+                name="head",
+            )(x)
+        logits = out["logits"] = x.astype(jnp.float32)
+        return logits, out
+
+
+def create_model(
+    variant: str | MixerSpec,
+    *,
+    num_classes: int = 0,
+    dropout: float = 0.0,
+    stoch_depth: float = 0.0,
+    head_bias_init: float = 0.0,
+    dtype: str | Dtype = "float32",
+) -> MlpMixer:
+    """Build an MlpMixer from a variant name (``'B/16'``) or spec, validating the options."""
+    spec = parse_variant(variant) if isinstance(variant, str) else variant
+    if num_classes < 0:
+        raise ConfigError(f"number of classes must be >= 0 (0 = no head), got {num_classes}")
+    for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"{name} rate must be in [0, 1), got {rate}")
+    return MlpMixer(
+        patch_size=spec.patch_size,
+        hidden_dim=spec.hidden_dim,
+        num_blocks=spec.num_blocks,
+        tokens_mlp_dim=spec.tokens_mlp_dim,
+        channels_mlp_dim=spec.channels_mlp_dim,
+        num_classes=num_classes,
+        dropout=dropout,
+        stoch_depth=stoch_depth,
+        head_bias_init=head_bias_init,
+        dtype=compute_dtype(dtype),
+    )
+
+
+def compute_dtype(name: str | Dtype) -> Dtype:
+    """``'float32'`` or ``'bfloat16'`` (or the dtype itself) -> a jnp dtype."""
+    allowed = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if not isinstance(name, str):
+        name = jnp.dtype(name).name
+    if name not in allowed:
+        raise ConfigError(f"unknown dtype {name!r}: expected one of {', '.join(allowed)}")
+    return allowed[name]
+
+
+def abstract_params(model: MlpMixer, resolution: int) -> dict[str, Any]:
+    """The parameter tree as shapes only (no memory, no compute), for counting and checks."""
+    images = jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+
+
+def count_params(params: Any) -> int:
+    """Total number of scalars in a (possibly abstract) parameter tree."""
+    return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))

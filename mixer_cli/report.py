@@ -1,0 +1,82 @@
+"""Everything the user sees: rich tables, progress bars and JSON results.
+
+One place for presentation, so every subcommand prints tables the same way and
+writes the same JSON. Tables and JSON go to stdout; progress and notes to stderr,
+so ``mixer ... --json | jq`` stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: which field of a row it shows and how."""
+
+    key: str
+    header: str
+    fmt: Callable[[Any], str] = str
+    justify: str = "right"
+
+
+def print_table(title: str, columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(column.fmt(row[column.key]) for column in columns))
+    stdout.print(table)
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False)
+
+
+def print_json(obj: Any) -> None:
+    # Plain print: rich would wrap or colour it, and this output is for machines.
+    print(to_json(obj))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(to_json(obj) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def progress() -> Progress:
+    """A progress bar on stderr that disappears when done (use as a context manager)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    )
+
+
+def millions(n: int) -> str:
+    return f"{n / 1e6:,.1f}M" if n >= 1e5 else f"{n:,}"

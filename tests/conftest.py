@@ -1,0 +1,31 @@
+"""Test setup: CPU only, 8 forced host devices (real sharding), small shared fixtures."""
+
+from __future__ import annotations
+
+import os
+
+# Before JAX is imported anywhere: 8 CPU devices so sharding is exercised for real.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np
+import pytest
+from numpy_mixer import official_layout_params
+
+
+@pytest.fixture(scope="session")
+def official_npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, np.ndarray]]:
+    """A hand-made checkpoint in Google's npz layout: patch 4, 2 blocks, 16 px, 10 classes."""
+    flat = official_layout_params(
+        patch=4,
+        num_blocks=2,
+        hidden=16,
+        seq_len=16,
+        tokens_mlp=8,
+        channels_mlp=32,
+        num_classes=10,
+        seed=0,
+    )
+    path = tmp_path_factory.mktemp("official") / "Mixer-custom.npz"
+    np.savez(path, **flat)
+    return str(path), flat
