@@ -27,3 +27,17 @@ class CheckpointNotFound(CheckpointError):
 
 class CheckpointMismatch(CheckpointError):
     """The checkpoint's parameter tree differs from the model's (keys or shapes)."""
+
+
+class DataError(MixerError):
+    """A dataset that cannot be found, read or used as asked."""
+
+
+class DatasetNotFound(DataError):
+    """No dataset by that name, or not prepared where we looked and not downloadable."""
+
+
+def nearby_multiples(value: int, base: int) -> str:
+    """'224 or 240': the positive multiples of `base` around `value`, for error messages."""
+    below, above = value // base * base, (value // base + 1) * base
+    return " or ".join(str(c) for c in sorted({below, above}) if c > 0)

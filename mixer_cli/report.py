@@ -34,7 +34,8 @@ class Column:
 
 
 def print_table(title: str, columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> None:
-    table = Table(title=title, title_justify="left")
+    stdout.print(title, style="bold", highlight=False)  # above, not wrapped to the table width
+    table = Table()
     for column in columns:
         table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
     for row in rows:

@@ -68,21 +68,40 @@ def bad_npz(tmp_path: Path, official_npz) -> str:
         (["info", "--variant", "B/16", "--resolution", "225"], "try 224 or 240"),
         (["info", "--checkpoint", "/no/such/file.npz"], "does not exist"),
         (["info", "--checkpoint", "BAD_NPZ"], "Dense_1/kernel' has shape (8, 16)"),
-        (["info", "--variant", "B/16", "--checkpoint", "BAD_NPZ"], "not both"),
+        (["info", "--variant", "B/16", "--checkpoint", "BAD_NPZ"], "at most one of"),
         (["info", "--resolution", "abc"], "--resolution"),
         (["info", "--num-classes", "-1"], "--num-classes"),
         (["info", "--bogus"], "--bogus"),
         (["frobnicate"], "frobnicate"),
+        (["info", "--data", "cifar11", "--data-dir", "EMPTY_DIR"], "did you mean cifar10"),
+        (["info", "--data", "cifar10", "--data-dir", "EMPTY_DIR"], "--data-dir DIR"),
+        (["info", "--data", "folder:/no/such/folder"], "does not exist"),
+        (["info", "--data", "folder:ONE_CLASS"], "1 class folder(s) (only)"),
+        (["info", "--data", "digits", "--variant", "B/16"], "at most one of"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys, bad_npz, argv, needle) -> None:
-    argv = [bad_npz if a == "BAD_NPZ" else a for a in argv]
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, bad_npz, argv, needle) -> None:
+    one_class = tmp_path / "one"
+    (one_class / "train" / "only").mkdir(parents=True)
+    names = {
+        "BAD_NPZ": bad_npz,
+        "EMPTY_DIR": str(tmp_path),
+        "folder:ONE_CLASS": f"folder:{one_class}",
+    }
+    argv = [names.get(a, a) for a in argv]
     code, out, err = run_cli(capsys, *argv)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle in lines[0]
     assert "Traceback" not in err and out == ""
+
+
+def test_info_describes_a_dataset(capsys) -> None:
+    code, out, _ = run_cli(capsys, "info", "--data", "digits", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["splits"] == {"train": 1437, "test": 360}
+    assert (summary["num_classes"], summary["image_shape"]) == (10, [8, 8, 3])
 
 
 def test_debug_shows_the_traceback(capsys) -> None:

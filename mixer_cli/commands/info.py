@@ -1,6 +1,8 @@
-"""`mixer info`: the variant table with parameters and measured FLOPs."""
+"""`mixer info`: the variant table with parameters and measured FLOPs; checkpoints; datasets."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from mixer_cli.commands import options
 
@@ -10,14 +12,30 @@ def info(
     resolution: options.Resolution = None,
     num_classes: options.NumClasses = 0,
     checkpoint: options.Checkpoint = None,
+    data: options.Data = None,
+    data_dir: options.DataDir = None,
     json: options.Json = False,
 ) -> None:
     """Show Mixer variants: layers, patch, widths, parameters and GFLOPs per image.
 
     Parameters exclude the head unless --num-classes is given (as in the paper's Table 1).
     FLOPs come from XLA's cost analysis of the compiled forward pass (2 per multiply-add).
-    With --checkpoint, describe the architecture read off an .npz file's shapes.
+    With --checkpoint, describe the architecture read off an .npz file's shapes; with
+    --data, describe a dataset (classes, image shape, splits).
     """
+    from mixer_cli.errors import ConfigError
+
+    if sum(x is not None for x in (variant, checkpoint, data)) > 1:
+        raise ConfigError("give at most one of --variant, --checkpoint and --data")
+    if data is not None:
+        _dataset(data, data_dir, json)
+    else:
+        _variants(variant, resolution, num_classes, checkpoint, json)
+
+
+def _variants(
+    variant: str | None, resolution: int | None, num_classes: int, checkpoint: Any, json: bool
+) -> None:
     from mixer_cli import report
     from mixer_cli.checkpoints import read_checked
     from mixer_cli.costs import describe
@@ -25,8 +43,6 @@ def info(
     from mixer_cli.models import LISTED_VARIANTS, parse_variant
 
     if checkpoint is not None:
-        if variant is not None:
-            raise ConfigError("give --variant or --checkpoint, not both")
         _, arch = read_checked(checkpoint)
         if resolution not in (None, arch.resolution):
             raise ConfigError(
@@ -34,8 +50,7 @@ def info(
             )
         specs, resolution, num_classes = [arch.spec], arch.resolution, arch.num_classes
     else:
-        names = [variant] if variant else list(LISTED_VARIANTS)
-        specs = [parse_variant(name) for name in names]
+        specs = [parse_variant(name) for name in ([variant] if variant else LISTED_VARIANTS)]
         resolution = 224 if resolution is None else resolution
         for spec in specs:
             spec.check_resolution(resolution)
@@ -65,4 +80,30 @@ def info(
             report.Column("gflops", "GFLOPs/img", lambda g: f"{g:,.2f}"),
         ],
         rows,
+    )
+
+
+def _dataset(data: str, data_dir: Any, json: bool) -> None:
+    from mixer_cli import report
+    from mixer_cli.data import open_dataset
+
+    source = open_dataset(data, data_dir)
+    height, width, channels = source.image_shape
+    summary = {
+        "dataset": source.name,
+        "num_classes": source.num_classes,
+        "image_shape": [height, width, channels],
+        "train_split": source.train_split,
+        "eval_split": source.eval_split,
+        "splits": source.splits,
+    }
+    if json:
+        report.print_json(summary)
+        return
+    size = "varied" if height is None else f"{height}x{width}"
+    report.print_table(
+        f"{source.name}: {source.num_classes} classes, images {size} "
+        f"(train on {source.train_split!r}, evaluate on {source.eval_split!r})",
+        [report.Column("split", "Split", justify="left"), report.Column("examples", "Examples")],
+        [{"split": name, "examples": f"{n:,}"} for name, n in source.splits.items()],
     )

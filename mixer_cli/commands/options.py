@@ -32,3 +32,22 @@ Checkpoint = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Data = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        help="Dataset: 'digits' (embedded, offline); folder:PATH laid out as "
+        "ROOT/<split>/<class>/<image> (JPEG/PNG/GIF/BMP; a file that is not an image stops "
+        "the run with an error naming it); or a TFDS name[:version] such as cifar10.",
+        show_default=False,
+    ),
+]
+DataDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        help="TFDS data directory holding prepared datasets "
+        "[default: $TFDS_DATA_DIR or ~/tensorflow_datasets].",
+        show_default=False,
+    ),
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.errors import ConfigError, nearby_multiples
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,9 @@ class MixerSpec:
         """Refuse resolutions the patch grid cannot tile, suggesting the nearest valid ones."""
         p = self.patch_size
         if resolution <= 0 or resolution % p:
-            nearby = sorted({c for c in (resolution // p * p, (resolution // p + 1) * p) if c > 0})
             raise ConfigError(
                 f"resolution {resolution} is not a positive multiple of {self.name}'s patch "
-                f"size {p}; try {' or '.join(map(str, nearby))}"
+                f"size {p}; try {nearby_multiples(resolution, p)}"
             )
 
 

@@ -1,0 +1,79 @@
+"""Image folders laid out as ``ROOT/<split>/<class>/<image>`` (what TFDS's ImageFolder reads).
+
+JPEG, PNG, GIF and BMP files, grayscale or colour, of any sizes. Classes are the
+sorted union of class folder names over all splits, so a label means the same in
+every split. A file that is not an image stops the run with an error naming it
+(we fail rather than skip: a silently smaller dataset hides mistakes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mixer_cli.data.sources import IndexedSource
+from mixer_cli.data.tf_cpu import tf
+from mixer_cli.errors import DataError, DatasetNotFound
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp"})
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM")
+
+
+class FolderSource(IndexedSource):
+    encoded = True
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.name = f"folder:{root}"
+        if not root.is_dir():
+            raise DatasetNotFound(
+                f"image folder {str(root)!r} does not exist; expected ROOT/<split>/<class>/<image>"
+            )
+        split_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+        if not split_dirs:
+            raise DataError(
+                f"{str(root)!r} has no split folders; expected ROOT/<split>/<class>/<image>, "
+                "e.g. ROOT/train/cat/1.jpg"
+            )
+        classes = sorted({c.name for split in split_dirs for c in split.iterdir() if c.is_dir()})
+        if len(classes) < 2:
+            raise DataError(
+                f"{str(root)!r} has {len(classes)} class folder(s) "
+                f"({', '.join(classes) or 'none'}); classification needs at least 2"
+            )
+        index = {name: i for i, name in enumerate(classes)}
+        raw, labels = {}, {}
+        for split in split_dirs:
+            files = sorted(
+                (f, index[c.name])
+                for c in split.iterdir()
+                if c.is_dir()
+                for f in c.iterdir()
+                if f.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not files:
+                raise DataError(
+                    f"split folder {str(split)!r} has no images "
+                    f"({', '.join(sorted(IMAGE_SUFFIXES))}) in class folders"
+                )
+            raw[split.name] = np.array([str(f) for f, _ in files])
+            labels[split.name] = np.array([label for _, label in files], np.int64)
+        self.classes = classes
+        self.num_classes = len(classes)
+        self.image_shape = (None, None, 3)
+        self.train_split = "train" if "train" in raw else next(iter(raw))
+        self.eval_split = next(
+            (s for s in ("test", "validation", "val") if s in raw), self.train_split
+        )
+        super().__init__(raw, labels)
+
+    def read(self, raw: tf.Tensor) -> tf.Tensor:
+        """Path -> encoded bytes; a file that is no image fails naming its path."""
+        data = tf.io.read_file(raw)
+        is_image = tf.reduce_any(
+            [tf.strings.substr(data, 0, len(magic)) == magic for magic in _MAGIC]
+        )
+        check = tf.debugging.Assert(is_image, ["not a JPEG/PNG/GIF/BMP image:", raw])
+        with tf.control_dependencies([check]):
+            return tf.identity(data)

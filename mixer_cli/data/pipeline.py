@@ -1,0 +1,135 @@
+"""Batches for the engine: global `jax.Array`s sharded over the mesh's 'data' axis.
+
+Training streams are endless and can start at any step (exact resume); epochs drop
+their last partial batch so a step always maps to the same examples. Evaluation
+never drops anything: the last batch is padded and carries a mask, and every process
+yields the same number of batches even when their slices differ in size.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from mixer_cli.data.preprocess import Preprocessing, Transforms
+from mixer_cli.data.sources import DataSource
+from mixer_cli.data.tf_cpu import tf
+from mixer_cli.distributed import batch_sharding, local_batch_size, to_global
+from mixer_cli.errors import DataError
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEVICE_PREFETCH = 2
+
+
+def _numpy_batches(dataset: tf.data.Dataset, what: str) -> Iterator[dict[str, np.ndarray]]:
+    """Iterate a tf.data pipeline, turning its runtime errors into one clear DataError."""
+    iterator = dataset.as_numpy_iterator()
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as err:
+            message = err.message.strip().splitlines()[0]
+            raise DataError(f"reading {what} failed: {message}") from None
+        yield batch
+
+
+def _on_devices(host: Iterator[dict[str, np.ndarray]], mesh: Mesh) -> Iterator[dict[str, Any]]:
+    """Global arrays, transferred a couple of batches ahead so the device never waits."""
+    sharding, queue = batch_sharding(mesh), collections.deque()
+    for batch in host:
+        queue.append(to_global(batch, sharding))
+        if len(queue) > DEVICE_PREFETCH:
+            yield queue.popleft()
+    yield from queue
+
+
+class TrainBatches:
+    """The endless training stream of one run, from `start_step` on."""
+
+    def __init__(
+        self,
+        source: DataSource,
+        split: str,
+        pre: Preprocessing,
+        global_batch: int,
+        seed: int,
+        mesh: Mesh,
+        start_step: int = 0,
+    ) -> None:
+        self.source, self.split, self.global_batch, self.seed = source, split, global_batch, seed
+        self.mesh, self.start_step = mesh, start_step
+        self.local_batch = local_batch_size(global_batch, mesh)
+        self.process, self.processes = jax.process_index(), jax.process_count()
+        self.transforms = Transforms(source, pre, seed)
+        self.steps_per_epoch = self._stream(0).steps_per_epoch
+
+    def _stream(self, epoch: int):
+        return self.source.train_stream(
+            self.split, epoch, self.seed, self.global_batch, self.process, self.processes
+        )
+
+    def _epoch(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
+        t = self.transforms
+        ds = self._stream(epoch).dataset.skip(skip_steps * self.local_batch)  # before decoding
+        ds = ds.map(
+            lambda raw, label, pos: t.train_example(raw, label, pos, epoch),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        ds = ds.batch(self.local_batch, drop_remainder=True)
+        ds = ds.map(lambda x, y, pos: t.train_batch(x, y, pos, epoch), num_parallel_calls=AUTOTUNE)
+        return ds.prefetch(AUTOTUNE)
+
+    def host_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """This process's rows of each global batch, as NumPy, from `start_step` on."""
+        epoch, skip = divmod(self.start_step, self.steps_per_epoch)
+        while True:
+            yield from _numpy_batches(self._epoch(epoch, skip), f"{self.source.name} {self.split}")
+            epoch, skip = epoch + 1, 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return _on_devices(self.host_batches(), self.mesh)
+
+
+class EvalBatches:
+    """One full pass over a split, padded and masked: `num_examples` is the split's size."""
+
+    def __init__(
+        self, source: DataSource, split: str, pre: Preprocessing, global_batch: int, mesh: Mesh
+    ) -> None:
+        self.source, self.split, self.mesh = source, split, mesh
+        self.local_batch = local_batch_size(global_batch, mesh, "evaluation batch size")
+        self.process, processes = jax.process_index(), jax.process_count()
+        self.sizes = source.eval_sizes(split, processes)
+        self.num_examples = sum(self.sizes)
+        self.num_batches = math.ceil(max(self.sizes) / self.local_batch)
+        self.transforms = Transforms(source, pre, seed=0)
+        self.pre = pre
+
+    def _dataset(self) -> tf.data.Dataset:
+        r, k = self.pre.resolution, self.source.num_classes
+        mine = self.sizes[self.process]
+        ds = self.source.eval_stream(self.split, self.process, len(self.sizes))
+        ds = ds.map(self.transforms.eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+        padding = {
+            "image": tf.zeros([r, r, 3], tf.float32),
+            "label": tf.zeros([k], tf.float32),
+            "mask": tf.constant(False),
+        }
+        pad = self.num_batches * self.local_batch - mine
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad))
+        return ds.batch(self.local_batch).prefetch(AUTOTUNE)
+
+    def host_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        return _numpy_batches(self._dataset(), f"{self.source.name} {self.split}")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return _on_devices(self.host_batches(), self.mesh)

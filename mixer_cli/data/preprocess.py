@@ -1,0 +1,212 @@
+"""From raw examples to model inputs: the paper's train and eval transforms, in tf.data.
+
+Train: inception crop (random area in [min_area, 1], aspect ratio in [3/4, 4/3]; JPEGs
+decode only the crop window) or a plain resize, horizontal flip, RandAugment(n, m),
+the shuffle experiment's fixed permutation, values in [-1, 1]; then, per batch,
+one-hot labels and mixup. Eval: an image already at the model's resolution is left
+untouched; larger ones are resized so the shorter side is 256/224 of the resolution
+and centre-cropped (the reference evaluation crop); smaller ones are resized.
+All randomness is stateless, keyed by (seed, epoch, position): the stream is a pure
+function of the step, which is what makes exact resumption possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixer_cli.data.permutations import PERMUTATION_MODES, make_permutation
+from mixer_cli.data.randaugment import randaugment
+from mixer_cli.data.sources import DataSource
+from mixer_cli.data.tf_cpu import tf
+from mixer_cli.errors import ConfigError
+
+TRAIN_CROPS = ("inception", "resize")
+EVAL_CROP_RATIO = 256 / 224
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How examples become inputs; every default lives here."""
+
+    resolution: int
+    crop: str = "inception"
+    crop_min_area: float = 0.05
+    flip: bool = True
+    randaug_layers: int = 0
+    randaug_magnitude: float = 0.0
+    mixup: float = 0.0  # Beta(p, p) strength; 0 = off
+    permutation: str = "none"  # the shuffle experiment: none, patch or global
+    permutation_patch: int = 16
+    permutation_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.resolution <= 0:
+            raise ConfigError(f"resolution must be positive, got {self.resolution}")
+        if self.crop not in TRAIN_CROPS:
+            raise ConfigError(
+                f"unknown crop {self.crop!r}: expected one of {', '.join(TRAIN_CROPS)}"
+            )
+        if not 0 < self.crop_min_area <= 1:
+            raise ConfigError(f"crop minimum area must be in (0, 1], got {self.crop_min_area}")
+        if self.randaug_layers < 0 or self.randaug_magnitude < 0 or self.mixup < 0:
+            raise ConfigError("RandAugment layers and magnitude and mixup must be >= 0")
+        if self.permutation not in PERMUTATION_MODES:
+            raise ConfigError(
+                f"unknown permutation {self.permutation!r}: expected one of "
+                f"{', '.join(PERMUTATION_MODES)}"
+            )
+
+    def permutation_index(self) -> np.ndarray | None:
+        return make_permutation(
+            self.permutation, self.resolution, self.permutation_patch, self.permutation_seed
+        )
+
+
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def resize(image: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int) -> tf.Tensor:
+    """Bilinear, antialiased when shrinking, back to uint8."""
+    return to_uint8(tf.image.resize(image, [height, width], method="bilinear", antialias=True))
+
+
+def decode(data: tf.Tensor, encoded: bool) -> tf.Tensor:
+    if not encoded:
+        return data
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def inception_crop(
+    data: tf.Tensor, encoded: bool, seed: tf.Tensor, min_area: float, resolution: int
+) -> tf.Tensor:
+    """A random crop of area [min_area, 1] and aspect [3/4, 4/3], resized to the resolution."""
+
+    def window(shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape,
+            bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
+            seed=seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(min_area, 1.0),
+            use_image_if_no_bounding_boxes=True,
+        )
+        return begin, size
+
+    def decoded_then_cropped() -> tf.Tensor:
+        image = decode(data, encoded)
+        begin, size = window(tf.shape(image))
+        return tf.slice(image, begin, size)
+
+    def jpeg_crop_decoded() -> tf.Tensor:  # decode only the window: much faster for big JPEGs
+        begin, size = window(tf.image.extract_jpeg_shape(data))
+        return tf.image.decode_and_crop_jpeg(
+            data, tf.stack([begin[0], begin[1], size[0], size[1]]), channels=3
+        )
+
+    if encoded:
+        image = tf.cond(tf.io.is_jpeg(data), jpeg_crop_decoded, decoded_then_cropped)
+    else:
+        image = decoded_then_cropped()
+    return resize(image, resolution, resolution)
+
+
+def eval_resize(image: tf.Tensor, resolution: int) -> tf.Tensor:
+    """Same size: untouched; larger: shorter side to 256/224 R, centre crop; smaller: resize."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    small_side = round(resolution * EVAL_CROP_RATIO)
+
+    def crop_centre() -> tf.Tensor:
+        scale = small_side / tf.cast(tf.minimum(height, width), tf.float32)
+        new_h = tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32)
+        new_w = tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32)
+        resized = resize(image, new_h, new_w)
+        top, left = (new_h - resolution) // 2, (new_w - resolution) // 2
+        return tf.slice(resized, [top, left, 0], [resolution, resolution, 3])
+
+    return tf.case(
+        [
+            (tf.logical_and(height == resolution, width == resolution), lambda: image),
+            (tf.minimum(height, width) > resolution, crop_centre),
+        ],
+        default=lambda: resize(image, resolution, resolution),
+    )
+
+
+def to_model_input(image: tf.Tensor, permutation: np.ndarray | None) -> tf.Tensor:
+    """uint8 [R, R, 3] -> float32 in [-1, 1], pixels permuted if the experiment asks."""
+    if permutation is not None:
+        r = image.shape[0]
+        image = tf.reshape(tf.gather(tf.reshape(image, [r * r, 3]), permutation), [r, r, 3])
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+class Transforms:
+    """The per-example and per-batch functions for one source and one Preprocessing."""
+
+    def __init__(self, source: DataSource, pre: Preprocessing, seed: int) -> None:
+        self.source, self.pre, self.seed = source, pre, seed
+        self.permutation = pre.permutation_index()
+        self.flip = pre.flip and source.flip
+
+    def train_example(
+        self, raw: tf.Tensor, label: tf.Tensor, position: tf.Tensor, epoch: int
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        pre, r = self.pre, self.pre.resolution
+        key = tf.random.experimental.stateless_fold_in(
+            tf.constant([self.seed, epoch], tf.int64), position
+        )
+        crop_key, flip_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+        data = self.source.read(raw)
+        if pre.crop == "inception":
+            image = inception_crop(data, self.source.encoded, crop_key, pre.crop_min_area, r)
+        else:
+            image = decode(data, self.source.encoded)
+            image = resize(image, r, r) if image.shape[:2] != (r, r) else image
+        image = tf.ensure_shape(image, [r, r, 3])
+        if self.flip:
+            image = tf.image.stateless_random_flip_left_right(image, flip_key)
+        if pre.randaug_layers and pre.randaug_magnitude:
+            image = randaugment(image, pre.randaug_layers, pre.randaug_magnitude, augment_key)
+        return to_model_input(image, self.permutation), label, position
+
+    def train_batch(
+        self, images: tf.Tensor, labels: tf.Tensor, positions: tf.Tensor, epoch: int
+    ) -> dict[str, tf.Tensor]:
+        onehot = tf.one_hot(labels, self.source.num_classes, dtype=tf.float32)
+        if self.pre.mixup > 0:
+            key = tf.random.experimental.stateless_fold_in(
+                tf.constant([self.seed, epoch], tf.int64), -1 - positions[0]
+            )
+            images, onehot = mixup(images, onehot, key, self.pre.mixup)
+        return {"image": images, "label": onehot}
+
+    def eval_example(self, raw: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
+        r = self.pre.resolution
+        image = decode(self.source.read(raw), self.source.encoded)
+        image = tf.ensure_shape(eval_resize(image, r), [r, r, 3])
+        return {
+            "image": to_model_input(image, self.permutation),
+            "label": tf.one_hot(label, self.source.num_classes, dtype=tf.float32),
+            "mask": tf.constant(True),
+        }
+
+
+def mixup(
+    images: tf.Tensor, labels: tf.Tensor, key: tf.Tensor, strength: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Blend each example with its neighbour in the batch by a Beta(p, p) ratio (>= 0.5)."""
+    keys = tf.random.experimental.stateless_split(key, 2)
+    a = tf.random.stateless_gamma([], keys[0], alpha=strength)
+    b = tf.random.stateless_gamma([], keys[1], alpha=strength)
+    ratio = tf.maximum(a / (a + b), b / (a + b))
+
+    def mix(x: tf.Tensor) -> tf.Tensor:
+        return ratio * x + (1.0 - ratio) * tf.roll(x, 1, axis=0)
+
+    return mix(images), mix(labels)

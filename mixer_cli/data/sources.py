@@ -1,0 +1,162 @@
+"""Where examples come from: one interface over TFDS, image folders and the digits set.
+
+A source yields *raw* examples (encoded image bytes, or uint8 arrays for in-memory
+sets) with integer labels, shuffled before anything is decoded. Training streams
+are defined per epoch and position, so that a resumed run can start at any step
+and see exactly the batches it would have seen, and so that every process reads
+only its own rows of each global batch.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from mixer_cli.data.tf_cpu import tf
+from mixer_cli.errors import DataError
+
+
+@dataclass(frozen=True)
+class TrainStream:
+    """One epoch of raw examples for this process: (raw, label, position) in order.
+
+    `position` is the example's place in the *global* epoch order, the key of its
+    augmentation randomness, so results do not depend on the number of processes.
+    """
+
+    dataset: tf.data.Dataset
+    steps_per_epoch: int
+
+
+class DataSource(abc.ABC):
+    """A labelled image dataset with named splits (TFDS split syntax accepted)."""
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int | None, int | None, int]  # None: sizes vary
+    encoded: bool  # raw examples are encoded image bytes (else uint8 [H, W, 3] arrays)
+    flip: bool = True  # whether horizontal flips preserve meaning (not for digits)
+    train_split: str = "train"
+    eval_split: str = "test"
+
+    @property
+    @abc.abstractmethod
+    def splits(self) -> dict[str, int]:
+        """Every named split and its number of examples."""
+
+    @abc.abstractmethod
+    def num_examples(self, split: str) -> int:
+        """Examples in a split (slices such as ``train[:98%]`` included)."""
+
+    @abc.abstractmethod
+    def train_stream(
+        self, split: str, epoch: int, seed: int, global_batch: int, process: int, processes: int
+    ) -> TrainStream:
+        """This process's share of a seeded, shuffled epoch; the remainder batch is dropped."""
+
+    @abc.abstractmethod
+    def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
+        """This process's contiguous slice of a split, unshuffled: (raw, label)."""
+
+    @abc.abstractmethod
+    def eval_sizes(self, split: str, processes: int) -> list[int]:
+        """Examples in each process's evaluation slice (they sum to the split size)."""
+
+    def read(self, raw: tf.Tensor) -> tf.Tensor:
+        """Raw example -> encoded image bytes (if `encoded`) or a uint8 [H, W, 3] image."""
+        return raw
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A per-epoch shuffling seed, different for every (seed, epoch) pair."""
+    return int(np.random.default_rng([seed, epoch]).integers(2**31 - 1))
+
+
+class IndexedSource(DataSource):
+    """A source with random access by index (in memory or one file per example).
+
+    Every epoch is one seeded permutation of the whole split; process p of P reads
+    rows [p*b, (p+1)*b) of each global batch of B = P*b examples. A multi-process
+    run therefore trains on exactly the batches of a single-process run.
+    """
+
+    def __init__(self, raw: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> None:
+        self._sizes = {name: len(v) for name, v in labels.items()}
+        self._offsets = dict(zip(labels, np.cumsum([0, *self._sizes.values()])[:-1], strict=True))
+        self._raw = np.concatenate([raw[name] for name in labels])
+        self._labels = np.concatenate(list(labels.values())).astype(np.int64)
+
+    def _indices(self, split: str) -> np.ndarray:
+        import tensorflow_datasets as tfds
+
+        infos = {name: SimpleNamespace(num_examples=n) for name, n in self._sizes.items()}
+        try:
+            parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+        except (ValueError, AssertionError) as err:
+            raise DataError(
+                f"{self.name} has no split {split!r} (splits: {', '.join(self._sizes)}; "
+                f"slices like 'train[:90%]' work too)"
+            ) from err
+        return np.concatenate(
+            [
+                self._offsets[p.splitname] + np.arange(self._sizes[p.splitname])[p.from_ : p.to]
+                for p in parts
+            ]
+        )
+
+    @property
+    def splits(self) -> dict[str, int]:
+        return dict(self._sizes)
+
+    def num_examples(self, split: str) -> int:
+        return len(self._indices(split))
+
+    def train_stream(
+        self, split: str, epoch: int, seed: int, global_batch: int, process: int, processes: int
+    ) -> TrainStream:
+        indices = self._indices(split)
+        steps = len(indices) // global_batch
+        if steps == 0:
+            raise DataError(
+                f"{self.name} split {split!r} has {len(indices)} examples, fewer than one "
+                f"batch of {global_batch}"
+            )
+        local = global_batch // processes
+        order = np.random.default_rng(epoch_seed(seed, epoch)).permutation(indices)
+        order = order[: steps * global_batch].reshape(steps, processes, local)
+        positions = np.arange(steps * global_batch).reshape(steps, processes, local)
+        mine, positions = order[:, process].reshape(-1), positions[:, process].reshape(-1)
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (self._raw[mine], self._labels[mine], positions)
+        )
+        return TrainStream(dataset, steps)
+
+    def eval_sizes(self, split: str, processes: int) -> list[int]:
+        return [len(part) for part in np.array_split(self._indices(split), processes)]
+
+    def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
+        mine = np.array_split(self._indices(split), processes)[process]
+        return tf.data.Dataset.from_tensor_slices((self._raw[mine], self._labels[mine]))
+
+
+def open_dataset(
+    spec: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
+) -> DataSource:
+    """``digits``, ``folder:PATH`` (or an existing directory), or a TFDS name[:version]."""
+    spec = spec.strip()
+    if spec == "digits":
+        from mixer_cli.data.digits import DigitsSource
+
+        return DigitsSource()
+    if spec.startswith("folder:") or os.sep in spec or Path(spec).is_dir():
+        from mixer_cli.data.folder import FolderSource
+
+        return FolderSource(Path(spec.removeprefix("folder:")).expanduser())
+    from mixer_cli.data.tfds_source import open_tfds
+
+    return open_tfds(spec, data_dir, download=download)

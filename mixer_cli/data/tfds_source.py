@@ -1,0 +1,170 @@
+"""TFDS datasets by name: prepared data in a data directory, downloaded when possible.
+
+Resolution order for ``NAME[:VERSION]``: a registered TFDS builder (downloading and
+preparing it if needed and the network allows), else a prepared copy found under
+the data directory (``DATA_DIR/NAME/VERSION/dataset_info.json``, how ImageNet-21k
+and other manual datasets arrive), else an error with close names. Processes read
+disjoint slices (`tfds.split_for_jax_process`); files and examples are shuffled
+with per-epoch seeds before decoding.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+from pathlib import Path
+
+from mixer_cli.data.sources import DataSource, TrainStream, epoch_seed
+from mixer_cli.data.tf_cpu import tf
+from mixer_cli.errors import DataError, DatasetNotFound
+
+SHUFFLE_BUFFER = 10_000
+_DOWNLOAD_HOST = "storage.googleapis.com"  # where TFDS fetches most datasets from
+
+
+def default_data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR", str(Path("~/tensorflow_datasets").expanduser()))
+
+
+def _network_available() -> bool:
+    """A fast check, so that an offline machine fails at once instead of retrying for minutes."""
+    try:
+        socket.getaddrinfo(_DOWNLOAD_HOST, 443)
+    except OSError:
+        return False
+    return True
+
+
+def _prepared_copy(name: str, version: str, data_dir: str):  # -> DatasetBuilder | None
+    import tensorflow_datasets as tfds
+
+    base = Path(data_dir) / name
+    versions = [base / version] if version else sorted(base.glob("*"), reverse=True)
+    for path in versions:
+        if (path / "dataset_info.json").exists():
+            return tfds.builder_from_directory(str(path))
+    return None
+
+
+def open_tfds(spec: str, data_dir: str | os.PathLike | None, *, download: bool) -> TfdsSource:
+    import tensorflow_datasets as tfds
+
+    data_dir = str(data_dir) if data_dir else default_data_dir()
+    name, _, version = spec.partition(":")
+    how_to = (
+        f"prepare it where TFDS can reach the network (`tfds build {name} --data_dir DIR`) "
+        "and pass --data-dir DIR, or use an image folder (folder:PATH)"
+    )
+    try:
+        builder = tfds.builder(spec, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        builder = _prepared_copy(name, version, data_dir)
+        if builder is None:
+            known = tfds.list_builders(with_community_datasets=False)  # offline: no GCS lookups
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise DatasetNotFound(
+                f"unknown dataset {spec!r}: no TFDS builder of that name and no prepared copy "
+                f"in {Path(data_dir) / name}; {hint}for a manual dataset, {how_to}"
+            ) from None
+    except AssertionError as err:  # e.g. a version TFDS does not know
+        raise DatasetNotFound(f"cannot load {spec!r}: {str(err).splitlines()[0]}") from err
+    if not builder.is_prepared():
+        if not download:
+            raise DatasetNotFound(f"{spec!r} is not prepared in {builder.data_dir}; {how_to}")
+        manual = builder.MANUAL_DOWNLOAD_INSTRUCTIONS is not None
+        if not manual and not _network_available():
+            raise DatasetNotFound(
+                f"{spec!r} is not prepared in {builder.data_dir} and cannot be downloaded "
+                f"(no network); {how_to}"
+            )
+        try:
+            builder.download_and_prepare()
+        except Exception as err:  # TFDS raises many kinds; all mean "not available here"
+            raise DatasetNotFound(
+                f"{spec!r} is not prepared in {builder.data_dir} and could not be prepared "
+                f"({str(err).splitlines()[0]}); {how_to}"
+            ) from err
+    return TfdsSource(builder)
+
+
+class TfdsSource(DataSource):
+    encoded = True
+
+    def __init__(self, builder) -> None:
+        self.builder = builder
+        info = builder.info
+        self.name = info.name
+        missing = {"image", "label"} - set(info.features.keys())
+        if missing:
+            raise DataError(
+                f"{self.name} has no {' or '.join(sorted(missing))} feature: an image "
+                "classification dataset needs 'image' and 'label'"
+            )
+        self.num_classes = info.features["label"].num_classes
+        height, width = info.features["image"].shape[:2]
+        self.image_shape = (height, width, 3)
+        splits = list(info.splits.keys())
+        self.eval_split = next((s for s in ("test", "validation") if s in splits), "test")
+
+    @property
+    def splits(self) -> dict[str, int]:
+        return {name: info.num_examples for name, info in self.builder.info.splits.items()}
+
+    def num_examples(self, split: str) -> int:
+        try:
+            return self.builder.info.splits[split].num_examples
+        except (KeyError, ValueError, AssertionError) as err:
+            splits = ", ".join(self.builder.info.splits.keys())
+            raise DataError(f"{self.name} has no split {split!r} (splits: {splits})") from err
+
+    def _read(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
+        import tensorflow_datasets as tfds
+
+        options = tf.data.Options()
+        options.deterministic = True
+        return self.builder.as_dataset(
+            split=split,
+            shuffle_files=shuffle_seed is not None,
+            read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options),
+            decoders={"image": tfds.decode.SkipDecoding()},
+        )
+
+    def _process_split(self, split: str, process: int, processes: int) -> str:
+        import tensorflow_datasets as tfds
+
+        self.num_examples(split)  # refuse unknown splits with the list of valid ones
+        return tfds.split_for_jax_process(split, process_index=process, process_count=processes)
+
+    def train_stream(
+        self, split: str, epoch: int, seed: int, global_batch: int, process: int, processes: int
+    ) -> TrainStream:
+        local = global_batch // processes
+        sizes = [
+            self.num_examples(self._process_split(split, p, processes)) for p in range(processes)
+        ]
+        steps = min(sizes) // local
+        if steps == 0:
+            raise DataError(
+                f"{self.name} split {split!r} has {sum(sizes)} examples, fewer than one "
+                f"batch of {global_batch}"
+            )
+        shuffle_seed = epoch_seed(seed, epoch)
+        ds = self._read(self._process_split(split, process, processes), shuffle_seed)
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed).take(steps * local).enumerate()
+
+        def keep(i, ex):  # global position: row `process` of each global batch
+            position = i // local * global_batch + process * local + i % local
+            return ex["image"], ex["label"], position
+
+        return TrainStream(ds.map(keep), steps)
+
+    def eval_sizes(self, split: str, processes: int) -> list[int]:
+        return [
+            self.num_examples(self._process_split(split, p, processes)) for p in range(processes)
+        ]
+
+    def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
+        ds = self._read(self._process_split(split, process, processes), shuffle_seed=None)
+        return ds.map(lambda ex: (ex["image"], ex["label"]))

@@ -1,0 +1,97 @@
+"""Dataset resolution: digits, image folders, prepared and mocked TFDS, and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import mock_tfds, write_image_folder, write_prepared_tfds
+
+from mixer_cli.data import open_dataset
+from mixer_cli.errors import DataError, DatasetNotFound
+
+
+def collect(ds) -> tuple[list, np.ndarray]:
+    items = list(ds.as_numpy_iterator())
+    return [x[0] for x in items], np.array([x[1] for x in items])
+
+
+def test_digits_is_a_fixed_stratified_split() -> None:
+    src = open_dataset("digits")
+    assert (src.num_classes, src.image_shape, src.flip) == (10, (8, 8, 3), False)
+    assert (src.num_examples("train"), src.num_examples("test")) == (1437, 360)
+    _, test_labels = collect(src.eval_stream("test", 0, 1))
+    assert np.all(np.abs(np.bincount(test_labels) - 36) <= 1)  # 10% of each class
+    again, _ = collect(open_dataset("digits").eval_stream("test", 0, 1))
+    first, _ = collect(src.eval_stream("test", 0, 1))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert src.num_examples("train[:10%]+test") == 144 + 360
+
+
+def test_image_folder_reads_splits_classes_and_formats(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "pets", {"train": 5, "test": 3})
+    for spec in (f"folder:{root}", str(root)):
+        src = open_dataset(spec)
+        assert src.classes == ["cat", "dog", "owl"] and src.num_classes == 3
+        assert (src.num_examples("train"), src.num_examples("test")) == (15, 9)
+        assert (src.train_split, src.eval_split) == ("train", "test")
+    _, labels = collect(src.eval_stream("test", 0, 1))
+    assert sorted(np.bincount(labels)) == [3, 3, 3]
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({}, "does not exist"),
+        ({"": None}, "no split folders"),
+        ({"train/": None}, "0 class folder"),
+        ({"train/cat/": None}, "1 class folder"),
+        ({"train/cat/": None, "train/dog/": None}, "has no images"),
+    ],
+)
+def test_bad_folders_are_refused(tmp_path: Path, layout: dict, message: str) -> None:
+    root = tmp_path / "data"
+    for rel in layout:
+        (root / rel).mkdir(parents=True, exist_ok=True)
+    with pytest.raises(DataError, match=message):
+        open_dataset(f"folder:{root}")
+
+
+def test_mocked_catalogue_dataset_takes_metadata_from_tfds(tmp_path: Path) -> None:
+    with mock_tfds("cifar10", ("train", "test"), 10, tmp_path) as data_dir:
+        src = open_dataset("cifar10", data_dir)
+        assert (src.name, src.num_classes, src.image_shape) == ("cifar10", 10, (32, 32, 3))
+        assert (src.num_examples("train"), src.num_examples("train[:50%]")) == (10, 5)
+        assert src.eval_split == "test"
+        raw, labels = collect(src.eval_stream("test", 0, 1))
+        assert len(raw) == 10 and raw[0][:4] == b"\x89PNG" and labels.max() < 10
+
+
+def test_prepared_dataset_without_builder_code_is_found_in_data_dir(tmp_path: Path) -> None:
+    write_prepared_tfds(tmp_path, "imagenet21k", {"train": 30, "validation": 9})
+    src = open_dataset("imagenet21k", tmp_path)
+    assert (src.num_classes, src.eval_split) == (4, "validation")
+    assert src.eval_sizes("validation", 2) == [5, 4]
+    slices = [collect(src.eval_stream("validation", p, 2))[0] for p in range(2)]
+    together, _ = collect(src.eval_stream("validation", 0, 1))
+    assert [r for part in slices for r in part] == together  # disjoint, complete, in order
+
+
+def test_unknown_dataset_suggests_close_names(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFound, match=r"did you mean cifar10") as err:
+        open_dataset("cifar11", tmp_path)
+    assert str(tmp_path / "cifar11") in str(err.value)
+
+
+def test_unprepared_dataset_says_where_it_looked_and_how_to_provide_it(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFound, match=rf"not prepared in {tmp_path}/cifar10.*--data-dir"):
+        open_dataset("cifar10", tmp_path, download=False)
+    # A manual dataset fails at once, offline or not, naming the data dir.
+    with pytest.raises(DatasetNotFound, match=rf"{tmp_path}/imagenet2012.*Manual directory"):
+        open_dataset("imagenet2012", tmp_path)
+
+
+def test_unknown_split_lists_the_valid_ones() -> None:
+    with pytest.raises(DataError, match=r"no split 'val' .*train, test"):
+        open_dataset("digits").num_examples("val")
