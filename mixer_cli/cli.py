@@ -15,6 +15,7 @@ import typer
 
 from mixer_cli import __version__
 from mixer_cli.commands.info import info
+from mixer_cli.commands.pretrain import pretrain
 from mixer_cli.errors import MixerError
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.command("pretrain")(pretrain)
 app.command("info")(info)
 
 

@@ -48,3 +48,29 @@ def to_global(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
     return {
         key: jax.make_array_from_process_local_data(sharding, value) for key, value in local.items()
     }
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Join a multi-process run when asked (arguments or JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES, JAX_PROCESS_ID); True if this is one. Must run before any JAX
+    computation. On CPUs the processes talk through gloo."""
+    import os
+
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not coordinator:
+        return False
+    num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0")) or None
+    if process_id is None and "JAX_PROCESS_ID" in os.environ:
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    if num_processes is None or process_id is None:
+        raise ConfigError(
+            "a multi-process run needs the coordinator address, the number of processes and "
+            "this process's id (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)"
+        )
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+    return True

@@ -41,3 +41,15 @@ def nearby_multiples(value: int, base: int) -> str:
     """'224 or 240': the positive multiples of `base` around `value`, for error messages."""
     below, above = value // base * base, (value // base + 1) * base
     return " or ".join(str(c) for c in sorted({below, above}) if c > 0)
+
+
+class TrainingDiverged(MixerError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 1
+
+
+class Interrupted(MixerError):
+    """Ctrl-C: a checkpoint was saved and the run can be resumed."""
+
+    exit_code = 130

@@ -81,3 +81,42 @@ def progress() -> Progress:
 
 def millions(n: int) -> str:
     return f"{n / 1e6:,.1f}M" if n >= 1e5 else f"{n:,}"
+
+
+class TrainingProgress:
+    """A progress bar with the live training scalars; `note` prints a line above it."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        from rich.progress import TimeRemainingColumn
+
+        self.enabled = enabled
+        self.bar = Progress(
+            TextColumn("step {task.completed:>6}/{task.total}"),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
+            TextColumn("{task.fields[ips]:,.0f} img/s"),
+            TimeRemainingColumn(),
+            console=stderr,
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task(
+            "train", total=total, completed=start, loss=float("nan"), lr=0.0, ips=0.0
+        )
+
+    def __enter__(self) -> TrainingProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, step: int, **fields: float) -> None:
+        self.bar.update(self.task, completed=step, **fields)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.bar.console.print(text)
+
+
+def training_progress(total: int, start: int, enabled: bool = True) -> TrainingProgress:
+    return TrainingProgress(total, start, enabled)

@@ -51,3 +51,106 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
+Recipe = Annotated[
+    Optional[str],
+    typer.Option(
+        "--recipe",
+        help="A built-in recipe (see `mixer info --recipes`); default: demo.",
+        show_default=False,
+    ),
+]
+ConfigFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        help="A YAML recipe file (sections model, data, optim, train).",
+        show_default=False,
+    ),
+]
+Workdir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--workdir",
+        help="Run directory; the same command on the same directory resumes. "
+        "[default: runs/COMMAND-VARIANT-DATA-TIME]",
+        show_default=False,
+    ),
+]
+Init = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--init",
+        help="Start from these weights: an .npz in the official layout (Google's or ours) "
+        "or a finished run directory.",
+        show_default=False,
+    ),
+]
+Set = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="Override any config key, e.g. --set optim.lr=3e-3 (repeatable).",
+        show_default=False,
+    ),
+]
+Steps = Annotated[
+    Optional[int], typer.Option("--steps", help="Total training steps.", show_default=False, min=1)
+]
+Epochs = Annotated[
+    Optional[float], typer.Option("--epochs", help="Training length in epochs.", show_default=False)
+]
+BatchSize = Annotated[
+    Optional[int],
+    typer.Option("--batch-size", help="Global batch size.", show_default=False, min=1),
+]
+AccumSteps = Annotated[
+    Optional[int],
+    typer.Option(
+        "--accum-steps",
+        help="Micro-batches per step (gradient accumulation).",
+        show_default=False,
+        min=1,
+    ),
+]
+LearningRate = Annotated[
+    Optional[float], typer.Option("--lr", help="Peak learning rate.", show_default=False)
+]
+Dtype = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dtype",
+        help="Compute dtype: float32 or bfloat16 (parameters stay float32).",
+        show_default=False,
+    ),
+]
+Seed = Annotated[
+    Optional[int],
+    typer.Option("--seed", help="Seed of initialisation and data.", show_default=False),
+]
+StopAfter = Annotated[
+    Optional[int],
+    typer.Option(
+        "--stop-after",
+        help="Stop after this many steps of this invocation, with a checkpoint (for "
+        "time-limited jobs); the same command resumes.",
+        show_default=False,
+        min=1,
+    ),
+]
+Coordinator = Annotated[
+    Optional[str],
+    typer.Option(
+        "--coordinator",
+        help="Multi-process run: the coordinator's HOST:PORT (or JAX_COORDINATOR_ADDRESS), "
+        "with --num-processes and --process-id.",
+        show_default=False,
+    ),
+]
+NumProcesses = Annotated[
+    Optional[int],
+    typer.Option("--num-processes", show_default=False, help="Processes in a multi-process run."),
+]
+ProcessId = Annotated[
+    Optional[int],
+    typer.Option("--process-id", show_default=False, help="This process's index, from 0."),
+]

@@ -69,31 +69,27 @@ class TrainBatches:
         self.local_batch = local_batch_size(global_batch, mesh)
         self.process, self.processes = jax.process_index(), jax.process_count()
         self.transforms = Transforms(source, pre, seed)
-        self.steps_per_epoch = self._stream(0).steps_per_epoch
+        self.steps_per_epoch = source.steps_per_epoch(split, global_batch, self.processes)
 
-    def _stream(self, epoch: int):
-        return self.source.train_stream(
-            self.split, epoch, self.seed, self.global_batch, self.process, self.processes
-        )
-
-    def _epoch(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
+    def _pipeline(self, stream: tf.data.Dataset, skip_steps: int) -> tf.data.Dataset:
         t = self.transforms
-        ds = self._stream(epoch).dataset.skip(skip_steps * self.local_batch)  # before decoding
-        ds = ds.map(
-            lambda raw, label, pos: t.train_example(raw, label, pos, epoch),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True,
-        )
+        ds = stream.skip(skip_steps * self.local_batch)  # skipped before decoding: cheap
+        ds = ds.map(t.train_example, num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = ds.batch(self.local_batch, drop_remainder=True)
-        ds = ds.map(lambda x, y, pos: t.train_batch(x, y, pos, epoch), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(t.train_batch, num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE)
 
     def host_batches(self) -> Iterator[dict[str, np.ndarray]]:
         """This process's rows of each global batch, as NumPy, from `start_step` on."""
         epoch, skip = divmod(self.start_step, self.steps_per_epoch)
         while True:
-            yield from _numpy_batches(self._epoch(epoch, skip), f"{self.source.name} {self.split}")
-            epoch, skip = epoch + 1, 0
+            stream = self.source.train_stream(
+                self.split, epoch, self.seed, self.global_batch, self.process, self.processes
+            )
+            yield from _numpy_batches(
+                self._pipeline(stream.dataset, skip), f"{self.source.name} {self.split}"
+            )
+            epoch, skip = epoch + stream.num_epochs, 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return _on_devices(self.host_batches(), self.mesh)

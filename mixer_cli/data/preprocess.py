@@ -154,13 +154,14 @@ class Transforms:
         self.permutation = pre.permutation_index()
         self.flip = pre.flip and source.flip
 
+    def _key(self, epoch: tf.Tensor) -> tf.Tensor:
+        return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
+
     def train_example(
-        self, raw: tf.Tensor, label: tf.Tensor, position: tf.Tensor, epoch: int
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        self, raw: tf.Tensor, label: tf.Tensor, position: tf.Tensor, epoch: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         pre, r = self.pre, self.pre.resolution
-        key = tf.random.experimental.stateless_fold_in(
-            tf.constant([self.seed, epoch], tf.int64), position
-        )
+        key = tf.random.experimental.stateless_fold_in(self._key(epoch), position)
         crop_key, flip_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
         data = self.source.read(raw)
         if pre.crop == "inception":
@@ -173,16 +174,14 @@ class Transforms:
             image = tf.image.stateless_random_flip_left_right(image, flip_key)
         if pre.randaug_layers and pre.randaug_magnitude:
             image = randaugment(image, pre.randaug_layers, pre.randaug_magnitude, augment_key)
-        return to_model_input(image, self.permutation), label, position
+        return to_model_input(image, self.permutation), label, position, epoch
 
     def train_batch(
-        self, images: tf.Tensor, labels: tf.Tensor, positions: tf.Tensor, epoch: int
+        self, images: tf.Tensor, labels: tf.Tensor, positions: tf.Tensor, epochs: tf.Tensor
     ) -> dict[str, tf.Tensor]:
         onehot = tf.one_hot(labels, self.source.num_classes, dtype=tf.float32)
-        if self.pre.mixup > 0:
-            key = tf.random.experimental.stateless_fold_in(
-                tf.constant([self.seed, epoch], tf.int64), -1 - positions[0]
-            )
+        if self.pre.mixup > 0:  # one ratio per global batch, keyed by its first position
+            key = tf.random.experimental.stateless_fold_in(self._key(epochs[0]), -1 - positions[0])
             images, onehot = mixup(images, onehot, key, self.pre.mixup)
         return {"image": images, "label": onehot}
 

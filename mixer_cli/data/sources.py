@@ -20,17 +20,21 @@ import numpy as np
 from mixer_cli.data.tf_cpu import tf
 from mixer_cli.errors import DataError
 
+# An indexed source emits this many examples per pipeline (many small epochs at once),
+# so small datasets do not pay for building a tf.data pipeline every few steps.
+CHUNK_EXAMPLES = 2_000_000
+
 
 @dataclass(frozen=True)
 class TrainStream:
-    """One epoch of raw examples for this process: (raw, label, position) in order.
+    """`num_epochs` epochs of raw examples for this process: (raw, label, position, epoch).
 
-    `position` is the example's place in the *global* epoch order, the key of its
-    augmentation randomness, so results do not depend on the number of processes.
+    `position` is the example's place in the *global* order of its epoch, which with the
+    epoch keys its augmentation randomness: results do not depend on the process count.
     """
 
     dataset: tf.data.Dataset
-    steps_per_epoch: int
+    num_epochs: int
 
 
 class DataSource(abc.ABC):
@@ -54,10 +58,20 @@ class DataSource(abc.ABC):
         """Examples in a split (slices such as ``train[:98%]`` included)."""
 
     @abc.abstractmethod
+    def steps_per_epoch(self, split: str, global_batch: int, processes: int) -> int:
+        """Full global batches per epoch (the remainder is dropped); refuses zero."""
+
+    @abc.abstractmethod
     def train_stream(
         self, split: str, epoch: int, seed: int, global_batch: int, process: int, processes: int
     ) -> TrainStream:
-        """This process's share of a seeded, shuffled epoch; the remainder batch is dropped."""
+        """This process's share of seeded, shuffled epochs from `epoch` on, in order."""
+
+    def _too_small(self, split: str, examples: int, global_batch: int) -> DataError:
+        return DataError(
+            f"{self.name} split {split!r} has {examples} examples, fewer than one batch of "
+            f"{global_batch}"
+        )
 
     @abc.abstractmethod
     def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
@@ -116,25 +130,36 @@ class IndexedSource(DataSource):
     def num_examples(self, split: str) -> int:
         return len(self._indices(split))
 
+    def steps_per_epoch(self, split: str, global_batch: int, processes: int) -> int:
+        examples = len(self._indices(split))
+        if examples < global_batch:
+            raise self._too_small(split, examples, global_batch)
+        return examples // global_batch
+
     def train_stream(
         self, split: str, epoch: int, seed: int, global_batch: int, process: int, processes: int
     ) -> TrainStream:
         indices = self._indices(split)
-        steps = len(indices) // global_batch
-        if steps == 0:
-            raise DataError(
-                f"{self.name} split {split!r} has {len(indices)} examples, fewer than one "
-                f"batch of {global_batch}"
-            )
+        steps = self.steps_per_epoch(split, global_batch, processes)
         local = global_batch // processes
-        order = np.random.default_rng(epoch_seed(seed, epoch)).permutation(indices)
-        order = order[: steps * global_batch].reshape(steps, processes, local)
+        num_epochs = max(1, CHUNK_EXAMPLES // (steps * global_batch))
         positions = np.arange(steps * global_batch).reshape(steps, processes, local)
-        mine, positions = order[:, process].reshape(-1), positions[:, process].reshape(-1)
-        dataset = tf.data.Dataset.from_tensor_slices(
-            (self._raw[mine], self._labels[mine], positions)
+        positions = positions[:, process].reshape(-1)
+        mine = np.concatenate(
+            [
+                np.random.default_rng(epoch_seed(seed, e))
+                .permutation(indices)[: steps * global_batch]
+                .reshape(steps, processes, local)[:, process]
+                .reshape(-1)
+                for e in range(epoch, epoch + num_epochs)
+            ]
         )
-        return TrainStream(dataset, steps)
+        epochs = np.repeat(np.arange(epoch, epoch + num_epochs), len(positions))
+        raw, labels = tf.constant(self._raw), tf.constant(self._labels)
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (mine, np.tile(positions, num_epochs), epochs)
+        ).map(lambda i, position, e: (tf.gather(raw, i), tf.gather(labels, i), position, e))
+        return TrainStream(dataset, num_epochs)
 
     def eval_sizes(self, split: str, processes: int) -> list[int]:
         return [len(part) for part in np.array_split(self._indices(split), processes)]

@@ -137,28 +137,27 @@ class TfdsSource(DataSource):
         self.num_examples(split)  # refuse unknown splits with the list of valid ones
         return tfds.split_for_jax_process(split, process_index=process, process_count=processes)
 
+    def steps_per_epoch(self, split: str, global_batch: int, processes: int) -> int:
+        sizes = self.eval_sizes(split, processes)  # each process's slice
+        steps = min(sizes) // (global_batch // processes)
+        if steps == 0:
+            raise self._too_small(split, sum(sizes), global_batch)
+        return steps
+
     def train_stream(
         self, split: str, epoch: int, seed: int, global_batch: int, process: int, processes: int
     ) -> TrainStream:
         local = global_batch // processes
-        sizes = [
-            self.num_examples(self._process_split(split, p, processes)) for p in range(processes)
-        ]
-        steps = min(sizes) // local
-        if steps == 0:
-            raise DataError(
-                f"{self.name} split {split!r} has {sum(sizes)} examples, fewer than one "
-                f"batch of {global_batch}"
-            )
+        steps = self.steps_per_epoch(split, global_batch, processes)
         shuffle_seed = epoch_seed(seed, epoch)
         ds = self._read(self._process_split(split, process, processes), shuffle_seed)
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed).take(steps * local).enumerate()
 
         def keep(i, ex):  # global position: row `process` of each global batch
             position = i // local * global_batch + process * local + i % local
-            return ex["image"], ex["label"], position
+            return ex["image"], ex["label"], position, tf.constant(epoch, tf.int64)
 
-        return TrainStream(ds.map(keep), steps)
+        return TrainStream(ds.map(keep), num_epochs=1)
 
     def eval_sizes(self, split: str, processes: int) -> list[int]:
         return [

@@ -1,0 +1,45 @@
+"""The run directory: checked before any work, tied to one config so a resume is a resume."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from mixer_cli.config import Config, dump_yaml
+from mixer_cli.errors import ConfigError
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key}: {a!r} before, {b!r} now"
+    return None
+
+
+def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
+    """Create and probe the directory; refuse a different config than the run it holds."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"workdir {str(workdir)!r} is not writable: {err.strerror}") from None
+    saved = workdir / "config.yaml"
+    if saved.exists():
+        difference = _first_difference(yaml.safe_load(saved.read_text()) or {}, config.to_dict())
+        if difference:
+            raise ConfigError(
+                f"{workdir} holds a run with another config ({difference}); resume it with "
+                "the same settings or choose a new --workdir"
+            )
+    elif write:
+        tmp = saved.with_suffix(".yaml.tmp")
+        tmp.write_text(dump_yaml(config))
+        tmp.replace(saved)

@@ -1,0 +1,59 @@
+"""Run configuration: precedence, validation, and recipes that all load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mixer_cli.config import parse_assignments, recipes, resolve
+from mixer_cli.errors import ConfigError
+
+
+def test_precedence_defaults_then_yaml_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "model:\n  variant: Ti/4\n  resolution: 16\noptim:\n  lr: 3e-3\ntrain:\n  steps: 10\n"
+    )
+    config = resolve(None, path, {"model.resolution": "32", "train.seed": 7})
+    assert config.model.variant == "Ti/4"  # from the file
+    assert config.optim.lr == 0.003  # YAML 1.1's '3e-3' string is read as a float
+    assert config.model.resolution == 32 and config.train.seed == 7  # flags win
+    assert config.optim.b2 == 0.999  # untouched default
+
+
+@pytest.mark.parametrize("name", recipes())
+def test_every_recipe_resolves(name: str) -> None:
+    config = resolve(name, None, {})
+    assert config.train.steps > 0 or config.train.epochs > 0
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "message"),
+    [
+        ("model:\n  variant: B/16\n  colour: red\n", {}, "unknown config key 'model.colour'"),
+        ("modle:\n  variant: B/16\n", {}, "unknown config key 'modle.variant'"),
+        ("model: [1, 2\n", {}, "malformed YAML"),
+        ("model: 3\n", {}, "must be a mapping"),
+        ("", {"train.steps": "many"}, "train.steps must be int, got 'many'"),
+        ("", {"optim.lr": "-1"}, "optim.lr must be > 0"),
+        ("", {"train.loss": "hinge"}, "train.loss must be one of softmax, sigmoid"),
+        ("", {"train.epochs": "3"}, "exactly one of train.steps and train.epochs"),
+    ],
+)
+def test_bad_configs_are_refused(tmp_path: Path, yaml_text, overrides, message) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        resolve("demo" if not yaml_text else None, None if not yaml_text else path, overrides)
+
+
+def test_unknown_recipe_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown recipe 'b16'; recipes: .*demo"):
+        resolve("b16", None, {})
+
+
+def test_set_needs_key_value() -> None:
+    assert parse_assignments(["optim.lr=3e-3"]) == {"optim.lr": "3e-3"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_assignments(["optim.lr"])

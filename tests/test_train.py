@@ -1,0 +1,168 @@
+"""The training engine on digits: loss falls, resume = uninterrupted, devices agree, guards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixer_cli.cli import run
+from mixer_cli.config import Config, resolve
+from mixer_cli.errors import TrainingDiverged
+from mixer_cli.train.engine import _initial_state, build, train_and_evaluate
+from mixer_cli.train.steps import train_step
+
+TINY = {
+    "train.steps": 20,
+    "train.log_every": 5,
+    "train.checkpoint_every": 5,
+    "optim.warmup_steps": 5,
+}
+
+
+def tiny(**overrides: object) -> Config:
+    return resolve("demo", None, {**TINY, **overrides})
+
+
+def params_of(workdir: Path) -> dict[str, np.ndarray]:
+    with np.load(workdir / "params.npz") as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    train_and_evaluate(tiny(), workdir)
+    return workdir
+
+
+def test_loss_falls_and_the_run_directory_is_complete(uninterrupted: Path) -> None:
+    records = [
+        json.loads(line)
+        for line in (uninterrupted / "metrics.jsonl").read_text().split("\n")
+        if line
+    ]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]
+    assert {"grad_norm", "lr", "img_per_sec"} <= set(records[0])
+    results = json.loads((uninterrupted / "results.json").read_text())
+    assert results["finished"] and results["step"] == 20 and results["test_examples"] == 360
+    assert results["test_top1"] > 0.5  # chance is 0.1
+    assert (uninterrupted / "config.yaml").exists()
+    assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(
+        p.name for p in (uninterrupted / "checkpoints").iterdir() if p.name.isdigit()
+    ) == ["15", "20"]  # keep_checkpoints: 2
+
+
+def test_stopped_and_resumed_equals_uninterrupted(uninterrupted: Path, tmp_path: Path) -> None:
+    first = train_and_evaluate(tiny(), tmp_path, stop_after=7)
+    assert not first["finished"] and first["step"] == 7 and not (tmp_path / "params.npz").exists()
+    resumed = train_and_evaluate(tiny(), tmp_path)
+    want = json.loads((uninterrupted / "results.json").read_text())
+    assert resumed["final_train_loss"] == want["final_train_loss"]
+    assert resumed["test_top1"] == want["test_top1"]
+    assert resumed["params_norm"] == pytest.approx(want["params_norm"], rel=1e-6)
+    ours, theirs = params_of(tmp_path), params_of(uninterrupted)
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == [5, 7, 10, 15, 20]  # the stop at 7 logged once, nothing replayed twice
+
+
+def test_one_device_and_eight_devices_agree(uninterrupted: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    cmd = [sys.executable, "-m", "mixer_cli", "pretrain", "--workdir", str(tmp_path)]
+    cmd += [f"--set={key}={value}" for key, value in TINY.items()]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, eight = params_of(tmp_path), params_of(uninterrupted)
+    # Same batches and math; only the order of the cross-device gradient sum differs.
+    # Tolerance: 1e-4 relative per tensor and overall. Exempt per tensor: the
+    # token-mixing output biases, whose exact gradient is zero (a per-token constant is
+    # removed by the next LayerNorm); Adam turns their rounding noise into updates.
+    for key in eight:
+        if not key.endswith("token_mixing/Dense_1/bias"):
+            np.testing.assert_allclose(one[key], eight[key], rtol=1e-4, atol=1e-5)
+    diff = np.sqrt(sum(((one[k] - eight[k]) ** 2).sum() for k in eight))
+    assert diff / np.sqrt(sum((eight[k] ** 2).sum() for k in eight)) < 1e-4
+
+
+def test_accumulated_micro_batches_equal_one_large_batch() -> None:
+    config = tiny(**{"train.batch_size": 64})
+    built = build(config)
+    state = _initial_state(built, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.uniform(-1, 1, (64, 8, 8, 3)), jnp.float32),
+        "label": jax.nn.one_hot(rng.integers(0, 10, 64), 10),
+    }
+    step = partial(
+        train_step, model=built.model, tx=built.tx, schedule=built.schedule, loss_kind="softmax"
+    )
+    whole, m1 = jax.jit(partial(step, accum_steps=1))(state, batch)
+    parts, m4 = jax.jit(partial(step, accum_steps=4))(state, batch)
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(parts.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_divergence_stops_the_run_naming_the_step(tmp_path: Path) -> None:
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) by step \d+"):
+        train_and_evaluate(tiny(**{"optim.lr": "1e30", "optim.clip_norm": "0"}), tmp_path)
+
+
+def test_resume_with_another_config_is_refused(uninterrupted: Path, capsys) -> None:
+    code = run(["pretrain", "--workdir", str(uninterrupted), "--set", "optim.lr=0.1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "another config (optim.lr: 0.003 before, 0.1 now)" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--recipe", "nope"], "unknown recipe 'nope'"),
+        (["--set", "model.colour=red"], "unknown config key 'model.colour'"),
+        (["--set", "train.batch_size=big"], "train.batch_size must be int"),
+        (["--steps", "0"], "--steps"),
+        (["--batch-size", "60"], "batch size 60 is not a positive multiple of the 8 devices"),
+        (["--variant", "X/7"], "unknown variant 'X/7'"),
+        (["--resolution", "9"], "not a positive multiple of N/2's patch size 2"),
+        (["--init", "WRONG_NPZ"], "'stem/kernel' has shape (4, 4, 3, 128)"),
+        (["--workdir", "UNWRITABLE"], "is not writable"),
+        (["--data", "imagenet21k", "--data-dir", "TMP"], "no prepared copy in"),
+        (["--recipe", "demo", "--config", "x.yaml"], "--recipe or --config, not both"),
+    ],
+)
+def test_bad_pretrain_input_is_one_line_and_exit_2(capsys, tmp_path, argv, needle) -> None:
+    from mixer_cli.checkpoints import write_npz
+    from mixer_cli.models import abstract_params, create_model
+
+    wrong = jax.tree.map(
+        lambda s: np.zeros(s.shape, s.dtype),
+        abstract_params(create_model("N/4", num_classes=10), 8),
+    )
+    write_npz(wrong, tmp_path / "wrong.npz")
+    (tmp_path / "file").write_text("")
+    names = {
+        "WRONG_NPZ": str(tmp_path / "wrong.npz"),
+        "UNWRITABLE": str(tmp_path / "file" / "run"),
+        "TMP": str(tmp_path),
+    }
+    argv = ["pretrain", "--workdir", str(tmp_path / "run"), *[names.get(a, a) for a in argv]]
+    code = run(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and needle in lines[-1], err
+    assert "Traceback" not in err
