@@ -23,7 +23,7 @@ app = typer.Typer(
     help="MLP-Mixer on JAX/Flax: pre-train, fine-tune, few-shot-evaluate and probe Mixers.",
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 app.command("pretrain")(pretrain)
 app.command("info")(info)

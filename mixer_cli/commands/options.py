@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from mixer_cli.config import recipes
+
 Variant = Annotated[
     Optional[str],
     typer.Option(
@@ -55,7 +57,8 @@ Recipe = Annotated[
     Optional[str],
     typer.Option(
         "--recipe",
-        help="A built-in recipe (see `mixer info --recipes`); default: demo.",
+        help=f"A built-in recipe (YAML in examples/recipes): {', '.join(recipes())}. "
+        "Default: demo.",
         show_default=False,
     ),
 ]
