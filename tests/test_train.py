@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -211,3 +214,33 @@ def test_two_processes_on_loopback_end_where_one_process_does(
             np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test_examples"] == 360
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "mixer_cli",
+        "pretrain",
+        "--workdir",
+        str(tmp_path),
+        "--set=train.steps=100000",
+        "--set=train.log_every=1",
+        "--set=optim.warmup_steps=5",
+    ]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    step = int(re.search(r"interrupted at step (\d+); checkpoint saved", line).group(1))
+    assert (tmp_path / "checkpoints" / str(step)).is_dir()
+    same = {"train.steps": "100000", "train.log_every": "1", "optim.warmup_steps": "5"}
+    resumed = train_and_evaluate(resolve("demo", None, same), tmp_path, stop_after=2)
+    assert resumed["step"] == step + 2  # continued from the saved step, not from 0

@@ -9,9 +9,13 @@ official layout) and results.json; the same command on the same directory resume
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -238,6 +242,28 @@ def train_and_evaluate(
         writer.close()
 
 
+@contextlib.contextmanager
+def interrupt_requests() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C asks the loop to stop after the current step (with a checkpoint); a second
+    Ctrl-C aborts at once. A flag, not an exception, so no half-updated state is saved."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        report.stderr.print("stopping after this step with a checkpoint (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _loop(
     run: Run,
     state: TrainState,
@@ -262,10 +288,10 @@ def _loop(
     def save(step: int) -> None:
         checkpointer.save(step, state, {"step": step, "data_position": step})
 
-    try:
+    with interrupt_requests() as interrupted:
         for step in range(start, end):
             state, metrics = step_fn(state, next(batches))
-            done = step + 1
+            done, stop = step + 1, interrupted()
             if done % t.log_every == 0 or done == end:
                 scalars = jax.device_get(metrics)
                 loss = float(scalars["loss"])
@@ -285,20 +311,17 @@ def _loop(
                 top1, count = evaluate(run, eval_fn, state.params, mesh, eval_batch)
                 writer.write(done, {"test_top1": top1})
                 progress.note(f"step {done}: test top-1 {top1:.2%} ({count:,} images)")
-            if done % t.checkpoint_every == 0 or done == end:
+            if done % t.checkpoint_every == 0 or done == end or stop:
                 if not math.isfinite(float(metrics["loss"])):
                     raise TrainingDiverged(f"loss is not finite at step {done}; not saved")
                 save(done)
                 last_saved = done
-    except KeyboardInterrupt:
-        step_now = int(state.step)
-        if step_now != last_saved:
-            save(step_now)
-        checkpointer.wait()
-        raise Interrupted(
-            f"interrupted at step {step_now}; checkpoint saved in {checkpointer.directory}; "
-            "run the same command again to resume"
-        ) from None
+            if stop:
+                checkpointer.wait()
+                raise Interrupted(
+                    f"interrupted at step {done}; checkpoint saved in {checkpointer.directory}; "
+                    "run the same command again to resume"
+                )
     return state, loss, images_per_sec
 
 
