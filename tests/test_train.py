@@ -41,6 +41,35 @@ def params_of(workdir: Path) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
+def pretrain_command(workdir: Path, *extra: str) -> list[str]:
+    """The real CLI in a fresh process (its own device count), with TINY's settings."""
+    settings = [f"--set={key}={value}" for key, value in TINY.items()]
+    return [
+        sys.executable,
+        "-m",
+        "mixer_cli",
+        "pretrain",
+        "--workdir",
+        str(workdir),
+        *settings,
+        *extra,
+    ]
+
+
+def assert_same_training(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    """Equal up to the order of cross-device sums: 1e-4 relative per tensor and overall.
+
+    Exempt per tensor: the token-mixing output biases, whose exact gradient is zero (a
+    per-token constant is removed by the next LayerNorm); Adam turns their rounding noise
+    into updates of its own.
+    """
+    for key in want:
+        if not key.endswith("token_mixing/Dense_1/bias"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5)
+    diff = np.sqrt(sum(((got[k] - want[k]) ** 2).sum() for k in want))
+    assert diff / np.sqrt(sum((want[k] ** 2).sum() for k in want)) < 1e-4
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("uninterrupted")
@@ -85,20 +114,11 @@ def test_stopped_and_resumed_equals_uninterrupted(uninterrupted: Path, tmp_path:
 
 def test_one_device_and_eight_devices_agree(uninterrupted: Path, tmp_path: Path) -> None:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    cmd = [sys.executable, "-m", "mixer_cli", "pretrain", "--workdir", str(tmp_path)]
-    cmd += [f"--set={key}={value}" for key, value in TINY.items()]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        pretrain_command(tmp_path), env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    one, eight = params_of(tmp_path), params_of(uninterrupted)
-    # Same batches and math; only the order of the cross-device gradient sum differs.
-    # Tolerance: 1e-4 relative per tensor and overall. Exempt per tensor: the
-    # token-mixing output biases, whose exact gradient is zero (a per-token constant is
-    # removed by the next LayerNorm); Adam turns their rounding noise into updates.
-    for key in eight:
-        if not key.endswith("token_mixing/Dense_1/bias"):
-            np.testing.assert_allclose(one[key], eight[key], rtol=1e-4, atol=1e-5)
-    diff = np.sqrt(sum(((one[k] - eight[k]) ** 2).sum() for k in eight))
-    assert diff / np.sqrt(sum((eight[k] ** 2).sum() for k in eight)) < 1e-4
+    assert_same_training(params_of(tmp_path), params_of(uninterrupted))
 
 
 def test_accumulated_micro_batches_equal_one_large_batch() -> None:
@@ -181,19 +201,7 @@ def test_two_processes_on_loopback_end_where_one_process_does(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    base = [
-        sys.executable,
-        "-m",
-        "mixer_cli",
-        "pretrain",
-        "--workdir",
-        str(tmp_path),
-        "--coordinator",
-        f"127.0.0.1:{port}",
-        "--num-processes",
-        "2",
-    ]
-    base += [f"--set={key}={value}" for key, value in TINY.items()]
+    base = pretrain_command(tmp_path, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2")
     procs = [
         subprocess.Popen(
             [*base, "--process-id", str(i)],
@@ -207,27 +215,14 @@ def test_two_processes_on_loopback_end_where_one_process_does(
     outputs = [proc.communicate(timeout=600) for proc in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
-    two, one = params_of(tmp_path), params_of(uninterrupted)
-    # Same global batches as the 8-device single process; the same tolerance as above.
-    for key in one:
-        if not key.endswith("token_mixing/Dense_1/bias"):
-            np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5)
+    # The same global batches as the single 8-device process.
+    assert_same_training(params_of(tmp_path), params_of(uninterrupted))
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test_examples"] == 360
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "mixer_cli",
-        "pretrain",
-        "--workdir",
-        str(tmp_path),
-        "--set=train.steps=100000",
-        "--set=train.log_every=1",
-        "--set=optim.warmup_steps=5",
-    ]
+    cmd = pretrain_command(tmp_path, "--set=train.steps=100000", "--set=train.log_every=1")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     metrics = tmp_path / "metrics.jsonl"
@@ -241,6 +236,6 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path: Path) 
     line = err.strip().splitlines()[-1]
     step = int(re.search(r"interrupted at step (\d+); checkpoint saved", line).group(1))
     assert (tmp_path / "checkpoints" / str(step)).is_dir()
-    same = {"train.steps": "100000", "train.log_every": "1", "optim.warmup_steps": "5"}
-    resumed = train_and_evaluate(resolve("demo", None, same), tmp_path, stop_after=2)
+    same = tiny(**{"train.steps": "100000", "train.log_every": "1"})
+    resumed = train_and_evaluate(same, tmp_path, stop_after=2)
     assert resumed["step"] == step + 2  # continued from the saved step, not from 0
