@@ -112,6 +112,16 @@ def test_stopped_and_resumed_equals_uninterrupted(uninterrupted: Path, tmp_path:
     assert steps == [5, 7, 10, 15, 20]  # the stop at 7 logged once, nothing replayed twice
 
 
+def test_init_warm_starts_from_a_finished_run(uninterrupted: Path, tmp_path: Path) -> None:
+    # One step at lr 1e-9 moves no weight by more than 1e-9: it evaluates the initial weights.
+    config = tiny(**{"train.steps": 1, "optim.lr": 1e-9, "optim.end_lr": 1e-9})
+    results = train_and_evaluate(config, tmp_path, init=uninterrupted)
+    want = json.loads((uninterrupted / "results.json").read_text())
+    assert results["test_top1"] == want["test_top1"]
+    for key, value in params_of(uninterrupted).items():
+        np.testing.assert_allclose(params_of(tmp_path)[key], value, rtol=0, atol=1e-8)
+
+
 def test_one_device_and_eight_devices_agree(uninterrupted: Path, tmp_path: Path) -> None:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     proc = subprocess.run(

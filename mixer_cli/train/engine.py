@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
 from mixer_cli import report
 from mixer_cli.checkpoints import check_compatible, read_npz, write_npz
@@ -111,8 +112,6 @@ def load_init_params(path: Path, abstract_params: Any) -> dict[str, Any]:
         path = path / "params.npz"
     flat = read_npz(path)
     check_compatible(abstract_params, flat, str(path), "this run's model")
-    from flax import traverse_util
-
     return traverse_util.unflatten_dict(
         {tuple(k.split("/")): jnp.asarray(v) for k, v in flat.items()}
     )
