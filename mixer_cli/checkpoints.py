@@ -183,6 +183,28 @@ def read_checked(
     return flat, arch
 
 
+def _as_tree(flat: Mapping[str, np.ndarray]) -> Params:
+    """'/'-joined keys -> the nested parameter tree, float32."""
+    return traverse_util.unflatten_dict(
+        {tuple(k.split("/")): np.asarray(v, dtype=np.float32) for k, v in flat.items()}
+    )
+
+
+def load_params(path: str | os.PathLike, expected: Mapping[str, Any]) -> Params:
+    """Parameters to start a run from: an .npz (official layout) or a finished run
+    directory's params.npz, checked against the run's (abstract) parameter tree."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "params.npz").exists():
+            raise CheckpointError(
+                f"{path} is a directory without params.npz: not a finished mixer run"
+            )
+        path = path / "params.npz"
+    flat = read_npz(path)
+    check_compatible(expected, flat, str(path), "this run's model")
+    return _as_tree(flat)
+
+
 def load_pretrained(
     path: str | os.PathLike, variant: str | None = None, *, dtype: str = "float32"
 ) -> Pretrained:
@@ -192,8 +214,6 @@ def load_pretrained(
     match it exactly. ``dtype='bfloat16'`` computes in bfloat16 with float32 weights.
     """
     flat, arch = read_checked(path, variant)
-    params = traverse_util.unflatten_dict(
-        {tuple(k.split("/")): np.asarray(v, dtype=np.float32) for k, v in flat.items()}
-    )
+    params = _as_tree(flat)
     model = create_model(arch.spec, num_classes=arch.num_classes, dtype=dtype)
     return Pretrained(model=model, params=params, architecture=arch)

@@ -24,14 +24,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import traverse_util
 
 from mixer_cli import report
-from mixer_cli.checkpoints import check_compatible, read_npz, write_npz
+from mixer_cli.checkpoints import load_params, write_npz
 from mixer_cli.config import Config
 from mixer_cli.data import EvalBatches, Preprocessing, TrainBatches, open_dataset
 from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
-from mixer_cli.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
+from mixer_cli.errors import ConfigError, Interrupted, TrainingDiverged
 from mixer_cli.models import MlpMixer, create_model, parse_variant
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter
@@ -101,22 +100,6 @@ def _initial_state(run: Run, key: jax.Array) -> TrainState:
     )
 
 
-def load_init_params(path: Path, abstract_params: Any) -> dict[str, Any]:
-    """Parameters to start from: an .npz (official layout) or a run directory's params.npz."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / "params.npz").exists():
-            raise CheckpointError(
-                f"{path} is a directory without params.npz: not a finished mixer run"
-            )
-        path = path / "params.npz"
-    flat = read_npz(path)
-    check_compatible(abstract_params, flat, str(path), "this run's model")
-    return traverse_util.unflatten_dict(
-        {tuple(k.split("/")): jnp.asarray(v) for k, v in flat.items()}
-    )
-
-
 def evaluate(run: Run, eval_fn: Any, params: Any, mesh: Any, batch_size: int) -> tuple[float, int]:
     """Top-1 accuracy over the whole eval split (padded, masked: every example counts once)."""
     batches = EvalBatches(run.source, run.eval_split, run.preprocessing, batch_size, mesh)
@@ -169,7 +152,7 @@ def train_and_evaluate(
     else:
         state = init_fn(key)
         if init is not None:
-            params = load_init_params(init, abstract.params)
+            params = load_params(init, abstract.params)
             state = state.replace(params=jax.device_put(params, repl))
     start = int(state.step)
     if start >= run.total_steps and (workdir / "results.json").exists():
