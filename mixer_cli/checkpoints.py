@@ -1,10 +1,18 @@
-"""Checkpoints in Google's official ``.npz`` layout: read, check, infer, write.
+"""Checkpoints in Google's official ``.npz`` layout: read, check, infer, adapt, write.
 
 The official MLP-Mixer releases are NumPy archives whose keys are the Flax
 parameter paths joined by ``/`` (``MixerBlock_0/token_mixing/Dense_0/kernel``).
 We read them with ``allow_pickle=False`` (an archive cannot run code), infer the
 architecture from the array shapes when no variant is given, and write our own
 parameters in the same layout so they load in the reference code too.
+
+Higher resolution (the paper's Appendix C): at K times the resolution the image is
+K x K parts, each an ordinary token sequence, and the token-mixing MLP becomes K^2
+block-diagonal copies of the pretrained one. We keep the tokens in raster order and
+instead permute the block-diagonal kernels' token rows/columns into that order: the
+same function, and the adapted checkpoint stays a plain Mixer at the new resolution
+that every loader (ours, the official code) runs without knowing K. K itself is read
+back from the shapes (the token-mixing width over the size's D_S is K^2).
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from mixer_cli.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound
+from mixer_cli.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound, ConfigError
 from mixer_cli.models import MixerSpec, MlpMixer, abstract_params, create_model, parse_variant
-from mixer_cli.models.variants import spec_from_dims
+from mixer_cli.models.variants import SIZES, spec_from_dims
 
 Params = dict[str, Any]
 
@@ -32,9 +40,24 @@ Params = dict[str, Any]
 class Architecture:
     """What a checkpoint's shapes say about the model that made it."""
 
-    spec: MixerSpec
+    spec: MixerSpec  # the size as pre-trained (D_S before any resolution adaptation)
     num_classes: int  # 0 when the checkpoint has no head
-    resolution: int  # native (pre-training) resolution, from the sequence length
+    resolution: int  # the input resolution its weights expect, from the sequence length
+    grid_factor: int = 1  # K: adapted from a pre-training at resolution / K
+
+    @property
+    def native_resolution(self) -> int:
+        return self.resolution // self.grid_factor
+
+    @property
+    def side(self) -> int:
+        """Tokens per row and column."""
+        return self.resolution // self.spec.patch_size
+
+    def create_model(self, **options: Any) -> MlpMixer:
+        return create_model(
+            self.spec, num_classes=self.num_classes, grid_factor=self.grid_factor, **options
+        )
 
 
 @dataclass
@@ -122,8 +145,74 @@ def infer_architecture(flat: Mapping[str, np.ndarray], source: str = "checkpoint
             f"of {seq_len}, which is not a square number of patches"
         )
     num_classes = shape("head/kernel", 2)[1] if "head/kernel" in flat else 0
-    spec = spec_from_dims(patch, num_blocks, hidden, tokens_mlp_dim, channels_mlp_dim)
-    return Architecture(spec=spec, num_classes=num_classes, resolution=side * patch)
+    spec, factor = spec_from_dims(patch, num_blocks, hidden, tokens_mlp_dim, channels_mlp_dim), 1
+    for size_name, size in SIZES.items():  # a known size widened K^2 times: adapted K-fold
+        k = math.isqrt(tokens_mlp_dim // size.tokens_mlp_dim)
+        if (
+            k > 1
+            and tokens_mlp_dim == k * k * size.tokens_mlp_dim
+            and side % k == 0
+            and (num_blocks, hidden, channels_mlp_dim)
+            == (size.num_blocks, size.hidden_dim, size.channels_mlp_dim)
+        ):
+            spec, factor = parse_variant(f"{size_name}/{patch}"), k
+    return Architecture(spec, num_classes, side * patch, factor)
+
+
+def resolution_factor(arch: Architecture, resolution: int) -> int:
+    """The integer K taking a checkpoint's resolution to `resolution`; refuses anything else."""
+    r = arch.resolution
+    valid = ", ".join(str(k * r) for k in range(1, 4))
+    if resolution < r:
+        raise ConfigError(
+            f"resolution {resolution} is below the checkpoint's {r}: a Mixer can only be "
+            f"adapted to integer multiples of it ({valid}, ...)"
+        )
+    if resolution % r:
+        below, above = resolution // r * r, (resolution // r + 1) * r
+        raise ConfigError(
+            f"resolution {resolution} is not an integer multiple of the checkpoint's {r}; "
+            f"try {below} or {above}"
+        )
+    return resolution // r
+
+
+def part_major_order(side: int, factor: int) -> np.ndarray:
+    """Raster indices of the (side*factor)^2 tokens listed part by part: the image's
+    factor x factor parts in raster order, each part's side x side tokens in raster order."""
+    grid = np.arange((side * factor) ** 2).reshape(factor, side, factor, side)
+    return grid.transpose(0, 2, 1, 3).reshape(-1)
+
+
+def adapt_resolution(
+    flat: Mapping[str, np.ndarray], side: int, factor: int
+) -> dict[str, np.ndarray]:
+    """Token-mixing weights for `factor` times the resolution (the paper's Appendix C).
+
+    `side` is the checkpoint's tokens per row. Both kernels become block-diagonal with
+    factor^2 copies (biases tiled), their token axis permuted from part-major to raster
+    order. On a factor x factor mosaic of images the adapted model's pre_logits are the
+    mean of the original model's pre_logits of the parts.
+    """
+    if factor == 1:
+        return dict(flat)
+    order, copies = part_major_order(side, factor), factor * factor
+    adapted = dict(flat)
+    for key, value in flat.items():
+        if "/token_mixing/" not in key:
+            continue
+        if key.endswith("Dense_0/kernel"):  # [S, D_S]: token rows
+            adapted[key] = np.empty((copies * value.shape[0], copies * value.shape[1]), value.dtype)
+            adapted[key][order] = np.kron(np.eye(copies, dtype=value.dtype), value)
+        elif key.endswith("Dense_0/bias"):  # [D_S]: hidden units, block by block
+            adapted[key] = np.tile(value, copies)
+        elif key.endswith("Dense_1/kernel"):  # [D_S, S]: token columns
+            adapted[key] = np.empty((copies * value.shape[0], copies * value.shape[1]), value.dtype)
+            adapted[key][:, order] = np.kron(np.eye(copies, dtype=value.dtype), value)
+        elif key.endswith("Dense_1/bias"):  # [S]: tokens
+            adapted[key] = np.empty(copies * value.shape[0], value.dtype)
+            adapted[key][order] = np.tile(value, copies)
+    return adapted
 
 
 def check_compatible(
@@ -166,21 +255,45 @@ def _input_to_output(key: str) -> tuple[int, bool, str]:
 def read_checked(
     path: str | os.PathLike, variant: str | None = None
 ) -> tuple[dict[str, np.ndarray], Architecture]:
-    """Read an npz and verify it is exactly one Mixer's parameters: (flat arrays, architecture).
+    """Read a checkpoint and verify it is exactly one Mixer's parameters: (flat, architecture).
 
-    The architecture comes from the shapes unless ``variant`` is given; then the file must
-    be exactly that variant, and a difference is refused naming the key and both shapes.
+    `path` is an .npz or a run directory (see `read_params`). The architecture comes from
+    the shapes unless ``variant`` is given; then the file must be exactly that variant,
+    and a difference is refused naming the key and both shapes.
     """
-    flat = read_npz(path)
-    arch = infer_architecture(flat, str(path))
+    flat, source = read_params(path)
+    arch = infer_architecture(flat, source)
     if variant is not None:
         # Same token count, the requested patch size: shape differences then name the key.
         spec = parse_variant(variant)
-        side = arch.resolution // arch.spec.patch_size
-        arch = Architecture(spec, arch.num_classes, side * spec.patch_size)
-    model = create_model(arch.spec, num_classes=arch.num_classes)
-    check_compatible(abstract_params(model, arch.resolution), flat, str(path), arch.spec.name)
+        arch = Architecture(spec, arch.num_classes, arch.side * spec.patch_size, arch.grid_factor)
+    check_compatible(
+        abstract_params(arch.create_model(), arch.resolution), flat, source, arch.spec.name
+    )
     return flat, arch
+
+
+def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
+    """Flat parameters and a name for messages, from an .npz or a run directory.
+
+    A finished run has params.npz; an unfinished one (or its checkpoints/ folder, or one
+    step of it) gives the parameters of its newest complete training checkpoint.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return read_npz(path), str(path)
+    if (path / "params.npz").is_file():
+        return read_npz(path / "params.npz"), str(path / "params.npz")
+    from mixer_cli.train.checkpoint import read_params as read_training_params
+
+    found = read_training_params(path)
+    if found is None:
+        raise CheckpointError(
+            f"{str(path)!r} is a directory without params.npz or training checkpoints: "
+            "not a mixer run"
+        )
+    params, where = found
+    return {key: np.asarray(value) for key, value in _flat(params).items()}, where
 
 
 def _as_tree(flat: Mapping[str, np.ndarray]) -> Params:
@@ -190,30 +303,66 @@ def _as_tree(flat: Mapping[str, np.ndarray]) -> Params:
     )
 
 
+def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {"/".join(keys): leaf for keys, leaf in traverse_util.flatten_dict(tree).items()}
+
+
 def load_params(path: str | os.PathLike, expected: Mapping[str, Any]) -> Params:
-    """Parameters to start a run from: an .npz (official layout) or a finished run
-    directory's params.npz, checked against the run's (abstract) parameter tree."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / "params.npz").exists():
-            raise CheckpointError(
-                f"{path} is a directory without params.npz: not a finished mixer run"
-            )
-        path = path / "params.npz"
-    flat = read_npz(path)
-    check_compatible(expected, flat, str(path), "this run's model")
+    """Parameters to continue from, exactly as saved (an .npz in the official layout or a
+    run directory), checked against the run's parameter tree."""
+    flat, source = read_params(path)
+    check_compatible(expected, flat, source, "this run's model")
     return _as_tree(flat)
 
 
+def transfer_params(path: str | os.PathLike, fresh: Mapping[str, Any]) -> Params:
+    """Fine-tuning's start: the checkpoint's backbone, adapted to the resolution of the
+    `fresh` (initialised) model, under the fresh model's own zero-initialised head."""
+    flat, source = read_params(path)
+    arch = infer_architecture(flat, source)
+    fresh_flat = _flat(fresh)
+    key = "MixerBlock_0/token_mixing/Dense_0/kernel"
+    ratio = fresh_flat[key].shape[0] / flat[key].shape[0] if key in fresh_flat else 1
+    factor = math.isqrt(int(ratio))
+    if factor * factor != ratio:
+        raise CheckpointMismatch(
+            f"{source}: {flat[key].shape[0]} tokens cannot be adapted to the model's "
+            f"{fresh_flat[key].shape[0]} (the resolution must be an integer multiple)"
+        )
+    backbone = {
+        k: v
+        for k, v in adapt_resolution(flat, arch.side, factor).items()
+        if not k.startswith("head/")
+    }
+    expected = {k: v for k, v in fresh_flat.items() if not k.startswith("head/")}
+    check_compatible(
+        traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in expected.items()}),
+        backbone,
+        source,
+        "the fine-tuned model",
+    )
+    head = {k: np.asarray(v) for k, v in fresh_flat.items() if k.startswith("head/")}
+    return _as_tree({**backbone, **head})
+
+
 def load_pretrained(
-    path: str | os.PathLike, variant: str | None = None, *, dtype: str = "float32"
+    path: str | os.PathLike,
+    variant: str | None = None,
+    *,
+    resolution: int | None = None,
+    dtype: str = "float32",
 ) -> Pretrained:
-    """Load an official-layout ``.npz`` (Google's or ours) as a ready-to-run model.
+    """Load an official-layout ``.npz`` (Google's or ours) or a run as a ready-to-run model.
 
     The architecture is inferred from the array shapes; with ``variant`` the file must
-    match it exactly. ``dtype='bfloat16'`` computes in bfloat16 with float32 weights.
+    match it exactly. ``resolution`` adapts the weights to an integer multiple of their
+    resolution (the paper's Appendix C, see `adapt_resolution`). ``dtype='bfloat16'``
+    computes in bfloat16 with float32 weights.
     """
     flat, arch = read_checked(path, variant)
-    params = _as_tree(flat)
-    model = create_model(arch.spec, num_classes=arch.num_classes, dtype=dtype)
-    return Pretrained(model=model, params=params, architecture=arch)
+    if resolution is not None:
+        factor = resolution_factor(arch, resolution)
+        flat = adapt_resolution(flat, arch.side, factor)
+        arch = Architecture(arch.spec, arch.num_classes, resolution, arch.grid_factor * factor)
+    model = arch.create_model(dtype=dtype)
+    return Pretrained(model=model, params=_as_tree(flat), architecture=arch)

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from mixer_cli import __version__
+from mixer_cli.commands.finetune import finetune
 from mixer_cli.commands.info import info
 from mixer_cli.commands.pretrain import pretrain
 from mixer_cli.errors import MixerError
@@ -26,6 +27,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.command("pretrain")(pretrain)
+app.command("finetune")(finetune)
 app.command("info")(info)
 
 

@@ -29,6 +29,7 @@ class ModelConfig:
     dropout: float = 0.0
     stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ CHOICES = {
 }
 POSITIVE = (
     "model.resolution",
+    "model.grid_factor",
     "train.batch_size",
     "train.accum_steps",
     "train.log_every",
@@ -153,7 +155,16 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     raise ConfigError(f"{key} must be {names}, got {value!r}")
 
 
+LENGTH_KEYS = ("train.steps", "train.epochs")
+
+
 def _with_updates(config: Config, updates: dict[str, Any], origin: str) -> Config:
+    """Apply one layer of settings. A layer that sets one of train.steps and train.epochs
+    clears the other: the run's length is whichever the latest layer chose."""
+    given = [key for key in LENGTH_KEYS if key in updates]
+    if len(given) == 1:
+        other = LENGTH_KEYS[1 - LENGTH_KEYS.index(given[0])]
+        updates = {other: 0 if other == "train.steps" else 0.0, **updates}
     sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for key, value in updates.items():
         section, _, name = key.partition(".")
@@ -199,11 +210,19 @@ def recipe_path(name: str) -> Path:
     return path
 
 
-def resolve(recipe: str | None, config_file: Path | None, overrides: dict[str, Any]) -> Config:
-    """defaults < recipe or YAML file < overrides (dotted keys), validated."""
+def resolve(
+    recipe: str | None,
+    config_file: Path | None,
+    overrides: dict[str, Any],
+    base: list[tuple[str, dict[str, Any]]] = (),
+) -> Config:
+    """defaults < base layers (origin, settings) < recipe or YAML file < overrides (dotted
+    keys), validated."""
     if recipe is not None and config_file is not None:
         raise ConfigError("give --recipe or --config, not both")
     config = Config()
+    for origin, settings in base:
+        config = _with_updates(config, settings, origin)
     if recipe is not None or config_file is not None:
         path = recipe_path(recipe) if recipe is not None else config_file
         config = _with_updates(config, read_yaml(path), str(path))

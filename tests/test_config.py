@@ -38,7 +38,8 @@ def test_every_recipe_resolves(name: str) -> None:
         ("", {"train.steps": "many"}, "train.steps must be int, got 'many'"),
         ("", {"optim.lr": "-1"}, "optim.lr must be > 0"),
         ("", {"train.loss": "hinge"}, "train.loss must be one of softmax, sigmoid"),
-        ("", {"train.epochs": "3"}, "exactly one of train.steps and train.epochs"),
+        ("", {"train.epochs": "3", "train.steps": "5"}, "exactly one of train.steps and"),
+        ("", {"train.steps": "0"}, "exactly one of train.steps and train.epochs"),
     ],
 )
 def test_bad_configs_are_refused(tmp_path: Path, yaml_text, overrides, message) -> None:
@@ -46,6 +47,17 @@ def test_bad_configs_are_refused(tmp_path: Path, yaml_text, overrides, message) 
     path.write_text(yaml_text)
     with pytest.raises(ConfigError, match=message):
         resolve("demo" if not yaml_text else None, None if not yaml_text else path, overrides)
+
+
+def test_the_latest_layer_chooses_steps_or_epochs(tmp_path: Path) -> None:
+    base = [("preset", {"train.steps": 500, "optim.lr": 0.03})]
+    assert resolve(None, None, {}, base).train.steps == 500
+    config = resolve(None, None, {"train.epochs": "2"}, base)  # a flag's epochs beat steps
+    assert (config.train.steps, config.train.epochs, config.optim.lr) == (0, 2.0, 0.03)
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 4\n")
+    config = resolve(None, path, {"train.steps": "7"}, base)
+    assert (config.train.steps, config.train.epochs) == (7, 0.0)
 
 
 def test_unknown_recipe_lists_the_valid_ones() -> None:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mixer_cli.checkpoints import load_params
 from mixer_cli.cli import run
 from mixer_cli.config import Config, resolve
 from mixer_cli.errors import TrainingDiverged
@@ -115,7 +116,7 @@ def test_stopped_and_resumed_equals_uninterrupted(uninterrupted: Path, tmp_path:
 def test_init_warm_starts_from_a_finished_run(uninterrupted: Path, tmp_path: Path) -> None:
     # One step at lr 1e-9 moves no weight by more than 1e-9: it evaluates the initial weights.
     config = tiny(**{"train.steps": 1, "optim.lr": 1e-9, "optim.end_lr": 1e-9})
-    results = train_and_evaluate(config, tmp_path, init=uninterrupted)
+    results = train_and_evaluate(config, tmp_path, init=partial(load_params, uninterrupted))
     want = json.loads((uninterrupted / "results.json").read_text())
     assert results["test_top1"] == want["test_top1"]
     for key, value in params_of(uninterrupted).items():

@@ -32,7 +32,11 @@ def pretrain(
     With no arguments, the demo recipe trains a nano Mixer on the embedded digits set in
     about a minute. Settings come from defaults < --recipe/--config < flags < --set.
     """
-    from mixer_cli.commands.training import run_training
+    from functools import partial
+
+    from mixer_cli import distributed
+    from mixer_cli.checkpoints import load_params
+    from mixer_cli.commands.training import resolve_config, run_training
 
     flags = {
         "model.variant": variant,
@@ -47,18 +51,14 @@ def pretrain(
         "train.seed": seed,
         "optim.lr": lr,
     }
-    if steps is not None and epochs is None:
-        flags["train.epochs"] = 0.0
-    if epochs is not None and steps is None:
-        flags["train.steps"] = 0
+    distributed.initialize(coordinator, num_processes, process_id)
+    resolved = resolve_config(
+        recipe=recipe, config_file=config, flags=flags, assignments=set_ or []
+    )
     run_training(
         "pretrain",
-        recipe=recipe,
-        config_file=config,
-        flags=flags,
-        assignments=set_ or [],
+        resolved,
         workdir=workdir,
-        init=init,
         stop_after=stop_after,
-        distributed=(coordinator, num_processes, process_id),
+        init=None if init is None else partial(load_params, init),
     )

@@ -6,6 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mixer_cli.config import Config
+
+Distributed = tuple[str | None, int | None, int | None]  # coordinator, processes, process id
+
 
 def default_workdir(command: str, variant: str, data: str) -> Path:
     tag = "-".join(
@@ -15,40 +19,60 @@ def default_workdir(command: str, variant: str, data: str) -> Path:
     return Path("runs") / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_training(
-    command: str,
+def resolve_config(
     *,
     recipe: str | None,
     config_file: Path | None,
     flags: dict[str, Any],
     assignments: list[str],
-    workdir: Path | None,
-    init: Path | None,
-    stop_after: int | None,
-    distributed: tuple[str | None, int | None, int | None],
-) -> dict[str, Any]:
-    from mixer_cli import distributed as dist
-    from mixer_cli import report
+    base: list[tuple[str, dict[str, Any]]] = (),
+    default_recipe: str | None = "demo",
+) -> Config:
+    """defaults < base layers < --recipe/--config (else the default recipe) < flags < --set."""
     from mixer_cli.config import parse_assignments, resolve
 
-    dist.initialize(*distributed)
     overrides = {key: value for key, value in flags.items() if value is not None}
     overrides.update(parse_assignments(assignments))
-    config = resolve(recipe or (None if config_file else "demo"), config_file, overrides)
-    if workdir is None:
-        workdir = default_workdir(command, config.model.variant, config.data.name)
+    chosen = recipe or (None if config_file else default_recipe)
+    return resolve(chosen, config_file, overrides, base)
 
+
+def run_training(
+    command: str,
+    config: Config,
+    *,
+    workdir: Path | None,
+    stop_after: int | None,
+    **engine_options: Any,
+) -> dict[str, Any]:
+    """Train with the engine in `workdir` (default runs/COMMAND-...) and print the summary."""
     from mixer_cli.train.engine import train_and_evaluate
 
-    results = train_and_evaluate(config, workdir, command=command, init=init, stop_after=stop_after)
+    if workdir is None:
+        workdir = default_workdir(command, config.model.variant, config.data.name)
+    results = train_and_evaluate(
+        config, workdir, command=command, stop_after=stop_after, **engine_options
+    )
+    print_summary(command, workdir, results)
+    return results
+
+
+def print_summary(command: str, workdir: Path, results: dict[str, Any]) -> None:
+    from mixer_cli import report
+
+    model = f"{results['variant']} at {results['resolution']} px"
+    if results.get("grid_factor", 1) > 1:
+        model += f" (grid factor {results['grid_factor']})"
     rows = [
         ("run directory", str(workdir)),
-        ("model", f"{results['variant']} at {results['resolution']} px"),
+        ("model", model),
         ("data", f"{results['dataset']} ({results['train_split']} -> {results['eval_split']})"),
         ("steps", f"{results['step']:,} / {results['total_steps']:,}"),
         ("final train loss", f"{results['final_train_loss']:.4f}"),
         ("train img/s", f"{results['images_per_sec']:,.0f}"),
     ]
+    if "test_top1_at_step0" in results:
+        rows.append(("test top-1 at step 0", f"{results['test_top1_at_step0']:.2%}"))
     if "test_top1" in results:
         rows.append(("test top-1", f"{results['test_top1']:.2%} of {results['test_examples']:,}"))
     else:
@@ -58,4 +82,3 @@ def run_training(
         [report.Column("what", "", justify="left"), report.Column("value", "", justify="left")],
         [{"what": what, "value": value} for what, value in rows],
     )
-    return results

@@ -2,8 +2,11 @@
 
 JPEG, PNG, GIF and BMP files, grayscale or colour, of any sizes. Classes are the
 sorted union of class folder names over all splits, so a label means the same in
-every split. A file that is not an image stops the run with an error naming it
-(we fail rather than skip: a silently smaller dataset hides mistakes).
+every split. Each split is listed in one fixed pseudo-random order (TFDS stores its
+splits shuffled too), so a slice such as ``train[98%:]`` is a random subset with
+every class in it, not the last class folder. A file that is not an image stops the
+run with an error naming it (we fail rather than skip: a silently smaller dataset
+hides mistakes).
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ class FolderSource(IndexedSource):
                     f"split folder {str(split)!r} has no images "
                     f"({', '.join(sorted(IMAGE_SUFFIXES))}) in class folders"
                 )
-            raw[split.name] = np.array([str(f) for f, _ in files])
-            labels[split.name] = np.array([label for _, label in files], np.int64)
+            order = np.random.default_rng(0).permutation(len(files))
+            raw[split.name] = np.array([str(f) for f, _ in files])[order]
+            labels[split.name] = np.array([label for _, label in files], np.int64)[order]
         self.classes = classes
         self.num_classes = len(classes)
         self.image_shape = (None, None, 3)
@@ -67,6 +71,15 @@ class FolderSource(IndexedSource):
             (s for s in ("test", "validation", "val") if s in raw), self.train_split
         )
         super().__init__(raw, labels)
+
+    def shorter_side(self) -> int | None:
+        """The first training image's shorter side: folders rarely mix sizes much."""
+        try:
+            data = tf.io.read_file(self._raw[self._offsets[self.train_split]])
+            shape = tf.io.decode_image(data, channels=3, expand_animations=False).shape
+        except tf.errors.OpError:
+            return None  # not an image: training will stop naming the file
+        return int(min(shape[0], shape[1]))
 
     def read(self, raw: tf.Tensor) -> tf.Tensor:
         """Path -> encoded bytes; a file that is no image fails naming its path."""

@@ -85,6 +85,11 @@ class DataSource(abc.ABC):
         """Raw example -> encoded image bytes (if `encoded`) or a uint8 [H, W, 3] image."""
         return raw
 
+    def shorter_side(self) -> int | None:
+        """The images' shorter side where the source knows it (None: sizes vary)."""
+        height, width, _ = self.image_shape
+        return None if height is None or width is None else min(height, width)
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A per-epoch shuffling seed, different for every (seed, epoch) pair."""

@@ -126,9 +126,16 @@ def create_model(
     stoch_depth: float = 0.0,
     head_bias_init: float = 0.0,
     dtype: str | Dtype = "float32",
+    grid_factor: int = 1,
 ) -> MlpMixer:
-    """Build an MlpMixer from a variant name (``'B/16'``) or spec, validating the options."""
+    """Build an MlpMixer from a variant name (``'B/16'``) or spec, validating the options.
+
+    ``grid_factor`` K > 1 is a model adapted to K times its pre-training resolution
+    (``checkpoints.adapt_resolution``): its token-mixing MLP is K^2 times as wide.
+    """
     spec = parse_variant(variant) if isinstance(variant, str) else variant
+    if grid_factor < 1:
+        raise ConfigError(f"grid factor must be a positive integer, got {grid_factor}")
     if num_classes < 0:
         raise ConfigError(f"number of classes must be >= 0 (0 = no head), got {num_classes}")
     for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
@@ -138,7 +145,7 @@ def create_model(
         patch_size=spec.patch_size,
         hidden_dim=spec.hidden_dim,
         num_blocks=spec.num_blocks,
-        tokens_mlp_dim=spec.tokens_mlp_dim,
+        tokens_mlp_dim=spec.tokens_mlp_dim * grid_factor**2,
         channels_mlp_dim=spec.channels_mlp_dim,
         num_classes=num_classes,
         dropout=dropout,

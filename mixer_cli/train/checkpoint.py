@@ -8,9 +8,12 @@ restore, a checkpoint that fails to read is skipped with a warning for the one b
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from mixer_cli import report
@@ -62,3 +65,47 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _step_dirs(directory: Path) -> list[Path]:
+    """Complete checkpoint steps under a run directory, its checkpoints/ or one step, newest
+    first (orbax renames a step into place only once it is complete)."""
+    if (directory / "state").is_dir():
+        return [directory]
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    steps = [d for d in directory.iterdir() if d.name.isdigit() and (d / "state").is_dir()]
+    return sorted(steps, key=lambda d: int(d.name), reverse=True)
+
+
+def read_params(directory: Path) -> tuple[dict[str, Any], str] | None:
+    """The parameters (as NumPy) of the newest readable training checkpoint, without
+    knowing the optimizer that wrote it: (params, where) or None if there is none."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax warns about per-item metadata it does not need
+    try:
+        for step in _step_dirs(directory):
+            try:
+                with ocp.PyTreeCheckpointer() as reader:
+                    tree = reader.metadata(step / "state").item_metadata.tree
+                    item = {"params": tree["params"]}
+                    as_numpy = jax.tree.map(
+                        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item
+                    )
+                    restored = reader.restore(
+                        step / "state",
+                        args=ocp.args.PyTreeRestore(
+                            item=item, restore_args=as_numpy, partial_restore=True
+                        ),
+                    )
+            except Exception as err:  # unreadable: fall back to an older step
+                report.stderr.print(
+                    f"[yellow]warning:[/] checkpoint {step} is unreadable "
+                    f"({type(err).__name__}); trying an older one"
+                )
+                continue
+            return restored["params"], str(step)
+    finally:
+        absl.setLevel(level)
+    return None

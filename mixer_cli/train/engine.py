@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from mixer_cli import report
-from mixer_cli.checkpoints import load_params, write_npz
+from mixer_cli.checkpoints import write_npz
 from mixer_cli.config import Config
 from mixer_cli.data import EvalBatches, Preprocessing, TrainBatches, open_dataset
 from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
@@ -39,6 +39,10 @@ from mixer_cli.train.steps import TrainState, eval_step, train_step
 from mixer_cli.train.workdir import prepare_workdir
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
+
+# How a run gets its starting weights: from the freshly initialised parameters (NumPy)
+# to the parameters to train, e.g. a checkpoint's, or its backbone under the fresh head.
+WarmStart = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -73,6 +77,12 @@ def build(config: Config) -> Run:
         randaug_magnitude=d.randaug_magnitude,
         mixup=d.mixup,
     )
+    side = source.shorter_side()
+    if side is not None and side < m.resolution and jax.process_index() == 0:
+        report.stderr.print(
+            f"note: {source.name} images are {side} px (shorter side), below the "
+            f"{m.resolution} px resolution: they are upsampled"
+        )
     model = create_model(
         spec,
         num_classes=source.num_classes,
@@ -80,6 +90,7 @@ def build(config: Config) -> Run:
         stoch_depth=m.stoch_depth,
         head_bias_init=SIGMOID_HEAD_BIAS if t.loss == "sigmoid" else 0.0,
         dtype=m.dtype,
+        grid_factor=m.grid_factor,
     )
     examples = source.num_examples(train_split)
     total_steps = t.steps or max(1, math.ceil(t.epochs * examples / t.batch_size))
@@ -118,10 +129,17 @@ def train_and_evaluate(
     workdir: Path,
     *,
     command: str = "pretrain",
-    init: Path | None = None,
+    init: WarmStart | None = None,
     stop_after: int | None = None,
+    evaluate_first: bool = False,
+    extra_results: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) the run in `workdir`; returns the results also saved as results.json."""
+    """Train (or resume) the run in `workdir`; returns the results also saved as results.json.
+
+    `init` gives the starting weights of a new run (not of a resumed one);
+    `evaluate_first` measures test top-1 before the first step (kept across resumes);
+    `extra_results` are added to results.json.
+    """
     t = config.train
     lead = jax.process_index() == 0
     mesh = make_mesh()
@@ -145,6 +163,7 @@ def train_and_evaluate(
     )
     checkpointer = Checkpointer(workdir / "checkpoints", t.keep_checkpoints)
     restored = checkpointer.restore_latest(abstract)
+    record: dict[str, Any] = {}
     if restored is not None:
         state, record = restored
         if lead:
@@ -152,7 +171,7 @@ def train_and_evaluate(
     else:
         state = init_fn(key)
         if init is not None:
-            params = load_params(init, abstract.params)
+            params = init(jax.device_get(state.params))
             state = state.replace(params=jax.device_put(params, repl))
     start = int(state.step)
     if start >= run.total_steps and (workdir / "results.json").exists():
@@ -177,6 +196,12 @@ def train_and_evaluate(
     eval_fn = jax.jit(
         partial(eval_step, model=run.model), in_shardings=(repl, rows), out_shardings=repl
     )
+    writer = MetricsWriter(workdir, start, enabled=lead)
+    # Results measured along the way travel in the checkpoint record, so resumes keep them.
+    carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
+    if evaluate_first and start == 0:
+        carried["test_top1_at_step0"], _ = evaluate(run, eval_fn, state.params, mesh, eval_batch)
+        writer.write(0, {"test_top1": carried["test_top1_at_step0"]})
     batches = iter(
         TrainBatches(
             run.source,
@@ -188,7 +213,6 @@ def train_and_evaluate(
             start_step=start,
         )
     )
-    writer = MetricsWriter(workdir, start, enabled=lead)
     end = run.total_steps if stop_after is None else min(run.total_steps, start + stop_after)
 
     started = time.time()
@@ -207,8 +231,11 @@ def train_and_evaluate(
                 start,
                 end,
                 eval_batch,
+                carried,
             )
         results = _results(run, config, command, state, loss, images_per_sec, started)
+        results.update(carried)
+        results.update(extra_results or {})
         if results["finished"]:
             top1, count = evaluate(run, eval_fn, state.params, mesh, eval_batch)
             results.update(test_top1=top1, test_examples=count)
@@ -259,6 +286,7 @@ def _loop(
     start: int,
     end: int,
     eval_batch: int,
+    carried: dict[str, Any],
 ) -> tuple[TrainState, float, float]:
     """Steps start..end; scalars come back to the host only at log, eval and save points."""
     t = run.config.train
@@ -268,7 +296,7 @@ def _loop(
     metrics = None
 
     def save(step: int) -> None:
-        checkpointer.save(step, state, {"step": step, "data_position": step})
+        checkpointer.save(step, state, {"step": step, "data_position": step, **carried})
 
     with interrupt_requests() as interrupted:
         for step in range(start, end):
@@ -321,6 +349,7 @@ def _results(
         "command": command,
         "variant": parse_variant(config.model.variant).name,
         "resolution": config.model.resolution,
+        "grid_factor": config.model.grid_factor,
         "dataset": run.source.name,
         "num_classes": run.source.num_classes,
         "train_split": run.train_split,

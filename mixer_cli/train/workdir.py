@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -43,3 +44,23 @@ def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
         tmp = saved.with_suffix(".yaml.tmp")
         tmp.write_text(dump_yaml(config))
         tmp.replace(saved)
+
+
+def latest_run(root: Path = Path("runs"), command: str | None = None) -> Path:
+    """The newest finished run directory under `root` (of `command`, if given): the default
+    checkpoint of the subcommands that start from one, right after `mixer pretrain`."""
+    finished = []
+    for params in root.glob("*/params.npz"):
+        try:
+            results = json.loads((params.parent / "results.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if command is None or results.get("command") == command:
+            finished.append((params.stat().st_mtime, params.parent))
+    if not finished:
+        kind = f"finished `mixer {command}` run" if command else "finished run"
+        raise ConfigError(
+            f"no --init given and no {kind} under {str(root)!r}: run `mixer pretrain` "
+            "first or pass --init CHECKPOINT (an .npz or a run directory)"
+        )
+    return max(finished)[1]

@@ -1,0 +1,224 @@
+"""Fine-tuning: the high-resolution rule (exact mosaic identity), transfer, the lr sweep, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from numpy_mixer import numpy_mixer, official_layout_params
+
+from mixer_cli import load_pretrained
+from mixer_cli.checkpoints import (
+    adapt_resolution,
+    infer_architecture,
+    part_major_order,
+    read_npz,
+    transfer_params,
+    write_npz,
+)
+from mixer_cli.cli import run
+from mixer_cli.data import open_dataset
+from mixer_cli.models import abstract_params, create_model
+
+FAST = [
+    "--steps=3",
+    "--batch-size=16",
+    "--set=optim.warmup_steps=1",
+    "--set=train.eval_batch_size=360",
+    "--set=train.log_every=1",
+]
+
+
+def mosaic(images: np.ndarray, k: int) -> np.ndarray:
+    """k*k images [k*k, r, r, 3] -> one [1, k*r, k*r, 3] image, part (i, j) = image i*k+j."""
+    rows = [np.concatenate(list(images[i * k : (i + 1) * k]), axis=1) for i in range(k)]
+    return np.concatenate(rows, axis=0)[None]
+
+
+def pre_logits(model, images: np.ndarray) -> np.ndarray:
+    return np.asarray(model.model.apply({"params": model.params}, images)[1]["pre_logits"])
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_mosaic_identity_from_an_official_npz(official_npz, k: int) -> None:
+    path, flat = official_npz
+    original = load_pretrained(path)
+    adapted = load_pretrained(path, resolution=k * original.resolution)
+    assert adapted.architecture.grid_factor == k
+    images = np.random.default_rng(k).uniform(-1, 1, (k * k, 16, 16, 3)).astype(np.float32)
+    want = pre_logits(original, images).mean(axis=0)
+    np.testing.assert_allclose(pre_logits(adapted, mosaic(images, k))[0], want, atol=1e-5)
+    # The adapted weights are a plain Mixer in the official layout: the reference
+    # formulation runs them at the new resolution without knowing k.
+    bigger = adapt_resolution(flat, side=4, factor=k)
+    _, reference = numpy_mixer(bigger, mosaic(images, k).astype(np.float64))
+    np.testing.assert_allclose(reference[0], want, atol=1e-5)
+
+
+def test_adaptation_composes_and_is_read_back_from_the_shapes(official_npz, tmp_path) -> None:
+    # A 2x checkpoint adapted 2x again is the 4x model: part (i, j) of a 4x4 mosaic still
+    # sees image i*4+j alone. Needs a size of the variant table to read K back.
+    flat = official_layout_params(2, 4, 128, 16, 64, 512, 10, seed=1)  # N/2 at 8 px
+    twice = write_npz(adapt_resolution(flat, side=4, factor=2), tmp_path / "x2.npz")
+    arch = infer_architecture(read_npz(twice))
+    assert (arch.spec.name, arch.resolution, arch.grid_factor) == ("N/2", 16, 2)
+    assert arch.native_resolution == 8
+    four = load_pretrained(twice, resolution=32)
+    assert four.architecture.grid_factor == 4
+    write_npz(flat, tmp_path / "x1.npz")
+    original = load_pretrained(tmp_path / "x1.npz")
+    images = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype(np.float32)
+    want = pre_logits(original, images).mean(axis=0)
+    np.testing.assert_allclose(pre_logits(four, mosaic(images, 4))[0], want, atol=1e-5)
+
+
+def test_part_major_order_lists_each_part_in_raster_order() -> None:
+    # A 4x4 token grid in 2x2 parts: part (0,0) holds raster tokens 0, 1, 4, 5.
+    assert part_major_order(2, 2).tolist() == [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]
+
+
+def test_transfer_keeps_the_backbone_and_takes_the_fresh_zero_head(official_npz) -> None:
+    path, flat = official_npz
+    arch = infer_architecture(flat)
+    # The fresh model is at 32 px: twice the checkpoint's 16.
+    model = create_model(arch.spec, num_classes=3, grid_factor=2)
+    fresh = jax.device_get(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3)))["params"])
+    params = transfer_params(path, fresh)
+    assert params["head"]["kernel"].shape == (16, 3) and not params["head"]["kernel"].any()
+    adapted = adapt_resolution(flat, side=4, factor=2)
+    got = params["MixerBlock_1"]["token_mixing"]["Dense_1"]["kernel"]
+    np.testing.assert_array_equal(got, adapted["MixerBlock_1/token_mixing/Dense_1/kernel"])
+    np.testing.assert_array_equal(params["stem"]["kernel"], flat["stem/kernel"])
+
+
+@pytest.fixture(scope="module")
+def google_like_npz(tmp_path_factory) -> Path:
+    """An official-layout N/2 checkpoint at 8 px with a 1000-class head, as Google ships."""
+    flat = official_layout_params(2, 4, 128, 16, 64, 512, 1000, seed=2)
+    return write_npz(flat, tmp_path_factory.mktemp("google") / "Mixer-N_2.npz")
+
+
+def finetune(capsys, workdir: Path, *argv: str) -> tuple[int, dict, str]:
+    code = run(["finetune", "--workdir", str(workdir), *FAST, *argv])
+    err = capsys.readouterr().err
+    path = workdir / "results.json"
+    return code, json.loads(path.read_text()) if path.exists() else {}, err
+
+
+@pytest.mark.parametrize("resolution", [8, 16])
+def test_finetune_an_official_npz(capsys, tmp_path, google_like_npz, resolution) -> None:
+    code, results, err = finetune(
+        capsys, tmp_path, "--init", str(google_like_npz), "--resolution", str(resolution)
+    )
+    assert code == 0, err
+    assert results["grid_factor"] == resolution // 8 and results["resolution"] == resolution
+    assert results["num_classes"] == 10 and results["finished"]
+    # Zero head: every logit is 0 at step 0 and argmax picks class 0 (36 of the 360 digits).
+    assert results["test_top1_at_step0"] == pytest.approx(36 / 360)
+    assert results["init"] == str(google_like_npz) and results["native_resolution"] == 8
+    assert ("upsampled" in err) == (resolution > 8)
+    tuned = load_pretrained(tmp_path)  # the run's params.npz: K read back from the shapes
+    assert tuned.architecture.resolution == resolution
+    assert tuned.architecture.grid_factor == resolution // 8
+    assert tuned.architecture.num_classes == 10
+
+
+def test_finetune_our_own_runs_finished_or_not(capsys, tmp_path, monkeypatch) -> None:
+    pre = tmp_path / "runs" / "pre"
+    assert run(["pretrain", "--workdir", str(pre), *FAST, "--stop-after=2"]) == 0
+    # Unfinished: no params.npz yet, so the newest training checkpoint (step 2) is used.
+    code, results, err = finetune(capsys, tmp_path / "a", "--init", str(pre), "--resolution=16")
+    assert code == 0, err
+    assert results["grid_factor"] == 2
+    assert run(["pretrain", "--workdir", str(pre), *FAST]) == 0
+    # Finished, found as the newest pretrain run under ./runs when --init is not given.
+    monkeypatch.chdir(tmp_path)
+    code, results, err = finetune(capsys, tmp_path / "b")
+    assert code == 0, err
+    assert "runs/pre" in err and results["init"] == "runs/pre" and results["grid_factor"] == 1
+
+
+def test_step0_accuracy_survives_a_resume(capsys, tmp_path, google_like_npz) -> None:
+    init = ["--init", str(google_like_npz), "--set=train.checkpoint_every=1"]
+    code, results, _ = finetune(capsys, tmp_path, *init, "--stop-after=1")
+    assert code == 0 and not results["finished"]
+    code, results, _ = finetune(capsys, tmp_path, *init)
+    assert code == 0 and results["finished"]
+    metrics = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in metrics]
+    assert results["test_top1_at_step0"] == records[0]["test_top1"] and records[0]["step"] == 0
+
+
+def test_lr_sweep_chooses_on_the_held_out_slice(capsys, tmp_path, google_like_npz) -> None:
+    code, results, err = finetune(
+        capsys, tmp_path, "--init", str(google_like_npz), "--lr-sweep=0.001,0.1", "--holdout=0.1"
+    )
+    assert code == 0, err
+    trials = results["lr_sweep"]
+    assert [t["lr"] for t in trials] == [0.001, 0.1]
+    best = max(trials, key=lambda t: t["holdout_top1"])["lr"]
+    assert results["selected_lr"] == best and results["holdout_split"] == "train[1293:]"
+    for trial in trials:  # trained on the rest, scored on the slice; never on test
+        seen = json.loads((Path(trial["workdir"]) / "results.json").read_text())
+        assert (seen["train_split"], seen["eval_split"]) == ("train[:1293]", "train[1293:]")
+        assert seen["test_examples"] == 144
+    assert results["train_split"] == "train" and results["eval_split"] == "test"
+    config = (tmp_path / "config.yaml").read_text()
+    assert f"lr: {best}" in config
+
+
+def test_held_out_slices_of_a_folder_mix_all_classes(tmp_path) -> None:
+    from datasets import write_image_folder
+
+    root = write_image_folder(tmp_path, {"train": 10})
+    source = open_dataset(f"folder:{root}")
+    labels = source._labels[source._indices("train[24:]")]
+    assert len(set(labels.tolist())) > 1  # not just the last class folder
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--resolution=12"], "not an integer multiple of the checkpoint's 8; try 8 or 16"),
+        (["--resolution=4"], "below the checkpoint's 8"),
+        (["--init=nowhere.npz"], "'nowhere.npz' does not exist"),
+        (["--init=NOTNPZ"], "cannot read"),
+        (["--init=EMPTYDIR"], "not a mixer run"),
+        (["--init=CUSTOM"], "needs a size from the variant table"),
+        (["--set=model.variant=B/16"], "the model comes from --init"),
+        (["--lr-sweep=0.1,x"], "comma-separated numbers"),
+        (["--lr-sweep=0.1,-1"], "distinct positive"),
+        (["--lr-sweep=0.1", "--holdout=1.5"], "held-out fraction must be in (0, 1)"),
+        (["--init=NORUNS"], "no --init given and no finished `mixer pretrain` run"),
+    ],
+)
+def test_bad_finetune_input(
+    capsys, tmp_path, monkeypatch, google_like_npz, official_npz, argv, needle
+) -> None:
+    (tmp_path / "not.npz").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    replace = {
+        "NOTNPZ": str(tmp_path / "not.npz"),
+        "EMPTYDIR": str(tmp_path / "empty"),
+        "CUSTOM": official_npz[0],
+    }
+    monkeypatch.chdir(tmp_path)
+    if argv == ["--init=NORUNS"]:
+        argv = []
+    elif not any(a.startswith("--init") for a in argv):
+        argv = [*argv, f"--init={google_like_npz}"]
+    argv = [next((a.replace(k, v) for k, v in replace.items() if k in a), a) for a in argv]
+    code = run(["finetune", "--workdir", str(tmp_path / "run"), *FAST, *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_abstract_shapes_of_an_adapted_model() -> None:
+    model = create_model("N/2", num_classes=10, grid_factor=3)
+    params = abstract_params(model, 24)
+    assert params["MixerBlock_0"]["token_mixing"]["Dense_0"]["kernel"].shape == (144, 576)
