@@ -259,3 +259,14 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=3e-3), got {item!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def parse_number_list(text: str, kind: type, what: str) -> list:
+    """'0.003,0.01' -> [0.003, 0.01] (or ints); refuses non-numbers, values <= 0, repeats."""
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} expects comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"{what} needs distinct positive numbers, got {text!r}")
+    return values

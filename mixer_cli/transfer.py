@@ -44,12 +44,12 @@ PRESETS: dict[str, Preset] = {
     "imagenet2012": Preset({"train.steps": 20_000}, 0.01),
     "digits": Preset(
         {
-            "train.steps": 300,
+            "train.steps": 200,
             "train.batch_size": 64,
             "train.eval_batch_size": 360,
             "train.checkpoint_every": 100,
-            "optim.lr": 0.01,
-            "optim.warmup_steps": 30,
+            "optim.lr": 0.03,
+            "optim.warmup_steps": 20,
             "data.crop": "resize",
         },
         0.10,
@@ -105,17 +105,6 @@ def holdout_splits(config: Config, fraction: float) -> tuple[str, str]:
             f"{held} to choose the lr on and {examples - held} to train on"
         )
     return f"{split}[:{examples - held}]", f"{split}[{examples - held}:]"
-
-
-def parse_lrs(text: str) -> list[float]:
-    """'0.003,0.01' -> [0.003, 0.01]; refuses non-numbers, non-positive and repeated values."""
-    try:
-        lrs = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--lr-sweep expects comma-separated numbers, got {text!r}") from None
-    if not lrs or any(lr <= 0 for lr in lrs) or len(set(lrs)) != len(lrs):
-        raise ConfigError(f"--lr-sweep needs distinct positive learning rates, got {text!r}")
-    return lrs
 
 
 def lr_sweep(

@@ -190,7 +190,7 @@ def test_held_out_slices_of_a_folder_mix_all_classes(tmp_path) -> None:
         (["--init=CUSTOM"], "needs a size from the variant table"),
         (["--set=model.variant=B/16"], "the model comes from --init"),
         (["--lr-sweep=0.1,x"], "comma-separated numbers"),
-        (["--lr-sweep=0.1,-1"], "distinct positive"),
+        (["--lr-sweep=0.1,-1"], "--lr-sweep needs distinct positive numbers"),
         (["--lr-sweep=0.1", "--holdout=1.5"], "held-out fraction must be in (0, 1)"),
         (["--init=NORUNS"], "no --init given and no finished `mixer pretrain` run"),
     ],

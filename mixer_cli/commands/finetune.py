@@ -78,13 +78,13 @@ def finetune(
     cosine schedule after warmup, clipping at 1, no weight decay (the paper's Appendix C).
 
     Steps per dataset follow the paper (CIFAR 10k, Pets/Flowers 500, ImageNet 20k, others
-    2.5k; digits a 300-step demo); everything is overridable. Results add
+    2.5k; digits a 200-step demo); everything is overridable. Results add
     test_top1_at_step0, resolution and grid_factor to those of pretrain.
     """
     from mixer_cli import distributed, report, transfer
     from mixer_cli.checkpoints import read_checked
     from mixer_cli.commands.training import default_workdir, resolve_config, run_training
-    from mixer_cli.config import read_yaml, recipe_path
+    from mixer_cli.config import parse_number_list, read_yaml, recipe_path
     from mixer_cli.errors import ConfigError
     from mixer_cli.train.engine import train_and_evaluate
     from mixer_cli.train.workdir import latest_run
@@ -93,7 +93,7 @@ def finetune(
     assignments = set_ or []
     if any(item.replace(" ", "").startswith(MODEL_KEYS) for item in assignments):
         raise ConfigError("the model comes from --init; set its resolution with --resolution")
-    lrs = transfer.parse_lrs(lr_sweep) if lr_sweep is not None else None
+    lrs = None if lr_sweep is None else parse_number_list(lr_sweep, float, "--lr-sweep")
     if init is None:
         init = latest_run(Path("runs"), command="pretrain")
         report.stderr.print(f"fine-tuning {init} (the newest pretrain run; --init picks another)")

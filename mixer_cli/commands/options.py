@@ -39,7 +39,7 @@ Data = Annotated[
     typer.Option(
         "--data",
         help="Dataset: 'digits' (embedded, offline); folder:PATH laid out as "
-        "ROOT/<split>/<class>/<image> (JPEG/PNG/GIF/BMP; a file that is not an image stops "
+        "`PATH/<split>/<class>/<image>` (JPEG/PNG/GIF/BMP; a file that is not an image stops "
         "the run with an error naming it); or a TFDS name[:version] such as cifar10.",
         show_default=False,
     ),
@@ -58,7 +58,8 @@ Recipe = Annotated[
     typer.Option(
         "--recipe",
         help=f"A built-in recipe (YAML in examples/recipes): {', '.join(recipes())}. "
-        "Default: demo.",
+        "pretrain's default is demo; finetune applies it over its own recipe and the "
+        "dataset's preset.",
         show_default=False,
     ),
 ]
@@ -84,7 +85,7 @@ Init = Annotated[
     typer.Option(
         "--init",
         help="Start from these weights: an .npz in the official layout (Google's or ours) "
-        "or a finished run directory.",
+        "or a run directory (finished, or its newest training checkpoint).",
         show_default=False,
     ),
 ]
