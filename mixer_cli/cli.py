@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from mixer_cli import __version__
+from mixer_cli.commands.fewshot import fewshot
 from mixer_cli.commands.finetune import finetune
 from mixer_cli.commands.info import info
 from mixer_cli.commands.pretrain import pretrain
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
+app.command("fewshot")(fewshot)
 app.command("info")(info)
 
 

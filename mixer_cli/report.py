@@ -31,13 +31,18 @@ class Column:
     header: str
     fmt: Callable[[Any], str] = str
     justify: str = "right"
+    no_wrap: bool = False  # numbers such as '98.1% ± 0.2%' read badly over two lines
 
 
 def print_table(title: str, columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> None:
     stdout.print(title, style="bold", highlight=False)  # above, not wrapped to the table width
     table = Table()
     for column in columns:
-        table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
+        table.add_column(
+            column.header,
+            justify=column.justify,  # type: ignore[arg-type]
+            no_wrap=column.no_wrap,
+        )
     for row in rows:
         table.add_row(*(column.fmt(row[column.key]) for column in columns))
     stdout.print(table)

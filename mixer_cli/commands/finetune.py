@@ -19,16 +19,6 @@ FinetuneInit = Annotated[
         show_default=False,
     ),
 ]
-FinetuneResolution = Annotated[
-    Optional[int],
-    typer.Option(
-        "--resolution",
-        help="Input resolution: the checkpoint's or an integer multiple K of it (the paper's "
-        "high-resolution rule: K x K parts, block-diagonal token mixing). "
-        "[default: the checkpoint's]",
-        show_default=False,
-    ),
-]
 LrSweep = Annotated[
     Optional[str],
     typer.Option(
@@ -55,7 +45,7 @@ def finetune(
     init: FinetuneInit = None,
     data: options.Data = None,
     data_dir: options.DataDir = None,
-    resolution: FinetuneResolution = None,
+    resolution: options.AdaptedResolution = None,
     lr_sweep: LrSweep = None,
     holdout: Holdout = None,
     recipe: options.Recipe = None,

@@ -22,6 +22,16 @@ Resolution = Annotated[
     Optional[int],
     typer.Option("--resolution", help="Square input resolution in pixels.", show_default=False),
 ]
+AdaptedResolution = Annotated[
+    Optional[int],
+    typer.Option(
+        "--resolution",
+        help="Input resolution: the checkpoint's or an integer multiple K of it (the paper's "
+        "high-resolution rule: K x K parts, block-diagonal token mixing). "
+        "[default: the checkpoint's]",
+        show_default=False,
+    ),
+]
 NumClasses = Annotated[
     int, typer.Option("--num-classes", help="Classes of the head; 0 = no head.", min=0)
 ]
@@ -75,8 +85,8 @@ Workdir = Annotated[
     Optional[Path],
     typer.Option(
         "--workdir",
-        help="Run directory; the same command on the same directory resumes. "
-        "[default: runs/COMMAND-VARIANT-DATA-TIME]",
+        help="Run directory, where results.json goes; for training, the same command on "
+        "the same directory resumes. [default: runs/COMMAND-VARIANT-DATA-TIME]",
         show_default=False,
     ),
 ]

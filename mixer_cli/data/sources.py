@@ -85,6 +85,10 @@ class DataSource(abc.ABC):
         """Raw example -> encoded image bytes (if `encoded`) or a uint8 [H, W, 3] image."""
         return raw
 
+    def label_counts(self, split: str) -> np.ndarray | None:
+        """Examples per class where known without reading the split (None otherwise)."""
+        return None
+
     def shorter_side(self) -> int | None:
         """The images' shorter side where the source knows it (None: sizes vary)."""
         height, width, _ = self.image_shape
@@ -134,6 +138,9 @@ class IndexedSource(DataSource):
 
     def num_examples(self, split: str) -> int:
         return len(self._indices(split))
+
+    def label_counts(self, split: str) -> np.ndarray:
+        return np.bincount(self._labels[self._indices(split)], minlength=self.num_classes)
 
     def steps_per_epoch(self, split: str, global_batch: int, processes: int) -> int:
         examples = len(self._indices(split))

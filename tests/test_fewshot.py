@@ -1,0 +1,172 @@
+"""Few-shot linear evaluation: the ridge solver, shot sampling, frozen features, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from numpy_mixer import official_layout_params
+from sklearn.linear_model import Ridge as SklearnRidge
+
+from mixer_cli import fewshot
+from mixer_cli.checkpoints import adapt_resolution, write_npz
+from mixer_cli.cli import run
+from mixer_cli.data import Preprocessing, open_dataset
+from mixer_cli.features import cached_extract, extract
+from mixer_cli.fewshot import BIAS, Ridge, choose_l2, design_matrix, sample_shots
+from mixer_cli.models import create_model
+
+
+@pytest.mark.parametrize(("examples", "dim"), [(200, 16), (30, 64)])  # X^T X and X X^T
+def test_ridge_agrees_with_scikit_learn(examples: int, dim: int) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((examples, dim)) * 3 + 1
+    labels = rng.integers(0, 5, examples)
+    ours = Ridge.fit(x, labels, 5)
+    design = design_matrix(x, x.mean(0), x.std(0) + 1e-5)
+    assert np.all(design[:, -1] == BIAS)
+    targets = 2 * np.eye(5)[labels] - 1
+    for l2 in (1.0, 1024.0):
+        theirs = SklearnRidge(alpha=l2, fit_intercept=False, solver="cholesky")
+        theirs.fit(design, targets)
+        np.testing.assert_allclose(ours.weights(l2), theirs.coef_.T, rtol=1e-4, atol=1e-6)
+        test = rng.standard_normal((50, dim)) * 3 + 1
+        want = np.argmax(theirs.predict(design_matrix(test, ours.mean, ours.std)), axis=1)
+        np.testing.assert_array_equal(ours.predict(test, l2), want)
+
+
+def test_shots_are_class_balanced_nested_and_seeded() -> None:
+    labels = np.random.default_rng(1).integers(0, 4, 400)
+    previous = np.array([], np.int64)
+    for k in (1, 5, 10, 25):
+        picked = sample_shots(labels, k, seed=3, num_classes=4)
+        assert np.bincount(labels[picked], minlength=4).tolist() == [k] * 4
+        assert len(set(picked.tolist())) == 4 * k
+        per_class = [picked[labels[picked] == c] for c in range(4)]
+        before = [previous[labels[previous] == c] for c in range(4)]
+        for now, then in zip(per_class, before, strict=True):
+            np.testing.assert_array_equal(now[: len(then)], then)  # the smaller set comes first
+        previous = picked
+    again = sample_shots(labels, 25, seed=3, num_classes=4)
+    np.testing.assert_array_equal(again, previous)
+    assert not np.array_equal(sample_shots(labels, 25, seed=4, num_classes=4), previous)
+
+
+def test_l2_is_chosen_inside_the_few_shot_set_only() -> None:
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((3, 8)) * 2
+    labels = np.repeat(np.arange(3), 100)
+    x = centres[labels] + rng.standard_normal((300, 8)) * 3
+    l2s = (1e-3, 1.0, 1024.0, 1e7)
+    records = [
+        fewshot.evaluate(x, labels, test, test_labels, 3, [5], [0, 1], l2s)
+        for test, test_labels in ((x[:50], labels[:50]), (x[::-1], labels[::-1]))
+    ]
+    # The choice may not depend on the test split: two different ones, the same l2s.
+    assert [r["l2"] for r in records[0]] == [r["l2"] for r in records[1]]
+    assert all(r["l2"] in l2s for r in records[0])
+    chosen = choose_l2(x[:15], labels[:15], 5, l2s, 3)
+    assert chosen == choose_l2(x[:15], labels[:15], 5, l2s, 3) and chosen in l2s
+    assert choose_l2(x[:3], labels[:3], 1, l2s, 3) == l2s[0]  # one shot: nothing to hold out
+
+
+def tiny_model(grid_factor: int = 1):
+    model = create_model("N/2", num_classes=10, grid_factor=grid_factor)
+    r = 8 * grid_factor
+    return model, model.init(jax.random.key(0), np.zeros((1, r, r, 3)))["params"]
+
+
+def test_features_cover_the_split_in_order_whatever_the_batch() -> None:
+    model, params = tiny_model()
+    source = open_dataset("digits")
+    pre = Preprocessing(resolution=8)
+    one_batch = extract(model, params, source, "test", pre, batch=360)
+    padded = extract(model, params, source, "test", pre, batch=64)  # 6 batches, 24 padding
+    assert one_batch.features.shape == (360, 128)
+    np.testing.assert_allclose(padded.features, one_batch.features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(padded.labels, source._labels[source._indices("test")])
+
+
+def test_features_are_cached_by_content(tmp_path: Path, monkeypatch) -> None:
+    model, params = tiny_model()
+    source, pre = open_dataset("digits"), Preprocessing(resolution=8)
+    first = cached_extract(model, params, source, "test", pre, 120, tmp_path)
+    assert len(list((tmp_path / "features").glob("*.npz"))) == 1
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("features recomputed despite the cache")
+
+    monkeypatch.setattr("mixer_cli.features.extract", no_compute)
+    again = cached_extract(model, params, source, "test", pre, 120, tmp_path)
+    np.testing.assert_array_equal(again.features, first.features)
+    other = jax.tree.map(lambda p: p + 1, params)
+    with pytest.raises(AssertionError, match="recomputed"):  # other weights: another key
+        cached_extract(model, other, source, "test", pre, 120, tmp_path)
+
+
+def fewshot_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = run(["fewshot", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_pretrain_then_fewshot(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MIXER_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["--steps=5", "--set=train.log_every=1", "--workdir=runs/pre"]
+    assert run(["pretrain", *argv]) == 0
+    code, out, err = fewshot_cli(capsys, "--shots", "5", "--seeds", "2", "--workdir", "fs")
+    assert code == 0, err
+    assert "runs/pre" in err and "5-shot" in out
+    results = json.loads((tmp_path / "fs" / "results.json").read_text())
+    digits = results["datasets"]["digits"]
+    assert (digits["train_examples"], digits["test_examples"]) == (1437, 360)
+    five = digits["shots"]["5"]
+    assert sorted(five["per_seed"]) == ["0", "1"] and five["l2"] == {"0": 1024.0, "1": 1024.0}
+    assert five["mean"] == pytest.approx(np.mean(list(five["per_seed"].values())))
+    assert results["average"]["5"] == five["mean"] and results["init"] == "runs/pre"
+    assert five["mean"] > 0.5  # 5 steps of pre-training already separate digits this well
+    code, out, err = fewshot_cli(capsys, "--shots", "5", "--seeds", "2", "--workdir", "fs2")
+    again = json.loads((tmp_path / "fs2" / "results.json").read_text())
+    assert again["datasets"]["digits"]["shots"]["5"]["per_seed"] == five["per_seed"]
+
+
+def test_a_high_resolution_checkpoint(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MIXER_CACHE_DIR", str(tmp_path / "cache"))
+    flat = official_layout_params(2, 4, 128, 16, 64, 512, 10, seed=4)
+    path = write_npz(adapt_resolution(flat, side=4, factor=2), tmp_path / "x2.npz")
+    code, out, err = fewshot_cli(
+        capsys, "--init", str(path), "--shots", "1,2", "--seeds", "1", "--workdir", str(tmp_path)
+    )
+    assert code == 0, err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (results["resolution"], results["grid_factor"]) == (16, 2)
+    assert "1-shot" in out and "2-shot" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--shots", "1000"], "1000 shots need that many training examples per class"),
+        (["--shots", "0"], "--shots needs distinct positive numbers"),
+        (["--seeds", "0"], "--seeds must be a positive number"),
+        (["--l2-reg", "x"], "--l2-reg expects comma-separated numbers"),
+        (["--init", "missing.npz"], "'missing.npz' does not exist"),
+        (["--data", "folder:ONECLASS"], "classification needs at least 2"),
+        (["--data", "nosuchset"], "nosuchset"),
+        ([], "no --init given and no finished run under 'runs'"),
+    ],
+)
+def test_bad_fewshot_input(capsys, tmp_path, monkeypatch, official_npz, argv, needle) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one" / "train" / "cat").mkdir(parents=True)
+    argv = [a.replace("ONECLASS", str(tmp_path / "one")) for a in argv]
+    if argv and "--init" not in argv:
+        argv = ["--init", official_npz[0], *argv]
+    code, _, err = fewshot_cli(capsys, *argv, "--workdir", str(tmp_path / "fs"))
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
+    assert not (tmp_path / "fs").exists()
