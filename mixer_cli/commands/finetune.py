@@ -73,7 +73,12 @@ def finetune(
     """
     from mixer_cli import distributed, report, transfer
     from mixer_cli.checkpoints import read_checked
-    from mixer_cli.commands.training import default_workdir, resolve_config, run_training
+    from mixer_cli.commands.training import (
+        default_workdir,
+        resolve_config,
+        run_training,
+        training_flags,
+    )
     from mixer_cli.config import parse_number_list, read_yaml, recipe_path
     from mixer_cli.errors import ConfigError
     from mixer_cli.train.engine import train_and_evaluate
@@ -91,15 +96,17 @@ def finetune(
 
     flags = {
         **transfer.model_settings(arch, resolution),
-        "model.dtype": dtype,
-        "data.name": data,
-        "data.data_dir": None if data_dir is None else str(data_dir),
-        "train.steps": steps,
-        "train.epochs": epochs,
-        "train.batch_size": batch_size,
-        "train.accum_steps": accum_steps,
-        "train.seed": seed,
-        "optim.lr": lr,
+        **training_flags(
+            data=data,
+            data_dir=data_dir,
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            accum_steps=accum_steps,
+            lr=lr,
+            dtype=dtype,
+            seed=seed,
+        ),
     }
     base = [(str(recipe_path(transfer.RECIPE)), read_yaml(recipe_path(transfer.RECIPE)))]
 

@@ -36,20 +36,22 @@ def pretrain(
 
     from mixer_cli import distributed
     from mixer_cli.checkpoints import load_params
-    from mixer_cli.commands.training import resolve_config, run_training
+    from mixer_cli.commands.training import resolve_config, run_training, training_flags
 
     flags = {
         "model.variant": variant,
         "model.resolution": resolution,
-        "model.dtype": dtype,
-        "data.name": data,
-        "data.data_dir": None if data_dir is None else str(data_dir),
-        "train.steps": steps,
-        "train.epochs": epochs,
-        "train.batch_size": batch_size,
-        "train.accum_steps": accum_steps,
-        "train.seed": seed,
-        "optim.lr": lr,
+        **training_flags(
+            data=data,
+            data_dir=data_dir,
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            accum_steps=accum_steps,
+            lr=lr,
+            dtype=dtype,
+            seed=seed,
+        ),
     }
     distributed.initialize(coordinator, num_processes, process_id)
     resolved = resolve_config(

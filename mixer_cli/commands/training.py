@@ -19,6 +19,32 @@ def default_workdir(command: str, variant: str, data: str) -> Path:
     return Path("runs") / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def training_flags(
+    *,
+    data: str | None,
+    data_dir: Path | None,
+    steps: int | None,
+    epochs: float | None,
+    batch_size: int | None,
+    accum_steps: int | None,
+    lr: float | None,
+    dtype: str | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    """The flags every training command shares, as config keys (None: not given)."""
+    return {
+        "model.dtype": dtype,
+        "data.name": data,
+        "data.data_dir": None if data_dir is None else str(data_dir),
+        "train.steps": steps,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.accum_steps": accum_steps,
+        "train.seed": seed,
+        "optim.lr": lr,
+    }
+
+
 def resolve_config(
     *,
     recipe: str | None,
