@@ -17,6 +17,7 @@ from mixer_cli import __version__
 from mixer_cli.commands.fewshot import fewshot
 from mixer_cli.commands.finetune import finetune
 from mixer_cli.commands.info import info
+from mixer_cli.commands.permute import permute
 from mixer_cli.commands.pretrain import pretrain
 from mixer_cli.errors import MixerError
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
 app.command("fewshot")(fewshot)
+app.command("permute")(permute)
 app.command("info")(info)
 
 

@@ -24,12 +24,14 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    variant: str = "N/2"
+    kind: str = "mixer"  # mixer, or resnet (the shuffle experiment's baseline)
+    variant: str = "N/2"  # a Mixer SIZE/PATCH, or ResNet{depth}x{factor} for kind resnet
     resolution: int = 8
     dropout: float = 0.0
     stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
     dtype: str = "float32"  # compute dtype; parameters stay float32
     grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
+    width: int = 64  # ResNet only: base channels (BiT x1 = 64)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class DataConfig:
     randaug_layers: int = 0
     randaug_magnitude: float = 0.0
     mixup: float = 0.0
+    permutation: str = "none"  # the shuffle experiment: none, patch or global (train and test)
+    permutation_patch: int = 0  # patch mode's patch size; 0 = the Mixer's
+    permutation_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class Config:
 
 
 CHOICES = {
+    "model.kind": ("mixer", "resnet"),
+    "data.permutation": ("none", "patch", "global"),
     "optim.optimizer": ("adam", "sgd"),
     "optim.schedule": ("linear", "cosine"),
     "train.loss": ("softmax", "sigmoid"),
@@ -96,6 +103,7 @@ CHOICES = {
 POSITIVE = (
     "model.resolution",
     "model.grid_factor",
+    "model.width",
     "train.batch_size",
     "train.accum_steps",
     "train.log_every",
@@ -115,6 +123,7 @@ NON_NEGATIVE = (
     "data.randaug_layers",
     "data.randaug_magnitude",
     "data.mixup",
+    "data.permutation_patch",
 )
 
 

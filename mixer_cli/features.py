@@ -11,9 +11,10 @@ other shots or seeds reads the features back in a moment.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,12 @@ import jax
 import numpy as np
 from flax import traverse_util
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
 from mixer_cli import report
 from mixer_cli.data import EvalBatches, Preprocessing
 from mixer_cli.data.sources import DataSource
 from mixer_cli.distributed import batch_sharding, make_mesh, replicated
-from mixer_cli.models import MlpMixer
 
 CACHE_VERSION = 1  # bump when the features of the same inputs would change
 
@@ -58,20 +59,27 @@ def cache_key(digest: str, source: DataSource, split: str, pre: Preprocessing) -
     return hashlib.blake2b(description.encode(), digest_size=16).hexdigest()
 
 
-def extract(
-    model: MlpMixer, params: Any, source: DataSource, split: str, pre: Preprocessing, batch: int
-) -> SplitFeatures:
-    """pre_logits of every example of `split`, in order (padding removed)."""
-    mesh = make_mesh()
-    repl, rows = replicated(mesh), batch_sharding(mesh)
-    batches = EvalBatches(source, split, pre, batch, mesh)
+@functools.lru_cache(maxsize=8)
+def _forward(model: Any, mesh: Mesh) -> Callable[..., tuple[jax.Array, ...]]:
+    """One compiled feature function per model and mesh (probes call extract repeatedly)."""
 
     def forward(params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
         pre_logits = model.apply({"params": params}, batch["image"])[1]["pre_logits"]
         return pre_logits, batch["label"], batch["mask"]
 
-    forward = jax.jit(forward, in_shardings=(repl, rows), out_shardings=rows)
-    params = jax.device_put(params, repl)
+    repl, rows = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(forward, in_shardings=(repl, rows), out_shardings=rows)
+
+
+def extract(
+    model: Any, params: Any, source: DataSource, split: str, pre: Preprocessing, batch: int
+) -> SplitFeatures:
+    """pre_logits of every example of `split`, in order (padding removed). `model` is a
+    Mixer or a ResNet: anything returning ``(logits, {'pre_logits': ...})``."""
+    mesh = make_mesh()
+    batches = EvalBatches(source, split, pre, batch, mesh)
+    forward = _forward(model, mesh)
+    params = jax.device_put(params, replicated(mesh))
     processes, local = jax.process_count(), batches.local_batch
     parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(processes)]
 
@@ -102,7 +110,7 @@ def extract(
 
 
 def cached_extract(
-    model: MlpMixer,
+    model: Any,
     params: Any,
     source: DataSource,
     split: str,

@@ -32,6 +32,8 @@ from mixer_cli.data import EvalBatches, Preprocessing, TrainBatches, open_datase
 from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
 from mixer_cli.errors import ConfigError, Interrupted, TrainingDiverged
 from mixer_cli.models import MlpMixer, create_model, parse_variant
+from mixer_cli.models.mixer import compute_dtype
+from mixer_cli.models.resnet import ResNet, create_resnet, parse_resnet
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter
 from mixer_cli.train.optim import make_optimizer
@@ -39,6 +41,10 @@ from mixer_cli.train.steps import TrainState, eval_step, train_step
 from mixer_cli.train.workdir import prepare_workdir
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
+
+# Extra measurements at every evaluation (e.g. few-shot accuracy of the current weights):
+# (run, replicated params) -> scalars for metrics.jsonl and results.json.
+Probe = Callable[["Run", Any], dict[str, float]]
 
 # How a run gets its starting weights: from the freshly initialised parameters (NumPy)
 # to the parameters to train, e.g. a checkpoint's, or its backbone under the fresh head.
@@ -50,7 +56,7 @@ class Run:
     """Everything built from a config, before any step runs."""
 
     config: Config
-    model: MlpMixer
+    model: MlpMixer | ResNet
     source: Any
     train_split: str
     eval_split: str
@@ -63,8 +69,10 @@ class Run:
 def build(config: Config) -> Run:
     """Dataset, model, schedule and optimizer from a config, validating their combination."""
     m, d, t = config.model, config.data, config.train
-    spec = parse_variant(m.variant)
-    spec.check_resolution(m.resolution)
+    model = build_model(config, num_classes=0)  # the variant is checked before any data
+    patch = d.permutation_patch or getattr(model, "patch_size", 0)
+    if d.permutation == "patch" and not patch:
+        raise ConfigError("data.permutation_patch must be set to shuffle patches for a ResNet")
     source = open_dataset(d.name, d.data_dir)
     train_split = d.train_split or source.train_split
     eval_split = d.eval_split or source.eval_split
@@ -76,28 +84,56 @@ def build(config: Config) -> Run:
         randaug_layers=d.randaug_layers,
         randaug_magnitude=d.randaug_magnitude,
         mixup=d.mixup,
+        permutation=d.permutation,
+        permutation_patch=patch or 16,
+        permutation_seed=d.permutation_seed,
     )
+    preprocessing.permutation_index()  # a patch that does not divide the image fails here
     side = source.shorter_side()
     if side is not None and side < m.resolution and jax.process_index() == 0:
         report.stderr.print(
             f"note: {source.name} images are {side} px (shorter side), below the "
             f"{m.resolution} px resolution: they are upsampled"
         )
-    model = create_model(
-        spec,
-        num_classes=source.num_classes,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=SIGMOID_HEAD_BIAS if t.loss == "sigmoid" else 0.0,
-        dtype=m.dtype,
-        grid_factor=m.grid_factor,
-    )
+    model = build_model(config, num_classes=source.num_classes)
     examples = source.num_examples(train_split)
     total_steps = t.steps or max(1, math.ceil(t.epochs * examples / t.batch_size))
     tx, schedule = make_optimizer(config.optim, total_steps)
     return Run(
         config, model, source, train_split, eval_split, preprocessing, total_steps, tx, schedule
     )
+
+
+def build_model(config: Config, num_classes: int) -> MlpMixer | ResNet:
+    """The config's model: a Mixer (the resolution checked against its patch) or a ResNet."""
+    m = config.model
+    head_bias = SIGMOID_HEAD_BIAS if config.train.loss == "sigmoid" else 0.0
+    if m.kind == "resnet":
+        return create_resnet(
+            m.variant,
+            width=m.width,
+            num_classes=num_classes,
+            head_bias_init=head_bias,
+            dtype=compute_dtype(m.dtype),
+        )
+    spec = parse_variant(m.variant)
+    spec.check_resolution(m.resolution)
+    return create_model(
+        spec,
+        num_classes=num_classes,
+        dropout=m.dropout,
+        stoch_depth=m.stoch_depth,
+        head_bias_init=head_bias,
+        dtype=m.dtype,
+        grid_factor=m.grid_factor,
+    )
+
+
+def model_name(config: Config) -> str:
+    m = config.model
+    if m.kind == "resnet":
+        return parse_resnet(m.variant, m.width).name
+    return parse_variant(m.variant).name
 
 
 def _initial_state(run: Run, key: jax.Array) -> TrainState:
@@ -133,12 +169,13 @@ def train_and_evaluate(
     stop_after: int | None = None,
     evaluate_first: bool = False,
     extra_results: dict[str, Any] | None = None,
+    probe: Probe | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the run in `workdir`; returns the results also saved as results.json.
 
     `init` gives the starting weights of a new run (not of a resumed one);
     `evaluate_first` measures test top-1 before the first step (kept across resumes);
-    `extra_results` are added to results.json.
+    `extra_results` are added to results.json; `probe` runs at every evaluation.
     """
     t = config.train
     lead = jax.process_index() == 0
@@ -201,7 +238,9 @@ def train_and_evaluate(
     carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
     if evaluate_first and start == 0:
         carried["test_top1_at_step0"], _ = evaluate(run, eval_fn, state.params, mesh, eval_batch)
-        writer.write(0, {"test_top1": carried["test_top1_at_step0"]})
+        probed = probe(run, state.params) if probe else {}
+        carried.update({f"{k}_at_step0": v for k, v in probed.items()})
+        writer.write(0, {"test_top1": carried["test_top1_at_step0"], **probed})
     batches = iter(
         TrainBatches(
             run.source,
@@ -232,14 +271,16 @@ def train_and_evaluate(
                 end,
                 eval_batch,
                 carried,
+                probe,
             )
         results = _results(run, config, command, state, loss, images_per_sec, started)
         results.update(carried)
         results.update(extra_results or {})
         if results["finished"]:
             top1, count = evaluate(run, eval_fn, state.params, mesh, eval_batch)
-            results.update(test_top1=top1, test_examples=count)
-            writer.write(int(state.step), {"test_top1": top1})
+            probed = probe(run, state.params) if probe else {}
+            results.update(test_top1=top1, test_examples=count, **probed)
+            writer.write(int(state.step), {"test_top1": top1, **probed})
             if lead:
                 write_npz(jax.device_get(state.params), workdir / "params.npz")
         if lead:
@@ -287,6 +328,7 @@ def _loop(
     end: int,
     eval_batch: int,
     carried: dict[str, Any],
+    probe: Probe | None,
 ) -> tuple[TrainState, float, float]:
     """Steps start..end; scalars come back to the host only at log, eval and save points."""
     t = run.config.train
@@ -319,8 +361,10 @@ def _loop(
                 progress.update(done, loss=loss, lr=float(scalars["lr"]), ips=images_per_sec)
             if t.eval_every and done % t.eval_every == 0 and done != run.total_steps:
                 top1, count = evaluate(run, eval_fn, state.params, mesh, eval_batch)
-                writer.write(done, {"test_top1": top1})
-                progress.note(f"step {done}: test top-1 {top1:.2%} ({count:,} images)")
+                probed = probe(run, state.params) if probe else {}
+                writer.write(done, {"test_top1": top1, **probed})
+                extra = "".join(f", {k} {v:.2%}" for k, v in probed.items())
+                progress.note(f"step {done}: test top-1 {top1:.2%} ({count:,} images{extra})")
             if done % t.checkpoint_every == 0 or done == end or stop:
                 if not math.isfinite(float(metrics["loss"])):
                     raise TrainingDiverged(f"loss is not finite at step {done}; not saved")
@@ -347,7 +391,7 @@ def _results(
     t = config.train
     return {
         "command": command,
-        "variant": parse_variant(config.model.variant).name,
+        "variant": model_name(config),
         "resolution": config.model.resolution,
         "grid_factor": config.model.grid_factor,
         "dataset": run.source.name,

@@ -1,0 +1,116 @@
+"""The shuffle experiment: Mixer's exact invariance to patch shuffles, the ResNet, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixer_cli.cli import run
+from mixer_cli.data.permutations import make_permutation, permute_numpy
+from mixer_cli.errors import ConfigError
+from mixer_cli.models import create_model
+from mixer_cli.models.resnet import create_resnet, parse_resnet
+
+
+def orders_of(idx: np.ndarray, resolution: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(patch order, in-patch pixel order) of a patch permutation's index map, checking that
+    it is one: every output patch takes one whole input patch, reordered the same way."""
+    grid = resolution // patch
+    source = idx.reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3).reshape(grid**2, -1)
+    rows, cols = np.divmod(source, resolution)
+    patches = (rows // patch) * grid + cols // patch
+    pixels = (rows % patch) * patch + cols % patch
+    assert (patches == patches[:, :1]).all() and (pixels == pixels[:1]).all()
+    return patches[:, 0], pixels[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mixer_absorbs_a_patch_shuffle_exactly(seed: int) -> None:
+    resolution, patch = 16, 4
+    model = create_model("N/4", num_classes=7)
+    params = model.init(jax.random.key(seed), jnp.zeros((1, resolution, resolution, 3)))["params"]
+    params = jax.tree.map(  # a non-zero head, so the logits say something
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(9), p.shape), params
+    )
+    idx = make_permutation("patch", resolution, patch, seed)
+    patch_order, pixel_order = orders_of(idx, resolution, patch)
+    moved = jax.tree.map(np.asarray, params)
+    stem = moved["stem"]["kernel"].reshape(patch * patch, 3, -1)[pixel_order]
+    moved["stem"]["kernel"] = stem.reshape(patch, patch, 3, -1)
+    for i in range(4):
+        tokens = moved[f"MixerBlock_{i}"]["token_mixing"]
+        tokens["Dense_0"]["kernel"] = tokens["Dense_0"]["kernel"][patch_order]
+        tokens["Dense_1"]["kernel"] = tokens["Dense_1"]["kernel"][:, patch_order]
+        tokens["Dense_1"]["bias"] = tokens["Dense_1"]["bias"][patch_order]
+    images = np.random.default_rng(seed).uniform(-1, 1, (3, resolution, resolution, 3))
+    shuffled = permute_numpy(images.astype(np.float32), idx)
+    want = model.apply({"params": params}, images.astype(np.float32))[0]
+    got = model.apply({"params": moved}, shuffled)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # Without moving the weights, the shuffle changes the output: the test can fail.
+    assert not np.allclose(model.apply({"params": params}, shuffled)[0], want, atol=1e-3)
+
+
+def test_resnet_shapes_and_names() -> None:
+    assert parse_resnet("ResNet50x1").stage_sizes == (3, 4, 6, 3)
+    assert parse_resnet("r26", width=16).name == "ResNet26 (width 16)"
+    with pytest.raises(ConfigError, match="unknown ResNet"):
+        parse_resnet("VGG16")
+    model = create_resnet("ResNet14", width=16, num_classes=5)
+    for resolution, stem in ((8, (3, 3, 3, 16)), (64, (7, 7, 3, 16))):  # shapes only: no compile
+        images = jax.ShapeDtypeStruct((2, resolution, resolution, 3), jnp.float32)
+        variables = jax.eval_shape(model.init, jax.random.key(0), images)
+        logits, out = jax.eval_shape(model.apply, variables, images)
+        assert logits.shape == (2, 5) and out["pre_logits"].shape == (2, 16 * 8 * 4)
+        assert variables["params"]["stem"]["kernel"].shape == stem
+    # Weight standardisation: scaling a kernel changes nothing downstream of it.
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    params = model.init(jax.random.key(0), images)["params"]
+    scaled = jax.tree.map(lambda p: p, params)
+    scaled["stage1_unit0"]["conv2"]["kernel"] = 3.0 * params["stage1_unit0"]["conv2"]["kernel"]
+    features = [model.apply({"params": p}, images)[1]["pre_logits"] for p in (params, scaled)]
+    np.testing.assert_allclose(features[0], features[1], rtol=1e-4, atol=1e-5)
+
+
+def test_permute_trains_both_models_and_writes_the_figure(capsys, tmp_path: Path) -> None:
+    argv = ["permute", "--mode", "patch", "--steps", "2", "--batch-size", "32"]
+    code = run([*argv, "--workdir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["modes"] == ["original", "patch"]
+    assert set(results["models"]) == {"mixer", "resnet"}
+    for model in results["models"].values():
+        for mode in ("original", "patch"):
+            runs = model["runs"][mode]
+            assert [p["step"] for p in runs["curve"]] == [0, 1, 2]
+            assert 0 <= runs["fewshot_5shot"] <= 1 and 0 <= runs["test_top1"] <= 1
+            assert runs["curve"][-1]["fewshot_5shot"] == runs["fewshot_5shot"]
+    drop = results["relative_drop"]["resnet"]["patch"]["fewshot_5shot"]
+    resnet = results["models"]["resnet"]["runs"]
+    want = 1 - resnet["patch"]["fewshot_5shot"] / resnet["original"]["fewshot_5shot"]
+    assert drop == pytest.approx(want)
+    assert (tmp_path / "permute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ResNet14" in out and "patch" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--mode", "diagonal"], "unknown mode 'diagonal'"),
+        (["--mode", "patch", "--variant", "N/3"], "not a positive multiple of N/3's patch size 3"),
+        (["--baseline", "vgg"], "unknown baseline 'vgg'"),
+        (["--data", "nosuchset"], "nosuchset"),
+    ],
+)
+def test_bad_permute_input(capsys, tmp_path: Path, argv: list[str], needle: str) -> None:
+    code = run(["permute", *argv, "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
+    assert not (tmp_path / "run").exists()
