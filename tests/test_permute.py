@@ -15,6 +15,7 @@ from mixer_cli.data.permutations import make_permutation, permute_numpy
 from mixer_cli.errors import ConfigError
 from mixer_cli.models import create_model
 from mixer_cli.models.resnet import create_resnet, parse_resnet
+from mixer_cli.permute import parse_modes, relative_drops
 
 
 def orders_of(idx: np.ndarray, resolution: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,25 +79,33 @@ def test_resnet_shapes_and_names() -> None:
 
 
 def test_permute_trains_both_models_and_writes_the_figure(capsys, tmp_path: Path) -> None:
-    argv = ["permute", "--mode", "patch", "--steps", "2", "--batch-size", "32"]
+    # One mode without its reference keeps this to two short trainings; the reference
+    # and the drops are checked on their own below.
+    argv = ["permute", "--mode", "patch", "--no-reference", "--steps", "2", "--batch-size", "32"]
     code = run([*argv, "--workdir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == 0, err
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["modes"] == ["original", "patch"]
-    assert set(results["models"]) == {"mixer", "resnet"}
+    assert results["modes"] == ["patch"] and set(results["models"]) == {"mixer", "resnet"}
     for model in results["models"].values():
-        for mode in ("original", "patch"):
-            runs = model["runs"][mode]
-            assert [p["step"] for p in runs["curve"]] == [0, 1, 2]
-            assert 0 <= runs["fewshot_5shot"] <= 1 and 0 <= runs["test_top1"] <= 1
-            assert runs["curve"][-1]["fewshot_5shot"] == runs["fewshot_5shot"]
-    drop = results["relative_drop"]["resnet"]["patch"]["fewshot_5shot"]
-    resnet = results["models"]["resnet"]["runs"]
-    want = 1 - resnet["patch"]["fewshot_5shot"] / resnet["original"]["fewshot_5shot"]
-    assert drop == pytest.approx(want)
+        runs = model["runs"]["patch"]
+        assert [p["step"] for p in runs["curve"]] == [0, 1, 2]
+        assert 0 <= runs["fewshot_5shot"] <= 1 and 0 <= runs["test_top1"] <= 1
+        assert runs["curve"][-1]["fewshot_5shot"] == runs["fewshot_5shot"]
     assert (tmp_path / "permute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ResNet14" in out and "patch" in out
+
+
+def test_modes_run_with_the_original_as_reference_and_drops_are_relative() -> None:
+    assert parse_modes("global", reference=True) == ["original", "global"]
+    assert parse_modes("global", reference=False) == ["global"]
+    assert parse_modes("all", reference=False) == ["original", "patch", "global"]
+    runs = {
+        "original": {"fewshot_5shot": 0.8, "test_top1": 0.9},
+        "global": {"fewshot_5shot": 0.2, "test_top1": 0.45},
+    }
+    drops = relative_drops({"resnet": {"runs": runs}}, ["original", "global"])
+    assert drops["resnet"]["global"] == pytest.approx({"fewshot_5shot": 0.75, "test_top1": 0.5})
 
 
 @pytest.mark.parametrize(
