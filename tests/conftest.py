@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Before JAX is imported anywhere: 8 CPU devices so sharding is exercised for real.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests (and the CLI subprocesses, which inherit this) compile the same tiny steps:
+# a session-wide persistent compilation cache compiles each of them once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mixer-tests-xla-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import numpy as np
 import pytest
