@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from mixer_cli import __version__
+from mixer_cli.commands.bench import bench
 from mixer_cli.commands.fewshot import fewshot
 from mixer_cli.commands.finetune import finetune
 from mixer_cli.commands.info import info
@@ -33,6 +34,7 @@ app.command("finetune")(finetune)
 app.command("fewshot")(fewshot)
 app.command("permute")(permute)
 app.command("info")(info)
+app.command("bench")(bench)
 
 
 def _show_version(value: bool) -> None:

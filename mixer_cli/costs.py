@@ -23,10 +23,18 @@ def forward_flops(model: MlpMixer, resolution: int, batch_size: int = 1) -> floa
     compiled = (
         jax.jit(lambda p, x: model.apply({"params": p}, x)[0]).lower(params, images).compile()
     )
+    return compiled_flops(compiled) / batch_size
+
+
+def compiled_flops(compiled: Any) -> float:
+    """FLOPs of one run of a compiled program on one device, by XLA's cost analysis.
+
+    A program partitioned over n devices counts one device's share: multiply by n.
+    """
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX returns one dict per device program
         analysis = analysis[0]
-    return float(analysis["flops"]) / batch_size
+    return float(analysis["flops"])
 
 
 def describe(spec: MixerSpec, resolution: int, num_classes: int = 0) -> dict[str, Any]:

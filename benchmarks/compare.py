@@ -1,0 +1,183 @@
+"""mixer's forward pass and train step against a plain Flax Mixer and timm's, side by side.
+
+    python benchmarks/compare.py --variant S/32 --batch-size 32
+    python benchmarks/compare.py --variant B/16 --batch-size 8
+
+Same variant, resolution (224), batch, 1000-class head and fixed synthetic batch for all:
+- mixer: the engine's steps (`mixer_cli.bench.Workload`: eval forward; train = forward,
+  backward, global-norm clipping, AdamW, donated state);
+- plain: the model written here the simplest way (linen, transposes around the token
+  MLP), `jax.jit` of value_and_grad + optax.adam, nothing else;
+- timm: `timm.create_model('mixer_s32_224' | 'mixer_b16_224')` in PyTorch (if torch and
+  timm are installed), torch.optim.Adam, `torch.inference_mode` for the forward pass.
+Timed windows alternate between the implementations (A B C A B C ...), so drifts of a
+shared machine hit all of them alike; medians and ratios against mixer are printed.
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mixer_cli.bench import BenchSettings, Workload, time_window
+from mixer_cli.models import parse_variant
+
+TIMM_NAMES = {
+    "S/32": "mixer_s32_224",
+    "S/16": "mixer_s16_224",
+    "B/32": "mixer_b32_224",
+    "B/16": "mixer_b16_224",
+    "L/32": "mixer_l32_224",
+    "L/16": "mixer_l16_224",
+}
+
+
+class PlainMlp(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nn.gelu(nn.Dense(self.hidden)(x))
+        return nn.Dense(x.shape[-1])(y)
+
+
+class PlainMixer(nn.Module):
+    patch: int
+    dim: int
+    blocks: int
+    tokens_hidden: int
+    channels_hidden: int
+    classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Conv(self.dim, (self.patch, self.patch), strides=self.patch)(x)
+        x = x.reshape(x.shape[0], -1, self.dim)
+        for _ in range(self.blocks):
+            y = nn.LayerNorm(epsilon=1e-6)(x).transpose(0, 2, 1)
+            x = x + PlainMlp(self.tokens_hidden)(y).transpose(0, 2, 1)
+            x = x + PlainMlp(self.channels_hidden)(nn.LayerNorm(epsilon=1e-6)(x))
+        x = nn.LayerNorm(epsilon=1e-6)(x).mean(axis=1)
+        return nn.Dense(self.classes, kernel_init=nn.initializers.zeros)(x)
+
+
+def plain_steps(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[str, Callable]:
+    spec = parse_variant(variant)
+    model = PlainMixer(
+        spec.patch_size,
+        spec.hidden_dim,
+        spec.num_blocks,
+        spec.tokens_mlp_dim,
+        spec.channels_mlp_dim,
+        labels.shape[1],
+    )
+    x, y = jnp.asarray(images), jnp.asarray(labels)
+    params = model.init(jax.random.key(0), x[:1])
+    tx = optax.adam(1e-3)
+    opt_state = tx.init(params)
+
+    def loss_fn(params: Any) -> jax.Array:
+        return optax.softmax_cross_entropy(model.apply(params, x), y).mean()
+
+    @jax.jit
+    def train(params: Any, opt_state: Any) -> tuple[Any, Any, jax.Array]:
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    forward = jax.jit(model.apply)
+    state = [params, opt_state]
+
+    def train_step() -> jax.Array:
+        state[0], state[1], loss = train(*state)
+        return loss
+
+    return {"forward": lambda: forward(state[0], x), "train": train_step}
+
+
+def timm_steps(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[str, Callable]:
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model(TIMM_NAMES[variant], pretrained=False, num_classes=labels.shape[1])
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    y = torch.from_numpy(labels.argmax(1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def forward() -> None:
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+
+    def train() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    return {"forward": forward, "train": train}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="S/32", choices=sorted(TIMM_NAMES))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--mode", default="both", choices=["forward", "train", "both"])
+    parser.add_argument("--rounds", type=int, default=5, help="timed windows per implementation")
+    parser.add_argument("--seconds", type=float, default=3.0, help="about this long per window")
+    parser.add_argument("--no-timm", action="store_true")
+    args = parser.parse_args()
+
+    settings = BenchSettings(
+        variant=args.variant, resolution=args.resolution, batch_size=args.batch_size
+    )
+    work = Workload(settings)
+    images, labels = (np.asarray(work.batch[k]) for k in ("image", "label"))
+    impls: dict[str, dict[str, Callable]] = {"plain": plain_steps(args.variant, images, labels)}
+    if not args.no_timm:
+        try:
+            import torch
+
+            torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+            impls["timm"] = timm_steps(args.variant, images, labels)
+        except ImportError:
+            print("timm/torch not installed: comparing with the plain formulation only")
+    modes = ("forward", "train") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        steps = {"mixer": (work.forward() if mode == "forward" else work.train()).step}
+        steps.update({name: impl[mode] for name, impl in impls.items()})
+        counts = {}
+        for name, step in steps.items():  # compile, warm up, size the windows
+            step(), step()
+            jax.block_until_ready(step())
+            start = time.perf_counter()
+            jax.block_until_ready(step())
+            counts[name] = max(1, round(args.seconds / (time.perf_counter() - start)))
+        rates: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.rounds):
+            for name, step in steps.items():
+                seconds = time_window(step, counts[name])
+                rates[name].append(counts[name] * args.batch_size / seconds)
+        medians = {name: statistics.median(r) for name, r in rates.items()}
+        print(f"\n{args.variant} @ {args.resolution}px, batch {args.batch_size}, {mode}:")
+        for name, median in medians.items():
+            windows = ", ".join(f"{r:.2f}" for r in rates[name])
+            ratio = medians["mixer"] / median
+            print(f"  {name:6s} {median:8.2f} img/s  (mixer/{name} = {ratio:.2f}x; {windows})")
+
+
+if __name__ == "__main__":
+    main()

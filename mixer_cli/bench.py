@@ -1,0 +1,264 @@
+"""How fast a Mixer runs on the devices at hand, and how close that is to their limit.
+
+Throughput is timed on fixed synthetic batches (the input pipeline has its own benchmark),
+over every device with the engine's sharding: forward = the evaluation forward pass;
+train = the engine's own step (forward, backward, clipping, AdamW) with donated state.
+Compilation and a warm-up are excluded; the figure is the median over timed windows.
+FLOPs per image come from XLA's cost analysis of the compiled program; the peak is a
+large square matmul in the same dtype on the same devices in the same run, so that
+MFU = achieved FLOP/s / peak compares like with like on a machine whose speed drifts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixer_cli.config import OptimConfig
+from mixer_cli.costs import compiled_flops
+from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
+from mixer_cli.errors import ConfigError
+from mixer_cli.models import create_model, parse_variant
+from mixer_cli.models.mixer import compute_dtype
+from mixer_cli.train.optim import make_optimizer
+from mixer_cli.train.steps import TrainState, eval_step, train_step
+
+MODES = ("forward", "train")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    variant: str = "B/16"
+    resolution: int = 224
+    batch_size: int = 32
+    dtype: str = "float32"
+    mode: str = "both"  # forward | train | both
+    num_classes: int = 1000
+    windows: int = 5  # timed windows; the median counts
+    steps: int = 0  # steps per window; 0 = enough for about `window_seconds`
+    window_seconds: float = 2.0
+    peak_size: int = 0  # side of the peak matmul; 0 = 4096 on CPUs, 8192 on accelerators
+
+    def modes(self) -> tuple[str, ...]:
+        if self.mode == "both":
+            return MODES
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}: expected forward, train or both")
+        return (self.mode,)
+
+
+def validate(settings: BenchSettings) -> None:
+    """Refuse bad settings before anything is compiled."""
+    spec = parse_variant(settings.variant)
+    spec.check_resolution(settings.resolution)
+    compute_dtype(settings.dtype)
+    settings.modes()
+    local_batch_size(settings.batch_size, make_mesh())
+    for name in ("windows", "num_classes"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name.replace('_', ' ')} must be at least 1")
+    if settings.steps < 0 or settings.peak_size < 0:
+        raise ConfigError("steps per window and the peak matmul size must be >= 0 (0 = automatic)")
+
+
+def matmul_peak(dtype: Any, size: int, repeats: int = 5) -> float:
+    """FLOP/s of the best of several square matmuls, one per device, all devices at once."""
+    mesh = make_mesh()
+    n = mesh.devices.size
+    sharding = batch_sharding(mesh)
+    a = jax.device_put(jnp.ones((n, size, size), dtype), sharding)
+    mm = jax.jit(lambda x: jnp.einsum("bij,bjk->bik", x, x), out_shardings=sharding)
+    mm(a).block_until_ready()
+    best = min(_seconds(lambda: mm(a).block_until_ready()) for _ in range(repeats))
+    return 2 * n * size**3 / best
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def time_window(step: Callable[[], Any], steps: int) -> float:
+    """Seconds for `steps` calls of `step`, with at most two steps in flight.
+
+    The next step is queued while one runs, but independent forward passes cannot pile
+    up (on CPUs, many concurrent multi-device programs can starve each other's collectives).
+    """
+    start = time.perf_counter()
+    previous = None
+    for _ in range(steps):
+        out = step()
+        jax.block_until_ready(previous)
+        previous = out
+    jax.block_until_ready(previous)
+    return time.perf_counter() - start
+
+
+def steps_per_window(step: Callable[[], Any], settings: BenchSettings) -> int:
+    """The fixed count, or as many steps as fill about `window_seconds` (after a warm-up)."""
+    jax.block_until_ready(step())  # beyond compilation: first-touch allocations, caches
+    once = time_window(step, 1)
+    return settings.steps or max(1, min(100, round(settings.window_seconds / max(once, 1e-6))))
+
+
+def _memory(compiled: Any) -> int | None:
+    """Bytes the compiled program needs (arguments + outputs + temporaries - donated)."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if m is None:
+        return None
+    return int(
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+    )
+
+
+def _device_peak_memory() -> int | None:
+    """Peak bytes in use on the first device, where the backend keeps count (GPU, TPU)."""
+    stats = jax.local_devices()[0].memory_stats()
+    return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def _inputs(settings: BenchSettings, sharding: Any) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(0)
+    b, r, k = settings.batch_size, settings.resolution, settings.num_classes
+    labels = np.eye(k, dtype=np.float32)[rng.integers(0, k, b)]
+    images = rng.uniform(-1, 1, (b, r, r, 3)).astype(np.float32)
+    return {
+        "image": jax.device_put(images, sharding),
+        "label": jax.device_put(labels, sharding),
+        "mask": jax.device_put(np.ones(b, np.float32), sharding),
+    }
+
+
+@dataclass
+class Timed:
+    """A compiled step ready to call repeatedly, with what XLA says it costs."""
+
+    step: Callable[[], Any]
+    compiled: Any
+    compile_seconds: float
+    flops_per_image: float
+
+
+class Workload:
+    """The model, optimizer, state and a fixed batch of a benchmark, over all devices."""
+
+    def __init__(self, settings: BenchSettings) -> None:
+        validate(settings)
+        self.settings = settings
+        self.mesh = make_mesh()
+        self.repl, self.rows = replicated(self.mesh), batch_sharding(self.mesh)
+        self.dtype = compute_dtype(settings.dtype)
+        self.model = create_model(
+            settings.variant, num_classes=settings.num_classes, dtype=self.dtype
+        )
+        self.tx, self.schedule = make_optimizer(OptimConfig(warmup_steps=10), 10_000)
+        self.state = jax.jit(self._initial_state, out_shardings=self.repl)(jax.random.key(0))
+        self.batch = _inputs(settings, self.rows)
+
+    def _initial_state(self, key: jax.Array) -> TrainState:
+        r = self.settings.resolution
+        params = self.model.init(key, jnp.zeros((1, r, r, 3), jnp.float32))["params"]
+        rng = jax.random.key_data(key)
+        return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params), rng)
+
+    def forward(self) -> Timed:
+        """The evaluation forward pass (the engine's eval step)."""
+        fn = jax.jit(partial(eval_step, model=self.model), in_shardings=(self.repl, self.rows))
+        compiled, seconds = self._compile(fn, self.state.params, self.batch)
+        return Timed(
+            partial(compiled, self.state.params, self.batch),
+            compiled,
+            seconds,
+            self._flops(compiled),
+        )
+
+    def train(self) -> Timed:
+        """The engine's train step; the state it updates lives in `self.state`."""
+        fn = jax.jit(
+            partial(
+                train_step,
+                model=self.model,
+                tx=self.tx,
+                schedule=self.schedule,
+                loss_kind="softmax",
+                accum_steps=1,
+            ),
+            in_shardings=(self.repl, self.rows),
+            out_shardings=(self.repl, self.repl),
+            donate_argnums=0,
+        )
+        batch = {k: self.batch[k] for k in ("image", "label")}
+        compiled, seconds = self._compile(fn, self.state, batch)
+
+        def step() -> Any:
+            self.state, metrics = compiled(self.state, batch)
+            return metrics
+
+        return Timed(step, compiled, seconds, self._flops(compiled))
+
+    def _compile(self, fn: Any, *args: Any) -> tuple[Any, float]:
+        start = time.perf_counter()
+        compiled = fn.lower(*args).compile()
+        return compiled, time.perf_counter() - start
+
+    def _flops(self, compiled: Any) -> float:
+        return compiled_flops(compiled) * self.mesh.devices.size / self.settings.batch_size
+
+
+def run_bench(
+    settings: BenchSettings, on_phase: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Measure the requested modes; returns the results (see README, `mixer bench`)."""
+    on_phase("initialising")
+    work = Workload(settings)
+    results: dict[str, Any] = {
+        "command": "bench",
+        **{k: v for k, v in asdict(settings).items() if k != "window_seconds"},
+        "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind,
+        "devices": [str(d) for d in jax.devices()],
+        "jax_version": jax.__version__,
+    }
+    for mode in settings.modes():
+        on_phase(f"compiling the {mode} step")
+        timed = work.forward() if mode == "forward" else work.train()
+        on_phase(f"timing the {mode} step")
+        steps = steps_per_window(timed.step, settings)
+        rates = [
+            steps * settings.batch_size / time_window(timed.step, steps)
+            for _ in range(settings.windows)
+        ]
+        ips = statistics.median(rates)
+        results[mode] = {
+            "images_per_sec": ips,
+            "windows": rates,
+            "steps_per_window": steps,
+            "compile_seconds": timed.compile_seconds,
+            "gflops_per_image": timed.flops_per_image / 1e9,
+            "achieved_gflops": ips * timed.flops_per_image / 1e9,
+            "program_memory_bytes": _memory(timed.compiled),
+        }
+    on_phase("measuring the matmul peak")
+    size = settings.peak_size or (4096 if results["platform"] == "cpu" else 8192)
+    peak = matmul_peak(work.dtype, size)
+    results["matmul_peak_gflops"] = peak / 1e9
+    results["peak_size"] = size
+    for mode in settings.modes():
+        results[mode]["mfu"] = results[mode]["achieved_gflops"] * 1e9 / peak
+    results["peak_memory_bytes"] = _device_peak_memory()
+    return results

@@ -1,0 +1,115 @@
+"""`mixer bench`: images/s, FLOPs, MFU and memory of a Mixer on this machine's devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mixer_cli.commands import options
+
+BenchMode = Annotated[
+    str,
+    typer.Option("--mode", help="forward (evaluation), train (the engine's full step) or both."),
+]
+Windows = Annotated[int, typer.Option("--windows", help="Timed windows; the median counts.", min=1)]
+StepsPerWindow = Annotated[
+    Optional[int],
+    typer.Option(
+        "--steps",
+        help="Steps per timed window. [default: enough for about 2 s]",
+        min=1,
+        show_default=False,
+    ),
+]
+PeakSize = Annotated[
+    Optional[int],
+    typer.Option(
+        "--peak-size",
+        help="Side of the square matmul that measures the peak. "
+        "[default: 4096 on CPUs, 8192 on accelerators]",
+        min=1,
+        show_default=False,
+    ),
+]
+
+
+def bench(
+    variant: options.Variant = None,
+    resolution: options.Resolution = None,
+    batch_size: options.BatchSize = None,
+    dtype: options.Dtype = None,
+    mode: BenchMode = "both",
+    num_classes: Annotated[
+        int, typer.Option("--num-classes", help="Classes of the head.", min=1)
+    ] = 1000,
+    windows: Windows = 5,
+    steps: StepsPerWindow = None,
+    peak_size: PeakSize = None,
+    workdir: options.Workdir = None,
+    json: options.Json = False,
+) -> None:
+    """Time a Mixer's forward pass and train step on synthetic batches over all devices.
+
+    Reports images/s (median of timed windows after compilation and warm-up), FLOPs per
+    image from XLA's cost analysis, achieved GFLOP/s, a square matmul's peak measured in
+    the same run and dtype, MFU = achieved / peak, and memory. Defaults: B/16 at 224 px,
+    batch 32, float32. Saves results.json in the run directory.
+    """
+    from mixer_cli import report
+    from mixer_cli.bench import BenchSettings, run_bench, validate
+    from mixer_cli.commands.training import default_workdir
+
+    settings = BenchSettings(
+        variant=variant or "B/16",
+        resolution=resolution or 224,
+        batch_size=batch_size or 32,
+        dtype=dtype or "float32",
+        mode=mode,
+        num_classes=num_classes,
+        windows=windows,
+        steps=steps or 0,
+        peak_size=peak_size or 0,
+    )
+    validate(settings)
+    workdir = Path(workdir or default_workdir("bench", settings.variant, str(settings.resolution)))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with report.progress() as bar:
+        task = bar.add_task("benchmark", total=None)
+        results = run_bench(settings, lambda phase: bar.update(task, description=phase))
+    results["workdir"] = str(workdir)
+    report.write_json(workdir / "results.json", results)
+    if json:
+        report.print_json(results)
+        return
+    print_bench_table(results)
+    report.stderr.print(f"results in {workdir / 'results.json'}")
+
+
+def print_bench_table(results: dict) -> None:
+    from mixer_cli import report
+
+    def gib(n: int | None) -> str:
+        if n is None:
+            return "n/a"
+        return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+
+    rows = [{"mode": mode, **results[mode]} for mode in ("forward", "train") if mode in results]
+    report.print_table(
+        f"Mixer-{results['variant']} at {results['resolution']} px, batch "
+        f"{results['batch_size']}, {results['dtype']}, on {len(results['devices'])} x "
+        f"{results['device_kind']}; matmul peak {results['matmul_peak_gflops']:,.0f} GFLOP/s",
+        [
+            report.Column("mode", "Mode", justify="left"),
+            report.Column("images_per_sec", "img/s", lambda v: f"{v:,.2f}"),
+            report.Column("gflops_per_image", "GFLOP/img", lambda v: f"{v:,.2f}"),
+            report.Column("achieved_gflops", "GFLOP/s", lambda v: f"{v:,.0f}"),
+            report.Column("mfu", "MFU", lambda v: f"{v:.1%}"),
+            report.Column("compile_seconds", "Compile", lambda v: f"{v:,.1f} s"),
+            report.Column("program_memory_bytes", "Program memory", gib),
+        ],
+        rows,
+    )
+    if results.get("peak_memory_bytes") is not None:
+        report.stdout.print(f"peak device memory: {gib(results['peak_memory_bytes'])}")

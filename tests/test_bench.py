@@ -1,0 +1,73 @@
+"""`mixer bench`: throughput, FLOPs counted for the whole sharded program, MFU, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_cli import run_cli
+
+from mixer_cli.bench import BenchSettings, run_bench
+from mixer_cli.costs import forward_flops
+from mixer_cli.models import LISTED_VARIANTS, create_model, parse_variant
+
+TINY = ["--variant", "N/4", "--resolution", "16", "--batch-size", "8", "--num-classes", "10"]
+QUICK = ["--windows", "2", "--steps", "2", "--peak-size", "64"]
+
+
+def test_bench_cli_measures_both_modes_and_saves_results(capsys, tmp_path) -> None:
+    code, out, err = run_cli(capsys, "bench", *TINY, *QUICK, "--workdir", str(tmp_path), "--json")
+    assert code == 0, err
+    results = json.loads(out)
+    assert results == json.loads((tmp_path / "results.json").read_text())
+    assert len(results["devices"]) == 8 and results["batch_size"] == 8
+    for mode in ("forward", "train"):
+        m = results[mode]
+        assert len(m["windows"]) == 2 and m["steps_per_window"] == 2
+        assert m["images_per_sec"] > 0 and m["program_memory_bytes"] > 0
+        assert m["mfu"] == pytest.approx(
+            m["achieved_gflops"] / results["matmul_peak_gflops"], rel=1e-9
+        )
+    # FLOPs per image count all 8 devices' shares: the sharded forward costs what the
+    # one-device forward of one image costs (plus the argmax of the eval step).
+    one_image = forward_flops(create_model("N/4", num_classes=10), 16) / 1e9
+    assert results["forward"]["gflops_per_image"] == pytest.approx(one_image, rel=0.02)
+    # Backward is about twice the forward; with the optimizer, 3-4x in all.
+    assert 2.8 < results["train"]["gflops_per_image"] / one_image < 4.0
+
+
+def test_bench_table_names_the_setting(capsys, tmp_path) -> None:
+    code, out, _ = run_cli(
+        capsys, "bench", *TINY, *QUICK, "--mode", "forward", "--workdir", str(tmp_path)
+    )
+    assert code == 0
+    assert "N/4" in out and "forward" in out and "MFU" in out and "train" not in out
+    assert "train" not in json.loads((tmp_path / "results.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batch-size", "12"], "not a positive multiple of the 8 devices; try 8 or 16"),
+        (["--dtype", "float16"], "unknown dtype 'float16'"),
+        (["--resolution", "30"], "resolution 30 is not a positive multiple"),
+        (["--mode", "fast"], "unknown mode 'fast'"),
+        (["--variant", "Q/16"], "Q/16"),
+    ],
+)
+def test_bench_bad_input_is_one_line(capsys, tmp_path, argv: list[str], message: str) -> None:
+    code, out, err = run_cli(capsys, "bench", *TINY, *argv, "--workdir", str(tmp_path / "w"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error:") and message in err
+    assert not (tmp_path / "w").exists()  # refused before anything is written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", LISTED_VARIANTS)
+def test_bench_runs_every_variant(variant: str) -> None:
+    patch = parse_variant(variant).patch_size
+    settings = BenchSettings(
+        variant=variant, resolution=2 * patch, batch_size=8, windows=1, steps=1, peak_size=64
+    )
+    results = run_bench(settings)
+    assert results["forward"]["images_per_sec"] > 0 and results["train"]["images_per_sec"] > 0
