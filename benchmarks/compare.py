@@ -10,17 +10,19 @@ Same variant, resolution (224), batch, 1000-class head and fixed synthetic batch
   MLP), `jax.jit` of value_and_grad + optax.adam, nothing else;
 - timm: `timm.create_model('mixer_s32_224' | 'mixer_b16_224')` in PyTorch (if torch and
   timm are installed), torch.optim.Adam, `torch.inference_mode` for the forward pass.
-Timed windows alternate between the implementations (A B C A B C ...), so drifts of a
-shared machine hit all of them alike; medians and ratios against mixer are printed.
-Not part of the test suite.
+Timed windows alternate between the implementations (A B C, C B A, ...), with a pause
+between them, so drifts of a shared machine hit all of them alike; timm runs in a process
+of its own. Prints medians and ratios against mixer. Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -31,6 +33,8 @@ import optax
 
 from mixer_cli.bench import BenchSettings, Workload, time_window
 from mixer_cli.models import parse_variant
+
+Window = Callable[[int], float]  # steps -> seconds they took
 
 TIMM_NAMES = {
     "S/32": "mixer_s32_224",
@@ -105,7 +109,10 @@ def plain_steps(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[st
     return {"forward": lambda: forward(state[0], x), "train": train_step}
 
 
-def timm_steps(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[str, Callable]:
+def timm_worker(conn: Any, variant: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """timm in its own process: PyTorch's thread pool and allocator then cannot slow the
+    JAX steps (in one process, loading torch cost the engine's step a quarter of its speed
+    on this CPU). Answers (mode, steps) with the seconds those steps took."""
     import timm
     import torch
 
@@ -127,7 +134,41 @@ def timm_steps(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[str
         loss_fn(model(x), y).backward()
         optimizer.step()
 
-    return {"forward": forward, "train": train}
+    steps = {"forward": forward, "train": train}
+    conn.send("ready")
+    while (request := conn.recv()) is not None:  # None or a closed pipe: done
+        mode, n = request
+        start = time.perf_counter()
+        for _ in range(n):
+            steps[mode]()
+        conn.send(time.perf_counter() - start)
+
+
+def timm_windows(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[str, Window]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    conn, child = ctx.Pipe()
+    worker = ctx.Process(target=timm_worker, args=(child, variant, images, labels), daemon=True)
+    worker.start()
+    if not conn.poll(600) or conn.recv() != "ready":
+        raise RuntimeError("the timm worker did not start")
+    atexit.register(conn.send, None)  # let it finish quietly
+
+    def window(mode: str) -> Window:
+        def run(n: int) -> float:
+            conn.send((mode, n))
+            return conn.recv()
+
+        return run
+
+    return {"forward": window("forward"), "train": window("train")}
+
+
+def jax_windows(steps: dict[str, Callable[[], Any]]) -> dict[str, Window]:
+    return {
+        mode: partial(lambda step, n: time_window(step, n), step) for mode, step in steps.items()
+    }
 
 
 def main() -> None:
@@ -146,31 +187,30 @@ def main() -> None:
     )
     work = Workload(settings)
     images, labels = (np.asarray(work.batch[k]) for k in ("image", "label"))
-    impls: dict[str, dict[str, Callable]] = {"plain": plain_steps(args.variant, images, labels)}
+    impls = {"plain": jax_windows(plain_steps(args.variant, images, labels))}
     if not args.no_timm:
         try:
-            import torch
-
-            torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
-            impls["timm"] = timm_steps(args.variant, images, labels)
+            import timm  # noqa: F401
         except ImportError:
             print("timm/torch not installed: comparing with the plain formulation only")
+        else:
+            impls["timm"] = timm_windows(args.variant, images, labels)
     modes = ("forward", "train") if args.mode == "both" else (args.mode,)
     for mode in modes:
-        steps = {"mixer": (work.forward() if mode == "forward" else work.train()).step}
-        steps.update({name: impl[mode] for name, impl in impls.items()})
+        mixer_step = (work.forward() if mode == "forward" else work.train()).step
+        windows = {"mixer": jax_windows({mode: mixer_step})[mode]}
+        windows.update({name: impl[mode] for name, impl in impls.items()})
         counts = {}
-        for name, step in steps.items():  # compile, warm up, size the windows
-            step(), step()
-            jax.block_until_ready(step())
-            start = time.perf_counter()
-            jax.block_until_ready(step())
-            counts[name] = max(1, round(args.seconds / (time.perf_counter() - start)))
-        rates: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(args.rounds):
-            for name, step in steps.items():
-                seconds = time_window(step, counts[name])
-                rates[name].append(counts[name] * args.batch_size / seconds)
+        for name, window in windows.items():  # compile, warm up, size the windows
+            window(2)
+            counts[name] = max(1, round(args.seconds / window(1)))
+        rates: dict[str, list[float]] = {name: [] for name in windows}
+        for round_ in range(args.rounds):
+            # A B C, C B A, ...: whatever one leaves behind (warm or busy threads, caches)
+            # falls on each of the others alike.
+            for name in list(windows)[:: 1 if round_ % 2 == 0 else -1]:
+                time.sleep(1.0)
+                rates[name].append(counts[name] * args.batch_size / windows[name](counts[name]))
         medians = {name: statistics.median(r) for name, r in rates.items()}
         print(f"\n{args.variant} @ {args.resolution}px, batch {args.batch_size}, {mode}:")
         for name, median in medians.items():
