@@ -86,8 +86,13 @@ def finetune(
 
     distributed.initialize(coordinator, num_processes, process_id)
     assignments = set_ or []
-    if any(item.replace(" ", "").startswith(MODEL_KEYS) for item in assignments):
-        raise ConfigError("the model comes from --init; set its resolution with --resolution")
+    for item in assignments:
+        if item.replace(" ", "").startswith(MODEL_KEYS):
+            key = item.split("=", 1)[0].strip()
+            raise ConfigError(
+                f"--set {key}: the model comes from --init (its variant, widths and "
+                "classes); set its resolution with --resolution"
+            )
     lrs = None if lr_sweep is None else parse_number_list(lr_sweep, float, "--lr-sweep")
     if init is None:
         init = latest_run(Path("runs"), command="pretrain")

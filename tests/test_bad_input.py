@@ -1,0 +1,128 @@
+"""Bad input across every subcommand: exit code 2, one line on stderr naming the problem,
+no traceback, and nothing written or damaged (every file under the test's directory,
+an earlier run's included, is byte-identical afterwards)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from datasets import write_image_folder
+from test_cli import run_cli
+
+from mixer_cli.checkpoints import write_npz
+from mixer_cli.models import create_model
+
+# Each case: (arguments, words the error line must contain). {npz}: a hand-made official
+# checkpoint (patch 4, 16 px, 10 classes, a custom size); {n4}: our N/4 at 16 px; {empty},
+# {one_class}, {bad_yaml}, {not_mixer}: files made below; {workdir}: where a run would go.
+CASES: list[tuple[list[str], str]] = [
+    (["pretrain", "--variant", "Q/16"], "Q/16"),
+    (["pretrain", "--data", "no_such_dataset_xyz"], "no_such_dataset_xyz"),
+    (["pretrain", "--recipe", "no_such_recipe"], "no_such_recipe"),
+    (["pretrain", "--set", "train.no_such_key=1"], "no_such_key"),
+    (["pretrain", "--set", "train.steps=many"], "train.steps"),
+    (["pretrain", "--set", "train.steps"], "train.steps"),
+    (["pretrain", "--config", "{bad_yaml}"], "bad.yaml"),
+    (["pretrain", "--config", "{workdir}/missing.yaml"], "missing.yaml"),
+    (["pretrain", "--steps", "0"], "--steps"),
+    (["pretrain", "--steps", "-5"], "--steps"),
+    (["pretrain", "--batch-size", "0"], "--batch-size"),
+    (["pretrain", "--batch-size", "12"], "8 devices"),
+    (["pretrain", "--variant", "N/4", "--resolution", "30"], "resolution 30"),
+    (["pretrain", "--dtype", "float16"], "float16"),
+    (["pretrain", "--lr", "-1"], "optim.lr"),
+    (["pretrain", "--data", "folder:{empty}"], "empty"),
+    (["pretrain", "--data", "folder:{one_class}"], "class"),
+    (["pretrain", "--data", "folder:{workdir}/nowhere"], "nowhere"),
+    (["finetune", "--init", "{workdir}/missing.npz"], "missing.npz"),
+    (["finetune", "--init", "{not_mixer}"], "not_mixer.npz"),
+    (["finetune", "--init", "{n4}", "--resolution", "20"], "multiple"),
+    (["finetune", "--init", "{npz}"], "variant table"),
+    (["finetune", "--init", "{npz}", "--set", "model.variant=B/16"], "model.variant"),
+    (["finetune", "--init", "{npz}", "--lr-sweep", "fast,slow"], "fast"),
+    (["finetune"], "--init"),
+    (["fewshot", "--init", "{npz}", "--shots", "0"], "shots"),
+    (["fewshot", "--init", "{npz}", "--shots", "1000"], "1000"),
+    (["fewshot", "--init", "{npz}", "--seeds", "0"], "seeds"),
+    (["fewshot", "--init", "{npz}", "--l2-reg", "-1"], "l2"),
+    (["fewshot", "--init", "{workdir}/missing.npz"], "missing.npz"),
+    (["permute", "--mode", "sideways"], "sideways"),
+    (["permute", "--baseline", "vgg16"], "vgg16"),
+    (["permute", "--mode", "patch", "--variant", "N/3"], "3"),
+    (["bench", "--batch-size", "12"], "8 devices"),
+    (["bench", "--dtype", "float16"], "float16"),
+    (["bench", "--variant", "B/16", "--resolution", "100"], "resolution 100"),
+    (["info", "--variant", "Q/16"], "Q/16"),
+    (["info", "--variant", "B/16", "--data", "digits"], "at most one"),
+    (["no-such-command"], "no-such-command"),
+]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("bad-input")
+    (root / "empty" / "train").mkdir(parents=True)
+    (root / "empty" / "test").mkdir(parents=True)
+    write_image_folder(root / "one_class", {"train": 4, "test": 2}, classes=("cat",))
+    (root / "bad.yaml").write_text("train: {steps: [1, 2\n")
+    np.savez(root / "not_mixer.npz", weights=np.zeros((3, 3), np.float32))
+    model = create_model("N/4", num_classes=10)
+    write_npz(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"], root / "n4.npz")
+    return {
+        "npz": official_npz[0],
+        "n4": str(root / "n4.npz"),
+        "empty": str(root / "empty"),
+        "one_class": str(root / "one_class"),
+        "bad_yaml": str(root / "bad.yaml"),
+        "not_mixer": str(root / "not_mixer.npz"),
+    }
+
+
+def test_there_are_enough_cases() -> None:
+    assert len(CASES) >= 25
+    assert {argv[0] for argv, _ in CASES} >= {
+        "pretrain",
+        "finetune",
+        "fewshot",
+        "permute",
+        "bench",
+        "info",
+    }
+
+
+@pytest.mark.parametrize(("argv", "words"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_is_one_clear_line(
+    capsys, monkeypatch, tmp_path, files, argv: list[str], words: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./runs here: a default --init finds nothing
+    earlier = tmp_path / "earlier-run"
+    earlier.mkdir()
+    (earlier / "params.npz").write_bytes(b"an earlier run's file")
+    workdir = tmp_path / "work"
+    values = {**files, "workdir": str(workdir)}
+    argv = [a.format(**values) for a in argv]
+    if argv[0] in ("pretrain", "finetune", "permute", "bench") and "--workdir" not in argv:
+        argv += ["--workdir", str(workdir)]
+    before = snapshot(Path(files["npz"]).parent) | snapshot(tmp_path)
+
+    code, out, err = run_cli(capsys, *argv)
+
+    assert code == 2, (argv, out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert words.format(**values) in err, err
+    assert snapshot(Path(files["npz"]).parent) | snapshot(tmp_path) == before
+    assert not workdir.exists() or not any(workdir.rglob("*"))
