@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from mixer_cli.errors import ConfigError
+from mixer_cli.models.head import classifier_head
 from mixer_cli.models.variants import MixerSpec, parse_variant
 
 Dtype = Any
@@ -169,15 +170,9 @@ class MlpMixer(nn.Module):
             out[f"block_{i}"] = x
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm")(x)
         x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=1)  # [B, C]
-        if self.num_classes:
-            x = nn.Dense(
-                self.num_classes,
-                dtype=self.dtype,
-                kernel_init=nn.initializers.zeros,
-                bias_init=nn.initializers.constant(self.head_bias_init),
-                name="head",
-            )(x)
-        logits = out["logits"] = x.astype(jnp.float32)
+        logits = classifier_head(
+            x, out, num_classes=self.num_classes, bias_init=self.head_bias_init, dtype=self.dtype
+        )
         return logits, out
 
 

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from mixer_cli.errors import ConfigError
+from mixer_cli.models.head import classifier_head
 
 Dtype = Any
 
@@ -138,14 +139,9 @@ class ResNet(nn.Module):
             out[f"stage_{stage}"] = x
         x = nn.relu(_norm(x.shape[-1], self.dtype, "pre_head_norm")(x))
         x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        if self.num_classes:
-            x = nn.Dense(
-                self.num_classes,
-                kernel_init=nn.initializers.zeros,
-                bias_init=nn.initializers.constant(self.head_bias_init),
-                name="head",
-            )(x)
-        logits = out["logits"] = x.astype(jnp.float32)
+        logits = classifier_head(
+            x, out, num_classes=self.num_classes, bias_init=self.head_bias_init
+        )
         return logits, out
 
 
