@@ -166,9 +166,7 @@ def timm_windows(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[s
 
 
 def jax_windows(steps: dict[str, Callable[[], Any]]) -> dict[str, Window]:
-    return {
-        mode: partial(lambda step, n: time_window(step, n), step) for mode, step in steps.items()
-    }
+    return {mode: partial(time_window, step) for mode, step in steps.items()}
 
 
 def main() -> None:

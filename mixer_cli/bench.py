@@ -29,7 +29,7 @@ from mixer_cli.errors import ConfigError
 from mixer_cli.models import create_model, parse_variant
 from mixer_cli.models.mixer import compute_dtype
 from mixer_cli.train.optim import make_optimizer
-from mixer_cli.train.steps import TrainState, eval_step, train_step
+from mixer_cli.train.steps import TrainState, compile_steps
 
 MODES = ("forward", "train")
 
@@ -169,6 +169,15 @@ class Workload:
         self.tx, self.schedule = make_optimizer(OptimConfig(warmup_steps=10), 10_000)
         self.state = jax.jit(self._initial_state, out_shardings=self.repl)(jax.random.key(0))
         self.batch = _inputs(settings, self.rows)
+        self.train_fn, self.eval_fn = compile_steps(
+            self.model,
+            self.tx,
+            self.schedule,
+            loss_kind="softmax",
+            accum_steps=1,
+            replicated=self.repl,
+            rows=self.rows,
+        )
 
     def _initial_state(self, key: jax.Array) -> TrainState:
         r = self.settings.resolution
@@ -178,8 +187,7 @@ class Workload:
 
     def forward(self) -> Timed:
         """The evaluation forward pass (the engine's eval step)."""
-        fn = jax.jit(partial(eval_step, model=self.model), in_shardings=(self.repl, self.rows))
-        compiled, seconds = self._compile(fn, self.state.params, self.batch)
+        compiled, seconds = self._compile(self.eval_fn, self.state.params, self.batch)
         return Timed(
             partial(compiled, self.state.params, self.batch),
             compiled,
@@ -189,21 +197,8 @@ class Workload:
 
     def train(self) -> Timed:
         """The engine's train step; the state it updates lives in `self.state`."""
-        fn = jax.jit(
-            partial(
-                train_step,
-                model=self.model,
-                tx=self.tx,
-                schedule=self.schedule,
-                loss_kind="softmax",
-                accum_steps=1,
-            ),
-            in_shardings=(self.repl, self.rows),
-            out_shardings=(self.repl, self.repl),
-            donate_argnums=0,
-        )
         batch = {k: self.batch[k] for k in ("image", "label")}
-        compiled, seconds = self._compile(fn, self.state, batch)
+        compiled, seconds = self._compile(self.train_fn, self.state, batch)
 
         def step() -> Any:
             self.state, metrics = compiled(self.state, batch)

@@ -72,9 +72,8 @@ def bench(
         steps=steps or 0,
         peak_size=peak_size or 0,
     )
-    validate(settings)
+    validate(settings)  # before the progress bar, so an error stays one line
     workdir = Path(workdir or default_workdir("bench", settings.variant, str(settings.resolution)))
-    workdir.mkdir(parents=True, exist_ok=True)
     with report.progress() as bar:
         task = bar.add_task("benchmark", total=None)
         results = run_bench(settings, lambda phase: bar.update(task, description=phase))

@@ -22,22 +22,6 @@ from mixer_cli.models.variants import MixerSpec, parse_variant
 Dtype = Any
 
 
-class MlpBlock(nn.Module):
-    """Dense -> GELU -> Dense over the last axis, back to the input width."""
-
-    mlp_dim: int
-    dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        y = nn.Dense(self.mlp_dim, dtype=self.dtype)(x)
-        y = nn.gelu(y, approximate=True)
-        y = nn.Dropout(self.dropout, deterministic=not train)(y)
-        y = nn.Dense(x.shape[-1], dtype=self.dtype)(y)
-        return nn.Dropout(self.dropout, deterministic=not train)(y)
-
-
 class PatchEmbedding(nn.Module):
     """The stem: each PxP patch -> C features; tokens [B, S, C] in raster order.
 
@@ -89,19 +73,22 @@ class TokenDense(nn.Module):
         return y + bias[:, None]
 
 
-class TokenMixing(nn.Module):
-    """The MLP across tokens (Dense -> GELU -> Dense over S), for x of shape [B, S, C]."""
+class MlpBlock(nn.Module):
+    """Dense -> GELU -> Dense back to the input width: over channels (the last axis) or,
+    with `across_tokens`, over the token axis of [B, S, C] (TokenDense, no transposes)."""
 
     mlp_dim: int
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
+    across_tokens: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        y = TokenDense(self.mlp_dim, self.dtype, name="Dense_0")(x)
+        dense, width = (TokenDense, x.shape[1]) if self.across_tokens else (nn.Dense, x.shape[-1])
+        y = dense(self.mlp_dim, dtype=self.dtype, name="Dense_0")(x)
         y = nn.gelu(y, approximate=True)
         y = nn.Dropout(self.dropout, deterministic=not train)(y)
-        y = TokenDense(x.shape[1], self.dtype, name="Dense_1")(y)
+        y = dense(width, dtype=self.dtype, name="Dense_1")(y)
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
@@ -119,9 +106,9 @@ class MixerBlock(nn.Module):
         # Per-example branch dropping, rescaled by 1/(1-p) so evaluation needs no change.
         drop_path = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
-        y = TokenMixing(self.tokens_mlp_dim, self.dropout, self.dtype, name="token_mixing")(
-            y, train=train
-        )
+        y = MlpBlock(
+            self.tokens_mlp_dim, self.dropout, self.dtype, across_tokens=True, name="token_mixing"
+        )(y, train=train)
         x = x + drop_path(y)
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
         y = MlpBlock(self.channels_mlp_dim, self.dropout, self.dtype, name="channel_mixing")(

@@ -37,7 +37,7 @@ from mixer_cli.models.resnet import ResNet, create_resnet, parse_resnet
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter
 from mixer_cli.train.optim import make_optimizer
-from mixer_cli.train.steps import TrainState, eval_step, train_step
+from mixer_cli.train.steps import TrainState, compile_steps
 from mixer_cli.train.workdir import prepare_workdir
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
@@ -217,21 +217,14 @@ def train_and_evaluate(
             report.stderr.print(f"{workdir} has finished its {start} steps; its results:")
         return json.loads((workdir / "results.json").read_text())
 
-    step_fn = jax.jit(
-        partial(
-            train_step,
-            model=run.model,
-            tx=run.tx,
-            schedule=run.schedule,
-            loss_kind=t.loss,
-            accum_steps=t.accum_steps,
-        ),
-        in_shardings=(repl, rows),
-        out_shardings=(repl, repl),
-        donate_argnums=0,
-    )
-    eval_fn = jax.jit(
-        partial(eval_step, model=run.model), in_shardings=(repl, rows), out_shardings=repl
+    step_fn, eval_fn = compile_steps(
+        run.model,
+        run.tx,
+        run.schedule,
+        loss_kind=t.loss,
+        accum_steps=t.accum_steps,
+        replicated=repl,
+        rows=rows,
     )
     writer = MetricsWriter(workdir, start, enabled=lead)
     # Results measured along the way travel in the checkpoint record, so resumes keep them.

@@ -7,12 +7,14 @@ over all devices (no resharding).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 
 from mixer_cli.models import MlpMixer
 
@@ -86,3 +88,34 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *, model: MlpMixer) -> d
     mask = batch["mask"].astype(jnp.float32)
     correct = jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1)
     return {"correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+
+
+def compile_steps(
+    model: Any,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    loss_kind: str,
+    accum_steps: int,
+    replicated: NamedSharding,
+    rows: NamedSharding,
+) -> tuple[Any, Any]:
+    """The jitted (train, eval) steps over a mesh: state and params replicated, batches
+    split by rows, the train state's buffers donated. Training and `mixer bench` use these."""
+    train = jax.jit(
+        partial(
+            train_step,
+            model=model,
+            tx=tx,
+            schedule=schedule,
+            loss_kind=loss_kind,
+            accum_steps=accum_steps,
+        ),
+        in_shardings=(replicated, rows),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    evaluate = jax.jit(
+        partial(eval_step, model=model), in_shardings=(replicated, rows), out_shardings=replicated
+    )
+    return train, evaluate
