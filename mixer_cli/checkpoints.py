@@ -284,9 +284,13 @@ def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
         return read_npz(path), str(path)
     if (path / "params.npz").is_file():
         return read_npz(path / "params.npz"), str(path / "params.npz")
+    from mixer_cli.train.checkpoint import UnreadableCheckpoints
     from mixer_cli.train.checkpoint import read_params as read_training_params
 
-    found = read_training_params(path)
+    try:
+        found = read_training_params(path)
+    except UnreadableCheckpoints as err:
+        raise CheckpointError(str(err)) from err
     if found is None:
         raise CheckpointError(
             f"{str(path)!r} is a directory without params.npz or training checkpoints: "

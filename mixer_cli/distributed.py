@@ -7,6 +7,12 @@ only its own rows; `to_global` makes them one `jax.Array` spanning all hosts.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import sys
+import threading
+import time
 from typing import Any
 
 import jax
@@ -50,16 +56,19 @@ def to_global(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
     }
 
 
+DEFAULT_PEER_TIMEOUT = 120.0
+
+
 def initialize(
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    peer_timeout: float = DEFAULT_PEER_TIMEOUT,
 ) -> bool:
     """Join a multi-process run when asked (arguments or JAX_COORDINATOR_ADDRESS,
     JAX_NUM_PROCESSES, JAX_PROCESS_ID); True if this is one. Must run before any JAX
-    computation. On CPUs the processes talk through gloo."""
-    import os
-
+    computation. On CPUs the processes talk through gloo. A process that loses a peer
+    for `peer_timeout` seconds exits (see PeerWatchdog) instead of waiting forever."""
     coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
     if not coordinator:
         return False
@@ -72,5 +81,88 @@ def initialize(
             "this process's id (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)"
         )
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+    if peer_timeout <= 0:
+        raise ConfigError(f"--peer-timeout must be positive, got {peer_timeout:g}")
+    jax.distributed.initialize(
+        coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        # JAX's own detector (which aborts with a C++ stack trace) is the backstop.
+        heartbeat_timeout_seconds=int(peer_timeout) + 60,
+    )
+    PeerWatchdog(process_id, num_processes, peer_timeout).start()
     return True
+
+
+class PeerWatchdog:
+    """Ends this process with one line, exit code 1, when another process of the run has
+    stopped (killed, crashed, its host gone) for `timeout` seconds.
+
+    Without it the survivors wait inside a collective or a checkpoint barrier until JAX's
+    coordination service aborts them. Each process bumps a counter in the coordination
+    service's key-value store every `interval` seconds and watches the others' counters;
+    a process that ends normally marks itself done (at exit), so peers do not mistake a
+    finished process for a lost one. Nothing is written at failure: the run resumes from
+    its last complete checkpoint when all processes are started again.
+    """
+
+    PREFIX = "mixer/alive/"
+
+    def __init__(self, process_id: int, num_processes: int, timeout: float, interval: float = 1.0):
+        from jax._src.distributed import global_state  # the client JAX itself uses
+
+        self.client = global_state.client
+        self.process_id, self.num_processes = process_id, num_processes
+        self.timeout, self.interval = timeout, interval
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, name="mixer-peer-watchdog", daemon=True).start()
+        atexit.register(self.stop)  # runs before jax.distributed's own shutdown (LIFO)
+
+    def stop(self) -> None:
+        if not self.stopped.is_set():
+            self.stopped.set()
+            with contextlib.suppress(Exception):
+                self._set("done")
+
+    def _set(self, value: str) -> None:
+        self.client.key_value_set(f"{self.PREFIX}{self.process_id}", value, allow_overwrite=True)
+
+    def _watch(self) -> None:
+        peers = [p for p in range(self.num_processes) if p != self.process_id]
+        seen: dict[int, str | None] = dict.fromkeys(peers)
+        changed = dict.fromkeys(peers, time.monotonic())
+        contact, beat = time.monotonic(), 0
+        while not self.stopped.wait(self.interval):
+            now = time.monotonic()
+            try:
+                beat += 1
+                self._set(str(beat))
+                contact = now
+            except Exception:
+                if now - contact > self.timeout:
+                    self._fail("lost contact with the coordinator (process 0)")
+                continue
+            for peer in peers:
+                try:
+                    value = self.client.key_value_try_get(f"{self.PREFIX}{peer}")
+                except Exception:  # not written yet
+                    value = None
+                if value == "done":
+                    changed[peer] = now
+                elif value != seen[peer]:
+                    seen[peer], changed[peer] = value, now
+                elif now - changed[peer] > self.timeout:
+                    self._fail(f"process {peer} of {self.num_processes} stopped responding")
+
+    def _fail(self, what: str) -> None:
+        if self.stopped.is_set():
+            return
+        sys.stderr.write(
+            f"error: {what} {self.timeout:g} s ago (--peer-timeout); stopping this process "
+            "too. Start all processes again with the same command: the run resumes from its "
+            "last complete checkpoint\n"
+        )
+        sys.stderr.flush()
+        os._exit(1)

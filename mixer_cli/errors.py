@@ -29,6 +29,12 @@ class CheckpointMismatch(CheckpointError):
     """The checkpoint's parameter tree differs from the model's (keys or shapes)."""
 
 
+class CheckpointSaveFailed(MixerError):
+    """A checkpoint could not be written (disk full, permissions); older ones are intact."""
+
+    exit_code = 1
+
+
 class DataError(MixerError):
     """A dataset that cannot be found, read or used as asked."""
 

@@ -14,9 +14,14 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mixe
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numpy_mixer import official_layout_params
+from training import tiny
+
+from mixer_cli.train.engine import train_and_evaluate
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +40,11 @@ def official_npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[st
     path = tmp_path_factory.mktemp("official") / "Mixer-custom.npz"
     np.savez(path, **flat)
     return str(path), flat
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny digits run, trained once without a stop: what every resume must equal."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    train_and_evaluate(tiny(), workdir)
+    return workdir

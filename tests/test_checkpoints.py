@@ -109,6 +109,22 @@ def test_truncated_file_is_refused_naming_it(official_npz, tmp_path: Path) -> No
         read_npz(broken)
 
 
+def test_a_flipped_bit_is_refused_naming_the_file(official_npz, tmp_path: Path) -> None:
+    data = bytearray(Path(official_npz[0]).read_bytes())
+    with zipfile.ZipFile(official_npz[0]) as archive:
+        member = max(archive.infolist(), key=lambda info: info.file_size)
+    # The member's last byte is array data (after a 30-byte local header, name and extra).
+    name_and_extra = int.from_bytes(
+        data[member.header_offset + 26 : member.header_offset + 30], "little"
+    )
+    end = member.header_offset + 30 + (name_and_extra & 0xFFFF) + (name_and_extra >> 16)
+    data[end + member.compress_size - 1] ^= 0x08  # the member's CRC-32 catches it
+    broken = tmp_path / "flipped.npz"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"flipped\.npz.*CRC"):
+        read_npz(broken)
+
+
 def test_pickled_arrays_are_never_loaded(tmp_path: Path) -> None:
     path = tmp_path / "pickled.npz"
     np.savez(path, **{"stem/kernel": np.array([{"evil": 1}], dtype=object)})

@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -17,65 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from training import assert_same_training, params_of, pretrain_command, tiny
 
 from mixer_cli.checkpoints import load_params
 from mixer_cli.cli import run
-from mixer_cli.config import Config, resolve
 from mixer_cli.errors import TrainingDiverged
 from mixer_cli.train.engine import _initial_state, build, train_and_evaluate
 from mixer_cli.train.steps import train_step
-
-TINY = {
-    "train.steps": 20,
-    "train.log_every": 5,
-    "train.checkpoint_every": 5,
-    "optim.warmup_steps": 5,
-}
-
-
-def tiny(**overrides: object) -> Config:
-    return resolve("demo", None, {**TINY, **overrides})
-
-
-def params_of(workdir: Path) -> dict[str, np.ndarray]:
-    with np.load(workdir / "params.npz") as archive:
-        return {key: archive[key] for key in archive.files}
-
-
-def pretrain_command(workdir: Path, *extra: str) -> list[str]:
-    """The real CLI in a fresh process (its own device count), with TINY's settings."""
-    settings = [f"--set={key}={value}" for key, value in TINY.items()]
-    return [
-        sys.executable,
-        "-m",
-        "mixer_cli",
-        "pretrain",
-        "--workdir",
-        str(workdir),
-        *settings,
-        *extra,
-    ]
-
-
-def assert_same_training(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    """Equal up to the order of cross-device sums: 1e-4 relative per tensor and overall.
-
-    Exempt per tensor: the token-mixing output biases, whose exact gradient is zero (a
-    per-token constant is removed by the next LayerNorm); Adam turns their rounding noise
-    into updates of its own.
-    """
-    for key in want:
-        if not key.endswith("token_mixing/Dense_1/bias"):
-            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5)
-    diff = np.sqrt(sum(((got[k] - want[k]) ** 2).sum() for k in want))
-    assert diff / np.sqrt(sum((want[k] ** 2).sum() for k in want)) < 1e-4
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    train_and_evaluate(tiny(), workdir)
-    return workdir
 
 
 def test_loss_falls_and_the_run_directory_is_complete(uninterrupted: Path) -> None:

@@ -63,6 +63,7 @@ def finetune(
     coordinator: options.Coordinator = None,
     num_processes: options.NumProcesses = None,
     process_id: options.ProcessId = None,
+    peer_timeout: options.PeerTimeout = 120.0,
 ) -> None:
     """Fine-tune a checkpoint on a dataset: new zero-initialised head, SGD momentum 0.9,
     cosine schedule after warmup, clipping at 1, no weight decay (the paper's Appendix C).
@@ -84,7 +85,7 @@ def finetune(
     from mixer_cli.train.engine import train_and_evaluate
     from mixer_cli.train.workdir import latest_run
 
-    distributed.initialize(coordinator, num_processes, process_id)
+    distributed.initialize(coordinator, num_processes, process_id, peer_timeout)
     assignments = set_ or []
     for item in assignments:
         if item.replace(" ", "").startswith(MODEL_KEYS):

@@ -168,3 +168,12 @@ ProcessId = Annotated[
     Optional[int],
     typer.Option("--process-id", show_default=False, help="This process's index, from 0."),
 ]
+PeerTimeout = Annotated[
+    float,
+    typer.Option(
+        "--peer-timeout",
+        help="Multi-process run: seconds without a sign of life from another process "
+        "before this one stops with an error (instead of waiting forever).",
+        min=1,
+    ),
+]

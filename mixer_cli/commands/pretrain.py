@@ -26,6 +26,7 @@ def pretrain(
     coordinator: options.Coordinator = None,
     num_processes: options.NumProcesses = None,
     process_id: options.ProcessId = None,
+    peer_timeout: options.PeerTimeout = 120.0,
 ) -> None:
     """Pre-train a Mixer: Adam, warmup + linear decay, clipping at 1, the paper's augmentation.
 
@@ -53,7 +54,7 @@ def pretrain(
             seed=seed,
         ),
     }
-    distributed.initialize(coordinator, num_processes, process_id)
+    distributed.initialize(coordinator, num_processes, process_id, peer_timeout)
     resolved = resolve_config(
         recipe=recipe, config_file=config, flags=flags, assignments=set_ or []
     )

@@ -38,7 +38,7 @@ from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter
 from mixer_cli.train.optim import make_optimizer
 from mixer_cli.train.steps import TrainState, compile_steps
-from mixer_cli.train.workdir import prepare_workdir
+from mixer_cli.train.workdir import check_free_space, prepare_workdir
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
 
@@ -147,6 +147,10 @@ def _initial_state(run: Run, key: jax.Array) -> TrainState:
     )
 
 
+def _nbytes(tree: Any) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
 def evaluate(run: Run, eval_fn: Any, params: Any, mesh: Any, batch_size: int) -> tuple[float, int]:
     """Top-1 accuracy over the whole eval split (padded, masked: every example counts once)."""
     batches = EvalBatches(run.source, run.eval_split, run.preprocessing, batch_size, mesh)
@@ -198,6 +202,8 @@ def train_and_evaluate(
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract
     )
+    if lead:  # room for one more checkpoint and the final params.npz
+        check_free_space(workdir, _nbytes(abstract) + _nbytes(abstract.params))
     checkpointer = Checkpointer(workdir / "checkpoints", t.keep_checkpoints)
     restored = checkpointer.restore_latest(abstract)
     record: dict[str, Any] = {}
@@ -331,7 +337,10 @@ def _loop(
     metrics = None
 
     def save(step: int) -> None:
-        checkpointer.save(step, state, {"step": step, "data_position": step, **carried})
+        record = {"step": step, "data_position": step, **carried}
+        if step == run.total_steps:  # a crash before results.json must not lose it
+            record["final_train_loss"] = loss
+        checkpointer.save(step, state, record)
 
     with interrupt_requests() as interrupted:
         for step in range(start, end):
@@ -351,6 +360,7 @@ def _loop(
                 images_per_sec = (done - mark_step) * t.batch_size / max(now - mark_time, 1e-9)
                 mark_time, mark_step = now, done
                 writer.write(done, {**scalars, "img_per_sec": images_per_sec})
+                checkpointer.check()  # a failed background save stops the run here
                 progress.update(done, loss=loss, lr=float(scalars["lr"]), ips=images_per_sec)
             if t.eval_every and done % t.eval_every == 0 and done != run.total_steps:
                 top1, count = evaluate(run, eval_fn, state.params, mesh, eval_batch)

@@ -15,6 +15,14 @@ _SCALAR = summary_pb2.SummaryMetadata(
 ).SerializeToString()
 
 
+def _step(line: str) -> float:
+    """A record's step; a line torn by a crash mid-write counts as past every step."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 class MetricsWriter:
     """Appends records; on resume, first drops those past the step it resumes from."""
 
@@ -25,11 +33,11 @@ class MetricsWriter:
         self.path = workdir / "metrics.jsonl"
         if self.path.exists():  # lines written after the checkpoint we resume from are replayed
             kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
+                line for line in self.path.read_text().splitlines() if _step(line) <= resume_step
             ]
-            self.path.write_text("".join(f"{line}\n" for line in kept))
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(f"{line}\n" for line in kept))
+            tmp.replace(self.path)
         self.file = self.path.open("a")
         self.tensorboard = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -44,6 +45,17 @@ def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
         tmp = saved.with_suffix(".yaml.tmp")
         tmp.write_text(dump_yaml(config))
         tmp.replace(saved)
+
+
+def check_free_space(workdir: Path, needed: int) -> None:
+    """Refuse to start a run whose next checkpoint would not fit on the disk."""
+    free = shutil.disk_usage(workdir).free
+    if free < needed:
+        raise ConfigError(
+            f"workdir {str(workdir)!r} has {free / 2**20:,.0f} MiB free; this run's "
+            f"checkpoint and parameters need {needed / 2**20:,.0f} MiB: free some space "
+            "or choose another --workdir"
+        )
 
 
 def latest_run(root: Path = Path("runs"), command: str | None = None) -> Path:

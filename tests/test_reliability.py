@@ -1,0 +1,285 @@
+"""Crashes, damaged files, failed saves and lost peers: nothing complete is lost, and a
+resumed run ends exactly where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import run_cli
+from training import assert_same_training, params_of, pretrain_command, tiny
+
+from mixer_cli.checkpoints import read_params
+from mixer_cli.errors import CheckpointError, ConfigError
+from mixer_cli.train.engine import train_and_evaluate
+from mixer_cli.train.workdir import check_free_space
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run stopped at step 10: complete checkpoints at steps 5 and 10."""
+    workdir = tmp_path_factory.mktemp("stopped")
+    train_and_evaluate(tiny(), workdir, stop_after=10)
+    return workdir
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def largest_file(directory: Path) -> Path:
+    return max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def truncate_arrays(step_dir: Path) -> None:
+    """Cut every array data file of a checkpoint step to its first 64 bytes."""
+    for path in (step_dir / "state").rglob("d/*"):
+        path.write_bytes(path.read_bytes()[:64])
+
+
+def flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+def digest(directory: Path) -> str:
+    """One hash of every file's path and bytes: equal means untouched."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(directory)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def complete_steps(workdir: Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    return (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
+    )
+
+
+def assert_same_results(workdir: Path, uninterrupted: Path) -> None:
+    """results.json and params.npz as the uninterrupted run's (params to 1e-6 relative)."""
+    got = json.loads((workdir / "results.json").read_text())
+    want = json.loads((uninterrupted / "results.json").read_text())
+    assert got["finished"] and got["step"] == want["step"]
+    assert got["final_train_loss"] == want["final_train_loss"]
+    assert got["test_top1"] == want["test_top1"]
+    assert got["params_norm"] == pytest.approx(want["params_norm"], rel=1e-6)
+    ours, theirs = params_of(workdir), params_of(uninterrupted)
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7)
+
+
+# --- damaged checkpoints -------------------------------------------------------------------
+
+
+def test_a_flipped_bit_in_the_latest_checkpoint_sets_it_aside_and_resumes_from_the_one_before(
+    stopped: Path, uninterrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = copy_of(stopped, tmp_path)
+    flip_a_bit(largest_file(run / "checkpoints" / "10" / "state"))
+    train_and_evaluate(tiny(), run)
+    err = capsys.readouterr().err
+    assert re.search(r"warning: checkpoint \S+/checkpoints/10 is damaged", err), err
+    assert "resuming from step 5" in err
+    assert (run / "checkpoints" / "10.corrupt").is_dir()  # kept for inspection, not deleted
+    assert_same_results(run, uninterrupted)
+
+
+def test_a_truncated_latest_checkpoint_gives_the_parameters_of_the_one_before(
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = copy_of(stopped, tmp_path)
+    reference = copy_of(stopped, tmp_path / "reference")
+    shutil.rmtree(reference / "checkpoints" / "10")
+    truncate_arrays(run / "checkpoints" / "10")
+    flat, source = read_params(run)
+    assert source.endswith("checkpoints/5")
+    assert "checkpoints/10 is damaged" in capsys.readouterr().err
+    want, _ = read_params(reference)
+    assert flat.keys() == want.keys()
+    for key in want:
+        np.testing.assert_array_equal(flat[key], want[key])
+
+
+def test_a_run_whose_checkpoints_are_all_damaged_is_refused_naming_the_file(
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = copy_of(stopped, tmp_path)
+    for step in ("5", "10"):
+        truncate_arrays(run / "checkpoints" / step)
+    with pytest.raises(CheckpointError, match=r"checkpoints/5 is damaged .*so are the 1 newer"):
+        read_params(run)
+    untouched = digest(run)
+    code, _, err = run_cli(capsys, "fewshot", "--init", str(run), "--shots", "1")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: checkpoint ")
+    assert "checkpoints/5 is damaged" in err.strip().splitlines()[-1]
+    assert digest(run) == untouched
+
+
+# --- disks that refuse to take a checkpoint ---------------------------------------------
+
+
+def test_a_workdir_without_room_for_a_checkpoint_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    check_free_space(tmp_path, 1)
+    with pytest.raises(ConfigError, match=r"MiB free; this run's checkpoint"):
+        check_free_space(tmp_path, shutil.disk_usage(tmp_path).free + 2**30)
+
+
+def with_file_size_limit(command: list[str], limit: int) -> list[str]:
+    """`command` (python -m mixer_cli ...) in a process where every write that would grow a
+    file past `limit` bytes fails with EFBIG, as writes do on a full disk."""
+    python, _, module, *args = command
+    setup = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY)); "
+        f"sys.argv = {[module, *args]!r}; "
+        f"runpy.run_module({module!r}, run_name='__main__')"
+    )
+    return [python, "-c", setup]
+
+
+def test_a_failed_save_stops_the_run_and_leaves_earlier_checkpoints_intact(
+    stopped: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run = copy_of(stopped, tmp_path)
+    before = {step: digest(run / "checkpoints" / step) for step in ("5", "10")}
+    # Every array file of a checkpoint outgrows 64 KiB; the run's other files stay below.
+    command = with_file_size_limit(pretrain_command(run), 2**16)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: could not write the checkpoint of step 15"), last
+    assert "File too large" in last and "step 10 is the newest complete one" in last
+    assert {step: digest(run / "checkpoints" / step) for step in ("5", "10")} == before
+    assert complete_steps(run) == [5, 10]
+    # Room again: the same command resumes from step 10 and ends where it always does.
+    train_and_evaluate(tiny(), run)
+    assert_same_results(run, uninterrupted)
+
+
+# --- kill -9 ------------------------------------------------------------------------------
+
+
+def _wait(proc: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {proc.stderr.read()[-3000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+def test_kill_9_at_random_moments_and_resuming_equals_an_uninterrupted_run(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """SIGKILL three or more times (once while a checkpoint is being written), resume each
+    time; partial checkpoints are never picked and the end is the uninterrupted run's."""
+    rng = random.Random(0)
+    workdir = tmp_path / "run"
+    checkpoints = workdir / "checkpoints"
+    # A checkpoint after every step: a write is nearly always in progress.
+    cmd = pretrain_command(workdir, "--set=train.checkpoint_every=1")
+    kills, mid_write = 0, 0
+    while True:
+        resume_from = max(complete_steps(workdir), default=0)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if kills == 4 or (kills >= 3 and mid_write):
+            break
+
+        # Let it pass one new checkpoint (so it is past start-up), then strike.
+        def saved_one(past: int = resume_from) -> bool:
+            return max(complete_steps(workdir), default=0) > past
+
+        _wait(proc, saved_one, "a checkpoint")
+        if kills % 2 == 0:  # the moment a write begins
+            _wait(proc, lambda: any(checkpoints.glob("*.orbax-checkpoint-tmp*")), "a write")
+        else:
+            time.sleep(rng.uniform(0, 0.5))
+        proc.kill()
+        proc.wait()
+        kills += 1
+        partial = list(checkpoints.glob("*.orbax-checkpoint-tmp*"))
+        mid_write += bool(partial)
+        err = proc.stderr.read()
+        if resume_from:
+            assert f"resuming from step {resume_from} " in err, err[-2000:]
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"resuming from step {resume_from} " in err, err[-2000:]
+    assert kills >= 3 and mid_write >= 1
+    assert not list(checkpoints.glob("*.orbax-checkpoint-tmp*"))  # cleaned up on restart
+    assert_same_results(workdir, uninterrupted)
+
+
+# --- a lost process in a multi-process run --------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _launch_two(workdir: Path, *extra: str) -> list[subprocess.Popen]:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    port = _free_port()
+    base = pretrain_command(
+        workdir, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", *extra
+    )
+    return [
+        subprocess.Popen(
+            [*base, "--process-id", str(i)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+
+
+def test_a_killed_process_stops_its_peer_in_bounded_time_and_both_resume_to_the_same_end(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """Two processes on loopback (jax.distributed, gloo, 4 devices each: the same global
+    batches as one 8-device process). Process 1 is killed after the first checkpoint;
+    process 0 must exit non-zero within --peer-timeout (plus slack) with one clear line,
+    not hang in a collective; started again, both resume and end as one process does."""
+    timeout = 5
+    procs = _launch_two(tmp_path, f"--peer-timeout={timeout}")
+    _wait(procs[0], lambda: complete_steps(tmp_path), "the first checkpoint")
+    procs[1].kill()
+    killed_at = time.monotonic()
+    _, err = procs[0].communicate(timeout=120)
+    waited = time.monotonic() - killed_at
+    procs[1].communicate()
+    assert procs[0].returncode == 1, err[-3000:]
+    assert waited < timeout + 15, waited
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: process 1 of 2 stopped responding"), err[-3000:]
+    assert "resumes from its last complete checkpoint" in last
+
+    resume_from = max(complete_steps(tmp_path))
+    procs = _launch_two(tmp_path)
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    assert f"resuming from step {resume_from} " in outputs[0][1]
+    assert_same_training(params_of(tmp_path), params_of(uninterrupted))
+    assert json.loads((tmp_path / "results.json").read_text())["test_examples"] == 360
