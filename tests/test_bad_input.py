@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from damage import flip_npz_array_bit, truncate
 from datasets import write_image_folder
 from test_cli import run_cli
 
@@ -19,7 +20,8 @@ from mixer_cli.models import create_model
 
 # Each case: (arguments, words the error line must contain). {npz}: a hand-made official
 # checkpoint (patch 4, 16 px, 10 classes, a custom size); {n4}: our N/4 at 16 px; {empty},
-# {one_class}, {bad_yaml}, {not_mixer}: files made below; {workdir}: where a run would go.
+# {one_class}, {bad_yaml}, {not_mixer}, {truncated}, {flipped}: files made below;
+# {workdir}: where a run would go.
 CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--variant", "Q/16"], "Q/16"),
     (["pretrain", "--data", "no_such_dataset_xyz"], "no_such_dataset_xyz"),
@@ -57,6 +59,9 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "--batch-size", "12"], "8 devices"),
     (["bench", "--dtype", "float16"], "float16"),
     (["bench", "--variant", "B/16", "--resolution", "100"], "resolution 100"),
+    (["finetune", "--init", "{truncated}"], "truncated.npz"),
+    (["fewshot", "--init", "{flipped}"], "flipped.npz"),
+    (["info", "--checkpoint", "{flipped}"], "flipped.npz"),
     (["info", "--variant", "Q/16"], "Q/16"),
     (["info", "--variant", "B/16", "--data", "digits"], "at most one"),
     (["no-such-command"], "no-such-command"),
@@ -88,6 +93,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "one_class": str(root / "one_class"),
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),
+        "truncated": str(truncate(official_npz[0], root / "truncated.npz")),
+        "flipped": str(flip_npz_array_bit(official_npz[0], root / "flipped.npz")),
     }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from damage import flip_npz_array_bit, truncate
 from numpy_mixer import numpy_mixer, official_layout_params
 
 import mixer_cli
@@ -102,26 +103,14 @@ def test_malformed_trees_are_refused_naming_the_key(official_npz, tmp_path, edit
 
 
 def test_truncated_file_is_refused_naming_it(official_npz, tmp_path: Path) -> None:
-    data = Path(official_npz[0]).read_bytes()
-    broken = tmp_path / "truncated.npz"
-    broken.write_bytes(data[: len(data) // 2])
+    broken = truncate(official_npz[0], tmp_path / "truncated.npz")
     with pytest.raises(CheckpointError, match=r"truncated\.npz"):
         read_npz(broken)
 
 
 def test_a_flipped_bit_is_refused_naming_the_file(official_npz, tmp_path: Path) -> None:
-    data = bytearray(Path(official_npz[0]).read_bytes())
-    with zipfile.ZipFile(official_npz[0]) as archive:
-        member = max(archive.infolist(), key=lambda info: info.file_size)
-    # The member's last byte is array data (after a 30-byte local header, name and extra).
-    name_and_extra = int.from_bytes(
-        data[member.header_offset + 26 : member.header_offset + 30], "little"
-    )
-    end = member.header_offset + 30 + (name_and_extra & 0xFFFF) + (name_and_extra >> 16)
-    data[end + member.compress_size - 1] ^= 0x08  # the member's CRC-32 catches it
-    broken = tmp_path / "flipped.npz"
-    broken.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"flipped\.npz.*CRC"):
+    broken = flip_npz_array_bit(official_npz[0], tmp_path / "flipped.npz")
+    with pytest.raises(CheckpointError, match=r"flipped\.npz.*CRC"):  # the zip member's CRC-32
         read_npz(broken)
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from functools import partial
@@ -148,35 +147,6 @@ def test_bad_pretrain_input_is_one_line_and_exit_2(capsys, tmp_path, argv, needl
     lines = err.strip().splitlines()
     assert lines[-1].startswith("error: ") and needle in lines[-1], err
     assert "Traceback" not in err
-
-
-def test_two_processes_on_loopback_end_where_one_process_does(
-    uninterrupted: Path, tmp_path: Path
-) -> None:
-    """A real multi-process run: jax.distributed over 127.0.0.1, CPU collectives via gloo,
-    each process with 4 devices reading only its own half of every batch."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    base = pretrain_command(tmp_path, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2")
-    procs = [
-        subprocess.Popen(
-            [*base, "--process-id", str(i)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [proc.communicate(timeout=600) for proc in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-    # The same global batches as the single 8-device process.
-    assert_same_training(params_of(tmp_path), params_of(uninterrupted))
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["test_examples"] == 360
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path: Path) -> None:
