@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from test_cli import run_cli
 
-from mixer_cli.bench import BenchSettings, run_bench
 from mixer_cli.costs import forward_flops
 from mixer_cli.models import LISTED_VARIANTS, create_model, parse_variant
 
@@ -64,10 +66,30 @@ def test_bench_bad_input_is_one_line(capsys, tmp_path, argv: list[str], message:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", LISTED_VARIANTS)
-def test_bench_runs_every_variant(variant: str) -> None:
+def test_bench_runs_every_variant(variant: str, tmp_path) -> None:
+    """The CLI on one device (8 forced devices would hold 8 replicas of H/14's 10 GB of
+    parameters, gradients and Adam moments), at two patches per side."""
     patch = parse_variant(variant).patch_size
-    settings = BenchSettings(
-        variant=variant, resolution=2 * patch, batch_size=8, windows=1, steps=1, peak_size=64
+    argv = ["--variant", variant, "--resolution", str(2 * patch), "--batch-size", "1"]
+    quick = ["--windows", "1", "--steps", "1", "--peak-size", "64"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mixer_cli",
+            "bench",
+            *argv,
+            *quick,
+            "--workdir",
+            str(tmp_path),
+            "--json",
+        ],
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
-    results = run_bench(settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
+    assert results["variant"] == variant and len(results["devices"]) == 1
     assert results["forward"]["images_per_sec"] > 0 and results["train"]["images_per_sec"] > 0

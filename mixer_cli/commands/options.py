@@ -172,6 +172,7 @@ PeerTimeout = Annotated[
     float,
     typer.Option(
         "--peer-timeout",
+        metavar="SECONDS",
         help="Multi-process run: seconds without a sign of life from another process "
         "before this one stops with an error (instead of waiting forever).",
         min=1,

@@ -191,11 +191,15 @@ class Checkpointer:
         # awaited: the run is over and its error is this one.
         warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         complete = _step_dirs(self.directory)
-        kept = f"step {complete[0].name} is the newest complete one" if complete else "none"
+        kept = (
+            f"earlier checkpoints are intact (step {complete[0].name} is the newest complete one)"
+            if complete
+            else "there is no earlier checkpoint"
+        )
         return CheckpointSaveFailed(
             f"could not write the checkpoint of step {step} in {self.directory} "
-            f"({_reason(err)}); earlier checkpoints are intact ({kept}); "
-            "free space or fix permissions, then run the same command to resume"
+            f"({_reason(err)}); {kept}; free space or fix permissions, then run the same "
+            "command to resume"
         )
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
@@ -215,7 +219,7 @@ class Checkpointer:
                     verify(restored["state"], record.pop(CHECKSUMS, None))
                 except Exception as err:  # unreadable or altered: fall back to an older one
                     step_dir = self.directory / str(step)
-                    aside = step_dir.with_name(f"{step}.corrupt")
+                    aside = _unused_name(step_dir, ".corrupt")
                     _warn_damaged(step_dir, err, f"kept as {aside.name}, using an older one")
                     if jax.process_index() == 0:
                         step_dir.rename(aside)
@@ -236,6 +240,15 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _unused_name(path: Path, suffix: str) -> Path:
+    """path + suffix, or + suffix-2, -3, ... when a step was set aside before."""
+    candidate, n = path.with_name(path.name + suffix), 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}{suffix}-{n}")
+    return candidate
 
 
 def _step_dirs(directory: Path) -> list[Path]:
