@@ -8,9 +8,11 @@ A short calibration run measures this machine's steps per second, so that evalua
 checkpointing happen every --every-seconds. The run then trains with far more steps than
 fit, and is stopped with Ctrl-C (SIGINT) after --minutes: it saves a checkpoint and exits
 130, the path users take. Every --sample-seconds the process's VmRSS, open file
-descriptors, complete checkpoints and their bytes on disk are recorded. Memory growth is
-the mean RSS of the last fifth of the run against that of the fifth after warm-up (the
-first --warmup-minutes). Not a test: results go to benchmarks/RESULTS.md.
+descriptors, complete checkpoints and their bytes on disk are recorded. Warm-up ends when
+every recurring operation has happened at least once: training, evaluation, a checkpoint
+save, and the deletion of one beyond --keep (checkpoint number keep + 1). Memory growth is
+the mean RSS of the last fifth of the run against that of the first fifth after warm-up.
+Not a test: results go to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -82,7 +84,6 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--every-seconds", type=float, default=180)
     parser.add_argument("--sample-seconds", type=float, default=5)
-    parser.add_argument("--warmup-minutes", type=float, default=3)
     parser.add_argument("--keep", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mixer-soak"))
     args = parser.parse_args()
@@ -119,7 +120,7 @@ def main() -> None:
         raise SystemExit(f"exit code {proc.returncode}: {err[-2000:]}")
 
     end = samples[-1]["t"]
-    warm = args.warmup_minutes * 60
+    warm = next(s["t"] for s in samples if s["latest"] >= (args.keep + 1) * every)
     fifth = (end - warm) / 5
     early = mean_between(samples, warm, warm + fifth, "rss")
     late = mean_between(samples, end - fifth, end + 1, "rss")
@@ -133,6 +134,7 @@ def main() -> None:
         "every_steps": every,
         "evaluations": evaluations,
         "checkpoints_written": samples[-1]["latest"] // every,
+        "warmup_minutes": warm / 60,
         "rss_after_warmup_mib": early / 2**20,
         "rss_last_fifth_mib": late / 2**20,
         "rss_growth": late / early - 1,
@@ -144,6 +146,9 @@ def main() -> None:
     }
     out = args.workdir / "soak.json"
     out.write_text(json.dumps({"summary": summary, "samples": samples}, indent=1))
+    for start in range(0, int(end) - 299, 300):
+        window = mean_between(samples, start, start + 300, "rss") / 2**20
+        print(f"RSS {start // 60:2d}-{start // 60 + 5:2d} min: {window:7.1f} MiB")
     for key, value in summary.items():
         print(f"{key:28} {value:.4g}" if isinstance(value, float) else f"{key:28} {value}")
     print(f"samples in {out}")

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -173,18 +174,19 @@ def _wait(proc: subprocess.Popen, condition, what: str, timeout: float = 300) ->
 def test_kill_9_at_random_moments_and_resuming_equals_an_uninterrupted_run(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
-    """SIGKILL three or more times (once while a checkpoint is being written), resume each
-    time; partial checkpoints are never picked and the end is the uninterrupted run's."""
+    """SIGKILL three or more times (at least once while a checkpoint is being written),
+    then Ctrl-C once (a checkpoint, exit 130), resuming each time: partial checkpoints are
+    never picked, and the end is the uninterrupted run's."""
     rng = random.Random(0)
     workdir = tmp_path / "run"
     checkpoints = workdir / "checkpoints"
     # A checkpoint after every step: a write is nearly always in progress.
     cmd = pretrain_command(workdir, "--set=train.checkpoint_every=1")
-    kills, mid_write = 0, 0
+    kills, mid_write, interrupted = 0, 0, False
     while True:
         resume_from = max(complete_steps(workdir), default=0)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if kills >= 3 and mid_write:
+        if interrupted:
             break
         assert kills < 8, "no kill landed during a checkpoint write"
 
@@ -193,22 +195,29 @@ def test_kill_9_at_random_moments_and_resuming_equals_an_uninterrupted_run(
             return max(complete_steps(workdir), default=0) > past
 
         _wait(proc, saved_one, "a checkpoint")
-        if kills != 1:  # the moment a write begins
-            _wait(proc, lambda: any(checkpoints.glob("*.orbax-checkpoint-tmp*")), "a write")
+        if kills >= 3 and mid_write:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 130, err[-2000:]
+            last = err.strip().splitlines()[-1]
+            step = int(re.search(r"interrupted at step (\d+); checkpoint saved", last).group(1))
+            assert step == max(complete_steps(workdir))
+            interrupted = True
         else:
-            time.sleep(rng.uniform(0, 0.5))
-        proc.kill()
-        proc.wait()
-        kills += 1
-        partial = list(checkpoints.glob("*.orbax-checkpoint-tmp*"))
-        mid_write += bool(partial)
-        err = proc.stderr.read()
+            if kills != 1:  # the moment a write begins
+                _wait(proc, lambda: any(checkpoints.glob("*.orbax-checkpoint-tmp*")), "a write")
+            else:
+                time.sleep(rng.uniform(0, 0.5))
+            proc.kill()
+            proc.wait()
+            kills += 1
+            mid_write += bool(list(checkpoints.glob("*.orbax-checkpoint-tmp*")))
+            err = proc.stderr.read()
         if resume_from:
             assert f"resuming from step {resume_from} " in err, err[-2000:]
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert f"resuming from step {resume_from} " in err, err[-2000:]
-    assert kills >= 3 and mid_write >= 1
     assert not list(checkpoints.glob("*.orbax-checkpoint-tmp*"))  # cleaned up on restart
     assert_same_results(workdir, uninterrupted)
 
