@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from damage import flip_bit_in_largest_file, truncate_arrays
 from test_cli import run_cli
-from training import assert_same_training, params_of, pretrain_command, tiny
+from training import assert_same_results, assert_same_training, params_of, pretrain_command, tiny
 
 from mixer_cli.checkpoints import read_params
 from mixer_cli.errors import CheckpointError, ConfigError
@@ -52,19 +52,6 @@ def complete_steps(workdir: Path) -> list[int]:
     return (
         sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
     )
-
-
-def assert_same_results(workdir: Path, uninterrupted: Path) -> None:
-    """results.json and params.npz as the uninterrupted run's (params to 1e-6 relative)."""
-    got = json.loads((workdir / "results.json").read_text())
-    want = json.loads((uninterrupted / "results.json").read_text())
-    assert got["finished"] and got["step"] == want["step"]
-    assert got["final_train_loss"] == want["final_train_loss"]
-    assert got["test_top1"] == want["test_top1"]
-    assert got["params_norm"] == pytest.approx(want["params_norm"], rel=1e-6)
-    ours, theirs = params_of(workdir), params_of(uninterrupted)
-    for key in theirs:
-        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7)
 
 
 # --- damaged checkpoints -------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mixer_cli.config import Config, resolve
 
@@ -53,3 +55,16 @@ def assert_same_training(got: dict[str, np.ndarray], want: dict[str, np.ndarray]
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5)
     diff = np.sqrt(sum(((got[k] - want[k]) ** 2).sum() for k in want))
     assert diff / np.sqrt(sum((want[k] ** 2).sum() for k in want)) < 1e-4
+
+
+def assert_same_results(workdir: Path, uninterrupted: Path) -> None:
+    """results.json and params.npz as the uninterrupted run's (params to 1e-6 relative)."""
+    got = json.loads((workdir / "results.json").read_text())
+    want = json.loads((uninterrupted / "results.json").read_text())
+    assert got["finished"] and got["step"] == want["step"]
+    assert got["final_train_loss"] == want["final_train_loss"]
+    assert got["test_top1"] == want["test_top1"]
+    assert got["params_norm"] == pytest.approx(want["params_norm"], rel=1e-6)
+    ours, theirs = params_of(workdir), params_of(uninterrupted)
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7)
