@@ -30,12 +30,13 @@ def test_bench_cli_measures_both_modes_and_saves_results(capsys, tmp_path) -> No
         assert m["mfu"] == pytest.approx(
             m["achieved_gflops"] / results["matmul_peak_gflops"], rel=1e-9
         )
-    # FLOPs per image count all 8 devices' shares: the sharded forward costs what the
+    # FLOPs per image are the model's, counted once: the sharded forward costs what the
     # one-device forward of one image costs (plus the argmax of the eval step).
     one_image = forward_flops(create_model("N/4", num_classes=10), 16) / 1e9
     assert results["forward"]["gflops_per_image"] == pytest.approx(one_image, rel=0.02)
-    # Backward is about twice the forward; with the optimizer, 3-4x in all.
-    assert 2.8 < results["train"]["gflops_per_image"] / one_image < 4.0
+    # Backward is about twice the forward; with the optimizer update, counted once and not
+    # once per device, a little over 3x in all.
+    assert 2.8 < results["train"]["gflops_per_image"] / one_image < 3.3
 
 
 def test_bench_table_names_the_setting(capsys, tmp_path) -> None:
