@@ -17,20 +17,25 @@ from mixer_cli.models import MixerSpec, MlpMixer, abstract_params, count_params,
 
 
 def forward_flops(model: MlpMixer, resolution: int, batch_size: int = 1) -> float:
-    """FLOPs of one forward pass per image, from XLA's analysis of the lowered program
-    (no compilation: fusion changes where FLOPs run, not how many; it agrees with the
-    compiled count to 1e-5 for B/16 and H/14)."""
+    """FLOPs of one forward pass per image (no compilation, no memory)."""
     params = abstract_params(model, resolution)
     images = jax.ShapeDtypeStruct((batch_size, resolution, resolution, 3), jnp.float32)
-    lowered = jax.jit(lambda p, x: model.apply({"params": p}, x)[0]).lower(params, images)
-    return compiled_flops(lowered) / batch_size
+    return model_flops(lambda p, x: model.apply({"params": p}, x)[0], params, images) / batch_size
 
 
-def compiled_flops(compiled: Any) -> float:
-    """FLOPs of one run of a compiled (or lowered) program on one device, by XLA's cost
-    analysis. A program partitioned over n devices counts one device's share: multiply
-    by n."""
-    analysis = compiled.cost_analysis()
+def model_flops(fn: Any, *args: Any) -> float:
+    """FLOPs of one call of `fn` (plain or jitted) on arguments of these shapes.
+
+    Counted by XLA's cost analysis of the lowered program for the CPU backend, whatever
+    the devices: the unpartitioned program counts the model's work once on any mesh (a
+    compiled per-device program also counts what every device repeats, such as the
+    replicated optimizer update), and JAX's CUDA plugin analyses only compiled programs,
+    where cuBLAS calls count zero (B/16's train step: 6 GFLOP per image of 76).
+    """
+    fn = getattr(fn, "__wrapped__", fn)  # a jitted function's shardings name other devices
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        analysis = jax.jit(fn).lower(*shapes).cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX returns one dict per device program
         analysis = analysis[0]
     return float(analysis["flops"])
