@@ -94,12 +94,10 @@ def profile(cfg: argparse.Namespace, steps: int = 5) -> list[tuple[str, float, i
 
 def kind_of(name: str) -> str:
     lowered = name.lower()
-    if any(k in lowered for k in ("gemm", "dot", "cublas", "matmul", "custom-call")):
+    if any(k in lowered for k in ("nvjet", "gemm", "cublas", "xmma", "cutlass", "dot")):
         return "matmul"
     if "fusion" in lowered:
-        return "fusion"
-    if any(k in lowered for k in ("copy", "transpose")):
-        return "copy/transpose"
+        return "reduction fusion" if "reduce" in lowered else "elementwise fusion"
     return "other"
 
 
