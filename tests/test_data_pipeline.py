@@ -179,3 +179,11 @@ def test_eval_resize_rule_eagerly_and_inside_tf_data(shape, expected) -> None:
 def test_bad_preprocessing_is_refused(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message):
         Preprocessing(**kwargs)
+
+
+def test_tensorflow_comes_without_keras_which_stays_importable() -> None:
+    import sys
+
+    assert "keras" not in sys.modules  # TensorFlow's eager Keras import was skipped
+    assert tf.keras.layers.Dense.__module__.startswith("keras")  # loads it on first use
+    assert sys.modules["keras"] is not None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from functools import partial
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from training import assert_same_results, assert_same_training, params_of, pretrain_command, tiny
+from training import assert_same_results, assert_same_training, params_of, tiny
 
 from mixer_cli.checkpoints import load_params
 from mixer_cli.cli import run
@@ -61,11 +59,7 @@ def test_init_warm_starts_from_a_finished_run(uninterrupted: Path, tmp_path: Pat
 
 
 def test_one_device_and_eight_devices_agree(uninterrupted: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    proc = subprocess.run(
-        pretrain_command(tmp_path), env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_and_evaluate(tiny(), tmp_path, devices=jax.devices()[:1])
     assert_same_training(params_of(tmp_path), params_of(uninterrupted))
 
 

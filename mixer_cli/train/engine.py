@@ -174,16 +174,18 @@ def train_and_evaluate(
     evaluate_first: bool = False,
     extra_results: dict[str, Any] | None = None,
     probe: Probe | None = None,
+    devices: list[jax.Device] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the run in `workdir`; returns the results also saved as results.json.
 
     `init` gives the starting weights of a new run (not of a resumed one);
     `evaluate_first` measures test top-1 before the first step (kept across resumes);
-    `extra_results` are added to results.json; `probe` runs at every evaluation.
+    `extra_results` are added to results.json; `probe` runs at every evaluation;
+    `devices` limits the data-parallel mesh (default: every device of every process).
     """
     t = config.train
     lead = jax.process_index() == 0
-    mesh = make_mesh()
+    mesh = make_mesh(devices)
     local_batch_size(t.batch_size, mesh)
     if t.batch_size % (mesh.devices.size * t.accum_steps):
         raise ConfigError(
