@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--plane", default="/device:", help="profile planes (CPU: /host:CPU)")
     cfg = parser.parse_args()
+    sys.path.insert(0, str(ROOT))  # the profile imports mixer_cli in this process
     cfg.out.mkdir(parents=True, exist_ok=True)
     b = cfg.batch_size
     lines = [f"# {cfg.variant} {DTYPE} at {cfg.resolution} px, batch {b}\n"]
@@ -199,7 +200,6 @@ def main() -> None:
         for mode, rate in timm.items():
             ours = runs[f"b{b}"][mode]["images_per_sec"]
             lines.append(f"\ntimm {mode}: {rate:,.0f} img/s (mixer/timm = {ours / rate:.2f}x)")
-    sys.path.insert(0, str(ROOT))
     kernels = attempt("profile", profile, cfg)
     if kernels:
         total = sum(t for _, t, _ in kernels)

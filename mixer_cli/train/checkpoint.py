@@ -11,6 +11,7 @@ full, permissions) stops the run with one line; older checkpoints are never touc
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -144,8 +145,9 @@ def _warn_damaged(step_dir: Path, err: Exception, action: str) -> None:
     )
 
 
+@functools.cache
 def whole_array_writes() -> None:
-    """In a single process, write each replicated array whole from one device.
+    """In a single process, write each replicated array whole from one device (set once).
 
     Orbax's default on CPUs splits every replicated array into one slice per device
     ("replica-parallel", meant for many hosts sharing the writes); each slice is an eager
