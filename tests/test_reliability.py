@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from damage import flip_bit_in_largest_file, truncate_arrays
@@ -22,7 +24,8 @@ from test_cli import run_cli
 from training import assert_same_results, assert_same_training, params_of, pretrain_command, tiny
 
 from mixer_cli.checkpoints import read_params
-from mixer_cli.errors import CheckpointError, ConfigError
+from mixer_cli.errors import CheckpointError, CheckpointSaveFailed, ConfigError
+from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.engine import train_and_evaluate
 from mixer_cli.train.workdir import check_free_space
 
@@ -144,6 +147,32 @@ def test_a_failed_save_stops_the_run_and_leaves_earlier_checkpoints_intact(
     # Room again: the same command resumes from step 10 and ends where it always does.
     train_and_evaluate(tiny(), run)
     assert_same_results(run, uninterrupted)
+
+
+def test_a_failed_save_deletes_no_older_step_even_when_it_was_due_to_go(tmp_path: Path) -> None:
+    """keep=1: step 1 is deleted only once step 2 is complete, which it never is here."""
+    state = {"w": jnp.arange(2**16, dtype=jnp.float32)}  # 256 KiB: past the limit below
+    checkpointer = Checkpointer(tmp_path, keep=1)
+    checkpointer.save(1, state, {"step": 1})
+    checkpointer.wait()
+    before = digest(tmp_path / "1")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**16, hard))
+    try:
+        checkpointer.save(2, state, {"step": 2})
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:  # as the training loop does: a check per step
+            try:
+                checkpointer.check()
+            except CheckpointSaveFailed:
+                break
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    for _ in range(2):  # orbax raises a failed write once; we raise it at every wait
+        with pytest.raises(CheckpointSaveFailed, match=r"step 2 .*step 1 is the newest complete"):
+            checkpointer.wait()
+    assert digest(tmp_path / "1") == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.isdigit()] == ["1"]
 
 
 # --- kill -9 ------------------------------------------------------------------------------

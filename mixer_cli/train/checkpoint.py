@@ -6,7 +6,9 @@ Orbax writes into a temporary directory and renames it when complete, so a crash
 leaves nothing that looks finished (leftover temporary directories are removed at the next
 start). On restore, a checkpoint that fails to read or to match its checksums is set aside
 as `<step>.corrupt` with a warning, and the one before it is used. A save that fails (disk
-full, permissions) stops the run with one line; older checkpoints are never touched.
+full, permissions) stops the run with one line; older checkpoints are never touched: the
+oldest are deleted by us, not by orbax, and only once a newer one is complete on disk
+(orbax's own `max_to_keep` deletes them even when the newer write has failed).
 """
 
 from __future__ import annotations
@@ -170,16 +172,17 @@ class Checkpointer:
         quiet_orbax()
         whole_array_writes()
         self.directory = directory.absolute()
+        self.keep = keep
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, cleanup_tmp_directories=True
-            ),
+            options=ocp.CheckpointManagerOptions(create=True, cleanup_tmp_directories=True),
         )
         self._writing: int | None = None
+        self._failure: CheckpointSaveFailed | None = None  # raised again by every call
 
     def save(self, step: int, state: Any, record: dict[str, Any]) -> None:
         """Start writing `step` in the background (the previous write is finished first)."""
+        self.wait()
         record = {**record, CHECKSUMS: checksums(state)}
         try:
             self.manager.save(
@@ -201,14 +204,28 @@ class Checkpointer:
             raise self._failed(self._writing, err) from err
 
     def wait(self) -> None:
-        """Block until background writes are on disk."""
+        """Block until background writes are on disk, then delete the steps beyond `keep`."""
         try:
             self.manager.wait_until_finished()
+            self.manager.check_for_errors()
         except Exception as err:
             raise self._failed(self._writing, err) from err
+        if self._writing is not None and not (self.directory / str(self._writing)).is_dir():
+            # Orbax logs some failed writes instead of raising them.
+            raise self._failed(self._writing, RuntimeError("the write did not complete"))
         self._writing = None
+        self._delete_old()
+
+    def _delete_old(self) -> None:
+        """All but the newest `keep` complete steps (on every process: orbax syncs them)."""
+        known = set(self.manager.all_steps())
+        for step_dir in _step_dirs(self.directory)[self.keep :]:
+            if int(step_dir.name) in known:
+                self.manager.delete(int(step_dir.name))
 
     def _failed(self, step: int | None, err: Exception) -> CheckpointSaveFailed:
+        if self._failure is not None:  # orbax raises an error once; we keep it
+            return self._failure
         # The aborted write leaves orbax coroutines that Python reports, at exit, as never
         # awaited: the run is over and its error is this one.
         warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
@@ -218,11 +235,12 @@ class Checkpointer:
             if complete
             else "there is no earlier checkpoint"
         )
-        return CheckpointSaveFailed(
+        self._failure = CheckpointSaveFailed(
             f"could not write the checkpoint of step {step} in {self.directory} "
             f"({_reason(err)}); {kept}; free space or fix permissions, then run the same "
             "command to resume"
         )
+        return self._failure
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
         """The newest checkpoint that reads back intact, or None when there is none."""
