@@ -10,9 +10,10 @@ Same variant, resolution (224), batch, 1000-class head and fixed synthetic batch
   MLP), `jax.jit` of value_and_grad + optax.adam, nothing else;
 - timm: `timm.create_model('mixer_s32_224' | 'mixer_b16_224')` in PyTorch (if torch and
   timm are installed), torch.optim.Adam, `torch.inference_mode` for the forward pass.
-Timed windows alternate between the implementations (A B C, C B A, ...), with a pause
-between them, so drifts of a shared machine hit all of them alike; timm runs in a process
-of its own. Prints medians and ratios against mixer. Not part of the test suite.
+Timed windows alternate between the implementations (A B C, C B A, ...), with a pause and
+an untimed step (`--settle`) before each, so drifts of a shared machine hit all of them
+alike; timm runs in a process of its own. Prints medians and ratios against mixer. Not
+part of the test suite.
 """
 
 from __future__ import annotations
@@ -177,6 +178,9 @@ def main() -> None:
     parser.add_argument("--mode", default="both", choices=["forward", "train", "both"])
     parser.add_argument("--rounds", type=int, default=5, help="timed windows per implementation")
     parser.add_argument("--seconds", type=float, default=3.0, help="about this long per window")
+    parser.add_argument(
+        "--settle", type=int, default=1, help="untimed steps at the start of every window"
+    )
     parser.add_argument("--no-timm", action="store_true")
     args = parser.parse_args()
 
@@ -208,6 +212,7 @@ def main() -> None:
             # falls on each of the others alike.
             for name in list(windows)[:: 1 if round_ % 2 == 0 else -1]:
                 time.sleep(1.0)
+                windows[name](args.settle)  # untimed: what the previous one left behind fades
                 rates[name].append(counts[name] * args.batch_size / windows[name](counts[name]))
         medians = {name: statistics.median(r) for name, r in rates.items()}
         print(f"\n{args.variant} @ {args.resolution}px, batch {args.batch_size}, {mode}:")

@@ -1,4 +1,4 @@
-"""Three ways to write the token-mixing MLP, timed in one process, alternating.
+"""Four ways to write the token-mixing MLP, timed in one process, alternating.
 
     python benchmarks/token_mixing.py --variant S/32 --batch-size 32
     python benchmarks/token_mixing.py --variant B/16 --batch-size 8
@@ -7,7 +7,9 @@
   reference code's formulation, and mixer's before the speed work);
 - einsum: `einsum('bsc,sf->bfc')`, leaving the layout to XLA;
 - batched (mixer's `TokenDense`): one batched matmul with the kernel broadcast over the
-  batch, so neither activations nor gradients are transposed.
+  batch, so neither activations nor gradients are transposed;
+- token-major: the whole trunk in [S, B, C], so token mixing is one plain matmul
+  [F, S] x [S, B*C] (channel mixing is unchanged: a matmul over the last axis).
 Each builds the whole model (stem, blocks, head); forward = logits, grad = value_and_grad
 of softmax cross-entropy (no optimizer). Median images/s over alternating windows.
 """
@@ -28,7 +30,7 @@ from mixer_cli.models.mixer import TokenDense
 from mixer_cli.models.variants import MixerSpec, parse_variant
 from mixer_cli.train.steps import cross_entropy
 
-FORMS = ("swapaxes", "einsum", "batched")
+FORMS = ("swapaxes", "einsum", "batched", "token-major")
 
 
 class EinsumDense(nn.Module):
@@ -41,6 +43,19 @@ class EinsumDense(nn.Module):
         return jnp.einsum("bsc,sf->bfc", x, k) + b[:, None]
 
 
+class TokenMajorDense(nn.Module):
+    """Over the token axis of token-major activations [S, B, C]: one plain matmul
+    [F, S] x [S, B*C]."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[0], self.features))
+        b = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return jax.lax.dot_general(k, x, (((0,), (0,)), ((), ()))) + b[:, None, None]
+
+
 class Model(nn.Module):
     spec: MixerSpec
     form: str
@@ -50,6 +65,9 @@ class Model(nn.Module):
         if self.form == "swapaxes":
             y = nn.Dense(s)(nn.gelu(nn.Dense(d)(y.swapaxes(1, 2))))
             return y.swapaxes(1, 2)
+        if self.form == "token-major":
+            s = y.shape[0]
+            return TokenMajorDense(s)(nn.gelu(TokenMajorDense(d)(y)))
         dense = EinsumDense if self.form == "einsum" else TokenDense
         return dense(s)(nn.gelu(dense(d)(y)))
 
@@ -58,11 +76,14 @@ class Model(nn.Module):
         p, spec = self.spec.patch_size, self.spec
         x = nn.Conv(spec.hidden_dim, (p, p), strides=p)(x)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
+        token_axis = 1
+        if self.form == "token-major":
+            x, token_axis = x.transpose(1, 0, 2), 0
         for _ in range(spec.num_blocks):
             x = x + self.token_mlp(nn.LayerNorm(epsilon=1e-6)(x))
             y = nn.Dense(spec.channels_mlp_dim)(nn.LayerNorm(epsilon=1e-6)(x))
             x = x + nn.Dense(x.shape[-1])(nn.gelu(y))
-        return nn.Dense(1000)(nn.LayerNorm(epsilon=1e-6)(x).mean(1))
+        return nn.Dense(1000)(nn.LayerNorm(epsilon=1e-6)(x).mean(token_axis))
 
 
 def main() -> None:
@@ -72,6 +93,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--forms", default=",".join(FORMS), help="comma-separated subset")
     args = parser.parse_args()
 
     spec, b = parse_variant(args.variant), args.batch_size
@@ -79,7 +101,7 @@ def main() -> None:
     x = jnp.asarray(rng.uniform(-1, 1, (b, args.resolution, args.resolution, 3)), jnp.float32)
     y = jax.nn.one_hot(rng.integers(0, 1000, b), 1000)
     steps = {}
-    for form in FORMS:
+    for form in args.forms.split(","):
         model = Model(spec, form)
         params = model.init(jax.random.key(0), x[:1])
 
