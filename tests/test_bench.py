@@ -10,8 +10,14 @@ import sys
 import pytest
 from test_cli import run_cli
 
-from mixer_cli.costs import forward_flops
-from mixer_cli.models import LISTED_VARIANTS, create_model, parse_variant
+from mixer_cli.costs import by_blocks, describe, forward_flops
+from mixer_cli.models import (
+    LISTED_VARIANTS,
+    abstract_params,
+    count_params,
+    create_model,
+    parse_variant,
+)
 
 TINY = ["--variant", "N/4", "--resolution", "16", "--batch-size", "8", "--num-classes", "10"]
 QUICK = ["--windows", "2", "--steps", "2", "--peak-size", "64"]
@@ -37,6 +43,17 @@ def test_bench_cli_measures_both_modes_and_saves_results(capsys, tmp_path) -> No
     # Backward is about twice the forward; with the optimizer update, counted once and not
     # once per device, a little over 3x in all.
     assert 2.8 < results["train"]["gflops_per_image"] / one_image < 3.3
+
+
+def test_counts_from_one_and_two_blocks_equal_the_whole_models() -> None:
+    spec, resolution = parse_variant("S/32"), 64  # 8 blocks
+    model = create_model(spec, num_classes=10)
+    row = describe(spec, resolution, num_classes=10)
+    assert row["params"] == count_params(abstract_params(model, resolution))
+    assert row["gflops"] * 1e9 == pytest.approx(forward_flops(model, resolution), rel=1e-5)
+    calls = []
+    assert by_blocks(lambda s: calls.append(s.num_blocks) or s.num_blocks, spec) == 8
+    assert calls == [1, 2]
 
 
 def test_bench_table_names_the_setting(capsys, tmp_path) -> None:
