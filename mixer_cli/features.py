@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from mixer_cli import report
+from mixer_cli.cache import read_npz, write_npz
 from mixer_cli.data import EvalBatches, Preprocessing
 from mixer_cli.data.sources import DataSource
 from mixer_cli.distributed import batch_sharding, make_mesh, replicated
@@ -37,11 +37,6 @@ CACHE_VERSION = 1  # bump when the features of the same inputs would change
 class SplitFeatures:
     features: np.ndarray  # [examples, C] float32, in the split's order
     labels: np.ndarray  # [examples] int64
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("MIXER_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "mixer" if base else Path.home() / ".cache" / "mixer"
 
 
 def params_digest(params: Mapping[str, Any]) -> str:
@@ -124,25 +119,10 @@ def cached_extract(
         return extract(model, params, source, split, pre, batch)
     digest = digest or params_digest(params)
     path = cache_dir / "features" / f"{cache_key(digest, source, split, pre)}.npz"
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                return SplitFeatures(archive["features"], archive["labels"])
-        except (OSError, ValueError, KeyError):
-            report.stderr.print(f"[yellow]warning:[/] unreadable feature cache {path}; recomputing")
+    cached = read_npz(path, "feature cache")
+    if cached is not None and {"features", "labels"} <= cached.keys():
+        return SplitFeatures(cached["features"], cached["labels"])
     result = extract(model, params, source, split, pre, batch)
     if jax.process_index() == 0:
-        _write_atomically(path, result)
+        write_npz(path, "feature cache", features=result.features, labels=result.labels)
     return result
-
-
-def _write_atomically(path: Path, result: SplitFeatures) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, features=result.features, labels=result.labels)
-        os.replace(tmp, path)
-    except OSError as err:  # a cache that cannot be written only costs time
-        tmp.unlink(missing_ok=True)
-        report.stderr.print(f"[yellow]warning:[/] cannot write the feature cache {path}: {err}")

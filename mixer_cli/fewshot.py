@@ -178,10 +178,11 @@ def run_fewshot(
     import jax
 
     from mixer_cli import report
+    from mixer_cli.cache import default_cache_dir
     from mixer_cli.checkpoints import load_pretrained
     from mixer_cli.commands.training import default_workdir
     from mixer_cli.data import Preprocessing, open_dataset
-    from mixer_cli.features import cached_extract, default_cache_dir, params_digest
+    from mixer_cli.features import cached_extract, params_digest
 
     model = load_pretrained(init, resolution=resolution)
     arch = model.architecture

@@ -13,6 +13,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mixer-tests-xla-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# mixer's own cache (features, the prepared digits) in one place per session, not in ~.
+os.environ.setdefault("MIXER_CACHE_DIR", tempfile.mkdtemp(prefix="mixer-tests-cache-"))
 
 from pathlib import Path
 

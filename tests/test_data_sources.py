@@ -9,6 +9,7 @@ import pytest
 from datasets import mock_tfds, write_image_folder, write_prepared_tfds
 
 from mixer_cli.data import open_dataset
+from mixer_cli.data.digits import prepare
 from mixer_cli.errors import DataError, DatasetNotFound
 
 
@@ -27,6 +28,25 @@ def test_digits_is_a_fixed_stratified_split() -> None:
     first, _ = collect(src.eval_stream("test", 0, 1))
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert src.num_examples("train[:10%]+test") == 144 + 360
+
+
+def test_digits_read_from_the_cache_equal_a_fresh_preparation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("MIXER_CACHE_DIR", str(tmp_path))
+    fresh = prepare()
+    first = open_dataset("digits")  # prepares and writes the cache
+    (cached,) = tmp_path.glob("mixer/digits-*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])  # a damaged cache is prepared again
+    second = open_dataset("digits")
+    assert "unreadable digits cache" in capsys.readouterr().err
+    third = open_dataset("digits")  # from the rewritten cache
+    assert capsys.readouterr().err == ""
+    for source in (first, second, third):
+        for split in ("train", "test"):
+            rows = source._indices(split)
+            np.testing.assert_array_equal(source._raw[rows], fresh[f"images_{split}"])
+            np.testing.assert_array_equal(source._labels[rows], fresh[f"labels_{split}"])
 
 
 def test_image_folder_reads_splits_classes_and_formats(tmp_path: Path) -> None:

@@ -1,0 +1,44 @@
+"""What mixer keeps on disk because it can be recomputed, only slowly: extracted features,
+the prepared digits dataset. Under $MIXER_CACHE_DIR, else $XDG_CACHE_HOME/mixer, else
+~/.cache/mixer. A cache file that is missing or unreadable is recomputed; one that cannot
+be written costs time, never the result."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mixer_cli import report
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("MIXER_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    return Path(base) / "mixer" if base else Path.home() / ".cache" / "mixer"
+
+
+def read_npz(path: Path, what: str) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file, or None when there is none or it is unreadable."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # e.g. truncated
+        report.stderr.print(f"[yellow]warning:[/] unreadable {what} {path}; recomputing")
+        return None
+
+
+def write_npz(path: Path, what: str, **arrays: np.ndarray) -> None:
+    """Write arrays whole or not at all (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        report.stderr.print(f"[yellow]warning:[/] cannot write the {what} {path}: {err}")
