@@ -210,18 +210,16 @@ class Checkpointer:
             self.manager.check_for_errors()
         except Exception as err:
             raise self._failed(self._writing, err) from err
-        if self._writing is not None and not (self.directory / str(self._writing)).is_dir():
+        complete = [int(d.name) for d in _step_dirs(self.directory)]  # newest first
+        if self._writing is not None and self._writing not in complete:
             # Orbax logs some failed writes instead of raising them.
             raise self._failed(self._writing, RuntimeError("the write did not complete"))
         self._writing = None
-        self._delete_old()
-
-    def _delete_old(self) -> None:
-        """All but the newest `keep` complete steps (on every process: orbax syncs them)."""
+        # All but the newest `keep` complete steps (on every process: orbax syncs them).
         known = set(self.manager.all_steps())
-        for step_dir in _step_dirs(self.directory)[self.keep :]:
-            if int(step_dir.name) in known:
-                self.manager.delete(int(step_dir.name))
+        for step in complete[self.keep :]:
+            if step in known:
+                self.manager.delete(step)
 
     def _failed(self, step: int | None, err: Exception) -> CheckpointSaveFailed:
         if self._failure is not None:  # orbax raises an error once; we keep it
