@@ -1,0 +1,80 @@
+"""Page faults, kernel time and heap size per train step on a CPU, optionally with glibc's
+malloc told to keep freed memory.
+
+    python benchmarks/page_faults.py --variant S/32 --batch-size 32
+    python benchmarks/page_faults.py --variant S/32 --batch-size 32 --retain
+
+XLA's CPU client allocates each execution's temporary buffer (~1 GB for S/32 at batch 32)
+with posix_memalign on a worker thread and frees it at the end; glibc serves blocks that
+large with mmap and returns them with munmap, so every step faults the whole buffer in
+again. `--retain` sets, before JAX starts its threads, one malloc arena, no mmap and no
+trimming (mallopt), so the buffer stays in the heap; `--eval-every N` adds an evaluation
+forward pass (another temporary size) every N steps, the pattern under which the retained
+heap fragments. Results in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import resource
+import time
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [  # glibc's struct mallinfo2: arena = heap size, fordblks = free in it
+        (name, ctypes.c_size_t)
+        for name in (
+            *("arena", "ordblks", "smblks", "hblks", "hblkhd"),
+            *("usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"),
+        )
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="S/32")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=0)
+    parser.add_argument("--retain", action="store_true")
+    args = parser.parse_args()
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _MallInfo2
+    if args.retain:  # M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD (-1 is SIZE_MAX to glibc)
+        assert all(libc.mallopt(p, v) == 1 for p, v in ((-8, 1), (-4, 0), (-1, -1)))
+
+    import jax
+
+    from mixer_cli.bench import BenchSettings, Workload
+
+    def settings(batch: int) -> BenchSettings:
+        return BenchSettings(variant=args.variant, resolution=args.resolution, batch_size=batch)
+
+    train = Workload(settings(args.batch_size)).train()
+    evaluate = Workload(settings(2 * args.batch_size)).forward() if args.eval_every else None
+    temp = train.compiled.memory_analysis().temp_size_in_bytes
+    print(f"{args.variant}, batch {args.batch_size}: temporaries {temp / 2**20:,.0f} MiB")
+    for step in range(args.steps):
+        usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        jax.block_until_ready(train.step())
+        if evaluate is not None and (step + 1) % args.eval_every == 0:
+            jax.block_until_ready(evaluate.step())
+        after, heap = resource.getrusage(resource.RUSAGE_SELF), libc.mallinfo2()
+        with open("/proc/self/statm") as statm:
+            rss = int(statm.read().split()[1]) * resource.getpagesize()
+        print(
+            f"step {step}: {time.perf_counter() - start:.2f} s, "
+            f"{after.ru_minflt - usage.ru_minflt:,} page faults, "
+            f"kernel {after.ru_stime - usage.ru_stime:.2f} s, "
+            f"user {after.ru_utime - usage.ru_utime:.2f} s, "
+            f"heap {heap.arena / 2**20:,.0f} MiB ({heap.fordblks / 2**20:,.0f} free), "
+            f"rss {rss / 2**20:,.0f} MiB",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
