@@ -1,6 +1,7 @@
 """B/16 training on one GPU: `mixer bench`, a per-kernel profile, and timm beside it.
 
     python benchmarks/gpu.py --out DIR            # on a machine with a CUDA GPU
+    python benchmarks/gpu.py --out DIR --sweep    # only the XLA flag sets of SWEEP
 
 One script for a short lease on a lent GPU (see benchmarks/RESULTS.md, "GPU"):
 1. `mixer bench --variant B/16 --batch-size 256 --dtype bfloat16` (forward and train,
@@ -13,7 +14,9 @@ One script for a short lease on a lent GPU (see benchmarks/RESULTS.md, "GPU"):
 4. timm's `mixer_b16_224` in PyTorch on the same GPU (bf16 autocast, fused Adam, eager),
    forward and train, for the ratio.
 Each part runs on its own and a failure is reported, not fatal. Writes summary.md and
-the JSON of each part under DIR.
+the JSON of each part under DIR. `--sweep` instead times the train step once per XLA flag
+set in SWEEP (the levers RESULTS.md names for the memory-bound work around the GEMMs),
+each in a process of its own, about a minute each.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE = "bfloat16"
+SWEEP = {
+    "default": "",
+    # cuBLASLt GEMMs, whose epilogues can take the bias add and the tanh-GELU
+    "cublaslt": "--xla_gpu_enable_cublaslt=true",
+    "cublaslt_no_triton": "--xla_gpu_enable_cublaslt=true --xla_gpu_enable_triton_gemm=false",
+    "no_command_buffers": "--xla_gpu_enable_command_buffer=",  # launch overhead, if any
+}
 
 
 def bench(
@@ -154,29 +164,9 @@ def attempt(what: str, fn: Any, *args: Any) -> Any:
         return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variant", default="B/16", help="timm's part needs B/16")
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--plane", default="/device:", help="profile planes (CPU: /host:CPU)")
-    cfg = parser.parse_args()
-    sys.path.insert(0, str(ROOT))  # the profile imports mixer_cli in this process
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    b = cfg.batch_size
-    lines = [f"# {cfg.variant} {DTYPE} at {cfg.resolution} px, batch {b}\n"]
-    if shutil.which("nvidia-smi"):
-        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-        lines.append(f"device: {smi.strip()}\n")
-
-    cublas = {"XLA_FLAGS": "--xla_gpu_enable_triton_gemm=false"}
-    runs = {
-        f"b{b}": bench(cfg, f"b{b}", b, "both"),
-        f"b{2 * b}": bench(cfg, f"b{2 * b}", 2 * b, "train"),
-        f"b{b}_cublas": bench(cfg, f"b{b}_cublas", b, "train", env=cublas),
-    }
-    lines.append("| run | mode | img/s | GFLOP/img | TFLOP/s | MFU | peak TFLOP/s | memory |")
+def table(runs: dict[str, dict | None]) -> list[str]:
+    """One row per run and mode, as RESULTS.md records them."""
+    lines = ["| run | mode | img/s | GFLOP/img | TFLOP/s | MFU | peak TFLOP/s | memory |"]
     lines.append("|---|---|---|---|---|---|---|---|")
     for name, r in runs.items():
         if r is None:
@@ -191,6 +181,42 @@ def main() -> None:
                     f"{m['mfu']:.1%} | {r['matmul_peak_gflops'] / 1e3:,.0f} | "
                     f"{(r.get('peak_memory_bytes') or 0) / 2**30:.1f} GiB |"
                 )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variant", default="B/16", help="timm's part needs B/16")
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--plane", default="/device:", help="profile planes (CPU: /host:CPU)")
+    parser.add_argument("--sweep", action="store_true", help="only the XLA flag sets of SWEEP")
+    cfg = parser.parse_args()
+    sys.path.insert(0, str(ROOT))  # the profile imports mixer_cli in this process
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    b = cfg.batch_size
+    lines = [f"# {cfg.variant} {DTYPE} at {cfg.resolution} px, batch {b}\n"]
+    if shutil.which("nvidia-smi"):
+        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+        lines.append(f"device: {smi.strip()}\n")
+
+    if cfg.sweep:
+        runs = {
+            name: bench(cfg, f"sweep_{name}", b, "train", env={"XLA_FLAGS": flags})
+            for name, flags in SWEEP.items()
+        }
+        lines += table(runs)
+        (cfg.out / "sweep.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
+    cublas = {"XLA_FLAGS": "--xla_gpu_enable_triton_gemm=false"}
+    runs = {
+        f"b{b}": bench(cfg, f"b{b}", b, "both"),
+        f"b{2 * b}": bench(cfg, f"b{2 * b}", 2 * b, "train"),
+        f"b{b}_cublas": bench(cfg, f"b{b}_cublas", b, "train", env=cublas),
+    }
+    lines += table(runs)
 
     timm = attempt("timm", timm_rates, cfg)  # before JAX takes the GPU's memory here
     if "torch" in sys.modules:
