@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from page_faults import retain_freed_memory
 
 from mixer_cli.bench import BenchSettings, Workload, time_window
 from mixer_cli.models import parse_variant
@@ -110,10 +111,14 @@ def plain_steps(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[st
     return {"forward": lambda: forward(state[0], x), "train": train_step}
 
 
-def timm_worker(conn: Any, variant: str, images: np.ndarray, labels: np.ndarray) -> None:
+def timm_worker(
+    conn: Any, variant: str, images: np.ndarray, labels: np.ndarray, retain: bool
+) -> None:
     """timm in its own process: PyTorch's thread pool and allocator then cannot slow the
     JAX steps (in one process, loading torch cost the engine's step a quarter of its speed
     on this CPU). Answers (mode, steps) with the seconds those steps took."""
+    if retain:
+        retain_freed_memory()
     import timm
     import torch
 
@@ -145,12 +150,16 @@ def timm_worker(conn: Any, variant: str, images: np.ndarray, labels: np.ndarray)
         conn.send(time.perf_counter() - start)
 
 
-def timm_windows(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[str, Window]:
+def timm_windows(
+    variant: str, images: np.ndarray, labels: np.ndarray, retain: bool
+) -> dict[str, Window]:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     conn, child = ctx.Pipe()
-    worker = ctx.Process(target=timm_worker, args=(child, variant, images, labels), daemon=True)
+    worker = ctx.Process(
+        target=timm_worker, args=(child, variant, images, labels, retain), daemon=True
+    )
     worker.start()
     if not conn.poll(600) or conn.recv() != "ready":
         raise RuntimeError("the timm worker did not start")
@@ -182,7 +191,14 @@ def main() -> None:
         "--settle", type=int, default=1, help="untimed steps at the start of every window"
     )
     parser.add_argument("--no-timm", action="store_true")
+    parser.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="glibc's malloc keeps freed memory, in every process (benchmarks/page_faults.py)",
+    )
     args = parser.parse_args()
+    if args.retain_freed_memory:
+        retain_freed_memory()  # before JAX starts its threads
 
     settings = BenchSettings(
         variant=args.variant, resolution=args.resolution, batch_size=args.batch_size
@@ -196,7 +212,7 @@ def main() -> None:
         except ImportError:
             print("timm/torch not installed: comparing with the plain formulation only")
         else:
-            impls["timm"] = timm_windows(args.variant, images, labels)
+            impls["timm"] = timm_windows(args.variant, images, labels, args.retain_freed_memory)
     modes = ("forward", "train") if args.mode == "both" else (args.mode,)
     for mode in modes:
         mixer_step = (work.forward() if mode == "forward" else work.train()).step
