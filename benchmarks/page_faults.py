@@ -10,7 +10,8 @@ large with mmap and returns them with munmap, so every step faults the whole buf
 again. `--retain` sets, before JAX starts its threads, one malloc arena, no mmap and no
 trimming (mallopt), so the buffer stays in the heap; `--eval-every N` adds an evaluation
 forward pass (another temporary size) every N steps, the pattern under which the retained
-heap fragments. Results in benchmarks/RESULTS.md.
+heap fragments. Under a preloaded jemalloc (README, "On a CPU") the heap columns read 0:
+they are glibc's counters. Results in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
