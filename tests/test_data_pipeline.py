@@ -187,3 +187,23 @@ def test_tensorflow_comes_without_keras_which_stays_importable() -> None:
     assert "keras" not in sys.modules  # TensorFlow's eager Keras import was skipped
     assert tf.keras.layers.Dense.__module__.startswith("keras")  # loads it on first use
     assert sys.modules["keras"] is not None
+
+
+def test_pipelines_are_traced_without_autograph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AutoGraph writes each function it rewrites to a temporary file (left behind when a
+    run is killed); our functions are graphs as written, so nothing is rewritten."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    root = write_image_folder(tmp_path / "imgs", {"train": 8, "test": 3})
+    with mock_tfds("cifar10", ("train", "test"), 8, tmp_path / "tfds") as data_dir:
+        for src in (open_dataset("digits"), open_dataset(f"folder:{root}")):
+            next(iter(TrainBatches(src, "train", AUGMENTED, 8, 0, MESH)))
+            next(iter(EvalBatches(src, "test", AUGMENTED, 8, MESH)))
+        src = open_dataset("cifar10", data_dir)
+        next(iter(TrainBatches(src, "train", AUGMENTED, 8, 0, MESH)))
+        next(iter(EvalBatches(src, "test", AUGMENTED, 8, MESH)))
+    assert not list((tmp_path / "tmp").glob("__autograph_generated_file*"))

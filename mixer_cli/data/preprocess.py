@@ -19,7 +19,7 @@ import numpy as np
 from mixer_cli.data.permutations import PERMUTATION_MODES, make_permutation
 from mixer_cli.data.randaugment import randaugment
 from mixer_cli.data.sources import DataSource
-from mixer_cli.data.tf_cpu import tf
+from mixer_cli.data.tf_cpu import no_autograph, tf
 from mixer_cli.errors import ConfigError
 
 TRAIN_CROPS = ("inception", "resize")
@@ -157,6 +157,7 @@ class Transforms:
     def _key(self, epoch: tf.Tensor) -> tf.Tensor:
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
 
+    @no_autograph
     def train_example(
         self, raw: tf.Tensor, label: tf.Tensor, position: tf.Tensor, epoch: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -176,6 +177,7 @@ class Transforms:
             image = randaugment(image, pre.randaug_layers, pre.randaug_magnitude, augment_key)
         return to_model_input(image, self.permutation), label, position, epoch
 
+    @no_autograph
     def train_batch(
         self, images: tf.Tensor, labels: tf.Tensor, positions: tf.Tensor, epochs: tf.Tensor
     ) -> dict[str, tf.Tensor]:
@@ -185,6 +187,7 @@ class Transforms:
             images, onehot = mixup(images, onehot, key, self.pre.mixup)
         return {"image": images, "label": onehot}
 
+    @no_autograph
     def eval_example(self, raw: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
         r = self.pre.resolution
         image = decode(self.source.read(raw), self.source.encoded)

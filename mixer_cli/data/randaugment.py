@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from mixer_cli.data.tf_cpu import tf
+from mixer_cli.data.tf_cpu import no_autograph, tf
 
 _MAX_LEVEL = 10.0
 _FILL = 128
@@ -244,7 +244,7 @@ def _layer(image: tf.Tensor, args: dict[str, float], seed: tf.Tensor) -> tf.Tens
     return tf.switch_case(index, [branch(name) for name in OPS])
 
 
-@tf.autograph.experimental.do_not_convert
+@no_autograph
 def randaugment(image: tf.Tensor, num_layers: int, magnitude: float, seed: tf.Tensor) -> tf.Tensor:
     """Apply `num_layers` random ops at `magnitude` to a uint8 [H, W, 3] image.
 

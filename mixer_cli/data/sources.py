@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from mixer_cli.data.tf_cpu import tf
+from mixer_cli.data.tf_cpu import no_autograph, tf
 from mixer_cli.errors import DataError
 
 # An indexed source emits this many examples per pipeline (many small epochs at once),
@@ -168,9 +168,14 @@ class IndexedSource(DataSource):
         )
         epochs = np.repeat(np.arange(epoch, epoch + num_epochs), len(positions))
         raw, labels = tf.constant(self._raw), tf.constant(self._labels)
+
+        @no_autograph
+        def example(i: tf.Tensor, position: tf.Tensor, e: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            return tf.gather(raw, i), tf.gather(labels, i), position, e
+
         dataset = tf.data.Dataset.from_tensor_slices(
             (mine, np.tile(positions, num_epochs), epochs)
-        ).map(lambda i, position, e: (tf.gather(raw, i), tf.gather(labels, i), position, e))
+        ).map(example)
         return TrainStream(dataset, num_epochs)
 
     def eval_sizes(self, split: str, processes: int) -> list[int]:

@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 
 from mixer_cli.data.sources import DataSource, TrainStream, epoch_seed
-from mixer_cli.data.tf_cpu import tf
+from mixer_cli.data.tf_cpu import no_autograph, tf
 from mixer_cli.errors import DataError, DatasetNotFound
 
 SHUFFLE_BUFFER = 10_000
@@ -153,6 +153,7 @@ class TfdsSource(DataSource):
         ds = self._read(self._process_split(split, process, processes), shuffle_seed)
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed).take(steps * local).enumerate()
 
+        @no_autograph
         def keep(i, ex):  # global position: row `process` of each global batch
             position = i // local * global_batch + process * local + i % local
             return ex["image"], ex["label"], position, tf.constant(epoch, tf.int64)
@@ -166,4 +167,4 @@ class TfdsSource(DataSource):
 
     def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
         ds = self._read(self._process_split(split, process, processes), shuffle_seed=None)
-        return ds.map(lambda ex: (ex["image"], ex["label"]))
+        return ds.map(no_autograph(lambda ex: (ex["image"], ex["label"])))
