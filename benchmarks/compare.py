@@ -12,15 +12,23 @@ Same variant, resolution (224), batch, 1000-class head and fixed synthetic batch
   timm are installed), torch.optim.Adam, `torch.inference_mode` for the forward pass.
 Timed windows alternate between the implementations (A B C, C B A, ...), with a pause and
 an untimed step (`--settle`) before each, so drifts of a shared machine hit all of them
-alike; timm runs in a process of its own. Prints medians and ratios against mixer. Not
-part of the test suite.
+alike; timm runs in a process of its own. With `--isolated`, every window runs in a fresh
+process of its own instead (each compiles and warms up first), so that nothing one
+implementation leaves behind (thread pools, caches, allocator state) reaches another:
+
+    python benchmarks/compare.py --variant S/32 --batch-size 32 --mode train --isolated
+
+Prints medians and ratios against mixer. Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -33,10 +41,11 @@ import numpy as np
 import optax
 from page_faults import retain_freed_memory
 
-from mixer_cli.bench import BenchSettings, Workload, time_window
+from mixer_cli.bench import BenchSettings, Workload, synthetic_batch, time_window
 from mixer_cli.models import parse_variant
 
 Window = Callable[[int], float]  # steps -> seconds they took
+IMPLEMENTATIONS = ("mixer", "plain", "timm")
 
 TIMM_NAMES = {
     "S/32": "mixer_s32_224",
@@ -111,14 +120,8 @@ def plain_steps(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[st
     return {"forward": lambda: forward(state[0], x), "train": train_step}
 
 
-def timm_worker(
-    conn: Any, variant: str, images: np.ndarray, labels: np.ndarray, retain: bool
-) -> None:
-    """timm in its own process: PyTorch's thread pool and allocator then cannot slow the
-    JAX steps (in one process, loading torch cost the engine's step a quarter of its speed
-    on this CPU). Answers (mode, steps) with the seconds those steps took."""
-    if retain:
-        retain_freed_memory()
+def timm_steps(variant: str, images: np.ndarray, labels: np.ndarray) -> dict[str, Callable]:
+    """timm's forward pass and train step (Adam) on the same batch."""
     import timm
     import torch
 
@@ -140,14 +143,29 @@ def timm_worker(
         loss_fn(model(x), y).backward()
         optimizer.step()
 
-    steps = {"forward": forward, "train": train}
+    return {"forward": forward, "train": train}
+
+
+def timm_worker(
+    conn: Any, variant: str, images: np.ndarray, labels: np.ndarray, retain: bool
+) -> None:
+    """timm in its own process: PyTorch's thread pool and allocator then cannot slow the
+    JAX steps (in one process, loading torch cost the engine's step a quarter of its speed
+    on this CPU). Answers (mode, steps) with the seconds those steps took."""
+    if retain:
+        retain_freed_memory()
+    steps = timm_steps(variant, images, labels)
     conn.send("ready")
     while (request := conn.recv()) is not None:  # None or a closed pipe: done
         mode, n = request
-        start = time.perf_counter()
-        for _ in range(n):
-            steps[mode]()
-        conn.send(time.perf_counter() - start)
+        conn.send(seconds_of(steps[mode], n))
+
+
+def seconds_of(step: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    return time.perf_counter() - start
 
 
 def timm_windows(
@@ -179,7 +197,7 @@ def jax_windows(steps: dict[str, Callable[[], Any]]) -> dict[str, Window]:
     return {mode: partial(time_window, step) for mode, step in steps.items()}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="S/32", choices=sorted(TIMM_NAMES))
     parser.add_argument("--batch-size", type=int, default=32)
@@ -192,50 +210,117 @@ def main() -> None:
     )
     parser.add_argument("--no-timm", action="store_true")
     parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="every window in a fresh process of its own, alternating between implementations",
+    )
+    parser.add_argument("--only", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)  # --isolated
+    parser.add_argument(
         "--retain-freed-memory",
         action="store_true",
         help="glibc's malloc keeps freed memory, in every process (benchmarks/page_faults.py)",
     )
-    args = parser.parse_args()
-    if args.retain_freed_memory:
-        retain_freed_memory()  # before JAX starts its threads
+    return parser.parse_args()
 
+
+def timm_installed() -> bool:
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        print("timm/torch not installed: comparing with the plain formulation only")
+        return False
+    return True
+
+
+def measure(windows: dict[str, Window], args: argparse.Namespace) -> dict[str, list[float]]:
+    """img/s of `args.rounds` windows of each, alternating A B C, C B A, ...: whatever one
+    leaves behind (warm or busy threads, caches) falls on each of the others alike."""
+    counts = {}
+    for name, window in windows.items():  # compile, warm up, size the windows
+        window(2)
+        counts[name] = max(1, round(args.seconds / window(1)))
+    rates: dict[str, list[float]] = {name: [] for name in windows}
+    for round_ in range(args.rounds):
+        for name in list(windows)[:: 1 if round_ % 2 == 0 else -1]:
+            time.sleep(1.0)
+            windows[name](args.settle)  # untimed: what the previous one left behind fades
+            rates[name].append(counts[name] * args.batch_size / windows[name](counts[name]))
+    return rates
+
+
+def in_process(args: argparse.Namespace, modes: tuple[str, ...]) -> None:
+    """All implementations timed from this process (timm from a worker process)."""
+    names = [args.only] if args.only else list(IMPLEMENTATIONS)
+    if "timm" in names and not args.only and (args.no_timm or not timm_installed()):
+        names.remove("timm")
     settings = BenchSettings(
         variant=args.variant, resolution=args.resolution, batch_size=args.batch_size
     )
-    work = Workload(settings)
-    images, labels = (np.asarray(work.batch[k]) for k in ("image", "label"))
-    impls = {"plain": jax_windows(plain_steps(args.variant, images, labels))}
-    if not args.no_timm:
-        try:
-            import timm  # noqa: F401
-        except ImportError:
-            print("timm/torch not installed: comparing with the plain formulation only")
+    batch = synthetic_batch(settings)
+    images, labels = batch["image"], batch["label"]
+    impls: dict[str, dict[str, Window]] = {}
+    if "plain" in names:
+        impls["plain"] = jax_windows(plain_steps(args.variant, images, labels))
+    if "timm" in names:
+        if args.only:  # a process of its own already
+            steps = timm_steps(args.variant, images, labels)
+            impls["timm"] = {mode: partial(seconds_of, step) for mode, step in steps.items()}
         else:
             impls["timm"] = timm_windows(args.variant, images, labels, args.retain_freed_memory)
-    modes = ("forward", "train") if args.mode == "both" else (args.mode,)
+    work = Workload(settings) if "mixer" in names else None
     for mode in modes:
-        mixer_step = (work.forward() if mode == "forward" else work.train()).step
-        windows = {"mixer": jax_windows({mode: mixer_step})[mode]}
+        windows = {}
+        if work is not None:
+            mixer_step = (work.forward() if mode == "forward" else work.train()).step
+            windows["mixer"] = jax_windows({mode: mixer_step})[mode]
         windows.update({name: impl[mode] for name, impl in impls.items()})
-        counts = {}
-        for name, window in windows.items():  # compile, warm up, size the windows
-            window(2)
-            counts[name] = max(1, round(args.seconds / window(1)))
-        rates: dict[str, list[float]] = {name: [] for name in windows}
+        rates = measure(windows, args)
+        if args.only:
+            print(json.dumps({"mode": mode, "rates": rates[args.only]}))
+        else:
+            summarise(args, mode, rates)
+
+
+def isolated(args: argparse.Namespace, modes: tuple[str, ...]) -> None:
+    """One fresh process per window, alternating between implementations."""
+    names = list(IMPLEMENTATIONS)
+    if args.no_timm or not timm_installed():
+        names.remove("timm")
+    common = [
+        *("--variant", args.variant, "--batch-size", str(args.batch_size)),
+        *("--resolution", str(args.resolution), "--seconds", str(args.seconds)),
+        *("--settle", str(args.settle), "--rounds", "1"),
+        *(["--retain-freed-memory"] if args.retain_freed_memory else []),
+    ]
+    for mode in modes:
+        rates: dict[str, list[float]] = {name: [] for name in names}
         for round_ in range(args.rounds):
-            # A B C, C B A, ...: whatever one leaves behind (warm or busy threads, caches)
-            # falls on each of the others alike.
-            for name in list(windows)[:: 1 if round_ % 2 == 0 else -1]:
-                time.sleep(1.0)
-                windows[name](args.settle)  # untimed: what the previous one left behind fades
-                rates[name].append(counts[name] * args.batch_size / windows[name](counts[name]))
-        medians = {name: statistics.median(r) for name, r in rates.items()}
-        print(f"\n{args.variant} @ {args.resolution}px, batch {args.batch_size}, {mode}:")
-        for name, median in medians.items():
-            windows = ", ".join(f"{r:.2f}" for r in rates[name])
-            ratio = medians["mixer"] / median
-            print(f"  {name:6s} {median:8.2f} img/s  (mixer/{name} = {ratio:.2f}x; {windows})")
+            for name in names[:: 1 if round_ % 2 == 0 else -1]:
+                command = [sys.executable, __file__, *common, "--mode", mode, "--only", name]
+                out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                rates[name] += json.loads(out.strip().splitlines()[-1])["rates"]
+        summarise(args, mode, rates)
+
+
+def summarise(args: argparse.Namespace, mode: str, rates: dict[str, list[float]]) -> None:
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    where = "fresh processes" if args.isolated else "one run"
+    print(f"\n{args.variant} @ {args.resolution}px, batch {args.batch_size}, {mode} ({where}):")
+    for name, median in medians.items():
+        windows = ", ".join(f"{r:.2f}" for r in rates[name])
+        ratio = medians["mixer"] / median
+        print(f"  {name:6s} {median:8.2f} img/s  (mixer/{name} = {ratio:.2f}x; {windows})")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.retain_freed_memory:
+        retain_freed_memory()  # before JAX starts its threads
+    modes = ("forward", "train") if args.mode == "both" else (args.mode,)
+    if args.isolated and not args.only:
+        isolated(args, modes)
+    else:
+        in_process(args, modes)
 
 
 if __name__ == "__main__":

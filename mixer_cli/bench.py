@@ -7,10 +7,13 @@ Compilation and a warm-up are excluded; the figure is the median over timed wind
 FLOPs per image come from XLA's cost analysis of the lowered program; the peak is a
 large square matmul in the same dtype on the same devices in the same run, so that
 MFU = achieved FLOP/s / peak compares like with like on a machine whose speed drifts.
+The host's side of the timed windows is counted too (page faults, kernel CPU time): on
+CPUs, XLA's freshly faulted-in temporaries can cost a sixth of a step (README, "On a CPU").
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -111,6 +114,22 @@ def time_window(step: Callable[[], Any], steps: int) -> float:
     return time.perf_counter() - start
 
 
+class HostUsage:
+    """What this process cost the host from its creation on: page faults, and the share of
+    its CPU time spent in the kernel (on CPU backends, mostly faulting in fresh pages)."""
+
+    def __init__(self) -> None:
+        self.start = resource.getrusage(resource.RUSAGE_SELF)
+
+    def per_step(self, steps: int) -> dict[str, float]:
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        user, kernel = end.ru_utime - self.start.ru_utime, end.ru_stime - self.start.ru_stime
+        return {
+            "page_faults_per_step": (end.ru_minflt - self.start.ru_minflt) / steps,
+            "kernel_time_share": kernel / (user + kernel) if user + kernel > 0 else 0.0,
+        }
+
+
 def steps_per_window(step: Callable[[], Any], settings: BenchSettings) -> int:
     """The fixed count, or as many steps as fill about `window_seconds` (after a warm-up)."""
     jax.block_until_ready(step())  # beyond compilation: first-touch allocations, caches
@@ -140,16 +159,13 @@ def _device_peak_memory() -> int | None:
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
-def _inputs(settings: BenchSettings, sharding: Any) -> dict[str, jax.Array]:
+def synthetic_batch(settings: BenchSettings) -> dict[str, np.ndarray]:
+    """The fixed batch every benchmark times (benchmarks/compare.py hands it to timm too)."""
     rng = np.random.default_rng(0)
     b, r, k = settings.batch_size, settings.resolution, settings.num_classes
     labels = np.eye(k, dtype=np.float32)[rng.integers(0, k, b)]
     images = rng.uniform(-1, 1, (b, r, r, 3)).astype(np.float32)
-    return {
-        "image": jax.device_put(images, sharding),
-        "label": jax.device_put(labels, sharding),
-        "mask": jax.device_put(np.ones(b, np.float32), sharding),
-    }
+    return {"image": images, "label": labels, "mask": np.ones(b, np.float32)}
 
 
 @dataclass
@@ -176,7 +192,7 @@ class Workload:
         )
         self.tx, self.schedule = make_optimizer(OptimConfig(warmup_steps=10), 10_000)
         self.state = jax.jit(self._initial_state, out_shardings=self.repl)(jax.random.key(0))
-        self.batch = _inputs(settings, self.rows)
+        self.batch = jax.device_put(synthetic_batch(settings), self.rows)
         self.train_fn, self.eval_fn = compile_steps(
             self.model,
             self.tx,
@@ -236,10 +252,12 @@ def run_bench(
         timed = work.forward() if mode == "forward" else work.train()
         on_phase(f"timing the {mode} step")
         steps = steps_per_window(timed.step, settings)
+        host = HostUsage()
         rates = [
             steps * settings.batch_size / time_window(timed.step, steps)
             for _ in range(settings.windows)
         ]
+        host_usage = host.per_step(steps * settings.windows)
         ips = statistics.median(rates)
         results[mode] = {
             "images_per_sec": ips,
@@ -249,6 +267,7 @@ def run_bench(
             "gflops_per_image": timed.flops_per_image / 1e9,
             "achieved_gflops": ips * timed.flops_per_image / 1e9,
             "program_memory_bytes": _memory(timed.compiled),
+            **host_usage,
         }
     on_phase("measuring the matmul peak")
     size = settings.peak_size or (4096 if results["platform"] == "cpu" else 8192)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from test_cli import run_cli
 
+from mixer_cli.bench import HostUsage
+from mixer_cli.commands.bench import page_fault_hint
 from mixer_cli.costs import by_blocks, describe, forward_flops
 from mixer_cli.models import (
     LISTED_VARIANTS,
@@ -33,6 +37,7 @@ def test_bench_cli_measures_both_modes_and_saves_results(capsys, tmp_path) -> No
         m = results[mode]
         assert len(m["windows"]) == 2 and m["steps_per_window"] == 2
         assert m["images_per_sec"] > 0 and m["program_memory_bytes"] > 0
+        assert m["page_faults_per_step"] >= 0 and 0 <= m["kernel_time_share"] <= 1
         assert m["mfu"] == pytest.approx(
             m["achieved_gflops"] / results["matmul_peak_gflops"], rel=1e-9
         )
@@ -43,6 +48,34 @@ def test_bench_cli_measures_both_modes_and_saves_results(capsys, tmp_path) -> No
     # Backward is about twice the forward; with the optimizer update, counted once and not
     # once per device, a little over 3x in all.
     assert 2.8 < results["train"]["gflops_per_image"] / one_image < 3.3
+
+
+def test_host_usage_counts_the_pages_each_step_faults_in() -> None:
+    """Steps that each write 64 MiB of fresh anonymous memory, as XLA's CPU steps write
+    their temporaries: at least one fault per 2 MiB (huge pages) or per 4 KiB page."""
+    size, steps = 2**26, 3
+    host = HostUsage()
+    for _ in range(steps):
+        with mmap.mmap(-1, size) as fresh:
+            view = np.frombuffer(fresh, np.uint8)
+            view[:] = 1
+            del view
+    usage = host.per_step(steps)
+    assert usage["page_faults_per_step"] >= size / 2**21
+    assert 0 < usage["kernel_time_share"] <= 1
+
+
+def test_a_cpu_step_that_mostly_faults_in_pages_points_to_the_fix() -> None:
+    def results(platform: str, share: float) -> dict:
+        usage = {"kernel_time_share": share, "page_faults_per_step": 249_000}
+        return {"platform": platform, "train": usage, "forward": {**usage, "kernel_time_share": 0}}
+
+    hint = page_fault_hint(results("cpu", 0.17))
+    assert hint is not None
+    assert "train step spent 17% of its CPU time in the kernel" in hint
+    assert "249,000 page faults per step" in hint and "On a CPU" in hint
+    assert page_fault_hint(results("cpu", 0.05)) is None
+    assert page_fault_hint(results("gpu", 0.5)) is None  # the host's time is not the step's
 
 
 def test_counts_from_one_and_two_blocks_equal_the_whole_models() -> None:

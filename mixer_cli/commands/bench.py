@@ -54,8 +54,9 @@ def bench(
 
     Reports images/s (median of timed windows after compilation and warm-up), FLOPs per
     image from XLA's cost analysis, achieved GFLOP/s, a square matmul's peak measured in
-    the same run and dtype, MFU = achieved / peak, and memory. Defaults: B/16 at 224 px,
-    batch 32, float32. Saves results.json in the run directory.
+    the same run and dtype, MFU = achieved / peak, and memory; on CPUs also page faults and
+    the kernel's share of CPU time per step. Defaults: B/16 at 224 px, batch 32, float32.
+    Saves results.json in the run directory.
     """
     from mixer_cli import report
     from mixer_cli.bench import BenchSettings, run_bench, validate
@@ -83,7 +84,30 @@ def bench(
         report.print_json(results)
         return
     print_bench_table(results)
+    hint = page_fault_hint(results)
+    if hint:
+        report.stderr.print(hint)
     report.stderr.print(f"results in {workdir / 'results.json'}")
+
+
+# Above this share of a CPU step's time in the kernel, say how to get it back.
+KERNEL_SHARE_HINT = 0.1
+
+
+def page_fault_hint(results: dict) -> str | None:
+    """A note when a CPU step spends a noticeable share of its time faulting in pages."""
+    if results["platform"] != "cpu":
+        return None
+    modes = [m for m in ("train", "forward") if m in results]
+    worst = max(modes, key=lambda m: results[m]["kernel_time_share"])
+    share, faults = results[worst]["kernel_time_share"], results[worst]["page_faults_per_step"]
+    if share < KERNEL_SHARE_HINT:
+        return None
+    return (
+        f"note: the {worst} step spent {share:.0%} of its CPU time in the kernel "
+        f"({faults:,.0f} page faults per step): the system allocator hands XLA's temporaries "
+        "back after every step. A caching malloc keeps them: README.md, 'On a CPU'."
+    )
 
 
 def print_bench_table(results: dict) -> None:
