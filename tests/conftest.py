@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 
+from xla_env import xla_flags
+
 # Before JAX is imported anywhere: 8 CPU devices so sharding is exercised for real.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests (and the CLI subprocesses, which inherit this) compile the same tiny steps:
 # a session-wide persistent compilation cache compiles each of them once.

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 from damage import flip_bit_in_largest_file, truncate_arrays
 from test_cli import run_cli
 from training import assert_same_results, assert_same_training, params_of, pretrain_command, tiny
+from xla_env import xla_flags
 
 from mixer_cli.checkpoints import read_params
 from mixer_cli.errors import CheckpointError, CheckpointSaveFailed, ConfigError
@@ -248,7 +250,7 @@ def _free_port() -> int:
 
 
 def _launch_two(workdir: Path, *extra: str) -> list[subprocess.Popen]:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(4)}
     port = _free_port()
     base = pretrain_command(
         workdir, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", *extra
@@ -263,6 +265,31 @@ def _launch_two(workdir: Path, *extra: str) -> list[subprocess.Popen]:
         )
         for i in range(2)
     ]
+
+
+def test_processes_agree_on_complete_checkpoints_when_a_peer_lists_late(tmp_path: Path) -> None:
+    """A peer that does not see the newest step yet (process 0 renames it into place)
+    must neither report the write as failed nor skip a deletion process 0 makes."""
+    env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
+    port, script = _free_port(), Path(__file__).with_name("checkpoint_peer.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(port), str(i), str(tmp_path / "checkpoints")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:  # without agreement the two deadlock in mismatched collectives
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-3000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert complete_steps(tmp_path) == [3]
 
 
 def test_a_killed_process_stops_its_peer_in_bounded_time_and_both_resume_to_the_same_end(

@@ -210,7 +210,7 @@ class Checkpointer:
             self.manager.check_for_errors()
         except Exception as err:
             raise self._failed(self._writing, err) from err
-        complete = [int(d.name) for d in _step_dirs(self.directory)]  # newest first
+        complete = self._complete_steps()
         if self._writing is not None and self._writing not in complete:
             # Orbax logs some failed writes instead of raising them.
             raise self._failed(self._writing, RuntimeError("the write did not complete"))
@@ -220,6 +220,24 @@ class Checkpointer:
         for step in complete[self.keep :]:
             if step in known:
                 self.manager.delete(step)
+
+    def _complete_steps(self) -> list[int]:
+        """The complete steps, newest first, as process 0 lists them, on every process.
+
+        Process 0 renames a finished step into place; a peer can list the directory
+        before that rename shows. Deciding from their own listings, one process would
+        delete an old step (a collective inside orbax) while the other does not, and the
+        run fails on a mismatched sync (seen with two processes on a loaded machine).
+        """
+        steps = [int(d.name) for d in _step_dirs(self.directory)]
+        if jax.process_count() == 1:
+            return steps
+        from jax.experimental import multihost_utils
+
+        count = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
+        padded = np.full(count, -1, np.int32)
+        padded[: min(count, len(steps))] = steps[:count]
+        return [int(s) for s in multihost_utils.broadcast_one_to_all(padded)]
 
     def _failed(self, step: int | None, err: Exception) -> CheckpointSaveFailed:
         if self._failure is not None:  # orbax raises an error once; we keep it
