@@ -5,7 +5,8 @@
 
 Same variant, resolution (224), batch, 1000-class head and fixed synthetic batch for all:
 - mixer: the engine's steps (`mixer_cli.bench.Workload`: eval forward; train = forward,
-  backward, global-norm clipping, AdamW, donated state);
+  backward, global-norm clipping, AdamW, donated state, `--steps-per-execution` steps to
+  a program as `mixer pretrain` runs them; 1 = one step per call);
 - plain: the model written here the simplest way (linen, transposes around the token
   MLP), `jax.jit` of value_and_grad + optax.adam, nothing else;
 - timm: `timm.create_model('mixer_s32_224' | 'mixer_b16_224')` in PyTorch (if torch and
@@ -44,7 +45,7 @@ from page_faults import retain_freed_memory
 from mixer_cli.bench import BenchSettings, Workload, synthetic_batch, time_window
 from mixer_cli.models import parse_variant
 
-Window = Callable[[int], float]  # steps -> seconds they took
+Window = Callable[[int], float]  # calls -> seconds they took
 IMPLEMENTATIONS = ("mixer", "plain", "timm")
 
 TIMM_NAMES = {
@@ -208,6 +209,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--settle", type=int, default=1, help="untimed steps at the start of every window"
     )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        default=BenchSettings.steps_per_execution,
+        help="mixer's train steps per program, as the engine runs them (1: one per call)",
+    )
     parser.add_argument("--no-timm", action="store_true")
     parser.add_argument(
         "--isolated",
@@ -232,9 +239,12 @@ def timm_installed() -> bool:
     return True
 
 
-def measure(windows: dict[str, Window], args: argparse.Namespace) -> dict[str, list[float]]:
+def measure(
+    windows: dict[str, Window], args: argparse.Namespace, steps_per_call: dict[str, int]
+) -> dict[str, list[float]]:
     """img/s of `args.rounds` windows of each, alternating A B C, C B A, ...: whatever one
-    leaves behind (warm or busy threads, caches) falls on each of the others alike."""
+    leaves behind (warm or busy threads, caches) falls on each of the others alike.
+    A call is one train step, or for mixer's train mode `steps_per_call[name]` of them."""
     counts = {}
     for name, window in windows.items():  # compile, warm up, size the windows
         window(2)
@@ -244,7 +254,8 @@ def measure(windows: dict[str, Window], args: argparse.Namespace) -> dict[str, l
         for name in list(windows)[:: 1 if round_ % 2 == 0 else -1]:
             time.sleep(1.0)
             windows[name](args.settle)  # untimed: what the previous one left behind fades
-            rates[name].append(counts[name] * args.batch_size / windows[name](counts[name]))
+            images = counts[name] * steps_per_call.get(name, 1) * args.batch_size
+            rates[name].append(images / windows[name](counts[name]))
     return rates
 
 
@@ -254,7 +265,10 @@ def in_process(args: argparse.Namespace, modes: tuple[str, ...]) -> None:
     if "timm" in names and not args.only and (args.no_timm or not timm_installed()):
         names.remove("timm")
     settings = BenchSettings(
-        variant=args.variant, resolution=args.resolution, batch_size=args.batch_size
+        variant=args.variant,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        steps_per_execution=args.steps_per_execution,
     )
     batch = synthetic_batch(settings)
     images, labels = batch["image"], batch["label"]
@@ -269,12 +283,13 @@ def in_process(args: argparse.Namespace, modes: tuple[str, ...]) -> None:
             impls["timm"] = timm_windows(args.variant, images, labels, args.retain_freed_memory)
     work = Workload(settings) if "mixer" in names else None
     for mode in modes:
-        windows = {}
+        windows, steps_per_call = {}, {}
         if work is not None:
-            mixer_step = (work.forward() if mode == "forward" else work.train()).step
-            windows["mixer"] = jax_windows({mode: mixer_step})[mode]
+            timed = work.forward() if mode == "forward" else work.train()
+            windows["mixer"] = jax_windows({mode: timed.step})[mode]
+            steps_per_call["mixer"] = timed.steps_per_call
         windows.update({name: impl[mode] for name, impl in impls.items()})
-        rates = measure(windows, args)
+        rates = measure(windows, args, steps_per_call)
         if args.only:
             print(json.dumps({"mode": mode, "rates": rates[args.only]}))
         else:
@@ -290,6 +305,7 @@ def isolated(args: argparse.Namespace, modes: tuple[str, ...]) -> None:
         *("--variant", args.variant, "--batch-size", str(args.batch_size)),
         *("--resolution", str(args.resolution), "--seconds", str(args.seconds)),
         *("--settle", str(args.settle), "--rounds", "1"),
+        *("--steps-per-execution", str(args.steps_per_execution)),
         *(["--retain-freed-memory"] if args.retain_freed_memory else []),
     ]
     for mode in modes:

@@ -72,7 +72,13 @@ def profile(cfg: argparse.Namespace, steps: int = 5) -> list[tuple[str, float, i
     from mixer_cli.bench import BenchSettings, Workload
 
     settings = BenchSettings(
-        cfg.variant, cfg.resolution, cfg.batch_size, DTYPE, "train", window_seconds=0.1
+        cfg.variant,
+        cfg.resolution,
+        cfg.batch_size,
+        DTYPE,
+        "train",
+        window_seconds=0.1,
+        steps_per_execution=1,  # the profile is per step
     )
     work = Workload(settings)
     step = work.train().step

@@ -3,6 +3,7 @@ malloc told to keep freed memory.
 
     python benchmarks/page_faults.py --variant S/32 --batch-size 32
     python benchmarks/page_faults.py --variant S/32 --batch-size 32 --retain
+    python benchmarks/page_faults.py --variant S/32 --batch-size 32 --steps-per-execution 10
 
 XLA's CPU client allocates each execution's temporary buffer (~1 GB for S/32 at batch 32)
 with posix_memalign on a worker thread and frees it at the end; glibc serves blocks that
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--eval-every", type=int, default=0)
     parser.add_argument("--retain", action="store_true")
+    parser.add_argument(
+        "--steps-per-execution", type=int, default=1, help="train steps per program"
+    )
     args = parser.parse_args()
 
     libc = ctypes.CDLL(None)
@@ -61,12 +65,18 @@ def main() -> None:
     from mixer_cli.bench import BenchSettings, Workload
 
     def settings(batch: int) -> BenchSettings:
-        return BenchSettings(variant=args.variant, resolution=args.resolution, batch_size=batch)
+        return BenchSettings(
+            variant=args.variant,
+            resolution=args.resolution,
+            batch_size=batch,
+            steps_per_execution=args.steps_per_execution,
+        )
 
     train = Workload(settings(args.batch_size)).train()
     evaluate = Workload(settings(2 * args.batch_size)).forward() if args.eval_every else None
     temp = train.compiled.memory_analysis().temp_size_in_bytes
     print(f"{args.variant}, batch {args.batch_size}: temporaries {temp / 2**20:,.0f} MiB")
+    k = train.steps_per_call  # figures below are per train step
     for step in range(args.steps):
         usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         jax.block_until_ready(train.step())
@@ -76,10 +86,11 @@ def main() -> None:
         with open("/proc/self/statm") as statm:
             rss = int(statm.read().split()[1]) * resource.getpagesize()
         print(
-            f"step {step}: {time.perf_counter() - start:.2f} s, "
-            f"{after.ru_minflt - usage.ru_minflt:,} page faults, "
-            f"kernel {after.ru_stime - usage.ru_stime:.2f} s, "
-            f"user {after.ru_utime - usage.ru_utime:.2f} s, "
+            f"step {step * k}{f'-{step * k + k - 1}' if k > 1 else ''}, per step: "
+            f"{(time.perf_counter() - start) / k:.2f} s, "
+            f"{(after.ru_minflt - usage.ru_minflt) // k:,} page faults, "
+            f"kernel {(after.ru_stime - usage.ru_stime) / k:.2f} s, "
+            f"user {(after.ru_utime - usage.ru_utime) / k:.2f} s, "
             f"heap {heap.arena / 2**20:,.0f} MiB ({heap.fordblks / 2**20:,.0f} free), "
             f"rss {rss / 2**20:,.0f} MiB",
             flush=True,

@@ -64,7 +64,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
 
-    work = Workload(BenchSettings(variant=args.variant, batch_size=args.batch_size))
+    settings = BenchSettings(
+        variant=args.variant, batch_size=args.batch_size, steps_per_execution=1
+    )
+    work = Workload(settings)  # one step per execution: the profile is per step
     timed = work.train()
     for _ in range(2):
         jax.block_until_ready(timed.step())

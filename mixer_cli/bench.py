@@ -2,7 +2,8 @@
 
 Throughput is timed on fixed synthetic batches (the input pipeline has its own benchmark),
 over every device with the engine's sharding: forward = the evaluation forward pass;
-train = the engine's own step (forward, backward, clipping, AdamW) with donated state.
+train = the engine's own step (forward, backward, clipping, AdamW) with donated state,
+`steps_per_execution` steps to a program as the engine runs them.
 Compilation and a warm-up are excluded; the figure is the median over timed windows.
 FLOPs per image come from XLA's cost analysis of the lowered program; the peak is a
 large square matmul in the same dtype on the same devices in the same run, so that
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixer_cli.config import OptimConfig
+from mixer_cli.config import OptimConfig, TrainConfig
 from mixer_cli.costs import model_flops
 from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
 from mixer_cli.errors import ConfigError
@@ -49,6 +50,7 @@ class BenchSettings:
     steps: int = 0  # steps per window; 0 = enough for about `window_seconds`
     window_seconds: float = 2.0
     peak_size: int = 0  # side of the peak matmul; 0 = 4096 on CPUs, 8192 on accelerators
+    steps_per_execution: int = TrainConfig.steps_per_execution  # train steps per program
 
     def modes(self) -> tuple[str, ...]:
         if self.mode == "both":
@@ -65,7 +67,7 @@ def validate(settings: BenchSettings) -> None:
     compute_dtype(settings.dtype)
     settings.modes()
     local_batch_size(settings.batch_size, make_mesh())
-    for name in ("windows", "num_classes"):
+    for name in ("windows", "num_classes", "steps_per_execution"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name.replace('_', ' ')} must be at least 1")
     if settings.steps < 0 or settings.peak_size < 0:
@@ -130,11 +132,14 @@ class HostUsage:
         }
 
 
-def steps_per_window(step: Callable[[], Any], settings: BenchSettings) -> int:
-    """The fixed count, or as many steps as fill about `window_seconds` (after a warm-up)."""
-    jax.block_until_ready(step())  # beyond compilation: first-touch allocations, caches
-    once = time_window(step, 1)
-    return settings.steps or max(1, min(100, round(settings.window_seconds / max(once, 1e-6))))
+def calls_per_window(timed: Timed, settings: BenchSettings) -> int:
+    """Calls that make the fixed count of steps (rounded up to whole calls), or as many as
+    fill about `window_seconds` (timed after a warm-up call)."""
+    jax.block_until_ready(timed.step())  # beyond compilation: first-touch allocations, caches
+    if settings.steps:
+        return -(-settings.steps // timed.steps_per_call)
+    once = time_window(timed.step, 1)
+    return max(1, min(100, round(settings.window_seconds / max(once, 1e-6))))
 
 
 def _memory(compiled: Any) -> int | None:
@@ -176,6 +181,7 @@ class Timed:
     compiled: Any
     compile_seconds: float
     flops_per_image: float
+    steps_per_call: int = 1
 
 
 class Workload:
@@ -193,7 +199,7 @@ class Workload:
         self.tx, self.schedule = make_optimizer(OptimConfig(warmup_steps=10), 10_000)
         self.state = jax.jit(self._initial_state, out_shardings=self.repl)(jax.random.key(0))
         self.batch = jax.device_put(synthetic_batch(settings), self.rows)
-        self.train_fn, self.eval_fn = compile_steps(
+        self.steps = compile_steps(
             self.model,
             self.tx,
             self.schedule,
@@ -211,26 +217,36 @@ class Workload:
 
     def forward(self) -> Timed:
         """The evaluation forward pass (the engine's eval step)."""
-        compiled, seconds, flops = self._compile(self.eval_fn, self.state.params, self.batch)
-        return Timed(partial(compiled, self.state.params, self.batch), compiled, seconds, flops)
+        args = (self.state.params, self.batch)
+        compiled, seconds = self._compile(self.steps.evaluate, *args)
+        flops = model_flops(self.steps.evaluate, *args) / self.settings.batch_size
+        return Timed(partial(compiled, *args), compiled, seconds, flops)
 
     def train(self) -> Timed:
-        """The engine's train step; the state it updates lives in `self.state`."""
+        """The engine's train steps, `steps_per_execution` to a call (the same batch each
+        time); the state they update lives in `self.state`."""
         batch = {k: self.batch[k] for k in ("image", "label")}
-        compiled, seconds, flops = self._compile(self.train_fn, self.state, batch)
+        group = self.settings.steps_per_execution
+        if group == 1:
+            fn, args = self.steps.train, (self.state, batch)
+        else:
+            fn, args = self.steps.train_many, (self.state, (batch,) * group)
+        compiled, seconds = self._compile(fn, *args)
+        # One step's work (a scan's cost analysis counts its body once, not per trip).
+        flops = model_flops(self.steps.train, self.state, batch) / self.settings.batch_size
 
         def step() -> Any:
-            self.state, metrics = compiled(self.state, batch)
+            self.state, metrics = compiled(self.state, *args[1:])
             return metrics
 
-        return Timed(step, compiled, seconds, flops)
+        return Timed(step, compiled, seconds, flops, steps_per_call=group)
 
-    def _compile(self, fn: Any, *args: Any) -> tuple[Any, float, float]:
-        """The compiled program, its compile time and the model's FLOPs per image."""
+    @staticmethod
+    def _compile(fn: Any, *args: Any) -> tuple[Any, float]:
+        """The compiled program and its compile time."""
         start = time.perf_counter()
         compiled = fn.lower(*args).compile()
-        seconds = time.perf_counter() - start
-        return compiled, seconds, model_flops(fn, *args) / self.settings.batch_size
+        return compiled, time.perf_counter() - start
 
 
 def run_bench(
@@ -251,18 +267,16 @@ def run_bench(
         on_phase(f"compiling the {mode} step")
         timed = work.forward() if mode == "forward" else work.train()
         on_phase(f"timing the {mode} step")
-        steps = steps_per_window(timed.step, settings)
+        calls = calls_per_window(timed, settings)
+        images = calls * timed.steps_per_call * settings.batch_size
         host = HostUsage()
-        rates = [
-            steps * settings.batch_size / time_window(timed.step, steps)
-            for _ in range(settings.windows)
-        ]
-        host_usage = host.per_step(steps * settings.windows)
+        rates = [images / time_window(timed.step, calls) for _ in range(settings.windows)]
+        host_usage = host.per_step(calls * timed.steps_per_call * settings.windows)
         ips = statistics.median(rates)
         results[mode] = {
             "images_per_sec": ips,
             "windows": rates,
-            "steps_per_window": steps,
+            "steps_per_window": calls * timed.steps_per_call,
             "compile_seconds": timed.compile_seconds,
             "gflops_per_image": timed.flops_per_image / 1e9,
             "achieved_gflops": ips * timed.flops_per_image / 1e9,

@@ -72,6 +72,8 @@ class TrainConfig:
     batch_size: int = 4096
     eval_batch_size: int = 0  # 0 = batch_size
     accum_steps: int = 1  # micro-batches per step (gradient accumulation)
+    # Steps run as one program between the host's log/eval/checkpoint points (same result)
+    steps_per_execution: int = 10
     loss: str = "softmax"  # softmax or sigmoid cross-entropy (sigmoid: head bias -6.9)
     seed: int = 0
     log_every: int = 50
@@ -106,6 +108,7 @@ POSITIVE = (
     "model.width",
     "train.batch_size",
     "train.accum_steps",
+    "train.steps_per_execution",
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
@@ -165,6 +168,8 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
 
 
 LENGTH_KEYS = ("train.steps", "train.epochs")
+# How a run executes, never what it computes: a resume may change these.
+EXECUTION_KEYS = ("train.steps_per_execution",)
 
 
 def _with_updates(config: Config, updates: dict[str, Any], origin: str) -> Config:

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from test_cli import run_cli
+from xla_env import xla_flags
 
 from mixer_cli.bench import HostUsage
 from mixer_cli.commands.bench import page_fault_hint
@@ -28,13 +29,25 @@ QUICK = ["--windows", "2", "--steps", "2", "--peak-size", "64"]
 
 
 def test_bench_cli_measures_both_modes_and_saves_results(capsys, tmp_path) -> None:
-    code, out, err = run_cli(capsys, "bench", *TINY, *QUICK, "--workdir", str(tmp_path), "--json")
+    code, out, err = run_cli(
+        capsys,
+        "bench",
+        *TINY,
+        *QUICK,
+        "--steps-per-execution",
+        "2",
+        "--workdir",
+        str(tmp_path),
+        "--json",
+    )
     assert code == 0, err
     results = json.loads(out)
     assert results == json.loads((tmp_path / "results.json").read_text())
     assert len(results["devices"]) == 8 and results["batch_size"] == 8
+    assert results["steps_per_execution"] == 2
     for mode in ("forward", "train"):
         m = results[mode]
+        # --steps 2: two forward calls, or one train call of two steps
         assert len(m["windows"]) == 2 and m["steps_per_window"] == 2
         assert m["images_per_sec"] > 0 and m["program_memory_bytes"] > 0
         assert m["page_faults_per_step"] >= 0 and 0 <= m["kernel_time_share"] <= 1
@@ -105,6 +118,7 @@ def test_bench_table_names_the_setting(capsys, tmp_path) -> None:
         (["--dtype", "float16"], "unknown dtype 'float16'"),
         (["--resolution", "30"], "resolution 30 is not a positive multiple"),
         (["--mode", "fast"], "unknown mode 'fast'"),
+        (["--steps-per-execution", "0"], "--steps-per-execution"),
         (["--variant", "Q/16"], "Q/16"),
     ],
 )
@@ -122,7 +136,7 @@ def test_bench_runs_every_variant(variant: str, tmp_path) -> None:
     parameters, gradients and Adam moments), at two patches per side."""
     patch = parse_variant(variant).patch_size
     argv = ["--variant", variant, "--resolution", str(2 * patch), "--batch-size", "1"]
-    quick = ["--windows", "1", "--steps", "1", "--peak-size", "64"]
+    quick = ["--windows", "1", "--steps", "2", "--steps-per-execution", "2", "--peak-size", "64"]
     proc = subprocess.run(
         [
             sys.executable,
@@ -135,7 +149,7 @@ def test_bench_runs_every_variant(variant: str, tmp_path) -> None:
             str(tmp_path),
             "--json",
         ],
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+        env={**os.environ, "XLA_FLAGS": xla_flags(1)},
         capture_output=True,
         text=True,
         timeout=1800,

@@ -14,9 +14,11 @@ from training import assert_same_results, assert_same_training, params_of, tiny
 
 from mixer_cli.checkpoints import load_params
 from mixer_cli.cli import run
+from mixer_cli.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.errors import TrainingDiverged
+from mixer_cli.train import engine
 from mixer_cli.train.engine import _initial_state, build, train_and_evaluate
-from mixer_cli.train.steps import train_step
+from mixer_cli.train.steps import compile_steps, train_step
 
 
 def test_loss_falls_and_the_run_directory_is_complete(uninterrupted: Path) -> None:
@@ -81,6 +83,64 @@ def test_accumulated_micro_batches_equal_one_large_batch() -> None:
     np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(parts.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_steps_in_one_program_equal_one_program_per_step() -> None:
+    """`train_many` (a scan over steps) updates the state bit for bit as `train` does."""
+    built, mesh = build(tiny()), make_mesh()
+    steps = compile_steps(
+        built.model,
+        built.tx,
+        built.schedule,
+        loss_kind="softmax",
+        accum_steps=1,
+        replicated=replicated(mesh),
+        rows=batch_sharding(mesh),
+    )
+    rng = np.random.default_rng(0)
+    batches = tuple(
+        {
+            "image": jnp.asarray(rng.uniform(-1, 1, (16, 8, 8, 3)), jnp.float32),
+            "label": jax.nn.one_hot(rng.integers(0, 10, 16), 10),
+        }
+        for _ in range(3)
+    )
+    one_by_one = _initial_state(built, jax.random.key(0))
+    for batch in batches:
+        one_by_one, last = steps.train(one_by_one, batch)
+    grouped, metrics = steps.train_many(_initial_state(built, jax.random.key(0)), batches)
+    assert int(grouped.step) == 3
+    for key in ("loss", "grad_norm", "lr"):
+        assert float(metrics[key]) == float(last[key])  # the last step's metrics
+    for a, b in zip(jax.tree.leaves(one_by_one), jax.tree.leaves(grouped), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_grouped_steps_stopped_and_resumed_equal_uninterrupted(
+    uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups of 5 (TINY logs and saves every 5; the uninterrupted run's default of 10
+    never fits, so it ran one step per program), a stop at 7 (steps 5 and 6 one at a
+    time), a resume with groups of 3 (allowed: it changes no result)."""
+    grouped_calls = []
+
+    def counting(*args, **kwargs):
+        steps = compile_steps(*args, **kwargs)
+
+        def train_many(state, batches):
+            grouped_calls.append(len(batches))
+            return steps.train_many(state, batches)
+
+        return type(steps)(steps.train, train_many, steps.evaluate)
+
+    monkeypatch.setattr(engine, "compile_steps", counting)
+    first = train_and_evaluate(tiny(**{"train.steps_per_execution": 5}), tmp_path, stop_after=7)
+    assert first["step"] == 7 and grouped_calls == [5]
+    train_and_evaluate(tiny(**{"train.steps_per_execution": 3}), tmp_path)
+    assert grouped_calls == [5, 3, 3, 3]  # 7-9, 10-12, (13, 14 single), 15-17, (18, 19)
+    assert_same_results(tmp_path, uninterrupted)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [5, 7, 10, 15, 20]
 
 
 def test_divergence_stops_the_run_naming_the_step(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ StepsPerWindow = Annotated[
     Optional[int],
     typer.Option(
         "--steps",
-        help="Steps per timed window. [default: enough for about 2 s]",
+        help="Steps per timed window, in whole executions (see --steps-per-execution). "
+        "[default: enough for about 2 s]",
         min=1,
         show_default=False,
     ),
@@ -47,6 +48,7 @@ def bench(
     windows: Windows = 5,
     steps: StepsPerWindow = None,
     peak_size: PeakSize = None,
+    steps_per_execution: options.StepsPerExecution = None,
     workdir: options.Workdir = None,
     json: options.Json = False,
 ) -> None:
@@ -72,6 +74,7 @@ def bench(
         windows=windows,
         steps=steps or 0,
         peak_size=peak_size or 0,
+        steps_per_execution=steps_per_execution or BenchSettings.steps_per_execution,
     )
     validate(settings)  # before the progress bar, so an error stays one line
     workdir = Path(workdir or default_workdir("bench", settings.variant, str(settings.resolution)))
@@ -106,7 +109,8 @@ def page_fault_hint(results: dict) -> str | None:
     return (
         f"note: the {worst} step spent {share:.0%} of its CPU time in the kernel "
         f"({faults:,.0f} page faults per step): the system allocator hands XLA's temporaries "
-        "back after every step. A caching malloc keeps them: README.md, 'On a CPU'."
+        "back after every program. More --steps-per-execution or a caching malloc keep "
+        "them: README.md, 'On a CPU'."
     )
 
 
@@ -119,9 +123,14 @@ def print_bench_table(results: dict) -> None:
         return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
     rows = [{"mode": mode, **results[mode]} for mode in ("forward", "train") if mode in results]
+    grouped = (
+        f", {results['steps_per_execution']} train steps per execution"
+        if "train" in results
+        else ""
+    )
     report.print_table(
         f"Mixer-{results['variant']} at {results['resolution']} px, batch "
-        f"{results['batch_size']}, {results['dtype']}, on {len(results['devices'])} x "
+        f"{results['batch_size']}, {results['dtype']}{grouped}, on {len(results['devices'])} x "
         f"{results['device_kind']}; matmul peak {results['matmul_peak_gflops']:,.0f} GFLOP/s",
         [
             report.Column("mode", "Mode", justify="left"),

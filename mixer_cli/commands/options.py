@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mixer_cli.config import recipes
+from mixer_cli.config import TrainConfig, recipes
 
 Variant = Annotated[
     Optional[str],
@@ -122,6 +122,17 @@ AccumSteps = Annotated[
     typer.Option(
         "--accum-steps",
         help="Micro-batches per step (gradient accumulation).",
+        show_default=False,
+        min=1,
+    ),
+]
+StepsPerExecution = Annotated[
+    Optional[int],
+    typer.Option(
+        "--steps-per-execution",
+        help="Train steps run as one program between log, eval and checkpoint points "
+        "(same results; fewer dispatches and, on CPUs, fewer page faults). "
+        f"[default: {TrainConfig.steps_per_execution}]",
         show_default=False,
         min=1,
     ),

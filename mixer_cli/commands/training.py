@@ -27,6 +27,7 @@ def training_flags(
     epochs: float | None,
     batch_size: int | None,
     accum_steps: int | None,
+    steps_per_execution: int | None,
     lr: float | None,
     dtype: str | None,
     seed: int | None,
@@ -40,6 +41,7 @@ def training_flags(
         "train.epochs": epochs,
         "train.batch_size": batch_size,
         "train.accum_steps": accum_steps,
+        "train.steps_per_execution": steps_per_execution,
         "train.seed": seed,
         "optim.lr": lr,
     }

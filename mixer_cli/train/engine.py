@@ -1,10 +1,12 @@
 """The training loop every subcommand uses: build, restore or initialise, train, evaluate.
 
 One jit-compiled step over a Mesh of all devices (parameters replicated, batches split
-along 'data', the state's buffers donated); Python only feeds batches and, every
-`log_every` steps, reads a few scalars back. A run directory holds config.yaml,
-metrics.jsonl (+ TensorBoard), checkpoints/, params.npz (the final parameters in the
-official layout) and results.json; the same command on the same directory resumes.
+along 'data', the state's buffers donated), grouped `steps_per_execution` to a program
+between the points where the host must look (logs, evaluations, checkpoints); Python
+only feeds batches and, every `log_every` steps, reads a few scalars back. A run
+directory holds config.yaml, metrics.jsonl (+ TensorBoard), checkpoints/, params.npz
+(the final parameters in the official layout) and results.json; the same command on
+the same directory resumes.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from mixer_cli.models.resnet import ResNet, create_resnet, parse_resnet
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter
 from mixer_cli.train.optim import make_optimizer
-from mixer_cli.train.steps import TrainState, compile_steps
+from mixer_cli.train.steps import Steps, TrainState, compile_steps
 from mixer_cli.train.workdir import check_free_space, prepare_workdir
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
@@ -225,7 +227,7 @@ def train_and_evaluate(
             report.stderr.print(f"{workdir} has finished its {start} steps; its results:")
         return json.loads((workdir / "results.json").read_text())
 
-    step_fn, eval_fn = compile_steps(
+    steps = compile_steps(
         run.model,
         run.tx,
         run.schedule,
@@ -238,7 +240,9 @@ def train_and_evaluate(
     # Results measured along the way travel in the checkpoint record, so resumes keep them.
     carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
     if evaluate_first and start == 0:
-        carried["test_top1_at_step0"], _ = evaluate(run, eval_fn, state.params, mesh, eval_batch)
+        carried["test_top1_at_step0"], _ = evaluate(
+            run, steps.evaluate, state.params, mesh, eval_batch
+        )
         probed = probe(run, state.params) if probe else {}
         carried.update({f"{k}_at_step0": v for k, v in probed.items()})
         writer.write(0, {"test_top1": carried["test_top1_at_step0"], **probed})
@@ -262,8 +266,7 @@ def train_and_evaluate(
                 run,
                 state,
                 batches,
-                step_fn,
-                eval_fn,
+                steps,
                 mesh,
                 writer,
                 checkpointer,
@@ -278,7 +281,7 @@ def train_and_evaluate(
         results.update(carried)
         results.update(extra_results or {})
         if results["finished"]:
-            top1, count = evaluate(run, eval_fn, state.params, mesh, eval_batch)
+            top1, count = evaluate(run, steps.evaluate, state.params, mesh, eval_batch)
             probed = probe(run, state.params) if probe else {}
             results.update(test_top1=top1, test_examples=count, **probed)
             writer.write(int(state.step), {"test_top1": top1, **probed})
@@ -319,8 +322,7 @@ def _loop(
     run: Run,
     state: TrainState,
     batches: Any,
-    step_fn: Any,
-    eval_fn: Any,
+    steps: Steps,
     mesh: Any,
     writer: MetricsWriter,
     checkpointer: Checkpointer,
@@ -344,10 +346,16 @@ def _loop(
             record["final_train_loss"] = loss
         checkpointer.save(step, state, record)
 
+    done = start
     with interrupt_requests() as interrupted:
-        for step in range(start, end):
-            state, metrics = step_fn(state, next(batches))
-            done, stop = step + 1, interrupted()
+        while done < end:
+            group = t.steps_per_execution
+            if group > 1 and _next_stop(done, end, t) - done >= group:
+                state, metrics = steps.train_many(state, tuple(next(batches) for _ in range(group)))
+            else:
+                state, metrics = steps.train(state, next(batches))
+                group = 1
+            done, stop = done + group, interrupted()
             if done % t.log_every == 0 or done == end:
                 scalars = jax.device_get(metrics)
                 loss = float(scalars["loss"])
@@ -365,7 +373,7 @@ def _loop(
                 checkpointer.check()  # a failed background save stops the run here
                 progress.update(done, loss=loss, lr=float(scalars["lr"]), ips=images_per_sec)
             if t.eval_every and done % t.eval_every == 0 and done != run.total_steps:
-                top1, count = evaluate(run, eval_fn, state.params, mesh, eval_batch)
+                top1, count = evaluate(run, steps.evaluate, state.params, mesh, eval_batch)
                 probed = probe(run, state.params) if probe else {}
                 writer.write(done, {"test_top1": top1, **probed})
                 extra = "".join(f", {k} {v:.2%}" for k, v in probed.items())
@@ -382,6 +390,13 @@ def _loop(
                     "run the same command again to resume"
                 )
     return state, loss, images_per_sec
+
+
+def _next_stop(step: int, end: int, t: Any) -> int:
+    """The first step after `step` where the host must look: a log, evaluation or
+    checkpoint point, or the end. Groups of steps never run past one."""
+    every = (t.log_every, t.eval_every, t.checkpoint_every)
+    return min([end] + [(step // n + 1) * n for n in every if n])
 
 
 def _results(

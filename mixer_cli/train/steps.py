@@ -3,10 +3,16 @@
 Gradient accumulation runs the micro-batches through `lax.scan` inside the one
 compiled step, taking every accum-th row so that each micro-batch stays spread
 over all devices (no resharding).
+
+Several train steps can run in one execution (`train_steps`, a `lax.scan` over steps):
+the host dispatches once per group, and XLA's CPU client allocates and faults in a
+step's temporaries once per execution rather than once per step (RESULTS.md). The
+updates are the same, bit for bit, as one execution per step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -82,12 +88,31 @@ def train_step(
     return new_state, metrics
 
 
+def train_steps(
+    state: TrainState, batches: tuple[dict[str, jax.Array], ...], **step_args: Any
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`len(batches)` train steps in one program; the metrics are the last step's."""
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+    state, metrics = jax.lax.scan(partial(train_step, **step_args), state, stacked)
+    return state, jax.tree.map(lambda m: m[-1], metrics)
+
+
 def eval_step(params: Any, batch: dict[str, jax.Array], *, model: MlpMixer) -> dict[str, jax.Array]:
     """Sums over the real (masked-in) examples: correct top-1 predictions and the count."""
     logits, _ = model.apply({"params": params}, batch["image"])
     mask = batch["mask"].astype(jnp.float32)
     correct = jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1)
     return {"correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The jitted steps of a run: `train` takes one batch, `train_many` a tuple of
+    batches (as many steps, one execution), `evaluate` params and a batch."""
+
+    train: Any
+    train_many: Any
+    evaluate: Any
 
 
 def compile_steps(
@@ -99,18 +124,14 @@ def compile_steps(
     accum_steps: int,
     replicated: NamedSharding,
     rows: NamedSharding,
-) -> tuple[Any, Any]:
-    """The jitted (train, eval) steps over a mesh: state and params replicated, batches
-    split by rows, the train state's buffers donated. Training and `mixer bench` use these."""
-    train = jax.jit(
-        partial(
-            train_step,
-            model=model,
-            tx=tx,
-            schedule=schedule,
-            loss_kind=loss_kind,
-            accum_steps=accum_steps,
-        ),
+) -> Steps:
+    """The jitted steps over a mesh: state and params replicated, batches split by rows,
+    the train state's buffers donated. Training and `mixer bench` use these."""
+    step_args = dict(
+        model=model, tx=tx, schedule=schedule, loss_kind=loss_kind, accum_steps=accum_steps
+    )
+    train_jit = partial(
+        jax.jit,
         in_shardings=(replicated, rows),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
@@ -118,4 +139,8 @@ def compile_steps(
     evaluate = jax.jit(
         partial(eval_step, model=model), in_shardings=(replicated, rows), out_shardings=replicated
     )
-    return train, evaluate
+    return Steps(
+        train=train_jit(partial(train_step, **step_args)),
+        train_many=train_jit(partial(train_steps, **step_args)),
+        evaluate=evaluate,
+    )

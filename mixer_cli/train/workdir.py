@@ -9,13 +9,15 @@ from pathlib import Path
 
 import yaml
 
-from mixer_cli.config import Config, dump_yaml
+from mixer_cli.config import EXECUTION_KEYS, Config, dump_yaml
 from mixer_cli.errors import ConfigError
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
+        if f"{prefix}{key}" in EXECUTION_KEYS:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             found = _first_difference(a, b, f"{prefix}{key}.")
             if found:
@@ -26,7 +28,8 @@ def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
 
 
 def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
-    """Create and probe the directory; refuse a different config than the run it holds."""
+    """Create and probe the directory; refuse a different config than the run it holds
+    (settings of EXECUTION_KEYS aside: they change no result)."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=workdir, prefix=".probe-"):
