@@ -79,7 +79,8 @@ def extraction(args: argparse.Namespace) -> None:
     from mixer_cli.checkpoints import load_pretrained
     from mixer_cli.data import EvalBatches, Preprocessing, open_dataset
     from mixer_cli.distributed import make_mesh
-    from mixer_cli.features import extract
+    from mixer_cli.evals.base import FEATURES, Split
+    from mixer_cli.evals.forward import run_pass
 
     model = load_pretrained(args.init)
     r, b = model.resolution, args.batch_size
@@ -98,7 +99,8 @@ def extraction(args: argparse.Namespace) -> None:
     count = sum(len(batch["image"]) for batch in batches.host_batches())
     pipeline_rate = count / (time.perf_counter() - started)
     started = time.perf_counter()
-    extract(model.model, model.params, source, split, Preprocessing(resolution=r), b)
+    whole = Split(source, split, Preprocessing(resolution=r))
+    run_pass(model.model, model.params, whole, frozenset({FEATURES}), b)
     extraction_rate = count / (time.perf_counter() - started)
     serial = 1 / (1 / forward_rate + 1 / pipeline_rate)
     print(

@@ -125,7 +125,7 @@ def main() -> None:
     early = mean_between(samples, warm, warm + fifth, "rss")
     late = mean_between(samples, end - fifth, end + 1, "rss")
     evaluations = sum(
-        1 for line in (run / "metrics.jsonl").read_text().splitlines() if "test_top1" in line
+        1 for line in (run / "metrics.jsonl").read_text().splitlines() if "test/top1" in line
     )
     summary = {
         "minutes": end / 60,

@@ -67,11 +67,11 @@ def main() -> None:
     for header in ("run", "step-0 top-1", "final top-1", "train s", "wall s"):
         table.add_column(header, justify="right" if header != "run" else "left")
     for name, results, seconds in rows:
-        step0 = results.get("test_top1_at_step0")
+        step0 = results.get("at_step0", {}).get("test/top1")
         table.add_row(
             name,
             "-" if step0 is None else f"{step0:.2%}",
-            f"{results['test_top1']:.2%}",
+            f"{results['test/top1']:.2%}",
             f"{results['train_seconds']:.0f}",
             f"{seconds:.0f}",
         )

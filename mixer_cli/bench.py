@@ -33,7 +33,7 @@ from mixer_cli.errors import ConfigError
 from mixer_cli.models import create_model, parse_variant
 from mixer_cli.models.mixer import compute_dtype
 from mixer_cli.train.optim import make_optimizer
-from mixer_cli.train.steps import TrainState, compile_steps
+from mixer_cli.train.steps import compile_steps, initial_state
 
 MODES = ("forward", "train")
 
@@ -197,7 +197,8 @@ class Workload:
             settings.variant, num_classes=settings.num_classes, dtype=self.dtype
         )
         self.tx, self.schedule = make_optimizer(OptimConfig(warmup_steps=10), 10_000)
-        self.state = jax.jit(self._initial_state, out_shardings=self.repl)(jax.random.key(0))
+        init = partial(initial_state, self.model, self.tx, settings.resolution)
+        self.state = jax.jit(init, out_shardings=self.repl)(jax.random.key(0))
         self.batch = jax.device_put(synthetic_batch(settings), self.rows)
         self.steps = compile_steps(
             self.model,
@@ -209,17 +210,15 @@ class Workload:
             rows=self.rows,
         )
 
-    def _initial_state(self, key: jax.Array) -> TrainState:
-        r = self.settings.resolution
-        params = self.model.init(key, jnp.zeros((1, r, r, 3), jnp.float32))["params"]
-        rng = jax.random.key_data(key)
-        return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params), rng)
-
     def forward(self) -> Timed:
-        """The evaluation forward pass (the engine's eval step)."""
+        """The evaluation forward pass (the evaluators' classification pass)."""
+        from mixer_cli.evals.base import SUMS
+        from mixer_cli.evals.forward import forward_function
+
+        fn = forward_function(self.model, self.mesh, frozenset({SUMS}), "softmax")
         args = (self.state.params, self.batch)
-        compiled, seconds = self._compile(self.steps.evaluate, *args)
-        flops = model_flops(self.steps.evaluate, *args) / self.settings.batch_size
+        compiled, seconds = self._compile(fn, *args)
+        flops = model_flops(fn, *args) / self.settings.batch_size
         return Timed(partial(compiled, *args), compiled, seconds, flops)
 
     def train(self) -> Timed:

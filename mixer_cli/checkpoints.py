@@ -30,8 +30,8 @@ import numpy as np
 from flax import traverse_util
 
 from mixer_cli.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound, ConfigError
-from mixer_cli.models import MixerSpec, MlpMixer, abstract_params, create_model, parse_variant
-from mixer_cli.models.variants import SIZES, spec_from_dims
+from mixer_cli.models.mixer import MlpMixer, abstract_params, create_model
+from mixer_cli.models.variants import SIZES, MixerSpec, parse_variant, spec_from_dims
 
 Params = dict[str, Any]
 
@@ -262,6 +262,13 @@ def read_checked(
     and a difference is refused naming the key and both shapes.
     """
     flat, source = read_params(path)
+    return flat, checked_architecture(flat, source, variant)
+
+
+def checked_architecture(
+    flat: Mapping[str, np.ndarray], source: str, variant: str | None = None
+) -> Architecture:
+    """The Mixer that `flat` holds exactly (see `read_checked`)."""
     arch = infer_architecture(flat, source)
     if variant is not None:
         # Same token count, the requested patch size: shape differences then name the key.
@@ -270,7 +277,7 @@ def read_checked(
     check_compatible(
         abstract_params(arch.create_model(), arch.resolution), flat, source, arch.spec.name
     )
-    return flat, arch
+    return arch
 
 
 def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
@@ -300,7 +307,7 @@ def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     return {key: np.asarray(value) for key, value in _flat(params).items()}, where
 
 
-def _as_tree(flat: Mapping[str, np.ndarray]) -> Params:
+def as_tree(flat: Mapping[str, np.ndarray]) -> Params:
     """'/'-joined keys -> the nested parameter tree, float32."""
     return traverse_util.unflatten_dict(
         {tuple(k.split("/")): np.asarray(v, dtype=np.float32) for k, v in flat.items()}
@@ -316,7 +323,7 @@ def load_params(path: str | os.PathLike, expected: Mapping[str, Any]) -> Params:
     run directory), checked against the run's parameter tree."""
     flat, source = read_params(path)
     check_compatible(expected, flat, source, "this run's model")
-    return _as_tree(flat)
+    return as_tree(flat)
 
 
 def transfer_params(path: str | os.PathLike, fresh: Mapping[str, Any]) -> Params:
@@ -333,11 +340,16 @@ def transfer_params(path: str | os.PathLike, fresh: Mapping[str, Any]) -> Params
             f"{source}: {flat[key].shape[0]} tokens cannot be adapted to the model's "
             f"{fresh_flat[key].shape[0]} (the resolution must be an integer multiple)"
         )
-    backbone = {
-        k: v
-        for k, v in adapt_resolution(flat, arch.side, factor).items()
-        if not k.startswith("head/")
-    }
+    return with_fresh_head(adapt_resolution(flat, arch.side, factor), fresh, source)
+
+
+def with_fresh_head(
+    flat: Mapping[str, np.ndarray], fresh: Mapping[str, Any], source: str
+) -> Params:
+    """A checkpoint's backbone (every array but `head/`) under the fresh model's head,
+    checked against the fresh model's backbone: any family's transfer to new classes."""
+    fresh_flat = _flat(fresh)
+    backbone = {k: v for k, v in flat.items() if not k.startswith("head/")}
     expected = {k: v for k, v in fresh_flat.items() if not k.startswith("head/")}
     check_compatible(
         traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in expected.items()}),
@@ -346,7 +358,7 @@ def transfer_params(path: str | os.PathLike, fresh: Mapping[str, Any]) -> Params
         "the fine-tuned model",
     )
     head = {k: np.asarray(v) for k, v in fresh_flat.items() if k.startswith("head/")}
-    return _as_tree({**backbone, **head})
+    return as_tree({**backbone, **head})
 
 
 def load_pretrained(
@@ -363,10 +375,23 @@ def load_pretrained(
     resolution (the paper's Appendix C, see `adapt_resolution`). ``dtype='bfloat16'``
     computes in bfloat16 with float32 weights.
     """
-    flat, arch = read_checked(path, variant)
+    flat, source = read_params(path)
+    return pretrained_from_flat(flat, source, variant, resolution=resolution, dtype=dtype)
+
+
+def pretrained_from_flat(
+    flat: Mapping[str, np.ndarray],
+    source: str,
+    variant: str | None = None,
+    *,
+    resolution: int | None = None,
+    dtype: str = "float32",
+) -> Pretrained:
+    """`load_pretrained` of arrays already read."""
+    arch = checked_architecture(flat, source, variant)
     if resolution is not None:
         factor = resolution_factor(arch, resolution)
         flat = adapt_resolution(flat, arch.side, factor)
         arch = Architecture(arch.spec, arch.num_classes, resolution, arch.grid_factor * factor)
     model = arch.create_model(dtype=dtype)
-    return Pretrained(model=model, params=_as_tree(flat), architecture=arch)
+    return Pretrained(model=model, params=as_tree(flat), architecture=arch)

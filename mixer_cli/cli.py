@@ -15,6 +15,7 @@ import typer
 
 from mixer_cli import __version__
 from mixer_cli.commands.bench import bench
+from mixer_cli.commands.eval import eval_
 from mixer_cli.commands.fewshot import fewshot
 from mixer_cli.commands.finetune import finetune
 from mixer_cli.commands.info import info
@@ -24,13 +25,14 @@ from mixer_cli.errors import MixerError
 
 app = typer.Typer(
     name="mixer",
-    help="MLP-Mixer on JAX/Flax: pre-train, fine-tune, few-shot-evaluate and probe Mixers.",
+    help="MLP-Mixer on JAX/Flax: pre-train, fine-tune, evaluate, few-shot-probe Mixers.",
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
 app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
+app.command("eval")(eval_)
 app.command("fewshot")(fewshot)
 app.command("permute")(permute)
 app.command("info")(info)
@@ -54,7 +56,7 @@ def root(
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
     ] = None,
 ) -> None:
-    """MLP-Mixer on JAX/Flax: pre-train, fine-tune, few-shot-evaluate and probe Mixers."""
+    """MLP-Mixer on JAX/Flax: pre-train, fine-tune, evaluate, few-shot-probe Mixers."""
     # --debug is read from argv in `run`, which must know it even when parsing fails.
     if ctx.invoked_subcommand is None:
         help_text = ctx.get_help()  # rich prints it itself and returns ""

@@ -1,9 +1,12 @@
 """Run configuration: frozen dataclasses <- a YAML recipe or file <- command-line flags.
 
 Every default lives here, once. A recipe is a YAML file with the sections `model`,
-`data`, `optim` and `train`; flags override single keys (`optim.lr=3e-3`). Unknown
-keys and values of the wrong type are refused with the valid choices named, so a
-typo never silently does nothing. The resolved config is saved with every run.
+`data`, `optim`, `train` and `evals`; flags override single keys (`optim.lr=3e-3`,
+`evals.fewshot.shots=1,5`). `evals` maps evaluator names to their type and settings
+(each type's keys and defaults are its module's `Settings`, see `mixer_cli.evals`);
+`--set evals.NAME=none` removes one. Unknown keys, types and values of the wrong type
+are refused with the valid choices named, so a typo never silently does nothing. The
+resolved config is saved with every run, and is all the run is.
 """
 
 from __future__ import annotations
@@ -18,20 +21,23 @@ from typing import Any
 import yaml
 
 from mixer_cli.errors import ConfigError
+from mixer_cli.models.registry import FAMILY_NAMES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "mixer"  # mixer, or resnet (the shuffle experiment's baseline)
-    variant: str = "N/2"  # a Mixer SIZE/PATCH, or ResNet{depth}x{factor} for kind resnet
+    family: str = "mixer"  # a model family of the registry (mixer_cli.models.registry)
+    variant: str = "N/2"  # in the family's notation: Mixer SIZE/PATCH, ResNet{depth}x{factor}
     resolution: int = 8
     dropout: float = 0.0
     stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
     dtype: str = "float32"  # compute dtype; parameters stay float32
     grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
     width: int = 64  # ResNet only: base channels (BiT x1 = 64)
+    init: str | None = None  # start from a checkpoint: .npz (Google's or ours) or a run dir
+    init_scope: str = "all"  # all: every parameter as saved; backbone: a fresh head on it
 
 
 @dataclass(frozen=True)
@@ -82,19 +88,36 @@ class TrainConfig:
     keep_checkpoints: int = 3
 
 
+def default_evals() -> dict[str, Any]:
+    """Every run's evaluation unless its recipe says otherwise: `test`, classification on
+    the run's evaluation split."""
+    from mixer_cli.evals import settings_class
+
+    return {"test": settings_class("classification")()}
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evals: dict[str, Any] = field(default_factory=default_evals)  # name -> its Settings
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        from mixer_cli.evals.base import settings_dict
+
+        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out: dict[str, dict[str, Any]] = {
+            name: dataclasses.asdict(value) for name, value in sections.items() if name != "evals"
+        }
+        out["evals"] = {name: settings_dict(value) for name, value in self.evals.items()}
+        return out
 
 
 CHOICES = {
-    "model.kind": ("mixer", "resnet"),
+    "model.family": FAMILY_NAMES,
+    "model.init_scope": ("all", "backbone"),
     "data.permutation": ("none", "patch", "global"),
     "optim.optimizer": ("adam", "sgd"),
     "optim.schedule": ("linear", "cosine"),
@@ -148,6 +171,16 @@ def _parse(text: str, target: type) -> Any:
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Check a value against its field type, parsing strings (from flags or YAML)."""
+    if typing.get_origin(kind) is tuple:  # tuple[X, ...]: a YAML list or 'a,b,c'
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            items = [items]
+        element = typing.get_args(kind)[0]
+        return tuple(
+            _coerce(key, item.strip() if isinstance(item, str) else item, element)
+            for item in items
+            if not (isinstance(item, str) and not item.strip())
+        )
     allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     if type(None) in allowed and (value is None or str(value).lower() in ("none", "null")):
         return None
@@ -168,8 +201,15 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
 
 
 LENGTH_KEYS = ("train.steps", "train.epochs")
-# How a run executes, never what it computes: a resume may change these.
-EXECUTION_KEYS = ("train.steps_per_execution",)
+# How a run executes or how often it looks, never what it trains: a resume may change
+# these (`evals.NAME.every` too).
+CHANGEABLE_KEYS = ("train.steps_per_execution", "train.log_every", "train.eval_every")
+REMOVE = ("none", "null", "~")  # `--set evals.NAME=none` removes an evaluator
+
+
+def changeable(key: str) -> bool:
+    """Whether a resume may change this dotted key (see CHANGEABLE_KEYS)."""
+    return key in CHANGEABLE_KEYS or (key.startswith("evals.") and key.endswith(".every"))
 
 
 def _with_updates(config: Config, updates: dict[str, Any], origin: str) -> Config:
@@ -179,9 +219,14 @@ def _with_updates(config: Config, updates: dict[str, Any], origin: str) -> Confi
     if len(given) == 1:
         other = LENGTH_KEYS[1 - LENGTH_KEYS.index(given[0])]
         updates = {other: 0 if other == "train.steps" else 0.0, **updates}
-    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    for key, value in updates.items():
+    sections: dict[str, Any] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    evals = dict(config.evals)
+    # An evaluator's type first: its other keys are checked against that type's settings.
+    for key, value in sorted(updates.items(), key=lambda kv: not kv[0].endswith(".type")):
         section, _, name = key.partition(".")
+        if section == "evals":
+            _update_eval(evals, name, value, origin)
+            continue
         if section not in sections:
             raise ConfigError(
                 f"unknown config key {key!r} in {origin}: sections are {', '.join(sections)}"
@@ -194,16 +239,62 @@ def _with_updates(config: Config, updates: dict[str, Any], origin: str) -> Confi
         hints = typing.get_type_hints(type(sections[section]))
         coerced = _coerce(key, value, hints[name])
         sections[section] = dataclasses.replace(sections[section], **{name: coerced})
-    return Config(**sections)
+    return Config(**{**sections, "evals": evals})
+
+
+def _update_eval(evals: dict[str, Any], key: str, value: Any, origin: str) -> None:
+    """One `evals.NAME[.KEY]` setting: a new evaluator needs its type first."""
+    from mixer_cli.evals import TYPES, settings_class
+
+    name, _, field_name = key.partition(".")
+    if not name or "/" in name or "." in field_name:
+        raise ConfigError(
+            f"evaluator keys are evals.NAME.KEY (NAME without '/'), got 'evals.{key}' in {origin}"
+        )
+    if not field_name:
+        if value is None or str(value).lower() in REMOVE:
+            evals.pop(name, None)
+            return
+        raise ConfigError(
+            f"'evals.{name}' in {origin} must map keys (type: {', '.join(TYPES)}, ...) "
+            "or be none to remove it"
+        )
+    if field_name == "type":
+        current = evals.get(name)
+        if current is None or current.type != value:
+            evals[name] = settings_class(str(value))()
+        return
+    if name not in evals:
+        raise ConfigError(
+            f"evaluator {name!r} in {origin} has no type: set evals.{name}.type to one of "
+            f"{', '.join(TYPES)}"
+        )
+    settings = evals[name]
+    fields = [f.name for f in dataclasses.fields(settings)]
+    if field_name not in fields:
+        raise ConfigError(
+            f"unknown config key 'evals.{key}' in {origin}; valid keys of a {settings.type} "
+            f"evaluator: {', '.join(fields)}"
+        )
+    hint = typing.get_type_hints(type(settings))[field_name]
+    coerced = _coerce(f"evals.{key}", value, hint)
+    evals[name] = dataclasses.replace(settings, **{field_name: coerced})
 
 
 def _flatten(tree: Any, origin: str) -> dict[str, Any]:
     if not isinstance(tree, dict):
-        raise ConfigError(f"{origin} must map sections (model, data, optim, train) to keys")
+        raise ConfigError(f"{origin} must map sections (model, data, optim, train, evals) to keys")
     flat = {}
     for section, values in tree.items():
         if not isinstance(values, dict):
             raise ConfigError(f"section {section!r} in {origin} must be a mapping of keys")
+        if section == "evals":  # evals: {NAME: {type: ..., KEY: ...} or none}
+            for name, settings in values.items():
+                if isinstance(settings, dict):
+                    flat.update({f"evals.{name}.{k}": v for k, v in settings.items()})
+                else:
+                    flat[f"evals.{name}"] = settings
+            continue
         flat.update({f"{section}.{key}": value for key, value in values.items()})
     return flat
 
@@ -258,6 +349,26 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
     if (config.train.steps > 0) == (config.train.epochs > 0):
         raise ConfigError("set exactly one of train.steps and train.epochs (both > 0 or both 0)")
+    if config.model.init_scope == "backbone" and config.model.init is None:
+        raise ConfigError("model.init_scope is backbone but model.init names no checkpoint")
+    for name, settings in config.evals.items():
+        for key in ("every", "batch_size"):
+            if getattr(settings, key) < 0:
+                raise ConfigError(f"evals.{name}.{key} must be >= 0, got {getattr(settings, key)}")
+
+
+def upgrade(saved: dict[str, Any], current: Config) -> dict[str, Any]:
+    """A config.yaml of an older mixer in today's form: `model.kind` is `model.family`;
+    a run from before `evals` existed evaluated what today's config declares."""
+    saved = {section: dict(values or {}) for section, values in saved.items()}
+    model = saved.setdefault("model", {})
+    if "kind" in model:
+        model["family"] = model.pop("kind")
+    for key, value in current.to_dict()["model"].items():
+        if key in ("init", "init_scope"):
+            model.setdefault(key, value)
+    saved.setdefault("evals", current.to_dict()["evals"])
+    return saved
 
 
 def dump_yaml(config: Config) -> str:

@@ -174,74 +174,48 @@ def run_fewshot(
     workdir: Path | None,
     table: bool = True,
 ) -> dict[str, Any]:
-    """Score a checkpoint on datasets: features (cached), solves, the table, results.json."""
+    """Score a checkpoint on datasets with the `fewshot` evaluator (features cached),
+    print the table and write results.json."""
     import jax
 
     from mixer_cli import report
     from mixer_cli.cache import default_cache_dir
-    from mixer_cli.checkpoints import load_pretrained
-    from mixer_cli.commands.training import default_workdir
-    from mixer_cli.data import Preprocessing, open_dataset
-    from mixer_cli.features import cached_extract, params_digest
+    from mixer_cli.data import open_dataset
+    from mixer_cli.evals import settings_class
+    from mixer_cli.evals.frozen import checkpoint_context, describe, evaluate_checkpoint
+    from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.train.workdir import default_workdir
 
-    model = load_pretrained(init, resolution=resolution)
-    arch = model.architecture
-    sources = [open_dataset(name, data_dir) for name in datasets]  # all names checked first
-    for source in sources:  # and the shots, where labels are known without a pass
-        counts = source.label_counts(source.train_split)
-        if counts is not None:
-            check_shots(counts, shots, source.num_classes)
-    pre = Preprocessing(resolution=arch.resolution)
-    cache_dir = default_cache_dir() if use_cache else None
-    digest = params_digest(model.params) if use_cache else None
+    loaded = load_checkpoint(init, resolution)
+    first = open_dataset(datasets[0], data_dir)
+    context = checkpoint_context(loaded, first, batch_size, data_dir, name=datasets[0])
+    settings = settings_class("fewshot")(
+        datasets=tuple(datasets), shots=tuple(shots), seeds=len(seeds), l2_reg=tuple(l2s)
+    )
+    if list(seeds) != list(range(len(seeds))):
+        raise ConfigError(f"seeds are 0..N-1, got {list(seeds)}")
     started = time.time()
-    per_dataset: dict[str, Any] = {}
-    for source in sources:
-        splits = {}
-        for role, split in (("train", source.train_split), ("test", source.eval_split)):
-            splits[role] = cached_extract(
-                model.model, model.params, source, split, pre, batch_size, cache_dir, digest
-            )
-        solve_started = time.time()
-        records = evaluate(
-            splits["train"].features,
-            splits["train"].labels,
-            splits["test"].features,
-            splits["test"].labels,
-            source.num_classes,
-            shots,
-            seeds,
-            l2s,
-        )
-        per_dataset[source.name] = {
-            "train_split": source.train_split,
-            "test_split": source.eval_split,
-            "train_examples": len(splits["train"].labels),
-            "test_examples": len(splits["test"].labels),
-            "num_classes": source.num_classes,
-            "solve_seconds": time.time() - solve_started,
-            "shots": summarize(records),
-        }
+    cache_dir = default_cache_dir() if use_cache else None
+    _, suite = evaluate_checkpoint(loaded, {"fewshot": settings}, context, cache_dir)
+    evaluator = suite.evaluators["fewshot"]
+    model = describe(loaded)
     results = {
         "command": "fewshot",
         "init": str(init),
-        "variant": arch.spec.name,
-        "resolution": arch.resolution,
-        "grid_factor": arch.grid_factor,
+        "variant": model["variant"],
+        "resolution": model["resolution"],
+        "grid_factor": model.get("grid_factor", 1),
         "shots": list(shots),
         "seeds": list(seeds),
         "l2_regs": list(l2s),
-        "datasets": per_dataset,
-        "average": {
-            str(k): float(np.mean([d["shots"][str(k)]["mean"] for d in per_dataset.values()]))
-            for k in shots
-        },
+        "datasets": evaluator.details,
+        "average": evaluator.average(),
         "seconds": time.time() - started,
     }
     if table:
         print_fewshot_table(results)
     if workdir is None:
-        workdir = default_workdir("fewshot", arch.spec.name, ",".join(datasets))
+        workdir = default_workdir("fewshot", model["variant"], ",".join(datasets))
     if jax.process_index() == 0:
         report.write_json(Path(workdir) / "results.json", results)
         report.stderr.print(f"results in {Path(workdir) / 'results.json'}")

@@ -3,8 +3,9 @@
 For each mode (original images; patch + in-patch pixel shuffle; global pixel shuffle,
 one fixed seeded permutation for every image, train and test) a Mixer and a ResNet
 are trained from scratch by the shared engine with the same data budget, and probed
-along training: test top-1 and linear 5-shot accuracy of their frozen features (the
-paper's metric, by `fewshot`). The report compares each mode with `original`.
+along training by the shared evaluators their configs declare (`PROBES`): test top-1
+and linear 5-shot accuracy of their frozen features (the paper's metric). The report
+compares each mode with `original`.
 
 Recipes (the same steps, batch and augmentation for both models): Adam (0.9, 0.999)
 with decoupled weight decay 0.1 x lr, 10% linear warmup then linear decay; lr 3e-3 for
@@ -16,23 +17,31 @@ other data: inception crop (35-100%) + flip, as in the CPU CIFAR recipe.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mixer_cli import fewshot, report
+from mixer_cli import report
 from mixer_cli.config import Config, resolve
 from mixer_cli.errors import ConfigError
 
 MODES = ("original", "patch", "global")
-KINDS = ("mixer", "resnet")
+MODELS = ("mixer", "resnet")  # the experiment's two arms
 PERMUTATION = {"original": "none", "patch": "patch", "global": "global"}
-PROBE_SHOTS = 5
-PROBE_SEEDS = (0, 1, 2)
-POOL_PER_CLASS = 50  # few-shot examples are drawn from this many training images per class
+METRICS = ("fewshot/5shot", "test/top1")
+# The probes along training, before the first step too: test top-1 and linear 5-shot
+# accuracy (3 seeds, shots from a pool of 50 training images per class, the whole test
+# split). The 5-shot probe and test top-1 share one pass over the test split.
+PROBES = {
+    "evals.test.at_start": True,
+    "evals.fewshot.type": "fewshot",
+    "evals.fewshot.shots": (5,),
+    "evals.fewshot.seeds": 3,
+    "evals.fewshot.pool_per_class": 50,
+    "evals.fewshot.at_start": True,
+}
 
 
 @dataclass(frozen=True)
@@ -74,14 +83,25 @@ def baseline_for(name: str, resolution: int) -> tuple[str, int]:
     return name, 64
 
 
-def config_for(experiment: Experiment, kind: str, mode: str) -> Config:
-    """One training of the experiment: the kind's recipe, the mode's fixed permutation."""
+def arm_settings(experiment: Experiment, model: str) -> dict[str, Any]:
+    """What differs between the two arms: the model and its learning rate."""
+    e = experiment
+    if model == "mixer":
+        return {"model.family": "mixer", "model.variant": e.variant, "optim.lr": 3e-3}
+    return {
+        "model.family": "resnet",
+        "model.variant": e.baseline,
+        "model.width": e.baseline_width,
+        "optim.lr": 1e-3,
+    }
+
+
+def config_for(experiment: Experiment, model: str, mode: str) -> Config:
+    """One training of the experiment: the arm's recipe, the mode's fixed permutation."""
     e = experiment
     small = e.data == "digits"
     settings: dict[str, Any] = {
-        "model.kind": kind,
-        "model.variant": e.variant if kind == "mixer" else e.baseline,
-        "model.width": e.baseline_width,
+        **arm_settings(e, model),
         "model.resolution": e.resolution,
         "data.name": e.data,
         "data.data_dir": e.data_dir,
@@ -91,7 +111,6 @@ def config_for(experiment: Experiment, kind: str, mode: str) -> Config:
         "data.permutation": PERMUTATION[mode],
         "data.permutation_patch": _mixer_patch(e.variant),
         "data.permutation_seed": e.seed,
-        "optim.lr": 3e-3 if kind == "mixer" else 1e-3,
         "optim.warmup_steps": max(1, e.steps // 10),
         "optim.weight_decay": 0.1,
         "train.steps": e.steps,
@@ -101,6 +120,7 @@ def config_for(experiment: Experiment, kind: str, mode: str) -> Config:
         "train.checkpoint_every": max(1, e.steps // 4),
         "train.keep_checkpoints": 1,
         "train.seed": e.seed,
+        **PROBES,
     }
     return resolve(None, None, settings)
 
@@ -111,39 +131,15 @@ def _mixer_patch(variant: str) -> int:
     return parse_variant(variant).patch_size
 
 
-def fewshot_probe(run: Any, params: Any) -> dict[str, float]:
-    """Linear 5-shot test accuracy of the current weights' frozen pre_logits.
-
-    Shots come from the first POOL_PER_CLASS x classes training examples (sources store
-    their splits shuffled: a random pool), tested on the whole eval split.
-    """
-    from mixer_cli.features import extract
-
-    source, pre = run.source, run.preprocessing  # extraction uses the eval transform
-    pool = min(source.num_examples(run.train_split), POOL_PER_CLASS * source.num_classes)
-    batch = run.config.train.eval_batch_size or run.config.train.batch_size
-    train = extract(run.model, params, source, f"{run.train_split}[:{pool}]", pre, batch)
-    test = extract(run.model, params, source, run.eval_split, pre, batch)
-    records = fewshot.evaluate(
-        train.features,
-        train.labels,
-        test.features,
-        test.labels,
-        source.num_classes,
-        [PROBE_SHOTS],
-        PROBE_SEEDS,
-    )
-    return {"fewshot_5shot": float(np.mean([r["accuracy"] for r in records]))}
-
-
 def curve(workdir: Path) -> list[dict[str, float]]:
     """The evaluations of one run, in step order, from its metrics.jsonl."""
+    from mixer_cli.train.metrics import read_metrics
+
     points: dict[int, dict[str, float]] = {}
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "test_top1" in record:
+    for record in read_metrics(workdir):
+        if any(metric in record for metric in METRICS):
             points.setdefault(record["step"], {"step": record["step"]}).update(
-                {k: v for k, v in record.items() if k in ("test_top1", "fewshot_5shot")}
+                {k: v for k, v in record.items() if k in METRICS}
             )
     return [points[step] for step in sorted(points)]
 
@@ -152,40 +148,33 @@ def run_experiment(
     experiment: Experiment, modes: list[str], workdir: Path, stop_after: int | None = None
 ) -> dict[str, Any] | None:
     """Train and probe every (model, mode); returns results (None if stopped early)."""
-    from mixer_cli.train.engine import model_name, train_and_evaluate
+    from mixer_cli.train.engine import train_and_evaluate
 
     models: dict[str, Any] = {}
-    for kind in KINDS:
-        runs = {}
+    for model in MODELS:
+        runs, name = {}, None
         for mode in modes:
-            config = config_for(experiment, kind, mode)
-            where = workdir / f"{kind}-{mode}"
+            where = workdir / f"{model}-{mode}"
             results = train_and_evaluate(
-                config,
-                where,
-                command="permute",
-                stop_after=stop_after,
-                evaluate_first=True,
-                probe=fewshot_probe,
+                config_for(experiment, model, mode), where, stop_after=stop_after
             )
             if not results["finished"]:
                 return None
             runs[mode] = {
-                "test_top1": results["test_top1"],
-                "fewshot_5shot": results["fewshot_5shot"],
+                **{metric: results[metric] for metric in METRICS},
                 "curve": curve(where),
                 "workdir": str(where),
                 "train_seconds": results["train_seconds"],
             }
-        models[kind] = {"name": model_name(config), "runs": runs}
-    results = {
+            name = results["variant"]
+        models[model] = {"name": name, "runs": runs}
+    return {
         "command": "permute",
         **dataclasses.asdict(experiment),
         "modes": modes,
         "models": models,
         "relative_drop": relative_drops(models, modes),
     }
-    return results
 
 
 def relative_drops(models: dict[str, Any], modes: list[str]) -> dict[str, dict[str, float]]:
@@ -201,7 +190,7 @@ def relative_drops(models: dict[str, Any], modes: list[str]) -> dict[str, dict[s
             run = model["runs"][mode]
             drops.setdefault(kind, {})[mode] = {
                 metric: 1 - run[metric] / base[metric] if base[metric] else 0.0
-                for metric in ("fewshot_5shot", "test_top1")
+                for metric in METRICS
             }
     return drops
 
@@ -215,9 +204,9 @@ def print_summary(results: dict[str, Any]) -> None:
                 {
                     "model": model["name"],
                     "mode": mode,
-                    "fewshot": f"{run['fewshot_5shot']:.1%}",
-                    "top1": f"{run['test_top1']:.1%}",
-                    "drop": "-" if drop is None else f"{drop['fewshot_5shot']:.0%}",
+                    "fewshot": f"{run['fewshot/5shot']:.1%}",
+                    "top1": f"{run['test/top1']:.1%}",
+                    "drop": "-" if drop is None else f"{drop['fewshot/5shot']:.0%}",
                 }
             )
     report.print_table(
@@ -275,12 +264,12 @@ def save_figure(results: dict[str, Any], examples: dict[str, np.ndarray], path: 
             steps = [p["step"] for p in points]
             axes.plot(
                 steps,
-                [p["fewshot_5shot"] for p in points],
+                [p["fewshot/5shot"] for p in points],
                 "o-",
                 color=colours[mode],
                 label=f"{mode} (5-shot)",
             )
-            axes.plot(steps, [p["test_top1"] for p in points], ":", color=colours[mode], alpha=0.6)
+            axes.plot(steps, [p["test/top1"] for p in points], ":", color=colours[mode], alpha=0.6)
         axes.set_title(model["name"])
         axes.set_xlabel("training step")
         axes.grid(alpha=0.3)

@@ -72,8 +72,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return path
 
 
-def progress() -> Progress:
-    """A progress bar on stderr that disappears when done (use as a context manager)."""
+def progress(enabled: bool = True) -> Progress:
+    """A progress bar on stderr that disappears when done (use as a context manager);
+    disabled where another one is live (an evaluation inside training's bar)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -81,7 +82,24 @@ def progress() -> Progress:
         TimeElapsedColumn(),
         console=stderr,
         transient=True,
+        disable=not enabled,
     )
+
+
+def format_metric(key: str, value: float) -> str:
+    """Accuracies as percentages (top1, top5, few-shot), counts whole, the rest short."""
+    metric = key.rsplit("/", 1)[-1]
+    if metric.startswith("top") or metric.endswith("shot"):
+        return f"{value:.2%}"
+    if metric == "examples":
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """'test/top1 97.50%, test/loss 0.08, ...' for a progress line."""
+    shown = {k: v for k, v in metrics.items() if not k.endswith("/examples")}
+    return ", ".join(f"{k} {format_metric(k, v)}" for k, v in shown.items())
 
 
 def millions(n: int) -> str:

@@ -1,10 +1,11 @@
 """Fine-tuning: the paper's transfer recipe, per-dataset presets, and the lr sweep.
 
-`mixer finetune` is the training engine started from a checkpoint's backbone (adapted
-to the requested resolution, see `checkpoints.adapt_resolution`) under a new
-zero-initialised head. The learning rate may be chosen as the paper did: train each
-candidate on the training split minus a held-out slice, keep the best on that slice,
-re-train it on the whole training split and only then look at the test split.
+`mixer finetune` is the training engine started from a checkpoint's backbone (config
+`model.init` with `model.init_scope: backbone`: adapted to the requested resolution, see
+`checkpoints.adapt_resolution`) under a new zero-initialised head. The learning rate
+may be chosen as the paper did: train each candidate on the training split minus a
+held-out slice, keep the best on that slice, re-train it on the whole training split and
+only then look at the test split.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mixer_cli import report
-from mixer_cli.checkpoints import Architecture, resolution_factor, transfer_params
+from mixer_cli.checkpoints import Architecture, resolution_factor
 from mixer_cli.config import Config
 from mixer_cli.data import open_dataset
 from mixer_cli.errors import ConfigError
@@ -80,11 +80,6 @@ def model_settings(arch: Architecture, resolution: int | None) -> dict[str, Any]
     }
 
 
-def warm_start(checkpoint: Path) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The engine's `init` for fine-tuning: the checkpoint's backbone, the fresh head."""
-    return partial(transfer_params, checkpoint)
-
-
 def holdout_splits(config: Config, fraction: float) -> tuple[str, str]:
     """(fit, held-out) slices of the training split: the held-out one is its last `fraction`
     (sources store splits shuffled, so that is a random subset)."""
@@ -134,7 +129,7 @@ def lr_sweep(
         trials.append(
             {
                 "lr": lr,
-                "holdout_top1": results["test_top1"],
+                "holdout_top1": results["test/top1"],
                 "final_train_loss": results["final_train_loss"],
                 "workdir": str(workdir / "sweep" / f"lr-{lr:g}"),
             }

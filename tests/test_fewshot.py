@@ -15,7 +15,8 @@ from mixer_cli import fewshot
 from mixer_cli.checkpoints import adapt_resolution, write_npz
 from mixer_cli.cli import run
 from mixer_cli.data import Preprocessing, open_dataset
-from mixer_cli.features import cached_extract, extract
+from mixer_cli.evals.base import FEATURES, SUMS, Split, eval_preprocessing
+from mixer_cli.evals.forward import FeatureCache, run_pass
 from mixer_cli.fewshot import BIAS, Ridge, choose_l2, design_matrix, sample_shots
 from mixer_cli.models import create_model
 
@@ -79,32 +80,37 @@ def tiny_model(grid_factor: int = 1):
     return model, model.init(jax.random.key(0), np.zeros((1, r, r, 3)))["params"]
 
 
+def digits_test_split() -> Split:
+    source = open_dataset("digits")
+    return Split(source, "test", Preprocessing(resolution=8))
+
+
 def test_features_cover_the_split_in_order_whatever_the_batch() -> None:
     model, params = tiny_model()
-    source = open_dataset("digits")
-    pre = Preprocessing(resolution=8)
-    one_batch = extract(model, params, source, "test", pre, batch=360)
-    padded = extract(model, params, source, "test", pre, batch=64)  # 6 batches, 24 padding
-    assert one_batch.features.shape == (360, 128)
+    split = digits_test_split()
+    both = frozenset({FEATURES, SUMS})
+    one_batch = run_pass(model, params, split, frozenset({FEATURES}), batch_size=360)
+    padded = run_pass(model, params, split, both, batch_size=64)  # 6 batches, 24 padding
+    assert one_batch.features.shape == (360, 128) and one_batch.sums is None
     np.testing.assert_allclose(padded.features, one_batch.features, rtol=1e-5, atol=1e-5)
+    source = split.source
     np.testing.assert_array_equal(padded.labels, source._labels[source._indices("test")])
+    assert padded.sums["count"] == 360  # the padding is masked out of the sums too
 
 
 def test_features_are_cached_by_content(tmp_path: Path, monkeypatch) -> None:
     model, params = tiny_model()
-    source, pre = open_dataset("digits"), Preprocessing(resolution=8)
-    first = cached_extract(model, params, source, "test", pre, 120, tmp_path)
+    split, features = digits_test_split(), frozenset({FEATURES})
+    cache = FeatureCache(tmp_path, params)
+    first = run_pass(model, params, split, features, 120)
+    cache.put(split, first)
     assert len(list((tmp_path / "features").glob("*.npz"))) == 1
-
-    def no_compute(*args, **kwargs):
-        raise AssertionError("features recomputed despite the cache")
-
-    monkeypatch.setattr("mixer_cli.features.extract", no_compute)
-    again = cached_extract(model, params, source, "test", pre, 120, tmp_path)
-    np.testing.assert_array_equal(again.features, first.features)
-    other = jax.tree.map(lambda p: p + 1, params)
-    with pytest.raises(AssertionError, match="recomputed"):  # other weights: another key
-        cached_extract(model, other, source, "test", pre, 120, tmp_path)
+    np.testing.assert_array_equal(cache.get(split).features, first.features)
+    # The same inputs with other training augmentation: the same evaluation inputs, one key.
+    augmented = Split(split.source, "test", eval_preprocessing(Preprocessing(8, mixup=0.2)))
+    assert cache.get(augmented) is not None
+    other = FeatureCache(tmp_path, jax.tree.map(lambda p: p + 1, params))
+    assert other.get(split) is None  # other weights: another key
 
 
 def fewshot_cli(capsys, *argv: str) -> tuple[int, str, str]:

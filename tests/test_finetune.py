@@ -117,7 +117,7 @@ def test_finetune_an_official_npz(capsys, tmp_path, google_like_npz, resolution)
     assert results["grid_factor"] == resolution // 8 and results["resolution"] == resolution
     assert results["num_classes"] == 10 and results["finished"]
     # Zero head: every logit is 0 at step 0 and argmax picks class 0 (36 of the 360 digits).
-    assert results["test_top1_at_step0"] == pytest.approx(36 / 360)
+    assert results["at_step0"]["test/top1"] == pytest.approx(36 / 360)
     assert results["init"] == str(google_like_npz) and results["native_resolution"] == 8
     assert ("upsampled" in err) == (resolution > 8)
     tuned = load_pretrained(tmp_path)  # the run's params.npz: K read back from the shapes
@@ -149,7 +149,7 @@ def test_step0_accuracy_survives_a_resume(capsys, tmp_path, google_like_npz) -> 
     assert code == 0 and results["finished"]
     metrics = (tmp_path / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in metrics]
-    assert results["test_top1_at_step0"] == records[0]["test_top1"] and records[0]["step"] == 0
+    assert results["at_step0"]["test/top1"] == records[0]["test/top1"] and records[0]["step"] == 0
 
 
 def test_lr_sweep_chooses_on_the_held_out_slice(capsys, tmp_path, google_like_npz) -> None:
@@ -164,7 +164,7 @@ def test_lr_sweep_chooses_on_the_held_out_slice(capsys, tmp_path, google_like_np
     for trial in trials:  # trained on the rest, scored on the slice; never on test
         seen = json.loads((Path(trial["workdir"]) / "results.json").read_text())
         assert (seen["train_split"], seen["eval_split"]) == ("train[:1293]", "train[1293:]")
-        assert seen["test_examples"] == 144
+        assert seen["test/examples"] == 144
     assert results["train_split"] == "train" and results["eval_split"] == "test"
     config = (tmp_path / "config.yaml").read_text()
     assert f"lr: {best}" in config

@@ -91,8 +91,8 @@ def test_permute_trains_both_models_and_writes_the_figure(capsys, tmp_path: Path
     for model in results["models"].values():
         runs = model["runs"]["patch"]
         assert [p["step"] for p in runs["curve"]] == [0, 1, 2]
-        assert 0 <= runs["fewshot_5shot"] <= 1 and 0 <= runs["test_top1"] <= 1
-        assert runs["curve"][-1]["fewshot_5shot"] == runs["fewshot_5shot"]
+        assert 0 <= runs["fewshot/5shot"] <= 1 and 0 <= runs["test/top1"] <= 1
+        assert runs["curve"][-1]["fewshot/5shot"] == runs["fewshot/5shot"]
     assert (tmp_path / "permute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ResNet14" in out and "patch" in out
 
@@ -102,11 +102,11 @@ def test_modes_run_with_the_original_as_reference_and_drops_are_relative() -> No
     assert parse_modes("global", reference=False) == ["global"]
     assert parse_modes("all", reference=False) == ["original", "patch", "global"]
     runs = {
-        "original": {"fewshot_5shot": 0.8, "test_top1": 0.9},
-        "global": {"fewshot_5shot": 0.2, "test_top1": 0.45},
+        "original": {"fewshot/5shot": 0.8, "test/top1": 0.9},
+        "global": {"fewshot/5shot": 0.2, "test/top1": 0.45},
     }
     drops = relative_drops({"resnet": {"runs": runs}}, ["original", "global"])
-    assert drops["resnet"]["global"] == pytest.approx({"fewshot_5shot": 0.75, "test_top1": 0.5})
+    assert drops["resnet"]["global"] == pytest.approx({"fewshot/5shot": 0.75, "test/top1": 0.5})
 
 
 @pytest.mark.parametrize(

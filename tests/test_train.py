@@ -11,15 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from training import assert_same_results, assert_same_training, params_of, tiny
 
-from mixer_cli.checkpoints import load_params
 from mixer_cli.cli import run
 from mixer_cli.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.errors import TrainingDiverged
 from mixer_cli.train import engine
-from mixer_cli.train.engine import _initial_state, build, train_and_evaluate
-from mixer_cli.train.steps import compile_steps, train_step
+from mixer_cli.train.engine import build, train_and_evaluate
+from mixer_cli.train.steps import compile_steps, initial_state, train_step
 
 
 def test_loss_falls_and_the_run_directory_is_complete(uninterrupted: Path) -> None:
@@ -32,8 +32,15 @@ def test_loss_falls_and_the_run_directory_is_complete(uninterrupted: Path) -> No
     assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]
     assert {"grad_norm", "lr", "img_per_sec"} <= set(records[0])
     results = json.loads((uninterrupted / "results.json").read_text())
-    assert results["finished"] and results["step"] == 20 and results["test_examples"] == 360
-    assert results["test_top1"] > 0.5  # chance is 0.1
+    assert results["finished"] and results["step"] == 20 and results["test/examples"] == 360
+    assert results["test/top1"] > 0.5  # chance is 0.1
+    assert results["test/top1"] <= results["test/top5"] <= 1 and results["test/loss"] > 0
+    assert 0.1 < results["fewshot/5shot"] <= 1  # the demo recipe's 5-shot probe
+    final = [r for r in records if "test/top1" in r]
+    assert [r["step"] for r in final] == [20]  # evaluators run at the end (eval_every 200)
+    assert {k: v for k, v in final[0].items() if k != "step"} == {
+        k: v for k, v in results.items() if k.startswith(("test/", "fewshot/"))
+    }
     assert (uninterrupted / "config.yaml").exists()
     assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(
@@ -53,10 +60,20 @@ def test_stopped_and_resumed_equals_uninterrupted(uninterrupted: Path, tmp_path:
 
 def test_init_warm_starts_from_a_finished_run(uninterrupted: Path, tmp_path: Path) -> None:
     # One step at lr 1e-9 moves no weight by more than 1e-9: it evaluates the initial weights.
-    config = tiny(**{"train.steps": 1, "optim.lr": 1e-9, "optim.end_lr": 1e-9})
-    results = train_and_evaluate(config, tmp_path, init=partial(load_params, uninterrupted))
+    config = tiny(
+        **{
+            "train.steps": 1,
+            "optim.lr": 1e-9,
+            "optim.end_lr": 1e-9,
+            "model.init": str(uninterrupted),
+        }
+    )
+    results = train_and_evaluate(config, tmp_path)
     want = json.loads((uninterrupted / "results.json").read_text())
-    assert results["test_top1"] == want["test_top1"]
+    assert results["test/top1"] == want["test/top1"] and results["init"] == str(uninterrupted)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["init"] == str(
+        uninterrupted
+    )
     for key, value in params_of(uninterrupted).items():
         np.testing.assert_allclose(params_of(tmp_path)[key], value, rtol=0, atol=1e-8)
 
@@ -69,7 +86,7 @@ def test_one_device_and_eight_devices_agree(uninterrupted: Path, tmp_path: Path)
 def test_accumulated_micro_batches_equal_one_large_batch() -> None:
     config = tiny(**{"train.batch_size": 64})
     built = build(config)
-    state = _initial_state(built, jax.random.key(0))
+    state = initial_state(built.model, built.tx, 8, jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(rng.uniform(-1, 1, (64, 8, 8, 3)), jnp.float32),
@@ -106,10 +123,12 @@ def test_steps_in_one_program_equal_one_program_per_step() -> None:
         }
         for _ in range(3)
     )
-    one_by_one = _initial_state(built, jax.random.key(0))
+    one_by_one = initial_state(built.model, built.tx, 8, jax.random.key(0))
     for batch in batches:
         one_by_one, last = steps.train(one_by_one, batch)
-    grouped, metrics = steps.train_many(_initial_state(built, jax.random.key(0)), batches)
+    grouped, metrics = steps.train_many(
+        initial_state(built.model, built.tx, 8, jax.random.key(0)), batches
+    )
     assert int(grouped.step) == 3
     for key in ("loss", "grad_norm", "lr"):
         assert float(metrics[key]) == float(last[key])  # the last step's metrics

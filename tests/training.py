@@ -58,12 +58,14 @@ def assert_same_training(got: dict[str, np.ndarray], want: dict[str, np.ndarray]
 
 
 def assert_same_results(workdir: Path, uninterrupted: Path) -> None:
-    """results.json and params.npz as the uninterrupted run's (params to 1e-6 relative)."""
+    """results.json (every evaluator's metrics) and params.npz as the uninterrupted run's
+    (params to 1e-6 relative)."""
     got = json.loads((workdir / "results.json").read_text())
     want = json.loads((uninterrupted / "results.json").read_text())
     assert got["finished"] and got["step"] == want["step"]
     assert got["final_train_loss"] == want["final_train_loss"]
-    assert got["test_top1"] == want["test_top1"]
+    metrics = [k for k in want if "/" in k]  # every evaluator's metrics (test/, fewshot/)
+    assert metrics and {k: got[k] for k in metrics} == {k: want[k] for k in metrics}
     assert got["params_norm"] == pytest.approx(want["params_norm"], rel=1e-6)
     ours, theirs = params_of(workdir), params_of(uninterrupted)
     for key in theirs:

@@ -62,7 +62,7 @@ def bench(
     """
     from mixer_cli import report
     from mixer_cli.bench import BenchSettings, run_bench, validate
-    from mixer_cli.commands.training import default_workdir
+    from mixer_cli.train.workdir import default_workdir
 
     settings = BenchSettings(
         variant=variant or "B/16",

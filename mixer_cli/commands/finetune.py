@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mixer_cli.commands import options
+from mixer_cli.commands import options as opts
 
 FinetuneInit = Annotated[
     Optional[Path],
@@ -41,54 +41,33 @@ Holdout = Annotated[
 MODEL_KEYS = ("model.variant=", "model.resolution=", "model.grid_factor=")
 
 
+@opts.training_command
 def finetune(
     init: FinetuneInit = None,
-    data: options.Data = None,
-    data_dir: options.DataDir = None,
-    resolution: options.AdaptedResolution = None,
+    resolution: opts.AdaptedResolution = None,
     lr_sweep: LrSweep = None,
     holdout: Holdout = None,
-    recipe: options.Recipe = None,
-    config: options.ConfigFile = None,
-    steps: options.Steps = None,
-    epochs: options.Epochs = None,
-    batch_size: options.BatchSize = None,
-    accum_steps: options.AccumSteps = None,
-    steps_per_execution: options.StepsPerExecution = None,
-    lr: options.LearningRate = None,
-    dtype: options.Dtype = None,
-    seed: options.Seed = None,
-    set_: options.Set = None,
-    workdir: options.Workdir = None,
-    stop_after: options.StopAfter = None,
-    coordinator: options.Coordinator = None,
-    num_processes: options.NumProcesses = None,
-    process_id: options.ProcessId = None,
-    peer_timeout: options.PeerTimeout = 120.0,
+    *,
+    options: opts.TrainingOptions,
 ) -> None:
     """Fine-tune a checkpoint on a dataset: new zero-initialised head, SGD momentum 0.9,
     cosine schedule after warmup, clipping at 1, no weight decay (the paper's Appendix C).
 
     Steps per dataset follow the paper (CIFAR 10k, Pets/Flowers 500, ImageNet 20k, others
-    2.5k; digits a 200-step demo); everything is overridable. Results add
-    test_top1_at_step0, resolution and grid_factor to those of pretrain.
+    2.5k; digits a 200-step demo); everything is overridable. The `test` evaluator also
+    runs before the first step (results.json: at_step0), and results add resolution,
+    grid_factor and native_resolution to those of pretrain.
     """
-    from mixer_cli import distributed, report, transfer
+    from mixer_cli import report, transfer
     from mixer_cli.checkpoints import read_checked
-    from mixer_cli.commands.training import (
-        default_workdir,
-        resolve_config,
-        run_training,
-        training_flags,
-    )
+    from mixer_cli.commands.training import resolve_config, run_training
     from mixer_cli.config import parse_number_list, read_yaml, recipe_path
     from mixer_cli.errors import ConfigError
     from mixer_cli.train.engine import train_and_evaluate
-    from mixer_cli.train.workdir import latest_run
+    from mixer_cli.train.workdir import default_workdir, latest_run
 
-    distributed.initialize(coordinator, num_processes, process_id, peer_timeout)
-    assignments = set_ or []
-    for item in assignments:
+    options.start_processes()
+    for item in options.set_ or []:
         if item.replace(" ", "").startswith(MODEL_KEYS):
             key = item.split("=", 1)[0].strip()
             raise ConfigError(
@@ -103,46 +82,24 @@ def finetune(
 
     flags = {
         **transfer.model_settings(arch, resolution),
-        **training_flags(
-            data=data,
-            data_dir=data_dir,
-            steps=steps,
-            epochs=epochs,
-            batch_size=batch_size,
-            accum_steps=accum_steps,
-            steps_per_execution=steps_per_execution,
-            lr=lr,
-            dtype=dtype,
-            seed=seed,
-        ),
+        "model.init": str(init),
+        "model.init_scope": "backbone",
     }
     base = [(str(recipe_path(transfer.RECIPE)), read_yaml(recipe_path(transfer.RECIPE)))]
 
     def resolved(*layers: tuple[str, dict]):
-        return resolve_config(
-            recipe=recipe,
-            config_file=config,
-            flags=flags,
-            assignments=assignments,
-            base=[*base, *layers],
-            default_recipe=None,
-        )
+        return resolve_config(options, flags, base=[*base, *layers], default_recipe=None)
 
     preset = transfer.preset_for(resolved().data.name)
     settings = resolved(("the dataset's fine-tuning preset", preset.settings))
-    if workdir is None:
-        workdir = default_workdir("finetune", settings.model.variant, settings.data.name)
-    extra = {"init": str(init), "native_resolution": arch.native_resolution}
+    workdir = options.workdir or default_workdir(
+        "finetune", settings.model.variant, settings.data.name
+    )
+    extra = {"native_resolution": arch.native_resolution}
     if lrs is not None:
 
         def trial(config, where: Path) -> dict:
-            return train_and_evaluate(
-                config,
-                where,
-                command="finetune",
-                init=transfer.warm_start(init),
-                stop_after=stop_after,
-            )
+            return train_and_evaluate(config, where, stop_after=options.stop_after)
 
         settings, record = transfer.lr_sweep(
             settings, workdir, lrs, preset.holdout if holdout is None else holdout, trial
@@ -151,12 +108,4 @@ def finetune(
             report.stderr.print("stopped during the lr sweep; the same command resumes it")
             return
         extra.update(record)
-    run_training(
-        "finetune",
-        settings,
-        workdir=workdir,
-        stop_after=stop_after,
-        init=transfer.warm_start(init),
-        evaluate_first=True,
-        extra_results=extra,
-    )
+    run_training("finetune", settings, workdir=workdir, stop_after=options.stop_after, extra=extra)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -77,7 +83,7 @@ ConfigFile = Annotated[
     Optional[Path],
     typer.Option(
         "--config",
-        help="A YAML recipe file (sections model, data, optim, train).",
+        help="A YAML recipe file (sections model, data, optim, train, evals).",
         show_default=False,
     ),
 ]
@@ -189,3 +195,81 @@ PeerTimeout = Annotated[
         min=1,
     ),
 ]
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The options `pretrain` and `finetune` share, declared once (see `training_command`)."""
+
+    recipe: Recipe = None
+    config: ConfigFile = None
+    data: Data = None
+    data_dir: DataDir = None
+    steps: Steps = None
+    epochs: Epochs = None
+    batch_size: BatchSize = None
+    accum_steps: AccumSteps = None
+    steps_per_execution: StepsPerExecution = None
+    lr: LearningRate = None
+    dtype: Dtype = None
+    seed: Seed = None
+    set_: Set = None
+    workdir: Workdir = None
+    stop_after: StopAfter = None
+    coordinator: Coordinator = None
+    num_processes: NumProcesses = None
+    process_id: ProcessId = None
+    peer_timeout: PeerTimeout = 120.0
+
+    def flags(self) -> dict[str, Any]:
+        """The config keys these flags set (None: not given)."""
+        return {
+            "model.dtype": self.dtype,
+            "data.name": self.data,
+            "data.data_dir": None if self.data_dir is None else str(self.data_dir),
+            "train.steps": self.steps,
+            "train.epochs": self.epochs,
+            "train.batch_size": self.batch_size,
+            "train.accum_steps": self.accum_steps,
+            "train.steps_per_execution": self.steps_per_execution,
+            "train.seed": self.seed,
+            "optim.lr": self.lr,
+        }
+
+    def start_processes(self) -> None:
+        """Join a multi-process run when the flags (or JAX_* variables) ask for one."""
+        from mixer_cli import distributed
+
+        distributed.initialize(
+            self.coordinator, self.num_processes, self.process_id, self.peer_timeout
+        )
+
+
+def training_command(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(own options..., options: TrainingOptions)` as a Typer command whose
+    signature is its own options followed by every TrainingOptions field."""
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "options"
+    ]
+    hints = typing.get_type_hints(TrainingOptions, include_extras=True)
+    shared = [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name]
+        )
+        for f in dataclasses.fields(TrainingOptions)
+    ]
+    names = {p.name for p in own}
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        mine = {k: v for k, v in kwargs.items() if k in names}
+        rest = {k: v for k, v in kwargs.items() if k not in names}
+        command(**mine, options=TrainingOptions(**rest))
+
+    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    del wrapper.__wrapped__  # Typer must read the composed signature, not the original
+    return wrapper

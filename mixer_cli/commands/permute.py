@@ -56,8 +56,8 @@ def permute(
     """
     from mixer_cli import permute as experiment_lib
     from mixer_cli import report
-    from mixer_cli.commands.training import default_workdir
     from mixer_cli.train.engine import build
+    from mixer_cli.train.workdir import default_workdir
 
     modes = experiment_lib.parse_modes(mode, reference=not no_reference)
     name = data or "digits"
@@ -76,9 +76,9 @@ def permute(
         batch_size=batch_size or (64 if digits else 128),
         seed=seed or 0,
     )
-    for kind in experiment_lib.KINDS:  # every configuration checked before any training
+    for model in experiment_lib.MODELS:  # every configuration checked before any training
         for each in modes:
-            build(experiment_lib.config_for(experiment, kind, each))
+            build(experiment_lib.config_for(experiment, model, each))
     workdir = Path(workdir or default_workdir("permute", variant, name))
     results = experiment_lib.run_experiment(experiment, modes, workdir, stop_after)
     if results is None:

@@ -12,7 +12,6 @@ the same directory resumes.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import threading
@@ -24,33 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from mixer_cli import report
 from mixer_cli.checkpoints import write_npz
 from mixer_cli.config import Config
-from mixer_cli.data import EvalBatches, Preprocessing, TrainBatches, open_dataset
+from mixer_cli.data import Preprocessing, TrainBatches, open_dataset
 from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
-from mixer_cli.errors import ConfigError, Interrupted, TrainingDiverged
-from mixer_cli.models import MlpMixer, create_model, parse_variant
-from mixer_cli.models.mixer import compute_dtype
-from mixer_cli.models.resnet import ResNet, create_resnet, parse_resnet
+from mixer_cli.errors import CheckpointNotFound, ConfigError, Interrupted, TrainingDiverged
+from mixer_cli.evals.base import Context
+from mixer_cli.evals.suite import EvalSuite
+from mixer_cli.models import registry
 from mixer_cli.train.checkpoint import Checkpointer
-from mixer_cli.train.metrics import MetricsWriter
+from mixer_cli.train.metrics import MetricsWriter, read_results
 from mixer_cli.train.optim import make_optimizer
-from mixer_cli.train.steps import Steps, TrainState, compile_steps
+from mixer_cli.train.steps import Steps, TrainState, compile_steps, initial_state
 from mixer_cli.train.workdir import check_free_space, prepare_workdir
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
-
-# Extra measurements at every evaluation (e.g. few-shot accuracy of the current weights):
-# (run, replicated params) -> scalars for metrics.jsonl and results.json.
-Probe = Callable[["Run", Any], dict[str, float]]
-
-# How a run gets its starting weights: from the freshly initialised parameters (NumPy)
-# to the parameters to train, e.g. a checkpoint's, or its backbone under the fresh head.
-WarmStart = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -58,7 +48,9 @@ class Run:
     """Everything built from a config, before any step runs."""
 
     config: Config
-    model: MlpMixer | ResNet
+    family: registry.Family
+    name: str  # the model variant, as its family writes it
+    model: Any
     source: Any
     train_split: str
     eval_split: str
@@ -66,15 +58,22 @@ class Run:
     total_steps: int
     tx: optax.GradientTransformation
     schedule: optax.Schedule
+    evals: EvalSuite
 
 
 def build(config: Config) -> Run:
-    """Dataset, model, schedule and optimizer from a config, validating their combination."""
+    """Dataset, model, schedule, optimizer and evaluators from a config, validating their
+    combination (and every evaluator's dataset) before anything is written or trained."""
     m, d, t = config.model, config.data, config.train
-    model = build_model(config, num_classes=0)  # the variant is checked before any data
-    patch = d.permutation_patch or getattr(model, "patch_size", 0)
+    family = registry.get(m.family)
+    name = family.parse(m)  # the variant is checked before any data
+    patch = d.permutation_patch or family.patch_size(m)
     if d.permutation == "patch" and not patch:
-        raise ConfigError("data.permutation_patch must be set to shuffle patches for a ResNet")
+        raise ConfigError(
+            f"data.permutation_patch must be set to shuffle patches for a {m.family} model"
+        )
+    if m.init is not None and not Path(m.init).exists():
+        raise CheckpointNotFound(f"model.init: checkpoint {m.init!r} does not exist")
     source = open_dataset(d.name, d.data_dir)
     train_split = d.train_split or source.train_split
     eval_split = d.eval_split or source.eval_split
@@ -97,55 +96,36 @@ def build(config: Config) -> Run:
             f"note: {source.name} images are {side} px (shorter side), below the "
             f"{m.resolution} px resolution: they are upsampled"
         )
-    model = build_model(config, num_classes=source.num_classes)
+    head_bias = SIGMOID_HEAD_BIAS if t.loss == "sigmoid" else 0.0
+    model = family.build(m, source.num_classes, head_bias)
     examples = source.num_examples(train_split)
     total_steps = t.steps or max(1, math.ceil(t.epochs * examples / t.batch_size))
     tx, schedule = make_optimizer(config.optim, total_steps)
+    context = Context(
+        source=source,
+        train_split=train_split,
+        eval_split=eval_split,
+        preprocessing=preprocessing,
+        num_classes=source.num_classes,
+        loss=t.loss,
+        batch_size=t.eval_batch_size or t.batch_size,
+        resolution=m.resolution,
+        data_dir=d.data_dir,
+    )
+    evals = EvalSuite.from_config(config.evals, context, t.eval_every)
     return Run(
-        config, model, source, train_split, eval_split, preprocessing, total_steps, tx, schedule
-    )
-
-
-def build_model(config: Config, num_classes: int) -> MlpMixer | ResNet:
-    """The config's model: a Mixer (the resolution checked against its patch) or a ResNet."""
-    m = config.model
-    head_bias = SIGMOID_HEAD_BIAS if config.train.loss == "sigmoid" else 0.0
-    if m.kind == "resnet":
-        return create_resnet(
-            m.variant,
-            width=m.width,
-            num_classes=num_classes,
-            head_bias_init=head_bias,
-            dtype=compute_dtype(m.dtype),
-        )
-    spec = parse_variant(m.variant)
-    spec.check_resolution(m.resolution)
-    return create_model(
-        spec,
-        num_classes=num_classes,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=m.dtype,
-        grid_factor=m.grid_factor,
-    )
-
-
-def model_name(config: Config) -> str:
-    m = config.model
-    if m.kind == "resnet":
-        return parse_resnet(m.variant, m.width).name
-    return parse_variant(m.variant).name
-
-
-def _initial_state(run: Run, key: jax.Array) -> TrainState:
-    r = run.config.model.resolution
-    params = run.model.init(key, jnp.zeros((1, r, r, 3), jnp.float32))["params"]
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=run.tx.init(params),
-        rng=jax.random.key_data(jax.random.fold_in(key, 1)),
+        config,
+        family,
+        name,
+        model,
+        source,
+        train_split,
+        eval_split,
+        preprocessing,
+        total_steps,
+        tx,
+        schedule,
+        evals,
     )
 
 
@@ -153,37 +133,19 @@ def _nbytes(tree: Any) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def evaluate(run: Run, eval_fn: Any, params: Any, mesh: Any, batch_size: int) -> tuple[float, int]:
-    """Top-1 accuracy over the whole eval split (padded, masked: every example counts once)."""
-    batches = EvalBatches(run.source, run.eval_split, run.preprocessing, batch_size, mesh)
-    totals = None
-    for batch in batches:
-        out = eval_fn(params, batch)
-        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    correct, count = float(totals["correct"]), int(totals["count"])
-    if count != batches.num_examples:
-        raise RuntimeError(f"evaluated {count} examples of {batches.num_examples}")
-    return correct / count, count
-
-
 def train_and_evaluate(
     config: Config,
     workdir: Path,
     *,
-    command: str = "pretrain",
-    init: WarmStart | None = None,
     stop_after: int | None = None,
-    evaluate_first: bool = False,
-    extra_results: dict[str, Any] | None = None,
-    probe: Probe | None = None,
     devices: list[jax.Device] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) the run in `workdir`; returns the results also saved as results.json.
+    """Train (or resume) the run that `config` describes in `workdir`; returns the results
+    also saved as results.json.
 
-    `init` gives the starting weights of a new run (not of a resumed one);
-    `evaluate_first` measures test top-1 before the first step (kept across resumes);
-    `extra_results` are added to results.json; `probe` runs at every evaluation;
-    `devices` limits the data-parallel mesh (default: every device of every process).
+    Everything the run does is in the config (its warm start `model.init`, its
+    evaluators `evals`); the rest is run control: `stop_after` steps of this invocation,
+    and `devices` for the data-parallel mesh (default: every device of every process).
     """
     t = config.train
     lead = jax.process_index() == 0
@@ -194,15 +156,18 @@ def train_and_evaluate(
             f"batch size {t.batch_size} must split into {t.accum_steps} micro-batches over "
             f"{mesh.devices.size} devices (a multiple of {mesh.devices.size * t.accum_steps})"
         )
-    eval_batch = t.eval_batch_size or t.batch_size
-    local_batch_size(eval_batch, mesh, "evaluation batch size")
+    local_batch_size(t.eval_batch_size or t.batch_size, mesh, "evaluation batch size")
+    for settings in config.evals.values():
+        if settings.batch_size:
+            local_batch_size(settings.batch_size, mesh, "evaluation batch size")
     run = build(config)
     prepare_workdir(workdir, config, lead)
 
     repl, rows = replicated(mesh), batch_sharding(mesh)
     key = jax.random.key(t.seed)
-    init_fn = jax.jit(partial(_initial_state, run), out_shardings=repl)
-    abstract = jax.eval_shape(partial(_initial_state, run), key)
+    fresh = partial(initial_state, run.model, run.tx, config.model.resolution)
+    init_fn = jax.jit(fresh, out_shardings=repl)
+    abstract = jax.eval_shape(fresh, key)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract
     )
@@ -217,15 +182,16 @@ def train_and_evaluate(
             report.stderr.print(f"resuming from step {record['step']} in {workdir}")
     else:
         state = init_fn(key)
-        if init is not None:
-            params = init(jax.device_get(state.params))
+        if config.model.init is not None:
+            m = config.model
+            params = run.family.warm_start(m.init, jax.device_get(state.params), m.init_scope)
             state = state.replace(params=jax.device_put(params, repl))
     start = int(state.step)
     if start >= run.total_steps and (workdir / "results.json").exists():
         checkpointer.close()
         if lead:
             report.stderr.print(f"{workdir} has finished its {start} steps; its results:")
-        return json.loads((workdir / "results.json").read_text())
+        return read_results(workdir)
 
     steps = compile_steps(
         run.model,
@@ -237,15 +203,19 @@ def train_and_evaluate(
         rows=rows,
     )
     writer = MetricsWriter(workdir, start, enabled=lead)
+
+    def evaluate(step: int, params: Any, names: list[str], bars: bool = True) -> dict[str, float]:
+        """Run evaluators and record their metrics (`bars`: no training bar is live)."""
+        metrics = run.evals.run(
+            run.model, params, names, loss=t.loss, mesh=mesh, show_progress=bars and lead
+        )
+        writer.write(step, metrics)
+        return metrics
+
     # Results measured along the way travel in the checkpoint record, so resumes keep them.
     carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
-    if evaluate_first and start == 0:
-        carried["test_top1_at_step0"], _ = evaluate(
-            run, steps.evaluate, state.params, mesh, eval_batch
-        )
-        probed = probe(run, state.params) if probe else {}
-        carried.update({f"{k}_at_step0": v for k, v in probed.items()})
-        writer.write(0, {"test_top1": carried["test_top1_at_step0"], **probed})
+    if start == 0 and run.evals.due(0, run.total_steps):
+        carried["at_step0"] = evaluate(0, state.params, run.evals.due(0, run.total_steps))
     batches = iter(
         TrainBatches(
             run.source,
@@ -267,24 +237,18 @@ def train_and_evaluate(
                 state,
                 batches,
                 steps,
-                mesh,
                 writer,
                 checkpointer,
                 progress,
                 start,
                 end,
-                eval_batch,
                 carried,
-                probe,
+                evaluate,
             )
-        results = _results(run, config, command, state, loss, images_per_sec, started)
+        results = _results(run, state, loss, images_per_sec, started)
         results.update(carried)
-        results.update(extra_results or {})
         if results["finished"]:
-            top1, count = evaluate(run, steps.evaluate, state.params, mesh, eval_batch)
-            probed = probe(run, state.params) if probe else {}
-            results.update(test_top1=top1, test_examples=count, **probed)
-            writer.write(int(state.step), {"test_top1": top1, **probed})
+            results.update(evaluate(int(state.step), state.params, list(run.evals.evaluators)))
             if lead:
                 write_npz(jax.device_get(state.params), workdir / "params.npz")
         if lead:
@@ -323,18 +287,17 @@ def _loop(
     state: TrainState,
     batches: Any,
     steps: Steps,
-    mesh: Any,
     writer: MetricsWriter,
     checkpointer: Checkpointer,
     progress: report.TrainingProgress,
     start: int,
     end: int,
-    eval_batch: int,
     carried: dict[str, Any],
-    probe: Probe | None,
+    evaluate: Callable[..., dict[str, float]],
 ) -> tuple[TrainState, float, float]:
     """Steps start..end; scalars come back to the host only at log, eval and save points."""
     t = run.config.train
+    stops = (t.log_every, t.checkpoint_every, *run.evals.intervals())
     last_saved = checkpointer.latest_step()
     loss, images_per_sec = float("nan"), 0.0
     mark_time, mark_step = time.time(), start
@@ -350,7 +313,7 @@ def _loop(
     with interrupt_requests() as interrupted:
         while done < end:
             group = t.steps_per_execution
-            if group > 1 and _next_stop(done, end, t) - done >= group:
+            if group > 1 and _next_stop(done, end, stops) - done >= group:
                 state, metrics = steps.train_many(state, tuple(next(batches) for _ in range(group)))
             else:
                 state, metrics = steps.train(state, next(batches))
@@ -372,12 +335,10 @@ def _loop(
                 writer.write(done, {**scalars, "img_per_sec": images_per_sec})
                 checkpointer.check()  # a failed background save stops the run here
                 progress.update(done, loss=loss, lr=float(scalars["lr"]), ips=images_per_sec)
-            if t.eval_every and done % t.eval_every == 0 and done != run.total_steps:
-                top1, count = evaluate(run, steps.evaluate, state.params, mesh, eval_batch)
-                probed = probe(run, state.params) if probe else {}
-                writer.write(done, {"test_top1": top1, **probed})
-                extra = "".join(f", {k} {v:.2%}" for k, v in probed.items())
-                progress.note(f"step {done}: test top-1 {top1:.2%} ({count:,} images{extra})")
+            due = run.evals.due(done, run.total_steps) if done != run.total_steps else []
+            if due:
+                metrics_now = evaluate(done, state.params, due, False)
+                progress.note(f"step {done}: {report.format_metrics(metrics_now)}")
             if done % t.checkpoint_every == 0 or done == end or stop:
                 if not math.isfinite(float(metrics["loss"])):
                     raise TrainingDiverged(f"loss is not finite at step {done}; not saved")
@@ -392,28 +353,22 @@ def _loop(
     return state, loss, images_per_sec
 
 
-def _next_stop(step: int, end: int, t: Any) -> int:
+def _next_stop(step: int, end: int, every: tuple[int, ...]) -> int:
     """The first step after `step` where the host must look: a log, evaluation or
-    checkpoint point, or the end. Groups of steps never run past one."""
-    every = (t.log_every, t.eval_every, t.checkpoint_every)
+    checkpoint point (multiples of `every`), or the end. Groups never run past one."""
     return min([end] + [(step // n + 1) * n for n in every if n])
 
 
 def _results(
-    run: Run,
-    config: Config,
-    command: str,
-    state: TrainState,
-    loss: float,
-    images_per_sec: float,
-    started: float,
+    run: Run, state: TrainState, loss: float, images_per_sec: float, started: float
 ) -> dict[str, Any]:
-    t = config.train
+    m, t = run.config.model, run.config.train
     return {
-        "command": command,
-        "variant": model_name(config),
-        "resolution": config.model.resolution,
-        "grid_factor": config.model.grid_factor,
+        "family": m.family,
+        "variant": run.name,
+        "resolution": m.resolution,
+        "grid_factor": m.grid_factor,
+        "init": m.init,
         "dataset": run.source.name,
         "num_classes": run.source.num_classes,
         "train_split": run.train_split,

@@ -1,4 +1,10 @@
-"""Scalars of a run: one JSON line per record in metrics.jsonl, and TensorBoard events."""
+"""Scalars of a run: one JSON line per record in metrics.jsonl, and TensorBoard events.
+
+Evaluation metrics are keyed `NAME/METRIC` (an evaluator's name, its metric: `test/top1`,
+`fewshot/5shot`). Runs written before evaluators existed used flat keys (`test_top1`,
+`fewshot_5shot`, `test_top1_at_step0`); `read_metrics` and `read_results` give them
+in today's form, so every reader handles one schema.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,42 @@ from mixer_cli.data.tf_cpu import tf
 _SCALAR = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
 ).SerializeToString()
+
+
+LEGACY_KEYS = {
+    "test_top1": "test/top1",
+    "test_examples": "test/examples",
+    "fewshot_5shot": "fewshot/5shot",
+}
+LEGACY_STEP0 = "_at_step0"
+
+
+def upgrade(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics record or results of an older run with today's keys."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key.endswith(LEGACY_STEP0) and key.removesuffix(LEGACY_STEP0) in LEGACY_KEYS:
+            new = LEGACY_KEYS[key.removesuffix(LEGACY_STEP0)]
+            out.setdefault("at_step0", {})[new] = value
+        else:
+            out[LEGACY_KEYS.get(key, key)] = value
+    return out
+
+
+def read_metrics(workdir: Path) -> list[dict[str, Any]]:
+    """Every record of a run's metrics.jsonl in today's keys (a torn last line skipped)."""
+    records = []
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        try:
+            records.append(upgrade(json.loads(line)))
+        except ValueError:
+            continue
+    return records
+
+
+def read_results(workdir: Path) -> dict[str, Any]:
+    """A run's results.json in today's keys."""
+    return upgrade(json.loads((workdir / "results.json").read_text()))
 
 
 def _step(line: str) -> float:

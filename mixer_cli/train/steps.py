@@ -33,11 +33,17 @@ class TrainState:
     rng: jax.Array  # raw uint32 key data: checkpointable as a plain array
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
-    """Mean over examples; labels are (possibly mixed) one-hot rows."""
+def per_example_loss(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
+    """[B] losses; labels are (possibly mixed) one-hot rows. Training and evaluation
+    measure the same thing."""
     if kind == "sigmoid":
-        return optax.sigmoid_binary_cross_entropy(logits, labels).sum(axis=-1).mean()
-    return optax.softmax_cross_entropy(logits, labels).mean()
+        return optax.sigmoid_binary_cross_entropy(logits, labels).sum(axis=-1)
+    return optax.softmax_cross_entropy(logits, labels)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
+    """Mean over examples."""
+    return per_example_loss(logits, labels, kind).mean()
 
 
 def train_step(
@@ -97,22 +103,26 @@ def train_steps(
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
 
-def eval_step(params: Any, batch: dict[str, jax.Array], *, model: MlpMixer) -> dict[str, jax.Array]:
-    """Sums over the real (masked-in) examples: correct top-1 predictions and the count."""
-    logits, _ = model.apply({"params": params}, batch["image"])
-    mask = batch["mask"].astype(jnp.float32)
-    correct = jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1)
-    return {"correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+def initial_state(
+    model: Any, tx: optax.GradientTransformation, resolution: int, key: jax.Array
+) -> TrainState:
+    """A fresh state: initialised parameters, their optimizer state, step 0, a data RNG."""
+    params = model.init(key, jnp.zeros((1, resolution, resolution, 3), jnp.float32))["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(jax.random.fold_in(key, 1)),
+    )
 
 
 @dataclass(frozen=True)
 class Steps:
     """The jitted steps of a run: `train` takes one batch, `train_many` a tuple of
-    batches (as many steps, one execution), `evaluate` params and a batch."""
+    batches (as many steps, one execution). Evaluation is `evals.forward`'s."""
 
     train: Any
     train_many: Any
-    evaluate: Any
 
 
 def compile_steps(
@@ -136,11 +146,7 @@ def compile_steps(
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
-    evaluate = jax.jit(
-        partial(eval_step, model=model), in_shardings=(replicated, rows), out_shardings=replicated
-    )
     return Steps(
         train=train_jit(partial(train_step, **step_args)),
         train_many=train_jit(partial(train_steps, **step_args)),
-        evaluate=evaluate,
     )

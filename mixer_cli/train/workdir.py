@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
-from mixer_cli.config import EXECUTION_KEYS, Config, dump_yaml
+from mixer_cli.config import Config, changeable, dump_yaml, upgrade
 from mixer_cli.errors import ConfigError
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if f"{prefix}{key}" in EXECUTION_KEYS:
+        if changeable(f"{prefix}{key}"):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             found = _first_difference(a, b, f"{prefix}{key}.")
@@ -29,7 +30,8 @@ def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
 
 def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
     """Create and probe the directory; refuse a different config than the run it holds
-    (settings of EXECUTION_KEYS aside: they change no result)."""
+    (settings `config.changeable` aside: they change no trained result), and write the
+    config as this invocation runs it."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=workdir, prefix=".probe-"):
@@ -38,16 +40,26 @@ def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
         raise ConfigError(f"workdir {str(workdir)!r} is not writable: {err.strerror}") from None
     saved = workdir / "config.yaml"
     if saved.exists():
-        difference = _first_difference(yaml.safe_load(saved.read_text()) or {}, config.to_dict())
+        old = upgrade(yaml.safe_load(saved.read_text()) or {}, config)
+        difference = _first_difference(old, config.to_dict())
         if difference:
             raise ConfigError(
                 f"{workdir} holds a run with another config ({difference}); resume it with "
                 "the same settings or choose a new --workdir"
             )
-    elif write:
+    if write:  # the latest schedule (a resume may change how often it evaluates)
         tmp = saved.with_suffix(".yaml.tmp")
         tmp.write_text(dump_yaml(config))
         tmp.replace(saved)
+
+
+def default_workdir(command: str, variant: str, data: str) -> Path:
+    """runs/COMMAND-VARIANT-DATA-TIME: where a command writes when no --workdir is given."""
+    tag = "-".join(
+        part.replace("/", "").replace(":", "").replace(" ", "")
+        for part in (command, variant, Path(data).name or data)
+    )
+    return Path("runs") / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_free_space(workdir: Path, needed: int) -> None:

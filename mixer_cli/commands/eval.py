@@ -1,0 +1,90 @@
+"""`mixer eval`: any checkpoint on any dataset and split, by the shared evaluators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mixer_cli.commands import options
+
+EvalInit = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--init",
+        help="The model: Google's official .npz, ours, a run directory (finished, or its "
+        "newest training checkpoint; a ResNet run too), a fine-tuned higher-resolution one. "
+        "[default: the newest finished run under ./runs]",
+        show_default=False,
+    ),
+]
+EvalData = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        help="Dataset: digits, folder:PATH or a TFDS name[:version]. "
+        "[default: the run's own dataset, else digits]",
+        show_default=False,
+    ),
+]
+Split = Annotated[
+    Optional[str],
+    typer.Option(
+        "--split",
+        help="Split to score, TFDS syntax (test, validation, train[:10%]). "
+        "[default: the dataset's evaluation split]",
+        show_default=False,
+    ),
+]
+Fewshot = Annotated[
+    bool,
+    typer.Option(
+        "--fewshot", help="Also the linear few-shot table (shots from the training split)."
+    ),
+]
+Shots = Annotated[
+    str, typer.Option("--shots", help="Few-shot: comma-separated examples per class.")
+]
+EvalBatch = Annotated[
+    int, typer.Option("--batch-size", help="Images per evaluation batch (global).", min=1)
+]
+
+
+def eval_(
+    init: EvalInit = None,
+    data: EvalData = None,
+    data_dir: options.DataDir = None,
+    split: Split = None,
+    resolution: options.AdaptedResolution = None,
+    fewshot: Fewshot = False,
+    shots: Shots = "1,5,10,25",
+    batch_size: EvalBatch = 256,
+    workdir: options.Workdir = None,
+    json_: options.Json = False,
+) -> None:
+    """Evaluate a checkpoint: top-1, top-5 and mean loss over every image of a split, with
+    the reference evaluation crop (resize to 256/224 of the resolution, centre crop).
+
+    Use it to tell a checkpoint's accuracy from your preprocessing's. When the head does not
+    match the dataset's classes, only the representation (few-shot) evaluators run.
+    Table + results.json in the run directory; features are cached for few-shot reruns.
+    """
+    from mixer_cli.evals.frozen import run_eval
+
+    results = run_eval(
+        init,
+        data,
+        data_dir=None if data_dir is None else str(data_dir),
+        split=split,
+        resolution=resolution,
+        fewshot=fewshot,
+        shots=shots,
+        batch_size=batch_size,
+        workdir=workdir,
+        table=not json_,
+    )
+    if json_:
+        from mixer_cli import report
+
+        report.print_json(results)

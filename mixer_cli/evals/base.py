@@ -1,0 +1,148 @@
+"""What every evaluator shares: its schedule settings, the splits it reads, its context.
+
+An evaluator never runs the model itself. It names the splits it reads (`Read`: a
+dataset, a split, an evaluation transform, and whether it needs the classification sums
+or the pre_logits); the suite runs one forward pass per distinct split and hands every
+evaluator the outputs it asked for. So a classification evaluator and a few-shot probe
+of the same test split cost one pass, not two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # TensorFlow stays unimported until an evaluator runs
+    from mixer_cli.data.preprocess import Preprocessing
+    from mixer_cli.data.sources import DataSource
+
+SUMS, FEATURES = "sums", "features"  # what a forward pass can produce
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Keys every evaluator has: when it runs."""
+
+    type: str = ""
+    every: int = 0  # steps between runs; 0 = at train.eval_every (and always at the end)
+    at_start: bool = False  # also before the first step
+    batch_size: int = 0  # global batch of its passes; 0 = train.eval_batch_size
+
+
+def eval_preprocessing(pre: Preprocessing) -> Preprocessing:
+    """Only what the evaluation transform reads (resolution, permutation): two runs that
+    differ in augmentation read the same evaluation inputs, and share cache entries."""
+    from mixer_cli.data.preprocess import Preprocessing
+
+    return Preprocessing(
+        resolution=pre.resolution,
+        permutation=pre.permutation,
+        permutation_patch=pre.permutation_patch,
+        permutation_seed=pre.permutation_seed,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split as the model sees it; equal when dataset, split and transform are."""
+
+    source: DataSource
+    split: str
+    preprocessing: Preprocessing
+
+    def key(self) -> tuple:
+        return (self.source.name, self.split, self.preprocessing)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Split) and self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def label(self) -> str:
+        return f"{self.source.name} {self.split}"
+
+
+@dataclass(frozen=True)
+class Read:
+    """A split an evaluator reads and what it needs of it (SUMS and/or FEATURES)."""
+
+    split: Split
+    needs: frozenset[str]
+    batch_size: int
+
+
+@dataclass
+class PassOutput:
+    """One forward pass over a whole split (padded batches masked out)."""
+
+    num_examples: int
+    sums: dict[str, float] | None = None  # correct_top1, correct_top5, loss, count
+    features: np.ndarray | None = None  # [examples, C] pre_logits in the split's order
+    labels: np.ndarray | None = None  # [examples] int, with the features
+
+
+@dataclass
+class Context:
+    """What evaluators may use: the run's data and model head, and a dataset opener."""
+
+    source: DataSource  # the run's dataset
+    train_split: str
+    eval_split: str
+    preprocessing: Preprocessing  # the run's (its evaluation transform is what counts)
+    num_classes: int  # the model's head; 0 = none
+    loss: str  # softmax or sigmoid: how the classification loss is measured
+    batch_size: int  # the default global evaluation batch
+    resolution: int
+    data_dir: str | None = None
+    opened: dict[tuple[str, str | None], DataSource] = field(default_factory=dict)
+
+    def open(self, name: str | None, data_dir: str | None = None) -> DataSource:
+        """A dataset by name (None: the run's), opened once per context."""
+        from mixer_cli.data import open_dataset
+
+        if name is None:
+            return self.source
+        key = (name, data_dir or self.data_dir)
+        if key not in self.opened:
+            self.opened[key] = open_dataset(name, key[1])
+        return self.opened[key]
+
+    def split(self, source: DataSource, split: str) -> Split:
+        """`split` of `source` under the run's evaluation transform if it is the run's
+        dataset (the shuffle experiment's permutation included), else a plain one."""
+        from mixer_cli.data.preprocess import Preprocessing
+
+        source.num_examples(split)  # a split that does not exist fails here, naming the splits
+        pre = self.preprocessing if source is self.source else Preprocessing(self.resolution)
+        return Split(source, split, eval_preprocessing(pre))
+
+
+class Evaluator:
+    """Base of the evaluators: `reads()` once, `metrics(outputs)` at every run."""
+
+    def __init__(self, name: str, settings: EvalSettings, context: Context) -> None:
+        self.name, self.settings, self.context = name, settings, context
+        self.batch_size = settings.batch_size or context.batch_size
+
+    def reads(self) -> list[Read]:
+        raise NotImplementedError
+
+    def metrics(self, outputs: Mapping[Split, PassOutput]) -> Iterator[tuple[str, float]]:
+        """(metric, value) pairs; the suite prefixes them with `NAME/`."""
+        raise NotImplementedError
+
+    def read(self, split: Split, *needs: str) -> Read:
+        return Read(split, frozenset(needs), self.batch_size)
+
+
+def settings_dict(settings: EvalSettings) -> dict[str, Any]:
+    """The YAML form: tuples as lists."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in dataclasses.asdict(settings).items()
+    }

@@ -1,0 +1,78 @@
+"""The registry's `mixer` family: the paper's MLP-Mixer in Google's parameter layout.
+
+Variants are SIZE/PATCH (`models/variants.py`); checkpoints are read in the official
+npz layout with the architecture inferred from the shapes, and warm starts from a
+checkpoint at a lower resolution follow the paper's Appendix C (`checkpoints.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mixer_cli import checkpoints
+from mixer_cli.config import ModelConfig
+from mixer_cli.models.mixer import create_model
+from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.variants import MixerSpec, parse_variant
+
+
+def _spec(m: ModelConfig) -> MixerSpec:
+    spec = parse_variant(m.variant)
+    spec.check_resolution(m.resolution)
+    return spec
+
+
+def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
+    return create_model(
+        _spec(m),
+        num_classes=num_classes,
+        dropout=m.dropout,
+        stoch_depth=m.stoch_depth,
+        head_bias_init=head_bias,
+        dtype=m.dtype,
+        grid_factor=m.grid_factor,
+    )
+
+
+def matches(flat: Mapping[str, Any]) -> bool:
+    return "stem/kernel" in flat and "MixerBlock_0/LayerNorm_0/scale" in flat
+
+
+def load(flat: Mapping[str, Any], source: str, resolution: int | None) -> Loaded:
+    pre = checkpoints.pretrained_from_flat(flat, source, resolution=resolution)
+    arch = pre.architecture
+    return Loaded(
+        pre.model,
+        pre.params,
+        "mixer",
+        arch.spec.name,
+        arch.resolution,
+        arch.num_classes,
+        {"grid_factor": arch.grid_factor, "native_resolution": arch.native_resolution},
+    )
+
+
+def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
+    if scope == "backbone":  # adapted to the fresh model's resolution, a fresh head
+        return checkpoints.transfer_params(path, fresh)
+    return checkpoints.load_params(path, fresh)
+
+
+def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
+    from mixer_cli.costs import describe
+
+    row = describe(_spec(m), m.resolution, num_classes)
+    return {"params": row["params"], "gflops": row["gflops"]}
+
+
+FAMILY = Family(
+    name="mixer",
+    parse=lambda m: _spec(m).name,
+    build=build,
+    patch_size=lambda m: parse_variant(m.variant).patch_size,
+    matches=matches,
+    load=load,
+    warm_start=warm_start,
+    count=count,
+)

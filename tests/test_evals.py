@@ -1,0 +1,233 @@
+"""Evaluators and model families as plug-ins: config, shared passes, metric keys, `mixer eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import yaml
+from datasets import write_image
+from numpy_mixer import numpy_mixer
+from training import tiny
+
+from mixer_cli.checkpoints import write_npz
+from mixer_cli.cli import run
+from mixer_cli.config import dump_yaml, resolve
+from mixer_cli.errors import ConfigError
+from mixer_cli.models import registry
+from mixer_cli.train import metrics
+from mixer_cli.train.engine import build
+from mixer_cli.train.steps import initial_state
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"evals.x.type": "nonsense"}, "unknown evaluator type 'nonsense'; types: classification"),
+        ({"evals.test.shots": "5"}, "valid keys of a classification evaluator: type, every"),
+        ({"evals.probe.shots": "5"}, "evaluator 'probe' .* has no type: set evals.probe.type"),
+        ({"evals.test.every": "-1"}, "evals.test.every must be >= 0"),
+        ({"evals.a/b.type": "fewshot"}, "NAME without '/'"),
+        ({"model.family": "vit"}, "model.family must be one of mixer, resnet, got 'vit'"),
+    ],
+)
+def test_unknown_evaluators_families_and_keys_are_refused(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve("demo", None, overrides)
+    with pytest.raises(ConfigError, match="unknown model family 'vit'; families: mixer, resnet"):
+        registry.get("vit")
+
+
+def test_evals_round_trip_through_yaml_and_set(tmp_path: Path) -> None:
+    config = resolve(
+        "demo",
+        None,
+        {
+            "evals.probe.type": "fewshot",
+            "evals.probe.shots": "1,5",
+            "evals.probe.every": "100",
+            "evals.probe.datasets": "digits",
+            "evals.fewshot": "none",  # removes the recipe's probe
+        },
+    )
+    assert list(config.evals) == ["test", "probe"]
+    assert config.evals["probe"].shots == (1, 5) and config.evals["probe"].datasets == ("digits",)
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_yaml(config))
+    again = resolve(None, path, {})
+    assert again == config and again.to_dict() == yaml.safe_load(path.read_text())
+
+
+def test_evaluators_reading_one_split_share_one_forward_pass() -> None:
+    config = tiny(**{"evals.again.type": "classification", "evals.again.at_start": "true"})
+    built = build(config)  # test, again: classification; fewshot: 5-shot on digits
+    state = initial_state(built.model, built.tx, 8, jax.random.key(1))
+    got = built.evals.run(built.model, state.params)
+    # Three evaluators, two splits (the test split shared by all three, the training split):
+    assert built.evals.passes == 2
+    assert got["test/top1"] == got["again/top1"] and got["test/examples"] == 360
+    # top-1 and top-5 recomputed here from the logits of every test image.
+    images, labels = eval_inputs(built.source, "test", 8)
+    logits = np.asarray(built.model.apply({"params": state.params}, images)[0])
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    assert got["test/top1"] == pytest.approx(np.mean(logits.argmax(1) == labels), abs=1e-6)
+    assert got["test/top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)), abs=1e-6)
+    assert built.evals.due(0, 20) == ["again"]
+    assert set(built.evals.due(20, 20)) == {"test", "fewshot", "again"}
+
+
+def eval_inputs(source, split: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """A split's images as the evaluation transform gives them, and their labels."""
+    from mixer_cli.data import Preprocessing
+    from mixer_cli.data.preprocess import Transforms
+
+    transforms = Transforms(source, Preprocessing(resolution=resolution), seed=0)
+    examples = [transforms.eval_example(*ex) for ex in source.eval_stream(split, 0, 1)]
+    images = np.stack([np.asarray(e["image"]) for e in examples])
+    return images, np.array([int(np.argmax(e["label"])) for e in examples])
+
+
+def test_metric_keys_in_metrics_tensorboard_and_results(uninterrupted: Path) -> None:
+    results = json.loads((uninterrupted / "results.json").read_text())
+    keys = {k for k in results if "/" in k}
+    assert keys == {"test/top1", "test/top5", "test/loss", "test/examples", "fewshot/5shot"}
+    from mixer_cli.data.tf_cpu import tf
+
+    tags = set()
+    for events in (uninterrupted / "tensorboard").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            tags.update(value.tag for value in event.summary.value)
+    assert keys <= tags and "loss" in tags
+
+
+def test_old_run_directories_are_read_in_todays_keys(tmp_path: Path) -> None:
+    old = {"command": "permute", "test_top1": 0.9, "test_top1_at_step0": 0.1, "fewshot_5shot": 0.8}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    lines = [{"step": 0, "test_top1": 0.1, "fewshot_5shot": 0.2}, {"step": 5, "loss": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert metrics.read_results(tmp_path) == {
+        "command": "permute",
+        "test/top1": 0.9,
+        "fewshot/5shot": 0.8,
+        "at_step0": {"test/top1": 0.1},
+    }
+    from mixer_cli.permute import curve
+
+    assert curve(tmp_path) == [{"step": 0, "test/top1": 0.1, "fewshot/5shot": 0.2}]
+
+
+def test_a_resume_may_change_how_often_evaluators_run(uninterrupted: Path, tmp_path) -> None:
+    from mixer_cli.train.engine import train_and_evaluate
+
+    train_and_evaluate(tiny(**{"evals.fewshot.every": "5"}), tmp_path, stop_after=7)
+    results = train_and_evaluate(tiny(**{"evals.fewshot.every": "10"}), tmp_path)
+    want = json.loads((uninterrupted / "results.json").read_text())
+    assert {k: results[k] for k in want if "/" in k} == {k: want[k] for k in want if "/" in k}
+    probes = [r["step"] for r in metrics.read_metrics(tmp_path) if "fewshot/5shot" in r]
+    assert probes == [5, 10, 20]  # every 5 before the stop, every 10 after, and the end
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["evals"]["fewshot"]["every"] == 10  # config.yaml: how the run runs now
+    with pytest.raises(ConfigError, match=r"evals.fewshot.shots: \[5\] before, \[1\] now"):
+        train_and_evaluate(tiny(**{"evals.fewshot.shots": "1"}), tmp_path)
+
+
+def folder_for_official_npz(root: Path) -> Path:
+    """16 px RGB PNGs (already at the model's resolution, so untouched), 10 classes."""
+    rng = np.random.default_rng(3)
+    for c in range(10):
+        for i in range(3):
+            image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            write_image(root / "test" / f"c{c}" / f"{i}.png", image)
+            write_image(root / "train" / f"c{c}" / f"{i}.png", image[::-1])
+    return root
+
+
+def test_eval_of_an_official_npz_matches_its_logits(capsys, tmp_path, official_npz) -> None:
+    path, flat = official_npz
+    root = folder_for_official_npz(tmp_path / "images")
+    code = run(["eval", "--init", path, "--data", f"folder:{root}", "--workdir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads((tmp_path / "results.json").read_text())
+    images, labels = [], []
+    for c in range(10):
+        for i in range(3):
+            png = (root / "test" / f"c{c}" / f"{i}.png").read_bytes()
+            from mixer_cli.data.tf_cpu import tf
+
+            images.append(tf.io.decode_png(png).numpy() / 127.5 - 1.0)
+            labels.append(c)
+    logits, _ = numpy_mixer(flat, np.stack(images))
+    labels = np.array(labels)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    assert results["test/examples"] == 30
+    assert results["test/top1"] == pytest.approx(np.mean(logits.argmax(1) == labels))
+    assert results["test/top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)))
+    assert results["variant"].startswith("custom/4") and results["resolution"] == 16
+    assert "test/top1" in out and "fewshot" not in results
+
+
+def eval_cli(capsys, workdir: Path, *argv: str) -> tuple[int, dict, str]:
+    code = run(["eval", *argv, "--workdir", str(workdir)])
+    err = capsys.readouterr().err
+    path = workdir / "results.json"
+    return code, json.loads(path.read_text()) if path.exists() else {}, err
+
+
+def test_eval_of_a_run_at_twice_its_resolution(capsys, tmp_path, uninterrupted) -> None:
+    root = folder_for_official_npz(tmp_path / "images")  # 10 classes of 16 px, as digits
+    code, results, err = eval_cli(
+        capsys, tmp_path / "a", "--init", str(uninterrupted), "--data", f"folder:{root}",
+        "--resolution", "16", "--fewshot", "--shots", "1,3",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (results["resolution"], results["grid_factor"]) == (16, 2)
+    assert results["test/examples"] == 30 and {"fewshot/1shot", "fewshot/3shot"} <= set(results)
+
+
+def test_eval_with_another_head_runs_the_representation_evaluators(
+    capsys, tmp_path, uninterrupted
+) -> None:
+    small = tmp_path / "three"  # 3 classes; the demo model's head has 10
+    for c in range(3):
+        for split in ("train", "test"):
+            for i in range(3):
+                image = np.full((8, 8, 3), 80 * c + 10 * i, np.uint8)
+                write_image(small / split / f"k{c}" / f"{i}.png", image)
+    code, results, err = eval_cli(
+        capsys, tmp_path / "b", "--init", str(uninterrupted), "--data", f"folder:{small}",
+        "--shots", "1,3",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "10-class head" in err and "representation evaluators" in err
+    assert "test/top1" not in results and {"fewshot/1shot", "fewshot/3shot"} <= set(results)
+    assert results["fewshot"][f"folder:{small}"]["test_examples"] == 9
+
+
+def test_every_family_loads_what_it_builds(tmp_path: Path) -> None:
+    from mixer_cli.config import ModelConfig
+
+    for family_name, variant in (("mixer", "N/4"), ("resnet", "ResNet14")):
+        family = registry.get(family_name)
+        m = ModelConfig(family=family_name, variant=variant, resolution=16, width=8)
+        model = family.build(m, 3, 0.0)
+        images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+        params = model.init(jax.random.key(0), images)["params"]
+        params = jax.tree.map(lambda p: p + 0.01, params)  # a non-zero head too
+        path = write_npz(jax.device_get(params), tmp_path / f"{family_name}.npz")
+        with np.load(path) as archive:
+            flat = dict(archive)
+        assert registry.family_of(flat, str(path)).name == family_name
+        loaded = registry.load_checkpoint(path, resolution=16)
+        assert (loaded.family, loaded.num_classes, loaded.resolution) == (family_name, 3, 16)
+        want = model.apply({"params": params}, images)[0]
+        got = loaded.model.apply({"params": loaded.params}, images)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        counts = family.count(m, 3)
+        assert counts["params"] == sum(x.size for x in jax.tree.leaves(params))
+        assert counts["gflops"] > 0
+    with pytest.raises(ConfigError, match="does not record its input size"):
+        registry.load_checkpoint(tmp_path / "resnet.npz")
