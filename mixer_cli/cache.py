@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mixer_cli import report
+from mixer_cli.atomic import atomic_write
 
 
 def default_cache_dir() -> Path:
@@ -32,13 +33,9 @@ def read_npz(path: Path, what: str) -> dict[str, np.ndarray] | None:
 
 
 def write_npz(path: Path, what: str, **arrays: np.ndarray) -> None:
-    """Write arrays whole or not at all (a temporary file renamed into place)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write arrays whole or not at all; a cache that cannot be written costs time only."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_write(path, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         report.stderr.print(f"[yellow]warning:[/] cannot write the {what} {path}: {err}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
+from mixer_cli.atomic import atomic_write
 from mixer_cli.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound, ConfigError
 from mixer_cli.models.mixer import MlpMixer, abstract_params, create_model
 from mixer_cli.models.variants import SIZES, MixerSpec, parse_variant, spec_from_dims
@@ -101,15 +101,8 @@ def write_npz(params: Mapping[str, Any], path: str | os.PathLike) -> Path:
         "/".join(keys): np.asarray(value)
         for keys, value in traverse_util.flatten_dict(params).items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **flat)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **flat)
     return path
 
 

@@ -283,9 +283,9 @@ def save_figure(results: dict[str, Any], examples: dict[str, np.ndarray], path: 
         axes.axis("off")
     figure.suptitle(f"shuffle experiment on {results['data']}", fontsize=11)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, dpi=110, format="png")
+    from mixer_cli.atomic import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        figure.savefig(f, dpi=110, format="png")
     plt.close(figure)
-    tmp.replace(path)
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,17 +58,11 @@ def print_json(obj: Any) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(to_json(obj) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from mixer_cli.atomic import atomic_write
+
+    with atomic_write(path) as f:
+        f.write(to_json(obj) + "\n")
+    return Path(path)
 
 
 def progress(enabled: bool = True) -> Progress:

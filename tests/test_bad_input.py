@@ -53,6 +53,34 @@ CASES: list[tuple[list[str], str]] = [
     (["fewshot", "--init", "{npz}", "--seeds", "0"], "seeds"),
     (["fewshot", "--init", "{npz}", "--l2-reg", "-1"], "l2"),
     (["fewshot", "--init", "{workdir}/missing.npz"], "missing.npz"),
+    (["pretrain", "--set", "evals.x.type=nonsense"], "unknown evaluator type 'nonsense'"),
+    (["pretrain", "--set", "evals.test.shots=5"], "valid keys of a classification evaluator"),
+    (["pretrain", "--set", "model.family=vit"], "mixer, resnet"),
+    (["pretrain", "--set", "evals.test.split=nosuch"], "no split 'nosuch'"),
+    (
+        ["pretrain", "--set", "evals.f.type=fewshot", "--set", "evals.f.datasets=nosuch_xyz"],
+        "nosuch_xyz",
+    ),
+    (
+        [
+            "pretrain",
+            "--set",
+            "evals.f.type=fewshot",
+            "--set",
+            "evals.f.datasets=imagenet21k",
+            "--data-dir",
+            "{empty}",
+        ],
+        "imagenet21k",
+    ),
+    (["pretrain", "--set", "evals.f.type=fewshot", "--set", "evals.f.shots=1000"], "1000"),
+    (["eval", "--init", "{workdir}/missing.npz"], "missing.npz"),
+    (["eval", "--init", "{not_mixer}"], "not_mixer.npz"),
+    (["eval", "--init", "{npz}", "--data", "digits", "--split", "nosuch"], "no split 'nosuch'"),
+    (["eval", "--init", "{npz}", "--data", "no_such_dataset_xyz"], "no_such_dataset_xyz"),
+    (["eval", "--init", "{npz}", "--resolution", "20"], "multiple"),
+    (["eval", "--init", "{npz}", "--shots", "0"], "shots"),
+    (["eval"], "--init"),
     (["permute", "--mode", "sideways"], "sideways"),
     (["permute", "--baseline", "vgg16"], "vgg16"),
     (["permute", "--mode", "patch", "--variant", "N/3"], "3"),
@@ -103,6 +131,7 @@ def test_there_are_enough_cases() -> None:
     assert {argv[0] for argv, _ in CASES} >= {
         "pretrain",
         "finetune",
+        "eval",
         "fewshot",
         "permute",
         "bench",
@@ -121,7 +150,7 @@ def test_bad_input_is_one_clear_line(
     workdir = tmp_path / "work"
     values = {**files, "workdir": str(workdir)}
     argv = [a.format(**values) for a in argv]
-    if argv[0] in ("pretrain", "finetune", "permute", "bench") and "--workdir" not in argv:
+    if argv[0] in ("pretrain", "finetune", "eval", "permute", "bench") and "--workdir" not in argv:
         argv += ["--workdir", str(workdir)]
     before = snapshot(Path(files["npz"]).parent) | snapshot(tmp_path)
 

@@ -320,4 +320,4 @@ def test_a_killed_process_stops_its_peer_in_bounded_time_and_both_resume_to_the_
         assert proc.returncode == 0, err[-3000:]
     assert f"resuming from step {resume_from} " in outputs[0][1]
     assert_same_training(params_of(tmp_path), params_of(uninterrupted))
-    assert json.loads((tmp_path / "results.json").read_text())["test_examples"] == 360
+    assert json.loads((tmp_path / "results.json").read_text())["test/examples"] == 360

@@ -19,7 +19,8 @@ class Settings(EvalSettings):
     type: str = "classification"
     data: str | None = None  # a dataset (digits, folder:PATH, TFDS name); None = the run's
     data_dir: str | None = None
-    split: str | None = None  # None = the dataset's evaluation split
+    split: str | None = None  # None = the run's evaluation split (data.eval_split), or a
+    # named dataset's own
 
 
 class Evaluator(base.Evaluator):
@@ -35,7 +36,8 @@ class Evaluator(base.Evaluator):
                 f"evaluator {name!r} (classification) needs a head of {source.num_classes} "
                 f"classes for {source.name}; the model has {context.num_classes or 'none'}"
             )
-        self.split = context.split(source, settings.split or source.eval_split)
+        default = context.eval_split if settings.data is None else source.eval_split
+        self.split = context.split(source, settings.split or default)
 
     def reads(self) -> list[Read]:
         return [self.read(self.split, SUMS)]

@@ -135,7 +135,7 @@ def _nbytes(tree: Any) -> int:
 
 def train_and_evaluate(
     config: Config,
-    workdir: Path,
+    workdir: str | Path,
     *,
     stop_after: int | None = None,
     devices: list[jax.Device] | None = None,
@@ -147,7 +147,7 @@ def train_and_evaluate(
     evaluators `evals`); the rest is run control: `stop_after` steps of this invocation,
     and `devices` for the data-parallel mesh (default: every device of every process).
     """
-    t = config.train
+    t, workdir = config.train, Path(workdir)
     lead = jax.process_index() == 0
     mesh = make_mesh(devices)
     local_batch_size(t.batch_size, mesh)

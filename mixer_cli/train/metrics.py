@@ -14,6 +14,7 @@ from typing import Any
 
 from tensorflow.core.framework import summary_pb2
 
+from mixer_cli.atomic import atomic_write
 from mixer_cli.data.tf_cpu import tf
 
 _SCALAR = summary_pb2.SummaryMetadata(
@@ -77,9 +78,8 @@ class MetricsWriter:
             kept = [
                 line for line in self.path.read_text().splitlines() if _step(line) <= resume_step
             ]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(f"{line}\n" for line in kept))
-            tmp.replace(self.path)
+            with atomic_write(self.path) as f:
+                f.write("".join(f"{line}\n" for line in kept))
         self.file = self.path.open("a")
         self.tensorboard = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 

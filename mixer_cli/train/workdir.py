@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from mixer_cli.atomic import atomic_write
 from mixer_cli.config import Config, changeable, dump_yaml, upgrade
 from mixer_cli.errors import ConfigError
 
@@ -48,9 +49,8 @@ def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
                 "the same settings or choose a new --workdir"
             )
     if write:  # the latest schedule (a resume may change how often it evaluates)
-        tmp = saved.with_suffix(".yaml.tmp")
-        tmp.write_text(dump_yaml(config))
-        tmp.replace(saved)
+        with atomic_write(saved) as f:
+            f.write(dump_yaml(config))
 
 
 def default_workdir(command: str, variant: str, data: str) -> Path:

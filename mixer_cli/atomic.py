@@ -1,0 +1,30 @@
+"""Files written whole or not at all: the one way mixer writes what others read back.
+
+A temporary file beside the target (same filesystem, so the rename is atomic) is renamed
+over it when the writing block completes and removed when it fails: a reader, or a run
+killed mid-write, sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """`with atomic_write(path, "wb") as f: ...` ('w' text, 'wb' bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
