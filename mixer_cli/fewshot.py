@@ -11,7 +11,6 @@ the first one nearly free. Accuracy is the argmax over the whole test split.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,68 +157,6 @@ def summarize(records: Sequence[dict[str, float]]) -> dict[str, dict[str, Any]]:
             "l2": {str(r["seed"]): r["l2"] for r in mine},
         }
     return summary
-
-
-def run_fewshot(
-    init: Path,
-    datasets: Sequence[str],
-    *,
-    data_dir: str | None,
-    shots: Sequence[int],
-    seeds: Sequence[int],
-    l2s: Sequence[float],
-    resolution: int | None,
-    batch_size: int,
-    use_cache: bool,
-    workdir: Path | None,
-    table: bool = True,
-) -> dict[str, Any]:
-    """Score a checkpoint on datasets with the `fewshot` evaluator (features cached),
-    print the table and write results.json."""
-    import jax
-
-    from mixer_cli import report
-    from mixer_cli.cache import default_cache_dir
-    from mixer_cli.data import open_dataset
-    from mixer_cli.evals import settings_class
-    from mixer_cli.evals.frozen import checkpoint_context, describe, evaluate_checkpoint
-    from mixer_cli.models.registry import load_checkpoint
-    from mixer_cli.train.workdir import default_workdir
-
-    loaded = load_checkpoint(init, resolution)
-    first = open_dataset(datasets[0], data_dir)
-    context = checkpoint_context(loaded, first, batch_size, data_dir, name=datasets[0])
-    settings = settings_class("fewshot")(
-        datasets=tuple(datasets), shots=tuple(shots), seeds=len(seeds), l2_reg=tuple(l2s)
-    )
-    if list(seeds) != list(range(len(seeds))):
-        raise ConfigError(f"seeds are 0..N-1, got {list(seeds)}")
-    started = time.time()
-    cache_dir = default_cache_dir() if use_cache else None
-    _, suite = evaluate_checkpoint(loaded, {"fewshot": settings}, context, cache_dir)
-    evaluator = suite.evaluators["fewshot"]
-    model = describe(loaded)
-    results = {
-        "command": "fewshot",
-        "init": str(init),
-        "variant": model["variant"],
-        "resolution": model["resolution"],
-        "grid_factor": model.get("grid_factor", 1),
-        "shots": list(shots),
-        "seeds": list(seeds),
-        "l2_regs": list(l2s),
-        "datasets": evaluator.details,
-        "average": evaluator.average(),
-        "seconds": time.time() - started,
-    }
-    if table:
-        print_fewshot_table(results)
-    if workdir is None:
-        workdir = default_workdir("fewshot", model["variant"], ",".join(datasets))
-    if jax.process_index() == 0:
-        report.write_json(Path(workdir) / "results.json", results)
-        report.stderr.print(f"results in {Path(workdir) / 'results.json'}")
-    return results
 
 
 def print_fewshot_table(results: dict[str, Any]) -> None:

@@ -212,3 +212,4 @@ def test_bad_pretrain_input_is_one_line_and_exit_2(capsys, tmp_path, argv, needl
     lines = err.strip().splitlines()
     assert lines[-1].startswith("error: ") and needle in lines[-1], err
     assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -76,7 +76,7 @@ def fewshot(
     from mixer_cli import report
     from mixer_cli.config import parse_number_list
     from mixer_cli.errors import ConfigError
-    from mixer_cli.fewshot import run_fewshot
+    from mixer_cli.evals.frozen import run_fewshot
     from mixer_cli.train.workdir import latest_run
 
     if seeds <= 0:

@@ -161,16 +161,26 @@ def train_and_evaluate(
         if settings.batch_size:
             local_batch_size(settings.batch_size, mesh, "evaluation batch size")
     run = build(config)
-    prepare_workdir(workdir, config, lead)
-
     repl, rows = replicated(mesh), batch_sharding(mesh)
     key = jax.random.key(t.seed)
     fresh = partial(initial_state, run.model, run.tx, config.model.resolution)
-    init_fn = jax.jit(fresh, out_shardings=repl)
     abstract = jax.eval_shape(fresh, key)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract
     )
+
+    def starting_state() -> TrainState:
+        """Initialised, then warm-started from `model.init` if the config names one."""
+        state = jax.jit(fresh, out_shardings=repl)(key)
+        m = config.model
+        if m.init is None:
+            return state
+        params = run.family.warm_start(m.init, jax.device_get(state.params), m.init_scope)
+        return state.replace(params=jax.device_put(params, repl))
+
+    # A new run's warm start is checked (and made) before anything is written.
+    new = None if (workdir / "checkpoints").exists() else starting_state()
+    prepare_workdir(workdir, config, lead)
     if lead:  # room for one more checkpoint and the final params.npz
         check_free_space(workdir, _nbytes(abstract) + _nbytes(abstract.params))
     checkpointer = Checkpointer(workdir / "checkpoints", t.keep_checkpoints)
@@ -181,11 +191,7 @@ def train_and_evaluate(
         if lead:
             report.stderr.print(f"resuming from step {record['step']} in {workdir}")
     else:
-        state = init_fn(key)
-        if config.model.init is not None:
-            m = config.model
-            params = run.family.warm_start(m.init, jax.device_get(state.params), m.init_scope)
-            state = state.replace(params=jax.device_put(params, repl))
+        state = new if new is not None else starting_state()
     start = int(state.step)
     if start >= run.total_steps and (workdir / "results.json").exists():
         checkpointer.close()
