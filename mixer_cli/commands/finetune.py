@@ -38,7 +38,11 @@ Holdout = Annotated[
         show_default=False,
     ),
 ]
-MODEL_KEYS = ("model.variant=", "model.resolution=", "model.grid_factor=")
+# What --init decides (and read_checked has checked): not settable with --set.
+MODEL_KEYS = tuple(
+    f"model.{key}="
+    for key in ("family", "variant", "resolution", "grid_factor", "init", "init_scope")
+)
 
 
 @opts.training_command
