@@ -2,7 +2,9 @@
 
 A temporary file beside the target (same filesystem, so the rename is atomic) is renamed
 over it when the writing block completes and removed when it fails: a reader, or a run
-killed mid-write, sees the old file or the new one, never half of one.
+killed mid-write, sees the old file or the new one, never half of one. The file gets the
+mode an ordinary `open()` would give it (0666 less the umask), not mkstemp's private
+0600, so a group's shared run directory stays readable.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

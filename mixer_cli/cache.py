@@ -13,11 +13,20 @@ import numpy as np
 
 from mixer_cli import report
 from mixer_cli.atomic import atomic_write
+from mixer_cli.errors import ConfigError
 
 
 def default_cache_dir() -> Path:
+    """The cache directory; refuses one that cannot be a directory (checked up front)."""
     base = os.environ.get("MIXER_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "mixer" if base else Path.home() / ".cache" / "mixer"
+    path = Path(base) / "mixer" if base else Path.home() / ".cache" / "mixer"
+    blocked = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(
+            f"the cache directory {str(path)!r} cannot be made: {str(blocked)!r} is a file "
+            "(set MIXER_CACHE_DIR to a directory)"
+        )
+    return path
 
 
 def read_npz(path: Path, what: str) -> dict[str, np.ndarray] | None:

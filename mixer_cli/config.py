@@ -12,8 +12,10 @@ resolved config is saved with every run, and is all the run is.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,6 +340,9 @@ def resolve(
 
 def validate(config: Config) -> None:
     flat = {f"{s}.{k}": v for s, values in config.to_dict().items() for k, v in values.items()}
+    for key, value in _numbers(config.to_dict()):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {flat[key]!r}")
@@ -355,6 +360,18 @@ def validate(config: Config) -> None:
         for key in ("every", "batch_size"):
             if getattr(settings, key) < 0:
                 raise ConfigError(f"evals.{name}.{key} must be >= 0, got {getattr(settings, key)}")
+
+
+def _numbers(tree: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every float in a config's dict form (lists too), with its dotted key."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _numbers(value, f"{prefix}{key}.")
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            yield from _numbers(value, prefix)
+    elif isinstance(tree, float):
+        yield prefix.rstrip("."), tree
 
 
 def upgrade(saved: dict[str, Any], current: Config) -> dict[str, Any]:
@@ -387,11 +404,16 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 
 
 def parse_number_list(text: str, kind: type, what: str) -> list:
-    """'0.003,0.01' -> [0.003, 0.01] (or ints); refuses non-numbers, values <= 0, repeats."""
+    """'0.003,0.01' -> [0.003, 0.01] (or ints); refuses non-numbers, values <= 0, nan and
+    inf, repeats."""
     try:
         values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(f"{what} expects comma-separated numbers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
+    if (
+        not values
+        or any(not math.isfinite(v) or v <= 0 for v in values)
+        or len(set(values)) != len(values)
+    ):
         raise ConfigError(f"{what} needs distinct positive numbers, got {text!r}")
     return values

@@ -80,6 +80,11 @@ def initialize(
             "a multi-process run needs the coordinator address, the number of processes and "
             "this process's id (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)"
         )
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ConfigError(
+            f"process id {process_id} is not one of the run's {num_processes} processes "
+            f"(ids 0 to {num_processes - 1})"
+        )
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if peer_timeout <= 0:
         raise ConfigError(f"--peer-timeout must be positive, got {peer_timeout:g}")

@@ -59,3 +59,10 @@ class Interrupted(MixerError):
     """Ctrl-C: a checkpoint was saved and the run can be resumed."""
 
     exit_code = 130
+
+
+class Preempted(Interrupted):
+    """SIGTERM (a scheduler's or a spot VM's notice): a checkpoint was saved; requeue the
+    same command. 143 = 128 + SIGTERM, what schedulers expect of a terminated job."""
+
+    exit_code = 143

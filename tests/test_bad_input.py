@@ -74,6 +74,15 @@ CASES: list[tuple[list[str], str]] = [
         "imagenet21k",
     ),
     (["pretrain", "--set", "evals.f.type=fewshot", "--set", "evals.f.shots=1000"], "1000"),
+    (["pretrain", "--lr", "nan"], "optim.lr must be a finite number"),
+    (["pretrain", "--data", "folder:{extra_class}"], "class 'owl' is in the evaluation split"),
+    (["pretrain", "--set", "data.eval_split=nosuch"], "no split 'nosuch'"),
+    (["pretrain", "--set", "optim.lr=inf"], "optim.lr must be a finite number"),
+    (
+        ["pretrain", "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "5"],
+        "process id 5 is not one of the run's 2 processes",
+    ),
+    (["fewshot", "--init", "{npz}", "--l2-reg", "nan"], "--l2-reg needs distinct positive"),
     (["eval", "--init", "{workdir}/missing.npz"], "missing.npz"),
     (["eval", "--init", "{not_mixer}"], "not_mixer.npz"),
     (["eval", "--init", "{npz}", "--data", "digits", "--split", "nosuch"], "no split 'nosuch'"),
@@ -110,6 +119,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     (root / "empty" / "train").mkdir(parents=True)
     (root / "empty" / "test").mkdir(parents=True)
     write_image_folder(root / "one_class", {"train": 4, "test": 2}, classes=("cat",))
+    write_image_folder(root / "extra_class", {"train": 4}, classes=("cat", "dog"))
+    write_image_folder(root / "extra_class", {"test": 2}, classes=("cat", "dog", "owl"))
     (root / "bad.yaml").write_text("train: {steps: [1, 2\n")
     np.savez(root / "not_mixer.npz", weights=np.zeros((3, 3), np.float32))
     model = create_model("N/4", num_classes=10)
@@ -119,6 +130,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "n4": str(root / "n4.npz"),
         "empty": str(root / "empty"),
         "one_class": str(root / "one_class"),
+        "extra_class": str(root / "extra_class"),
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),
         "truncated": str(truncate(official_npz[0], root / "truncated.npz")),
@@ -162,3 +174,13 @@ def test_bad_input_is_one_clear_line(
     assert words.format(**values) in err, err
     assert snapshot(Path(files["npz"]).parent) | snapshot(tmp_path) == before
     assert not workdir.exists() or not any(workdir.rglob("*"))
+
+
+def test_a_cache_directory_that_is_a_file_is_refused_up_front(capsys, monkeypatch, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("MIXER_CACHE_DIR", str(blocker))
+    code, _, err = run_cli(capsys, "pretrain", "--workdir", str(tmp_path / "run"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{str(blocker)!r} is a file (set MIXER_CACHE_DIR to a directory)" in err
+    assert not (tmp_path / "run").exists()

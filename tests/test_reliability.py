@@ -192,9 +192,10 @@ def _wait(proc: subprocess.Popen, condition, what: str, timeout: float = 300) ->
 def test_kill_9_at_random_moments_and_resuming_equals_an_uninterrupted_run(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
-    """SIGKILL three or more times (at least once while a checkpoint is being written),
-    then Ctrl-C once (a checkpoint, exit 130), resuming each time: partial checkpoints are
-    never picked, and the end is the uninterrupted run's."""
+    """SIGKILL three or more times (at least once while a checkpoint is being written), a
+    SIGTERM once (a checkpoint, exit 143), then Ctrl-C once (a checkpoint, exit 130),
+    resuming each time: partial checkpoints are never picked, and the end is the
+    uninterrupted run's."""
     rng = random.Random(0)
     workdir = tmp_path / "run"
     checkpoints = workdir / "checkpoints"
@@ -213,14 +214,16 @@ def test_kill_9_at_random_moments_and_resuming_equals_an_uninterrupted_run(
             return max(complete_steps(workdir), default=0) > past
 
         _wait(proc, saved_one, "a checkpoint")
-        if kills >= 3 and mid_write:
-            proc.send_signal(signal.SIGINT)
+        if (kills >= 3 and mid_write) or kills == 2:
+            # Ctrl-C at the end; a scheduler's SIGTERM once on the way (exit 128 + 15).
+            sig, code = (signal.SIGINT, 130) if kills >= 3 else (signal.SIGTERM, 143)
+            proc.send_signal(sig)
             _, err = proc.communicate(timeout=300)
-            assert proc.returncode == 130, err[-2000:]
+            assert proc.returncode == code, err[-2000:]
             last = err.strip().splitlines()[-1]
             step = int(re.search(r"interrupted at step (\d+); checkpoint saved", last).group(1))
             assert step == max(complete_steps(workdir))
-            interrupted = True
+            interrupted, kills = sig == signal.SIGINT, kills + (sig == signal.SIGTERM)
         else:
             if kills != 1:  # the moment a write begins
                 _wait(proc, lambda: any(checkpoints.glob("*.orbax-checkpoint-tmp*")), "a write")
@@ -321,3 +324,51 @@ def test_a_killed_process_stops_its_peer_in_bounded_time_and_both_resume_to_the_
     assert f"resuming from step {resume_from} " in outputs[0][1]
     assert_same_training(params_of(tmp_path), params_of(uninterrupted))
     assert json.loads((tmp_path / "results.json").read_text())["test/examples"] == 360
+
+
+# --- one run per directory ---------------------------------------------------------------
+
+
+def test_a_second_run_on_a_busy_directory_is_refused_and_readers_are_not(tmp_path: Path) -> None:
+    """Two real processes: the second `pretrain` on the directory exits at once with
+    code 2 naming the holder; `mixer eval` of the same run still works; once the holder is
+    killed (-9: the kernel drops the lock) the same command resumes."""
+    workdir = tmp_path / "run"
+    # Long enough to be running throughout; no checkpoint deleted under the reader.
+    long_run = ("--set=train.steps=2000", "--set=train.checkpoint_every=1",
+            "--set=train.keep_checkpoints=2000")  # fmt: skip
+    holder = subprocess.Popen(
+        pretrain_command(workdir, *long_run),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait(holder, lambda: complete_steps(workdir), "the first checkpoint")
+        second = subprocess.run(
+            pretrain_command(workdir, *long_run),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 2, second.stderr[-2000:]
+        last = second.stderr.strip().splitlines()[-1]
+        assert f"is in use by another run (pid {holder.pid} on " in last, last
+        reader = subprocess.run(
+            [sys.executable, "-m", "mixer_cli", "eval", "--init", str(workdir),
+             "--workdir", str(tmp_path / "eval")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert reader.returncode == 0, reader.stderr[-2000:]
+    finally:
+        holder.kill()
+        holder.wait()
+    again = subprocess.run(
+        pretrain_command(workdir, *long_run, "--stop-after=1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0 and "resuming from step" in again.stderr, again.stderr[-2000:]

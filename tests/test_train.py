@@ -14,6 +14,7 @@ import pytest
 import yaml
 from training import assert_same_results, assert_same_training, params_of, tiny
 
+from mixer_cli.atomic import current_umask
 from mixer_cli.cli import run
 from mixer_cli.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.errors import TrainingDiverged
@@ -42,6 +43,9 @@ def test_loss_falls_and_the_run_directory_is_complete(uninterrupted: Path) -> No
         k: v for k, v in results.items() if k.startswith(("test/", "fewshot/"))
     }
     assert (uninterrupted / "config.yaml").exists()
+    umask = current_umask()  # written atomically, yet with an ordinary file's mode
+    for name in ("config.yaml", "results.json", "params.npz", "metrics.jsonl"):
+        assert (uninterrupted / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(
         p.name for p in (uninterrupted / "checkpoints").iterdir() if p.name.isdigit()

@@ -89,6 +89,32 @@ class DataSource(abc.ABC):
         """Examples per class where known without reading the split (None otherwise)."""
         return None
 
+    def check_classes(self, train_split: str, eval_split: str) -> None:
+        """Refuse an evaluation split with a class that training never sees (its accuracy
+        would be wrong without a word); warn of a class the evaluation split lacks. Only
+        where the label counts are known without reading the data (folders, digits)."""
+        train, held = self.label_counts(train_split), self.label_counts(eval_split)
+        if train is None or held is None or train_split == eval_split:
+            return
+        names = list(getattr(self, "classes", range(self.num_classes)))
+        unseen = np.flatnonzero((held > 0) & (train == 0))
+        if len(unseen):
+            raise DataError(
+                f"{self.name}: class {str(names[unseen[0]])!r} is in the evaluation split "
+                f"{eval_split!r} but not in the training split {train_split!r}; add its "
+                "training images or remove it from the evaluation split"
+            )
+        absent = [str(names[c]) for c in np.flatnonzero((held == 0) & (train > 0))]
+        import jax
+
+        if absent and jax.process_index() == 0:
+            from mixer_cli import report
+
+            report.stderr.print(
+                f"[yellow]warning:[/] {self.name}: the evaluation split {eval_split!r} has "
+                f"no images of {len(absent)} class(es), first {absent[0]!r}"
+            )
+
     def shorter_side(self) -> int | None:
         """The images' shorter side where the source knows it (None: sizes vary)."""
         height, width, _ = self.image_shape

@@ -63,10 +63,18 @@ class Evaluator(base.Evaluator):
     def __init__(self, name: str, settings: Settings, context: Context) -> None:
         super().__init__(name, settings, context)
         s = settings
-        if s.seeds <= 0 or not s.shots or min(s.shots) <= 0 or s.pool_per_class < 0:
+        if (
+            s.seeds <= 0
+            or not s.shots
+            or min(s.shots) <= 0
+            or not s.l2_reg
+            or min(s.l2_reg) <= 0
+            or s.pool_per_class < 0
+        ):
             raise ConfigError(
-                f"evaluator {name!r}: shots and seeds must be positive, got shots "
-                f"{list(s.shots)}, seeds {s.seeds}, pool_per_class {s.pool_per_class}"
+                f"evaluator {name!r}: shots, seeds and l2_reg must be positive, got shots "
+                f"{list(s.shots)}, seeds {s.seeds}, l2_reg {list(s.l2_reg)}, "
+                f"pool_per_class {s.pool_per_class}"
             )
         self.tasks = []
         names = s.datasets or (None,)

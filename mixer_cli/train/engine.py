@@ -30,7 +30,13 @@ from mixer_cli.checkpoints import write_npz
 from mixer_cli.config import Config
 from mixer_cli.data import Preprocessing, TrainBatches, open_dataset
 from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
-from mixer_cli.errors import CheckpointNotFound, ConfigError, Interrupted, TrainingDiverged
+from mixer_cli.errors import (
+    CheckpointNotFound,
+    ConfigError,
+    Interrupted,
+    Preempted,
+    TrainingDiverged,
+)
 from mixer_cli.evals.base import Context
 from mixer_cli.evals.suite import EvalSuite
 from mixer_cli.models import registry
@@ -38,7 +44,7 @@ from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter, read_results
 from mixer_cli.train.optim import make_optimizer
 from mixer_cli.train.steps import Steps, TrainState, compile_steps, initial_state
-from mixer_cli.train.workdir import check_free_space, prepare_workdir
+from mixer_cli.train.workdir import check_free_space, hold_workdir, prepare_workdir
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
 
@@ -77,6 +83,7 @@ def build(config: Config) -> Run:
     source = open_dataset(d.name, d.data_dir)
     train_split = d.train_split or source.train_split
     eval_split = d.eval_split or source.eval_split
+    source.check_classes(train_split, eval_split)
     preprocessing = Preprocessing(
         resolution=m.resolution,
         crop=d.crop,
@@ -180,112 +187,122 @@ def train_and_evaluate(
 
     # A new run's warm start is checked (and made) before anything is written.
     new = None if (workdir / "checkpoints").exists() else starting_state()
-    prepare_workdir(workdir, config, lead)
-    if lead:  # room for one more checkpoint and the final params.npz
-        check_free_space(workdir, _nbytes(abstract) + _nbytes(abstract.params))
-    checkpointer = Checkpointer(workdir / "checkpoints", t.keep_checkpoints)
-    restored = checkpointer.restore_latest(abstract)
-    record: dict[str, Any] = {}
-    if restored is not None:
-        state, record = restored
-        if lead:
-            report.stderr.print(f"resuming from step {record['step']} in {workdir}")
-    else:
-        state = new if new is not None else starting_state()
-    start = int(state.step)
-    if start >= run.total_steps and (workdir / "results.json").exists():
-        checkpointer.close()
-        if lead:
-            report.stderr.print(f"{workdir} has finished its {start} steps; its results:")
-        return read_results(workdir)
-
-    steps = compile_steps(
-        run.model,
-        run.tx,
-        run.schedule,
-        loss_kind=t.loss,
-        accum_steps=t.accum_steps,
-        replicated=repl,
-        rows=rows,
-    )
-    writer = MetricsWriter(workdir, start, enabled=lead)
-
-    def evaluate(step: int, params: Any, names: list[str], bars: bool = True) -> dict[str, float]:
-        """Run evaluators and record their metrics (`bars`: no training bar is live)."""
-        metrics = run.evals.run(
-            run.model, params, names, loss=t.loss, mesh=mesh, show_progress=bars and lead
-        )
-        writer.write(step, metrics)
-        return metrics
-
-    # Results measured along the way travel in the checkpoint record, so resumes keep them.
-    carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
-    if start == 0 and run.evals.due(0, run.total_steps):
-        carried["at_step0"] = evaluate(0, state.params, run.evals.due(0, run.total_steps))
-    batches = iter(
-        TrainBatches(
-            run.source,
-            run.train_split,
-            run.preprocessing,
-            t.batch_size,
-            t.seed,
-            mesh,
-            start_step=start,
-        )
-    )
-    end = run.total_steps if stop_after is None else min(run.total_steps, start + stop_after)
-
-    started = time.time()
-    try:
-        with report.training_progress(run.total_steps, start, enabled=lead) as progress:
-            state, loss, images_per_sec = _loop(
-                run,
-                state,
-                batches,
-                steps,
-                writer,
-                checkpointer,
-                progress,
-                start,
-                end,
-                carried,
-                evaluate,
-            )
-        results = _results(run, state, loss, images_per_sec, started)
-        results.update(carried)
-        if results["finished"]:
-            results.update(evaluate(int(state.step), state.params, list(run.evals.evaluators)))
+    # One run per directory: held until this function returns, whatever the way out.
+    with hold_workdir(workdir, enabled=lead):
+        prepare_workdir(workdir, config, lead)
+        if lead:  # room for one more checkpoint and the final params.npz
+            check_free_space(workdir, _nbytes(abstract) + _nbytes(abstract.params))
+        checkpointer = Checkpointer(workdir / "checkpoints", t.keep_checkpoints)
+        restored = checkpointer.restore_latest(abstract)
+        record: dict[str, Any] = {}
+        if restored is not None:
+            state, record = restored
             if lead:
-                write_npz(jax.device_get(state.params), workdir / "params.npz")
-        if lead:
-            report.write_json(workdir / "results.json", results)
-        return results
-    finally:
-        checkpointer.wait()
-        checkpointer.close()
-        writer.close()
+                report.stderr.print(f"resuming from step {record['step']} in {workdir}")
+        else:
+            state = new if new is not None else starting_state()
+        start = int(state.step)
+        if start >= run.total_steps and (workdir / "results.json").exists():
+            checkpointer.close()
+            if lead:
+                report.stderr.print(f"{workdir} has finished its {start} steps; its results:")
+            return read_results(workdir)
+
+        steps = compile_steps(
+            run.model,
+            run.tx,
+            run.schedule,
+            loss_kind=t.loss,
+            accum_steps=t.accum_steps,
+            replicated=repl,
+            rows=rows,
+        )
+        writer = MetricsWriter(workdir, start, enabled=lead)
+
+        def evaluate(
+            step: int, params: Any, names: list[str], bars: bool = True
+        ) -> dict[str, float]:
+            """Run evaluators and record their metrics (`bars`: no training bar is live)."""
+            metrics = run.evals.run(
+                run.model, params, names, loss=t.loss, mesh=mesh, show_progress=bars and lead
+            )
+            writer.write(step, metrics)
+            return metrics
+
+        # Results measured along the way travel in the checkpoint record, so resumes keep them.
+        carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
+        if start == 0 and run.evals.due(0, run.total_steps):
+            carried["at_step0"] = evaluate(0, state.params, run.evals.due(0, run.total_steps))
+        batches = iter(
+            TrainBatches(
+                run.source,
+                run.train_split,
+                run.preprocessing,
+                t.batch_size,
+                t.seed,
+                mesh,
+                start_step=start,
+            )
+        )
+        end = run.total_steps if stop_after is None else min(run.total_steps, start + stop_after)
+
+        started = time.time()
+        try:
+            with report.training_progress(run.total_steps, start, enabled=lead) as progress:
+                state, loss, images_per_sec = _loop(
+                    run,
+                    state,
+                    batches,
+                    steps,
+                    writer,
+                    checkpointer,
+                    progress,
+                    start,
+                    end,
+                    carried,
+                    evaluate,
+                )
+            results = _results(run, state, loss, images_per_sec, started)
+            results.update(carried)
+            if results["finished"]:
+                results.update(evaluate(int(state.step), state.params, list(run.evals.evaluators)))
+                if lead:
+                    write_npz(jax.device_get(state.params), workdir / "params.npz")
+            if lead:
+                report.write_json(workdir / "results.json", results)
+            return results
+        finally:
+            checkpointer.wait()
+            checkpointer.close()
+            writer.close()
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's preemption notice
 
 
 @contextlib.contextmanager
-def interrupt_requests() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C asks the loop to stop after the current step (with a checkpoint); a second
-    Ctrl-C aborts at once. A flag, not an exception, so no half-updated state is saved."""
-    requested = threading.Event()
+def interrupt_requests() -> Iterator[Callable[[], int | None]]:
+    """Ctrl-C or SIGTERM asks the loop to stop after the current step (with a checkpoint);
+    a second signal aborts at once. A flag, not an exception, so no half-updated state is
+    saved. Yields a function returning the signal received (None while there is none)."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield requested.is_set
+        yield lambda: None
         return
 
     def handle(signum: int, frame: Any) -> None:
-        if requested.is_set():
+        if received:
             raise KeyboardInterrupt
-        requested.set()
-        report.stderr.print("stopping after this step with a checkpoint (Ctrl-C again to abort)")
+        received.append(signum)
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        report.stderr.print(f"{what}: stopping after this step with a checkpoint (again: abort)")
 
-    previous = signal.signal(signal.SIGINT, handle)
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
     try:
-        yield requested.is_set
+        yield lambda: received[0] if received else None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _loop(
@@ -324,7 +341,7 @@ def _loop(
             else:
                 state, metrics = steps.train(state, next(batches))
                 group = 1
-            done, stop = done + group, interrupted()
+            done, stop = done + group, interrupted() is not None
             if done % t.log_every == 0 or done == end:
                 scalars = jax.device_get(metrics)
                 loss = float(scalars["loss"])
@@ -352,7 +369,8 @@ def _loop(
                 last_saved = done
             if stop:
                 checkpointer.wait()
-                raise Interrupted(
+                error = Preempted if interrupted() == signal.SIGTERM else Interrupted
+                raise error(
                     f"interrupted at step {done}; checkpoint saved in {checkpointer.directory}; "
                     "run the same command again to resume"
                 )

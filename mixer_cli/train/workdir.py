@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -27,6 +32,41 @@ def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
         elif a != b:
             return f"{prefix}{key}: {a!r} before, {b!r} now"
     return None
+
+
+LOCK = ".lock"  # holds "PID HOST" of the run that trains in the directory
+
+
+@contextlib.contextmanager
+def hold_workdir(workdir: Path, enabled: bool = True) -> Iterator[None]:
+    """One run per directory: an exclusive OS lock on WORKDIR/.lock for the run's life.
+
+    The kernel releases it when the process ends in any way (kill -9 included), so a
+    stale lock never blocks a resume. A second run is refused at once naming the holder.
+    Commands that only read a run (eval, fewshot) take no lock.
+    """
+    if not enabled:  # the other processes of a multi-process run: process 0 holds it
+        yield
+        return
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(workdir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise ConfigError(f"workdir {str(workdir)!r} is not writable: {err.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, host = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
+            raise ConfigError(
+                f"{workdir} is in use by another run (pid {pid or '?'} on {host or '?'}): "
+                "wait for it to end, stop it, or choose another --workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
