@@ -77,6 +77,7 @@ CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--lr", "nan"], "optim.lr must be a finite number"),
     (["pretrain", "--data", "folder:{extra_class}"], "class 'owl' is in the evaluation split"),
     (["pretrain", "--set", "data.eval_split=nosuch"], "no split 'nosuch'"),
+    (["pretrain", "--data", "folder:{damaged}"], "a truncated JPEG (no end marker)"),
     (["pretrain", "--set", "optim.lr=inf"], "optim.lr must be a finite number"),
     (
         ["pretrain", "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "5"],
@@ -120,6 +121,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     (root / "empty" / "test").mkdir(parents=True)
     write_image_folder(root / "one_class", {"train": 4, "test": 2}, classes=("cat",))
     write_image_folder(root / "extra_class", {"train": 4}, classes=("cat", "dog"))
+    damaged = write_image_folder(root / "damaged", {"train": 4, "test": 2})
+    (damaged / "train" / "cat" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     write_image_folder(root / "extra_class", {"test": 2}, classes=("cat", "dog", "owl"))
     (root / "bad.yaml").write_text("train: {steps: [1, 2\n")
     np.savez(root / "not_mixer.npz", weights=np.zeros((3, 3), np.float32))
@@ -131,6 +134,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "empty": str(root / "empty"),
         "one_class": str(root / "one_class"),
         "extra_class": str(root / "extra_class"),
+        "damaged": str(root / "damaged"),
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),
         "truncated": str(truncate(official_npz[0], root / "truncated.npz")),

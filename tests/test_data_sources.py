@@ -115,3 +115,52 @@ def test_unprepared_dataset_says_where_it_looked_and_how_to_provide_it(tmp_path:
 def test_unknown_split_lists_the_valid_ones() -> None:
     with pytest.raises(DataError, match=r"no split 'val' .*train, test"):
         open_dataset("digits").num_examples("val")
+
+
+def test_damaged_image_files_are_told_from_whole_ones(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mixer_cli.data.image_files import damage, find_damaged
+
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    whole = {}
+    for suffix in ("jpg", "png", "gif", "bmp"):
+        whole[suffix] = tmp_path / f"whole.{suffix}"
+        Image.fromarray(pixels).save(whole[suffix])
+        assert damage(str(whole[suffix])) is None, suffix
+    cut = {}
+    for suffix in ("jpg", "png", "gif", "bmp"):
+        data = whole[suffix].read_bytes()
+        cut[suffix] = tmp_path / f"cut.{suffix}"
+        cut[suffix].write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    assert "truncated JPEG" in damage(str(cut["jpg"]))
+    assert "truncated PNG" in damage(str(cut["png"]))
+    assert "truncated GIF" in damage(str(cut["gif"]))
+    assert "truncated BMP" in damage(str(cut["bmp"]))
+    assert damage(str(tmp_path / "empty.jpg")) == "an empty file"
+    assert damage(str(tmp_path / "notes.png")) == "not a JPEG, PNG, GIF or BMP image"
+    paths = [str(p) for p in (whole["jpg"], cut["jpg"], whole["png"], tmp_path / "empty.jpg")]
+    assert [p for p, _ in find_damaged(paths)] == [paths[1], paths[3]]
+
+
+def test_a_folder_with_damaged_files_is_refused_or_trained_without_them(
+    tmp_path: Path, capsys
+) -> None:
+    from mixer_cli.errors import DataError
+
+    root = write_image_folder(tmp_path / "imgs", {"train": 6, "test": 3})
+    jpeg = root / "train" / "dog" / "0.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:100])  # a truncated JPEG
+    (root / "test" / "cat" / "zero.png").write_bytes(b"")
+    source = open_dataset(f"folder:{root}")
+    with pytest.raises(DataError, match=r"2 damaged image file\(s\) in .*first .*: an empty"):
+        source.check_images(skip=False)
+    before = {split: source.num_examples(split) for split in ("train", "test")}
+    source.check_images(skip=True)
+    assert source.num_examples("train") == before["train"] - 1
+    assert source.num_examples("test") == before["test"] - 1
+    assert "left out 2 damaged image file(s)" in capsys.readouterr().err
+    assert str(jpeg) not in {str(p) for p in source._raw}
+    source.check_images(skip=False)  # what is left is whole

@@ -4,9 +4,10 @@ JPEG, PNG, GIF and BMP files, grayscale or colour, of any sizes. Classes are the
 sorted union of class folder names over all splits, so a label means the same in
 every split. Each split is listed in one fixed pseudo-random order (TFDS stores its
 splits shuffled too), so a slice such as ``train[98%:]`` is a random subset with
-every class in it, not the last class folder. A file that is not an image stops the
-run with an error naming it (we fail rather than skip: a silently smaller dataset
-hides mistakes).
+every class in it, not the last class folder. Before training, every file's size, header
+and end are checked (`image_files.py`): a damaged or non-image file stops the run before
+the first step naming it (we fail rather than skip, unless `data.skip_corrupt` says so:
+a silently smaller dataset hides mistakes).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer_cli.data.image_files import find_damaged
 from mixer_cli.data.sources import IndexedSource
 from mixer_cli.data.tf_cpu import tf
 from mixer_cli.errors import DataError, DatasetNotFound
@@ -71,6 +73,35 @@ class FolderSource(IndexedSource):
             (s for s in ("test", "validation", "val") if s in raw), self.train_split
         )
         super().__init__(raw, labels)
+
+    def check_images(self, skip: bool) -> None:
+        damaged = find_damaged([str(p) for p in self._raw])
+        if not damaged:
+            return
+        first, why = damaged[0]
+        if not skip:
+            raise DataError(
+                f"{len(damaged)} damaged image file(s) in {str(self.root)!r}, first {first!r}: "
+                f"{why}; replace or remove them, or set data.skip_corrupt=true to train "
+                "without them"
+            )
+        bad = {path for path, _ in damaged}
+        raw, labels = {}, {}
+        for split, offset in self._offsets.items():
+            rows = np.arange(offset, offset + self._sizes[split])
+            rows = rows[[str(p) not in bad for p in self._raw[rows]]]
+            raw[split], labels[split] = self._raw[rows], self._labels[rows]
+        IndexedSource.__init__(self, raw, labels)
+        import jax
+
+        if jax.process_index() == 0:
+            from mixer_cli import report
+
+            names = ", ".join(repr(path) for path, _ in damaged[:3])
+            report.stderr.print(
+                f"[yellow]warning:[/] left out {len(damaged)} damaged image file(s) of "
+                f"{self.name} (data.skip_corrupt): {names}{', ...' if len(damaged) > 3 else ''}"
+            )
 
     def shorter_side(self) -> int | None:
         """The first training image's shorter side: folders rarely mix sizes much."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from mixer_cli.distributed import batch_sharding, local_batch_size, to_global
 from mixer_cli.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
+TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}\s*")
 DEVICE_PREFETCH = 2
 
 
@@ -36,7 +38,8 @@ def _numpy_batches(dataset: tf.data.Dataset, what: str) -> Iterator[dict[str, np
         except StopIteration:
             return
         except tf.errors.OpError as err:
-            message = err.message.strip().splitlines()[0]
+            # TensorFlow prefixes its op's internals ({{function_node ...}}); drop them.
+            message = TF_INTERNALS.sub("", err.message).strip().splitlines()[0]
             raise DataError(f"reading {what} failed: {message}") from None
         yield batch
 

@@ -89,6 +89,12 @@ class DataSource(abc.ABC):
         """Examples per class where known without reading the split (None otherwise)."""
         return None
 
+    def check_images(self, skip: bool) -> None:
+        """Find damaged image files before training (where the source can do so cheaply):
+        refuse them naming the first, or with `skip` leave them out with a warning. TFDS
+        and digits hold decoded or verified records: nothing to check."""
+        del skip
+
     def check_classes(self, train_split: str, eval_split: str) -> None:
         """Refuse an evaluation split with a class that training never sees (its accuracy
         would be wrong without a word); warn of a class the evaluation split lacks. Only

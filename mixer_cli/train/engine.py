@@ -84,6 +84,7 @@ def build(config: Config) -> Run:
     train_split = d.train_split or source.train_split
     eval_split = d.eval_split or source.eval_split
     source.check_classes(train_split, eval_split)
+    source.check_images(d.skip_corrupt)  # damaged files stop the run now, not part-way
     preprocessing = Preprocessing(
         resolution=m.resolution,
         crop=d.crop,
@@ -297,7 +298,11 @@ def interrupt_requests() -> Iterator[Callable[[], int | None]]:
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         report.stderr.print(f"{what}: stopping after this step with a checkpoint (again: abort)")
 
-    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    # Several processes must checkpoint at one step, which a signal to one of them cannot
+    # promise: there SIGTERM keeps its default (the process ends; its peers stop after
+    # --peer-timeout; all resume from the last complete checkpoint).
+    signals = STOP_SIGNALS if jax.process_count() == 1 else (signal.SIGINT,)
+    previous = {sig: signal.signal(sig, handle) for sig in signals}
     try:
         yield lambda: received[0] if received else None
     finally:
