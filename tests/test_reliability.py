@@ -326,6 +326,31 @@ def test_a_killed_process_stops_its_peer_in_bounded_time_and_both_resume_to_the_
     assert json.loads((tmp_path / "results.json").read_text())["test/examples"] == 360
 
 
+def test_sigterm_to_one_process_checkpoints_every_process_at_one_step(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """A scheduler's SIGTERM to process 1 of 2: JAX's preemption sync point stops both at
+    the same step, both write that checkpoint and exit 143; the same command then ends
+    as one uninterrupted process does."""
+    slow = "--set=train.checkpoint_every=1"  # a checkpoint a step: room to strike mid-run
+    procs = _launch_two(tmp_path, slow)
+    _wait(procs[0], lambda: complete_steps(tmp_path), "the first checkpoint")
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    stopped = []
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 143, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        stopped.append(int(re.search(r"interrupted at step (\d+); checkpoint saved", last)[1]))
+    assert stopped[0] == stopped[1] == max(complete_steps(tmp_path)) < 20, stopped
+    procs = _launch_two(tmp_path, slow)
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    assert f"resuming from step {stopped[0]} " in outputs[0][1]
+    assert_same_training(params_of(tmp_path), params_of(uninterrupted))
+
+
 # --- one run per directory ---------------------------------------------------------------
 
 

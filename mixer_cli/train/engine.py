@@ -298,9 +298,8 @@ def interrupt_requests() -> Iterator[Callable[[], int | None]]:
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         report.stderr.print(f"{what}: stopping after this step with a checkpoint (again: abort)")
 
-    # Several processes must checkpoint at one step, which a signal to one of them cannot
-    # promise: there SIGTERM keeps its default (the process ends; its peers stop after
-    # --peer-timeout; all resume from the last complete checkpoint).
+    # Several processes must checkpoint at one step: there JAX's preemption notifier owns
+    # SIGTERM (see `preemption_check`).
     signals = STOP_SIGNALS if jax.process_count() == 1 else (signal.SIGINT,)
     previous = {sig: signal.signal(sig, handle) for sig in signals}
     try:
@@ -337,7 +336,8 @@ def _loop(
             record["final_train_loss"] = loss
         checkpointer.save(step, state, record)
 
-    done = start
+    done, calls = start, 0
+    preempted = preemption_check()
     with interrupt_requests() as interrupted:
         while done < end:
             group = t.steps_per_execution
@@ -346,7 +346,10 @@ def _loop(
             else:
                 state, metrics = steps.train(state, next(batches))
                 group = 1
-            done, stop = done + group, interrupted() is not None
+            done, calls = done + group, calls + 1
+            # A scheduler's notice to any process: every process stops at one agreed call.
+            preempt = preempted(calls)
+            stop = preempt or interrupted() is not None
             if done % t.log_every == 0 or done == end:
                 scalars = jax.device_get(metrics)
                 loss = float(scalars["loss"])
@@ -374,12 +377,24 @@ def _loop(
                 last_saved = done
             if stop:
                 checkpointer.wait()
-                error = Preempted if interrupted() == signal.SIGTERM else Interrupted
+                error = Preempted if preempt or interrupted() == signal.SIGTERM else Interrupted
                 raise error(
                     f"interrupted at step {done}; checkpoint saved in {checkpointer.directory}; "
                     "run the same command again to resume"
                 )
     return state, loss, images_per_sec
+
+
+def preemption_check() -> Callable[[int], bool]:
+    """In a multi-process run, JAX's preemption sync point: after a SIGTERM to any process
+    (JAX's notifier catches it), every process is told to stop at the same call, counted
+    from this invocation's first step, so that all checkpoint the same step. One process
+    has its own SIGTERM handler instead (`interrupt_requests`)."""
+    if jax.process_count() == 1:
+        return lambda calls: False
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.reached_preemption_sync_point
 
 
 def _next_stop(step: int, end: int, every: tuple[int, ...]) -> int:
