@@ -156,6 +156,35 @@ NON_NEGATIVE = (
 )
 
 
+PAPER_SIZES = ("S", "B", "L", "H")
+PAPER_RESOLUTION = 224
+# The paper's pre-training datasets -> the part of the recipe names that stands for them.
+PAPER_DATASETS = {"imagenet2012": "imagenet", "imagenet21k": "imagenet21k"}
+
+
+def implied_settings(variant: str | None, data: str | None) -> tuple[str | None, dict, str]:
+    """What `mixer pretrain --variant SIZE/P [--data D]` means without a recipe: a paper
+    size is the paper's 224 px, and on a paper dataset that dataset's paper recipe (S and
+    B take B's, L and H take L's). Returns (recipe or None, settings, a note for the user)."""
+    from mixer_cli.models.variants import parse_variant
+
+    if variant is None:
+        return None, {}, ""
+    size = parse_variant(variant).name.split("/")[0]
+    if size not in PAPER_SIZES:
+        return None, {}, ""
+    dataset = PAPER_DATASETS.get((data or "").split(":")[0].strip())
+    if dataset is not None:
+        recipe = f"{'l16' if size in ('L', 'H') else 'b16'}_{dataset}"
+        return (
+            recipe,
+            {},
+            f"recipe {recipe} (the paper's for {variant} on {data}; --recipe picks another)",
+        )
+    note = f"{variant} at the paper's {PAPER_RESOLUTION} px (--resolution picks another)"
+    return None, {"model.resolution": PAPER_RESOLUTION}, note
+
+
 def recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 

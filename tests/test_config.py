@@ -69,3 +69,29 @@ def test_set_needs_key_value() -> None:
     assert parse_assignments(["optim.lr=3e-3"]) == {"optim.lr": "3e-3"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_assignments(["optim.lr"])
+
+
+def test_a_paper_variant_without_a_recipe_gets_the_papers_settings() -> None:
+    from mixer_cli.config import implied_settings
+
+    recipe, settings, note = implied_settings("L/16", "imagenet21k")
+    assert recipe == "l16_imagenet21k" and settings == {} and "l16_imagenet21k" in note
+    config = resolve(recipe, None, {"model.variant": "L/16", "data.name": "imagenet21k"})
+    assert (config.model.variant, config.model.resolution) == ("L/16", 224)
+    assert implied_settings("S/32", "imagenet2012")[0] == "b16_imagenet"
+    assert implied_settings("B/16", "cifar10") == (
+        None,
+        {"model.resolution": 224},
+        "B/16 at the paper's 224 px (--resolution picks another)",
+    )
+    assert implied_settings("N/4", "imagenet2012") == (None, {}, "")  # ours: no paper size
+
+
+def test_the_headline_command_reaches_the_dataset(capsys, tmp_path) -> None:
+    """`mixer pretrain --variant L/16 --data imagenet21k` once failed on the demo's 8 px."""
+    from mixer_cli.cli import run
+
+    argv = ["pretrain", "--variant", "L/16", "--data", "imagenet21k", "--data-dir"]
+    code = run([*argv, str(tmp_path), "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no prepared copy in" in err and "resolution" not in err, err

@@ -32,9 +32,11 @@ def run_training(
     workdir: Path | None,
     stop_after: int | None,
     extra: dict[str, Any] | None = None,
+    notes: list[str] = (),
 ) -> dict[str, Any]:
     """Train with the engine in `workdir` (default runs/COMMAND-...), add what the command
-    knows (its name, `extra`) to results.json, and print the summary."""
+    knows (its name, `extra`) to results.json, and print the summary (with `notes`: how
+    the command chose settings the user did not name)."""
     import jax
 
     from mixer_cli import report
@@ -46,11 +48,13 @@ def run_training(
     results = {"command": command, **results, **(extra or {})}
     if jax.process_index() == 0 and results["finished"]:
         report.write_json(workdir / "results.json", results)
-    print_summary(command, workdir, results)
+    print_summary(command, workdir, results, notes)
     return results
 
 
-def print_summary(command: str, workdir: Path, results: dict[str, Any]) -> None:
+def print_summary(
+    command: str, workdir: Path, results: dict[str, Any], notes: list[str] = ()
+) -> None:
     from mixer_cli import report
 
     model = f"{results['variant']} at {results['resolution']} px"
@@ -63,6 +67,7 @@ def print_summary(command: str, workdir: Path, results: dict[str, Any]) -> None:
         ("steps", f"{results['step']:,} / {results['total_steps']:,}"),
         ("final train loss", f"{results['final_train_loss']:.4f}"),
         ("train img/s", f"{results['images_per_sec']:,.0f}"),
+        *(("settings", note) for note in notes),
     ]
     for key, value in results.get("at_step0", {}).items():
         rows.append((f"{key} at step 0", report.format_metric(key, value)))
