@@ -21,7 +21,6 @@ from mixer_cli.checkpoints import Architecture, resolution_factor
 from mixer_cli.config import Config
 from mixer_cli.data import open_dataset
 from mixer_cli.errors import ConfigError
-from mixer_cli.models.variants import SIZES
 
 RECIPE = "finetune"  # recipes/finetune.yaml: SGD momentum, cosine, clip 1, batch 512
 
@@ -67,11 +66,6 @@ def preset_for(data: str) -> Preset:
 
 def model_settings(arch: Architecture, resolution: int | None) -> dict[str, Any]:
     """The model config of fine-tuning `arch` at `resolution` (default: the checkpoint's)."""
-    if arch.spec.size not in SIZES.values():
-        raise ConfigError(
-            f"the checkpoint is a {arch.spec.name}, not one of the sizes "
-            f"{', '.join(SIZES)}: fine-tuning needs a size from the variant table"
-        )
     factor = resolution_factor(arch, resolution or arch.resolution)
     return {
         "model.variant": arch.spec.name,

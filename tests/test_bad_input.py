@@ -44,7 +44,6 @@ CASES: list[tuple[list[str], str]] = [
     (["finetune", "--init", "{workdir}/missing.npz"], "missing.npz"),
     (["finetune", "--init", "{not_mixer}"], "not_mixer.npz"),
     (["finetune", "--init", "{n4}", "--resolution", "20"], "multiple"),
-    (["finetune", "--init", "{npz}"], "variant table"),
     (["finetune", "--init", "{npz}", "--set", "model.variant=B/16"], "model.variant"),
     (["finetune", "--init", "{npz}", "--lr-sweep", "fast,slow"], "fast"),
     (["finetune"], "--init"),

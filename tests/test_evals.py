@@ -166,7 +166,7 @@ def test_eval_of_an_official_npz_matches_its_logits(capsys, tmp_path, official_n
     assert results["test/examples"] == 30
     assert results["test/top1"] == pytest.approx(np.mean(logits.argmax(1) == labels))
     assert results["test/top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)))
-    assert results["variant"].startswith("custom/4") and results["resolution"] == 16
+    assert results["variant"] == "2x16-8-32/4" and results["resolution"] == 16
     assert "test/top1" in out and "fewshot" not in results
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import yaml
 from numpy_mixer import numpy_mixer, official_layout_params
 
 from mixer_cli import load_pretrained
@@ -187,7 +188,6 @@ def test_held_out_slices_of_a_folder_mix_all_classes(tmp_path) -> None:
         (["--init=nowhere.npz"], "'nowhere.npz' does not exist"),
         (["--init=NOTNPZ"], "cannot read"),
         (["--init=EMPTYDIR"], "not a mixer run"),
-        (["--init=CUSTOM"], "needs a size from the variant table"),
         (["--set=model.variant=B/16"], "the model comes from --init"),
         (["--lr-sweep=0.1,x"], "comma-separated numbers"),
         (["--lr-sweep=0.1,-1"], "--lr-sweep needs distinct positive numbers"),
@@ -195,15 +195,12 @@ def test_held_out_slices_of_a_folder_mix_all_classes(tmp_path) -> None:
         (["--init=NORUNS"], "no --init given and no finished `mixer pretrain` run"),
     ],
 )
-def test_bad_finetune_input(
-    capsys, tmp_path, monkeypatch, google_like_npz, official_npz, argv, needle
-) -> None:
+def test_bad_finetune_input(capsys, tmp_path, monkeypatch, google_like_npz, argv, needle) -> None:
     (tmp_path / "not.npz").write_text("hello")
     (tmp_path / "empty").mkdir()
     replace = {
         "NOTNPZ": str(tmp_path / "not.npz"),
         "EMPTYDIR": str(tmp_path / "empty"),
-        "CUSTOM": official_npz[0],
     }
     monkeypatch.chdir(tmp_path)
     if argv == ["--init=NORUNS"]:
@@ -222,3 +219,17 @@ def test_abstract_shapes_of_an_adapted_model() -> None:
     model = create_model("N/2", num_classes=10, grid_factor=3)
     params = abstract_params(model, 24)
     assert params["MixerBlock_0"]["token_mixing"]["Dense_0"]["kernel"].shape == (144, 576)
+
+
+def test_an_architecture_outside_the_table_fine_tunes_and_fine_tunes_again(
+    capsys, tmp_path, official_npz
+) -> None:
+    path, _ = official_npz  # 2 blocks, C=16, D_S=8, D_C=32, patch 4, 16 px: no table size
+    code, results, err = finetune(capsys, tmp_path / "a", "--init", path)
+    assert code == 0, err
+    assert results["variant"] == "2x16-8-32/4" and results["finished"]
+    saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert saved["model"]["variant"] == "2x16-8-32/4"  # the architecture, in the config
+    code, again, err = finetune(capsys, tmp_path / "b", "--init", str(tmp_path / "a"))
+    assert code == 0, err  # the fine-tuned run is read back and fine-tuned once more
+    assert again["variant"] == "2x16-8-32/4" and again["init"] == str(tmp_path / "a")

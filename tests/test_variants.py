@@ -90,3 +90,13 @@ def test_resolution_not_tiled_by_patch_suggests_neighbours() -> None:
         parse_variant("B/16").check_resolution(225)
     with pytest.raises(ConfigError, match=r"try 32$"):
         parse_variant("B/32").check_resolution(20)
+
+
+def test_an_architecture_outside_the_table_has_a_name_that_parses_back() -> None:
+    from mixer_cli.models.variants import spec_from_dims
+
+    spec = spec_from_dims(4, 2, 16, 8, 32)
+    assert spec.name == "2x16-8-32/4" and parse_variant(spec.name) == spec
+    assert parse_variant("12x768-384-3072/16").name == "B/16"  # a table size keeps its name
+    with pytest.raises(ConfigError, match="BLOCKSxC-D_S-D_C/PATCH"):
+        parse_variant("2x16-8/4")

@@ -39,6 +39,8 @@ PAPER_VARIANTS: tuple[str, ...] = ("S/32", "S/16", "B/32", "B/16", "L/32", "L/16
 LISTED_VARIANTS: tuple[str, ...] = ("N/16", "Ti/16", *PAPER_VARIANTS)
 
 _VARIANT_RE = re.compile(r"^(?:mixer[-_])?([A-Za-z]+)[/_](\d+)$", re.IGNORECASE)
+# An architecture outside the table, as checkpoints define them: BLOCKSxC-D_S-D_C/PATCH.
+_CUSTOM_RE = re.compile(r"^(\d+)x(\d+)-(\d+)-(\d+)/(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,19 @@ class MixerSpec:
 
 
 def parse_variant(variant: str) -> MixerSpec:
-    """``'B/16'`` (also ``b_16``, ``Mixer-B_16``) -> its MixerSpec."""
+    """``'B/16'`` (also ``b_16``, ``Mixer-B_16``), or a custom architecture written
+    ``BLOCKSxC-D_S-D_C/PATCH`` (``'2x16-8-32/4'``) -> its MixerSpec."""
+    custom = _CUSTOM_RE.match(variant.strip())
+    if custom and all(int(n) > 0 for n in custom.groups()):
+        blocks, hidden, tokens, channels, patch = (int(n) for n in custom.groups())
+        return spec_from_dims(patch, blocks, hidden, tokens, channels)
     match = _VARIANT_RE.match(variant.strip())
     sizes = {name.lower(): name for name in SIZES}
     if not match or match.group(1).lower() not in sizes or int(match.group(2)) <= 0:
         raise ConfigError(
             f"unknown variant {variant!r}: expected SIZE/PATCH with SIZE one of "
-            f"{', '.join(SIZES)} and PATCH a positive integer (e.g. B/16)"
+            f"{', '.join(SIZES)} and PATCH a positive integer (e.g. B/16), or "
+            "BLOCKSxC-D_S-D_C/PATCH for another architecture (e.g. 2x16-8-32/4)"
         )
     size_name, patch = sizes[match.group(1).lower()], int(match.group(2))
     size = SIZES[size_name]
@@ -102,9 +110,6 @@ def spec_from_dims(
     name = (
         f"{size_name}/{patch_size}"
         if size_name
-        else (
-            f"custom/{patch_size} ({num_blocks}x{hidden_dim}, D_S={tokens_mlp_dim}, "
-            f"D_C={channels_mlp_dim})"
-        )
+        else f"{num_blocks}x{hidden_dim}-{tokens_mlp_dim}-{channels_mlp_dim}/{patch_size}"
     )
     return MixerSpec(name, patch_size, num_blocks, hidden_dim, tokens_mlp_dim, channels_mlp_dim)
