@@ -20,6 +20,7 @@ from mixer_cli.commands.fewshot import fewshot
 from mixer_cli.commands.finetune import finetune
 from mixer_cli.commands.info import info
 from mixer_cli.commands.permute import permute
+from mixer_cli.commands.predict import predict
 from mixer_cli.commands.pretrain import pretrain
 from mixer_cli.errors import MixerError
 
@@ -35,6 +36,7 @@ app.command("finetune")(finetune)
 app.command("eval")(eval_)
 app.command("fewshot")(fewshot)
 app.command("permute")(permute)
+app.command("predict")(predict)
 app.command("info")(info)
 app.command("bench")(bench)
 

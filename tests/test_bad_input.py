@@ -90,6 +90,9 @@ CASES: list[tuple[list[str], str]] = [
     (["eval", "--init", "{npz}", "--resolution", "20"], "multiple"),
     (["eval", "--init", "{npz}", "--shots", "0"], "shots"),
     (["eval"], "--init"),
+    (["predict", "{empty}", "--init", "{npz}"], "no images"),
+    (["predict", "{workdir}/nothing.png", "--init", "{npz}"], "does not exist"),
+    (["predict", "{one_class}", "--init", "{not_mixer}"], "not_mixer.npz"),
     (["permute", "--mode", "sideways"], "sideways"),
     (["permute", "--baseline", "vgg16"], "vgg16"),
     (["permute", "--mode", "patch", "--variant", "N/3"], "3"),
@@ -165,7 +168,8 @@ def test_bad_input_is_one_clear_line(
     workdir = tmp_path / "work"
     values = {**files, "workdir": str(workdir)}
     argv = [a.format(**values) for a in argv]
-    if argv[0] in ("pretrain", "finetune", "eval", "permute", "bench") and "--workdir" not in argv:
+    commands = ("pretrain", "finetune", "eval", "predict", "permute", "bench")
+    if argv[0] in commands and "--workdir" not in argv:
         argv += ["--workdir", str(workdir)]
     before = snapshot(Path(files["npz"]).parent) | snapshot(tmp_path)
 
