@@ -277,9 +277,12 @@ def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     """Flat parameters and a name for messages, from an .npz or a run directory.
 
     A finished run has params.npz; an unfinished one (or its checkpoints/ folder, or one
-    step of it) gives the parameters of its newest complete training checkpoint.
+    step of it) gives the parameters of its newest complete training checkpoint. A
+    released checkpoint's name (`imagenet21k/Mixer-B_16`) is its verified cached copy.
     """
-    path = Path(path)
+    from mixer_cli.released import locate
+
+    path = locate(path)
     if not path.is_dir():
         return read_npz(path), str(path)
     if (path / "params.npz").is_file():

@@ -13,7 +13,8 @@ EvalInit = Annotated[
     Optional[Path],
     typer.Option(
         "--init",
-        help="The model: Google's official .npz, ours, a run directory (finished, or its "
+        help="The model: Google's official .npz or its released name (imagenet21k/Mixer-B_16), "
+        "ours, a run directory (finished, or its "
         "newest training checkpoint; a ResNet run too), a fine-tuned higher-resolution one. "
         "[default: the newest finished run under ./runs]",
         show_default=False,

@@ -13,7 +13,8 @@ FewshotInit = Annotated[
     Optional[Path],
     typer.Option(
         "--init",
-        help="The model: Google's official .npz, ours, or a run directory (fine-tuned "
+        help="The model: Google's official .npz or its released name, ours, or a run "
+        "directory (fine-tuned "
         "high-resolution ones included). [default: the newest finished run under ./runs]",
         show_default=False,
     ),

@@ -13,7 +13,8 @@ FinetuneInit = Annotated[
     Optional[Path],
     typer.Option(
         "--init",
-        help="The checkpoint to transfer: Google's official .npz, ours, or a run directory "
+        help="The checkpoint to transfer: Google's official .npz or its released name "
+        "(imagenet21k/Mixer-B_16), ours, or a run directory "
         "(finished, or its newest training checkpoint). "
         "[default: the newest finished pretrain run under ./runs]",
         show_default=False,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from mixer_cli.commands import options
 
@@ -14,6 +16,10 @@ def info(
     checkpoint: options.Checkpoint = None,
     data: options.Data = None,
     data_dir: options.DataDir = None,
+    checkpoints: Annotated[
+        bool,
+        typer.Option("--checkpoints", help="List Google's released checkpoints by name."),
+    ] = False,
     json: options.Json = False,
 ) -> None:
     """Show Mixer variants: layers, patch, widths, parameters and GFLOPs per image.
@@ -21,10 +27,14 @@ def info(
     Parameters exclude the head unless --num-classes is given (as in the paper's Table 1).
     FLOPs come from XLA's cost analysis of the compiled forward pass (2 per multiply-add).
     With --checkpoint, describe the architecture read off an .npz file's shapes; with
-    --data, describe a dataset (classes, image shape, splits).
+    --data, describe a dataset (classes, image shape, splits); with --checkpoints, list
+    Google's released checkpoints by the names every --init takes.
     """
     from mixer_cli.errors import ConfigError
 
+    if checkpoints:
+        _released(json)
+        return
     if sum(x is not None for x in (variant, checkpoint, data)) > 1:
         raise ConfigError("give at most one of --variant, --checkpoint and --data")
     if data is not None:
@@ -78,6 +88,33 @@ def _variants(
             report.Column("tokens_mlp_dim", "D_S"),
             report.Column("params", "Params", report.millions),
             report.Column("gflops", "GFLOPs/img", lambda g: f"{g:,.2f}"),
+        ],
+        rows,
+    )
+
+
+def _released(json: bool) -> None:
+    from mixer_cli import released, report
+
+    rows = []
+    for name in released.NAMES:
+        path = released.cache_path(name)
+        rows.append(
+            {
+                "name": name,
+                "source": f"{released.base_url()}/{name}.npz",
+                "cached": f"{path.stat().st_size / 2**20:,.0f} MiB" if path.exists() else "-",
+            }
+        )
+    if json:
+        report.print_json(rows)
+        return
+    report.print_table(
+        "Google's released Mixer checkpoints (--init NAME; downloaded once, then verified)",
+        [
+            report.Column("name", "Name", justify="left"),
+            report.Column("source", "Source", justify="left"),
+            report.Column("cached", "Cached"),
         ],
         rows,
     )

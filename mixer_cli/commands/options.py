@@ -45,7 +45,8 @@ Checkpoint = Annotated[
     Optional[Path],
     typer.Option(
         "--checkpoint",
-        help="An .npz checkpoint in the official layout (Google's or ours).",
+        help="An .npz checkpoint in the official layout (Google's or ours), or a released "
+        "checkpoint's name (see --checkpoints).",
         show_default=False,
     ),
 ]
@@ -100,7 +101,8 @@ Init = Annotated[
     Optional[Path],
     typer.Option(
         "--init",
-        help="Start from these weights: an .npz in the official layout (Google's or ours) "
+        help="Start from these weights: an .npz in the official layout (Google's or ours), "
+        "a released checkpoint's name (imagenet21k/Mixer-B_16; `mixer info --checkpoints`), "
         "or a run directory (finished, or its newest training checkpoint).",
         show_default=False,
     ),

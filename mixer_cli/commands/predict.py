@@ -20,7 +20,7 @@ PredictInit = Annotated[
     Optional[Path],
     typer.Option(
         "--init",
-        help="The model: Google's official .npz, ours, or a run directory. "
+        help="The model: Google's official .npz or its released name, ours, or a run directory. "
         "[default: the newest finished run under ./runs]",
         show_default=False,
     ),

@@ -40,6 +40,7 @@ from mixer_cli.errors import (
 from mixer_cli.evals.base import Context
 from mixer_cli.evals.suite import EvalSuite
 from mixer_cli.models import registry
+from mixer_cli.released import locate
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter, read_results
 from mixer_cli.train.optim import make_optimizer
@@ -78,7 +79,7 @@ def build(config: Config) -> Run:
         raise ConfigError(
             f"data.permutation_patch must be set to shuffle patches for a {m.family} model"
         )
-    if m.init is not None and not Path(m.init).exists():
+    if m.init is not None and not locate(m.init).exists():  # a released name: fetched now
         raise CheckpointNotFound(f"model.init: checkpoint {m.init!r} does not exist")
     source = open_dataset(d.name, d.data_dir)
     train_split = d.train_split or source.train_split

@@ -1,0 +1,155 @@
+"""Google's released Mixer checkpoints by name, downloaded once into the cache and verified.
+
+The names are the vision_transformer README's (`imagenet21k/Mixer-B_16`, `sam/Mixer-B_32`,
+`gsam/Mixer-S_8`, ...), served from the public `mixer_models` bucket; `MIXER_CHECKPOINTS_URL`
+points at a mirror instead. A download goes to `NAME.npz.part` (resumed with an HTTP range
+request when interrupted) and is renamed into place only when complete, beside a record of
+its size and sha256; every later use checks the file against that record. Google publishes
+no checksums, so the first download is the reference.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import http.client
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mixer_cli.atomic import atomic_write
+from mixer_cli.errors import CheckpointError, CheckpointNotFound
+
+DEFAULT_URL = "https://storage.googleapis.com/mixer_models"
+NAMES = (
+    "imagenet21k/Mixer-B_16",
+    "imagenet21k/Mixer-L_16",
+    "imagenet1k/Mixer-B_16",
+    "imagenet1k/Mixer-L_16",
+    "sam/Mixer-B_16",
+    "sam/Mixer-B_32",
+    "gsam/Mixer-B_16",
+    "gsam/Mixer-B_32",
+    "gsam/Mixer-S_16",
+    "gsam/Mixer-S_32",
+    "gsam/Mixer-S_8",
+)
+CHUNK = 1 << 20
+
+
+def base_url() -> str:
+    return os.environ.get("MIXER_CHECKPOINTS_URL", DEFAULT_URL).rstrip("/")
+
+
+def name_of(spec: str) -> str | None:
+    """The released name `spec` stands for (`.npz` optional), or None if it is not one."""
+    stem = spec.removesuffix(".npz")
+    return stem if stem in NAMES else None
+
+
+def looks_like_a_name(spec: str) -> bool:
+    """`group/Mixer-...` that is no file here: meant as a released name."""
+    return "/" in spec and "Mixer-" in spec and not Path(spec).exists()
+
+
+def locate(spec: str | os.PathLike) -> Path:
+    """A local path for an --init value: the path itself, or a released checkpoint's
+    verified copy in the cache (downloaded first if needed)."""
+    text = str(spec)
+    if Path(text).exists():
+        return Path(text)
+    name = name_of(text)
+    if name is None:
+        if looks_like_a_name(text):
+            close = difflib.get_close_matches(text.removesuffix(".npz"), NAMES, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise CheckpointNotFound(
+                f"unknown released checkpoint {text!r}{hint} (`mixer info --checkpoints` "
+                "lists them)"
+            )
+        return Path(text)
+    return fetch(name)
+
+
+def cache_path(name: str) -> Path:
+    from mixer_cli.cache import default_cache_dir
+
+    return default_cache_dir() / "checkpoints" / f"{name}.npz"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(name: str) -> Path:
+    """The released checkpoint `name`, downloaded once and checked at every use."""
+    path = cache_path(name)
+    record = path.with_name(f"{path.name}.json")
+    if path.exists() and record.exists():
+        want = json.loads(record.read_text())
+        size = path.stat().st_size
+        if size != want["size"] or sha256(path) != want["sha256"]:
+            raise CheckpointError(
+                f"the cached {name} ({path}) does not match the download's record "
+                f"({size:,} bytes, {want['size']:,} recorded, or another sha256): delete it "
+                "to download it again"
+            )
+        return path
+    url = f"{base_url()}/{name}.npz"
+    part = path.with_name(f"{path.name}.part")
+    _download(url, part)
+    digest = {"url": url, "size": part.stat().st_size, "sha256": sha256(part)}
+    with atomic_write(record) as f:
+        f.write(json.dumps(digest) + "\n")
+    os.replace(part, path)  # complete: only now does it look like a checkpoint
+    return path
+
+
+def _download(url: str, part: Path) -> None:
+    """Fetch `url` into `part`, continuing a previous partial transfer where it stopped."""
+    from mixer_cli import report
+
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # nothing left to send: the part is whole
+            return
+        raise CheckpointNotFound(
+            f"cannot download {url}: HTTP {err.code} {err.reason}"
+            + (" (no such checkpoint there)" if err.code == 404 else "")
+        ) from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise CheckpointNotFound(
+            f"cannot download {url} ({reason}): fetch it where the network allows and put it "
+            f"at {part.with_suffix('')}, or set MIXER_CHECKPOINTS_URL to a mirror"
+        ) from None
+    with response:
+        resumed = response.status == 206
+        total = int(response.headers.get("Content-Length", 0)) + (have if resumed else 0)
+        with open(part, "ab" if resumed else "wb") as out, report.progress() as bar:
+            task = bar.add_task(f"downloading {url}", total=total or None,
+                                completed=have if resumed else 0)  # fmt: skip
+            try:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    out.write(block)
+                    bar.advance(task, len(block))
+            except (OSError, http.client.HTTPException) as err:
+                raise CheckpointNotFound(
+                    f"the download of {url} broke off ({type(err).__name__}); run the command "
+                    "again to continue it"
+                ) from None
+        if total and part.stat().st_size != total:
+            raise CheckpointNotFound(
+                f"the download of {url} broke off at {part.stat().st_size:,} of {total:,} "
+                "bytes; run the command again to continue it"
+            )
