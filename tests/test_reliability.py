@@ -295,15 +295,17 @@ def test_processes_agree_on_complete_checkpoints_when_a_peer_lists_late(tmp_path
     assert complete_steps(tmp_path) == [3]
 
 
-def test_a_killed_process_stops_its_peer_in_bounded_time_and_both_resume_to_the_same_end(
+def test_a_lost_or_preempted_process_stops_its_peer_and_both_resume_to_the_same_end(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
     """Two processes on loopback (jax.distributed, gloo, 4 devices each: the same global
     batches as one 8-device process). Process 1 is killed after the first checkpoint;
     process 0 must exit non-zero within --peer-timeout (plus slack) with one clear line,
-    not hang in a collective; started again, both resume and end as one process does."""
-    timeout = 5
-    procs = _launch_two(tmp_path, f"--peer-timeout={timeout}")
+    not hang in a collective. Started again, a scheduler's SIGTERM to process 1 stops
+    both at the same step through JAX's preemption sync point: both write that checkpoint
+    and exit 143. Started once more, both end as one uninterrupted process does."""
+    timeout, slow = 5, "--set=train.checkpoint_every=1"  # a checkpoint a step: room to strike
+    procs = _launch_two(tmp_path, f"--peer-timeout={timeout}", slow)
     _wait(procs[0], lambda: complete_steps(tmp_path), "the first checkpoint")
     procs[1].kill()
     killed_at = time.monotonic()
@@ -317,24 +319,8 @@ def test_a_killed_process_stops_its_peer_in_bounded_time_and_both_resume_to_the_
     assert "resumes from its last complete checkpoint" in last
 
     resume_from = max(complete_steps(tmp_path))
-    procs = _launch_two(tmp_path)
-    outputs = [proc.communicate(timeout=600) for proc in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-    assert f"resuming from step {resume_from} " in outputs[0][1]
-    assert_same_training(params_of(tmp_path), params_of(uninterrupted))
-    assert json.loads((tmp_path / "results.json").read_text())["test/examples"] == 360
-
-
-def test_sigterm_to_one_process_checkpoints_every_process_at_one_step(
-    uninterrupted: Path, tmp_path: Path
-) -> None:
-    """A scheduler's SIGTERM to process 1 of 2: JAX's preemption sync point stops both at
-    the same step, both write that checkpoint and exit 143; the same command then ends
-    as one uninterrupted process does."""
-    slow = "--set=train.checkpoint_every=1"  # a checkpoint a step: room to strike mid-run
     procs = _launch_two(tmp_path, slow)
-    _wait(procs[0], lambda: complete_steps(tmp_path), "the first checkpoint")
+    _wait(procs[0], lambda: max(complete_steps(tmp_path)) > resume_from, "a new checkpoint")
     procs[1].send_signal(signal.SIGTERM)
     outputs = [proc.communicate(timeout=300) for proc in procs]
     stopped = []
@@ -342,13 +328,16 @@ def test_sigterm_to_one_process_checkpoints_every_process_at_one_step(
         assert proc.returncode == 143, err[-3000:]
         last = err.strip().splitlines()[-1]
         stopped.append(int(re.search(r"interrupted at step (\d+); checkpoint saved", last)[1]))
+    assert f"resuming from step {resume_from} " in outputs[0][1]
     assert stopped[0] == stopped[1] == max(complete_steps(tmp_path)) < 20, stopped
+
     procs = _launch_two(tmp_path, slow)
     outputs = [proc.communicate(timeout=600) for proc in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
     assert f"resuming from step {stopped[0]} " in outputs[0][1]
     assert_same_training(params_of(tmp_path), params_of(uninterrupted))
+    assert json.loads((tmp_path / "results.json").read_text())["test/examples"] == 360
 
 
 # --- one run per directory ---------------------------------------------------------------
