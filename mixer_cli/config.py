@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Iterator
@@ -338,6 +339,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return _flatten(yaml.safe_load(path.read_text()) or {}, str(path))
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML in {path}: {' '.join(str(err).split())}") from None
+
+
+def saved_run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config.yaml of a run directory as a dict of sections ({} for anything else):
+    what readers of a run (eval, predict, the model registry) learn of it."""
+    saved = Path(path) / "config.yaml"
+    if not saved.is_file():
+        return {}
+    return yaml.safe_load(saved.read_text()) or {}
 
 
 def recipe_path(name: str) -> Path:

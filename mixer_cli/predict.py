@@ -41,13 +41,12 @@ def image_paths(arguments: Sequence[Path]) -> list[Path]:
 
 def class_names(init: Path, num_classes: int) -> list[str]:
     """Names of the head's classes: the run's dataset, ImageNet-1k's synsets, or indices."""
-    import yaml
+    from mixer_cli.config import saved_run_config
 
-    saved = Path(init) / "config.yaml"
-    if saved.is_file():
+    data = saved_run_config(init).get("data")
+    if data:
         from mixer_cli.data import open_dataset
 
-        data = (yaml.safe_load(saved.read_text()) or {}).get("data", {})
         try:
             source = open_dataset(data.get("name", "digits"), data.get("data_dir"))
         except Exception:  # the run's data may be gone: indices will do

@@ -151,11 +151,10 @@ def run_eval(
     """`mixer eval`: the checkpoint on a split, classification when its head fits the
     dataset (else the representation evaluators only), few-shot on request."""
     import jax
-    import yaml
 
     from mixer_cli import report
     from mixer_cli.cache import default_cache_dir
-    from mixer_cli.config import parse_number_list
+    from mixer_cli.config import parse_number_list, saved_run_config
     from mixer_cli.data import open_dataset
     from mixer_cli.evals import settings_class
     from mixer_cli.fewshot import print_fewshot_table
@@ -167,11 +166,8 @@ def run_eval(
         init = latest_run(Path("runs"))
         report.stderr.print(f"evaluating {init} (the newest finished run; --init picks another)")
     loaded = load_checkpoint(init, resolution)
-    saved = Path(init) / "config.yaml"
     if data is None:
-        run_data = (
-            (yaml.safe_load(saved.read_text()) or {}).get("data", {}) if saved.is_file() else {}
-        )
+        run_data = saved_run_config(init).get("data", {})
         data, data_dir = run_data.get("name", "digits"), data_dir or run_data.get("data_dir")
     source = open_dataset(data, data_dir)
     split = split or source.eval_split

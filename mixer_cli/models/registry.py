@@ -82,16 +82,12 @@ def load_checkpoint(path: Any, resolution: int | None = None) -> Loaded:
     """Any checkpoint (Google's npz, ours, a run directory) as a ready model. A run
     directory's config.yaml names its family and resolution; a bare file is recognised
     by its arrays."""
-    from pathlib import Path
-
-    import yaml
-
     from mixer_cli.checkpoints import read_params
+    from mixer_cli.config import saved_run_config
 
     flat, source = read_params(path)
-    saved = Path(path) / "config.yaml"
-    if Path(path).is_dir() and saved.is_file():
-        model = (yaml.safe_load(saved.read_text()) or {}).get("model", {})
+    model = saved_run_config(path).get("model")
+    if model:
         family = get(model.get("family", model.get("kind", "mixer")))
         resolution = resolution or model.get("resolution")
     else:
