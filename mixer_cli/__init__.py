@@ -9,16 +9,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_model", "load_pretrained", "write_npz"]
+__all__ = ["__version__", "create_model", "load_pretrained", "write_npz", "write_safetensors"]
 
 if TYPE_CHECKING:
     from mixer_cli.checkpoints import load_pretrained, write_npz
     from mixer_cli.models import create_model
+    from mixer_cli.weights.timm import write as write_safetensors
 
 _LAZY = {
     "load_pretrained": "mixer_cli.checkpoints",
     "write_npz": "mixer_cli.checkpoints",
     "create_model": "mixer_cli.models",
+    "write_safetensors": ("mixer_cli.weights.timm", "write"),
 }
 
 
@@ -26,5 +28,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, attr = _LAZY[name] if isinstance(_LAZY[name], tuple) else (_LAZY[name], name)
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'mixer_cli' has no attribute {name!r}")

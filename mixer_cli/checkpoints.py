@@ -280,9 +280,13 @@ def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     step of it) gives the parameters of its newest complete training checkpoint. A
     released checkpoint's name (`imagenet21k/Mixer-B_16`) is its verified cached copy.
     """
-    from mixer_cli.released import locate
+    from mixer_cli.weights.released import locate
 
     path = locate(path)
+    if path.suffix == ".safetensors":
+        from mixer_cli.weights import timm as timm_layout
+
+        return timm_layout.read(path)[0], str(path)
     if not path.is_dir():
         return read_npz(path), str(path)
     if (path / "params.npz").is_file():
@@ -301,6 +305,21 @@ def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
         )
     params, where = found
     return {key: np.asarray(value) for key, value in _flat(params).items()}, where
+
+
+def saved_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """The model settings a checkpoint carries besides its arrays: a run's config.yaml
+    `model` section, a safetensors file's GELU form (timm's exact one unless its metadata
+    says otherwise); {} for an npz, which runs as Google's code runs it."""
+    from mixer_cli.config import saved_run_config
+    from mixer_cli.weights.released import locate
+
+    located = locate(path)
+    if located.suffix == ".safetensors":
+        from mixer_cli.weights import timm as timm_layout
+
+        return timm_layout.read_settings(located)
+    return dict(saved_run_config(located).get("model") or {})
 
 
 def as_tree(flat: Mapping[str, np.ndarray]) -> Params:
@@ -363,16 +382,23 @@ def load_pretrained(
     *,
     resolution: int | None = None,
     dtype: str = "float32",
+    gelu: str | None = None,
 ) -> Pretrained:
-    """Load an official-layout ``.npz`` (Google's or ours) or a run as a ready-to-run model.
+    """Load a checkpoint in any form `--init` takes as a ready-to-run model: an official
+    ``.npz`` (Google's or ours), a run directory, a released name
+    (``imagenet21k/Mixer-B_16``), a timm ``.safetensors`` file or ``hf-hub:timm/NAME``.
 
     The architecture is inferred from the array shapes; with ``variant`` the file must
     match it exactly. ``resolution`` adapts the weights to an integer multiple of their
     resolution (the paper's Appendix C, see `adapt_resolution`). ``dtype='bfloat16'``
-    computes in bfloat16 with float32 weights.
+    computes in bfloat16 with float32 weights. ``gelu`` defaults to the checkpoint's form
+    (exact for timm's weights, else tanh). Every form takes images in [-1, 1].
     """
     flat, source = read_params(path)
-    return pretrained_from_flat(flat, source, variant, resolution=resolution, dtype=dtype)
+    gelu = gelu or saved_settings(path).get("gelu", "tanh")
+    return pretrained_from_flat(
+        flat, source, variant, resolution=resolution, dtype=dtype, gelu=gelu
+    )
 
 
 def pretrained_from_flat(
@@ -382,6 +408,7 @@ def pretrained_from_flat(
     *,
     resolution: int | None = None,
     dtype: str = "float32",
+    gelu: str = "tanh",
 ) -> Pretrained:
     """`load_pretrained` of arrays already read."""
     arch = checked_architecture(flat, source, variant)
@@ -389,5 +416,5 @@ def pretrained_from_flat(
         factor = resolution_factor(arch, resolution)
         flat = adapt_resolution(flat, arch.side, factor)
         arch = Architecture(arch.spec, arch.num_classes, resolution, arch.grid_factor * factor)
-    model = arch.create_model(dtype=dtype)
+    model = arch.create_model(dtype=dtype, gelu=gelu)
     return Pretrained(model=model, params=as_tree(flat), architecture=arch)

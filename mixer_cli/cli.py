@@ -15,6 +15,7 @@ import typer
 
 from mixer_cli import __version__
 from mixer_cli.commands.bench import bench
+from mixer_cli.commands.convert import convert
 from mixer_cli.commands.eval import eval_
 from mixer_cli.commands.fewshot import fewshot
 from mixer_cli.commands.finetune import finetune
@@ -37,6 +38,7 @@ app.command("eval")(eval_)
 app.command("fewshot")(fewshot)
 app.command("permute")(permute)
 app.command("predict")(predict)
+app.command("convert")(convert)
 app.command("info")(info)
 app.command("bench")(bench)
 

@@ -38,8 +38,9 @@ class ModelConfig:
     stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
     dtype: str = "float32"  # compute dtype; parameters stay float32
     grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
+    gelu: str = "tanh"  # Mixer GELU: tanh (Google's weights, ours) or exact (timm's weights)
     width: int = 64  # ResNet only: base channels (BiT x1 = 64)
-    init: str | None = None  # start from a checkpoint: .npz (Google's or ours) or a run dir
+    init: str | None = None  # a checkpoint: .npz, .safetensors, run dir, released or hf-hub name
     init_scope: str = "all"  # all: every parameter as saved; backbone: a fresh head on it
 
 
@@ -128,6 +129,7 @@ CHOICES = {
     "train.loss": ("softmax", "sigmoid"),
     "data.crop": ("inception", "resize"),
     "model.dtype": ("float32", "bfloat16"),
+    "model.gelu": ("tanh", "exact"),
 }
 POSITIVE = (
     "model.resolution",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from xla_env import session_dir, xla_flags
@@ -53,3 +54,30 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("uninterrupted")
     train_and_evaluate(tiny(), workdir)
     return workdir
+
+
+TIMM_REPO = "timm/mixer_custom_test.in1k"  # a hand-made timm Mixer in a hub cache
+
+
+@pytest.fixture
+def timm_hub(tmp_path, monkeypatch) -> dict:
+    """A Hugging Face hub cache holding one timm Mixer (2 blocks, C=16, patch 4, 16 px,
+    10 classes, inputs normalised like miil's: mean 0, std 1), in the hub's own layout
+    (refs/main -> snapshots/COMMIT/{model.safetensors, config.json}), read offline."""
+    from numpy_timm import timm_state_dict
+    from safetensors.numpy import save_file
+
+    state = timm_state_dict(4, 2, 16, 16, 8, 32, 10, seed=3)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf-cache" / f"models--{TIMM_REPO.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    save_file(state, str(snapshot / "model.safetensors"), metadata={"format": "pt"})
+    pretrained_cfg = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "num_classes": 10}
+    config = {"architecture": "mixer_custom", "pretrained_cfg": pretrained_cfg}
+    (snapshot / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return {"name": f"hf-hub:{TIMM_REPO}", "state": state, "mean": 0.0, "std": 1.0}

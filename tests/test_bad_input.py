@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from damage import flip_npz_array_bit, truncate
 from datasets import write_image_folder
+from safetensors.numpy import save_file
 from test_cli import run_cli
 
 from mixer_cli.checkpoints import write_npz
@@ -20,7 +21,7 @@ from mixer_cli.models import create_model
 
 # Each case: (arguments, words the error line must contain). {npz}: a hand-made official
 # checkpoint (patch 4, 16 px, 10 classes, a custom size); {n4}: our N/4 at 16 px; {empty},
-# {one_class}, {bad_yaml}, {not_mixer}, {truncated}, {flipped}: files made below;
+# {one_class}, {bad_yaml}, {not_mixer}, {vit}, {truncated}, {flipped}: files made below;
 # {workdir}: where a run would go.
 CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--variant", "Q/16"], "Q/16"),
@@ -102,6 +103,9 @@ CASES: list[tuple[list[str], str]] = [
     (["finetune", "--init", "{truncated}"], "truncated.npz"),
     (["fewshot", "--init", "{flipped}"], "flipped.npz"),
     (["info", "--checkpoint", "{flipped}"], "flipped.npz"),
+    (["finetune", "--init", "{vit}"], "key 'cls_token' does not fit"),
+    (["eval", "--init", "hf-hub:timm/mixer_nowhere"], "not in the Hugging Face cache"),
+    (["predict", "{one_class}", "--init", "hf-hub:mixer"], "expected hf-hub:ORG/NAME"),
     (["info", "--variant", "Q/16"], "Q/16"),
     (["info", "--variant", "B/16", "--data", "digits"], "at most one"),
     (["no-such-command"], "no-such-command"),
@@ -128,6 +132,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     write_image_folder(root / "extra_class", {"test": 2}, classes=("cat", "dog", "owl"))
     (root / "bad.yaml").write_text("train: {steps: [1, 2\n")
     np.savez(root / "not_mixer.npz", weights=np.zeros((3, 3), np.float32))
+    vit = {"cls_token": np.zeros((1, 1, 16), np.float32), "stem.proj.bias": np.zeros(16, "f4")}
+    save_file(vit, str(root / "vit.safetensors"))
     model = create_model("N/4", num_classes=10)
     write_npz(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"], root / "n4.npz")
     return {
@@ -139,6 +145,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "damaged": str(root / "damaged"),
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),
+        "vit": str(root / "vit.safetensors"),
         "truncated": str(truncate(official_npz[0], root / "truncated.npz")),
         "flipped": str(flip_npz_array_bit(official_npz[0], root / "flipped.npz")),
     }
@@ -162,6 +169,8 @@ def test_bad_input_is_one_clear_line(
     capsys, monkeypatch, tmp_path, files, argv: list[str], words: str
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no ./runs here: a default --init finds nothing
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     earlier = tmp_path / "earlier-run"
     earlier.mkdir()
     (earlier / "params.npz").write_bytes(b"an earlier run's file")

@@ -221,15 +221,19 @@ def test_abstract_shapes_of_an_adapted_model() -> None:
     assert params["MixerBlock_0"]["token_mixing"]["Dense_0"]["kernel"].shape == (144, 576)
 
 
-def test_an_architecture_outside_the_table_fine_tunes_and_fine_tunes_again(
-    capsys, tmp_path, official_npz
+def test_timm_weights_of_an_architecture_outside_the_table_fine_tune_and_fine_tune_again(
+    capsys, tmp_path, timm_hub
 ) -> None:
-    path, _ = official_npz  # 2 blocks, C=16, D_S=8, D_C=32, patch 4, 16 px: no table size
-    code, results, err = finetune(capsys, tmp_path / "a", "--init", path)
+    # hf-hub:timm/..., from the hub cache offline: 2 blocks, C=16, D_S=8, D_C=32, patch 4,
+    # 16 px, no size of the table; timm's exact GELU carried into the run and on from it
+    code, results, err = finetune(capsys, tmp_path / "a", "--init", timm_hub["name"])
     assert code == 0, err
     assert results["variant"] == "2x16-8-32/4" and results["finished"]
     saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     assert saved["model"]["variant"] == "2x16-8-32/4"  # the architecture, in the config
+    assert saved["model"]["gelu"] == "exact" and saved["model"]["init"] == timm_hub["name"]
     code, again, err = finetune(capsys, tmp_path / "b", "--init", str(tmp_path / "a"))
     assert code == 0, err  # the fine-tuned run is read back and fine-tuned once more
     assert again["variant"] == "2x16-8-32/4" and again["init"] == str(tmp_path / "a")
+    saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
+    assert saved["model"]["gelu"] == "exact"

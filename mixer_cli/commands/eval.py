@@ -14,7 +14,7 @@ EvalInit = Annotated[
     typer.Option(
         "--init",
         help="The model: Google's official .npz or its released name (imagenet21k/Mixer-B_16), "
-        "ours, a run directory (finished, or its "
+        "timm's .safetensors or hf-hub:timm/NAME, ours, a run directory (finished, or its "
         "newest training checkpoint; a ResNet run too), a fine-tuned higher-resolution one. "
         "[default: the newest finished run under ./runs]",
         show_default=False,

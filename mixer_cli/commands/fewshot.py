@@ -13,7 +13,8 @@ FewshotInit = Annotated[
     Optional[Path],
     typer.Option(
         "--init",
-        help="The model: Google's official .npz or its released name, ours, or a run "
+        help="The model: Google's official .npz or its released name, timm's .safetensors or "
+        "hf-hub:timm/NAME, ours, or a run "
         "directory (fine-tuned "
         "high-resolution ones included). [default: the newest finished run under ./runs]",
         show_default=False,

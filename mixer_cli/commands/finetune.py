@@ -14,7 +14,8 @@ FinetuneInit = Annotated[
     typer.Option(
         "--init",
         help="The checkpoint to transfer: Google's official .npz or its released name "
-        "(imagenet21k/Mixer-B_16), ours, or a run directory "
+        "(imagenet21k/Mixer-B_16), timm's weights (a .safetensors file or "
+        "hf-hub:timm/mixer_b16_224.goog_in21k_ft_in1k), ours, or a run directory "
         "(finished, or its newest training checkpoint). "
         "[default: the newest finished pretrain run under ./runs]",
         show_default=False,
@@ -64,7 +65,7 @@ def finetune(
     grid_factor and native_resolution to those of pretrain.
     """
     from mixer_cli import report, transfer
-    from mixer_cli.checkpoints import read_checked
+    from mixer_cli.checkpoints import read_checked, saved_settings
     from mixer_cli.commands.training import resolve_config, run_training
     from mixer_cli.config import parse_number_list, read_yaml, recipe_path
     from mixer_cli.errors import ConfigError
@@ -87,6 +88,7 @@ def finetune(
 
     flags = {
         **transfer.model_settings(arch, resolution),
+        "model.gelu": saved_settings(init).get("gelu", "tanh"),  # --set model.gelu overrides
         "model.init": str(init),
         "model.init_scope": "backbone",
     }

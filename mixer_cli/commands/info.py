@@ -26,7 +26,7 @@ def info(
 
     Parameters exclude the head unless --num-classes is given (as in the paper's Table 1).
     FLOPs come from XLA's cost analysis of the compiled forward pass (2 per multiply-add).
-    With --checkpoint, describe the architecture read off an .npz file's shapes; with
+    With --checkpoint, describe the architecture read off a checkpoint's shapes; with
     --data, describe a dataset (classes, image shape, splits); with --checkpoints, list
     Google's released checkpoints by the names every --init takes.
     """
@@ -94,7 +94,8 @@ def _variants(
 
 
 def _released(json: bool) -> None:
-    from mixer_cli import released, report
+    from mixer_cli import report
+    from mixer_cli.weights import released
 
     rows = []
     for name in released.NAMES:

@@ -45,8 +45,8 @@ Checkpoint = Annotated[
     Optional[Path],
     typer.Option(
         "--checkpoint",
-        help="An .npz checkpoint in the official layout (Google's or ours), or a released "
-        "checkpoint's name (see --checkpoints).",
+        help="A checkpoint: an .npz in the official layout (Google's or ours), a released "
+        "checkpoint's name (see --checkpoints), timm's .safetensors or hf-hub:timm/NAME.",
         show_default=False,
     ),
 ]
@@ -103,6 +103,7 @@ Init = Annotated[
         "--init",
         help="Start from these weights: an .npz in the official layout (Google's or ours), "
         "a released checkpoint's name (imagenet21k/Mixer-B_16; `mixer info --checkpoints`), "
+        "timm's weights (.safetensors, hf-hub:timm/NAME; then set model.gelu=exact), "
         "or a run directory (finished, or its newest training checkpoint).",
         show_default=False,
     ),

@@ -20,7 +20,8 @@ PredictInit = Annotated[
     Optional[Path],
     typer.Option(
         "--init",
-        help="The model: Google's official .npz or its released name, ours, or a run directory. "
+        help="The model: Google's official .npz or its released name, timm's .safetensors or "
+        "hf-hub:timm/NAME, ours, or a run directory. "
         "[default: the newest finished run under ./runs]",
         show_default=False,
     ),

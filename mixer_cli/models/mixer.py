@@ -2,9 +2,10 @@
 
 Parameter names and shapes match Google's released checkpoints
 (``stem``, ``MixerBlock_{i}/{LayerNorm_0,token_mixing,LayerNorm_1,channel_mixing}``,
-``pre_head_layer_norm``, ``head``), and the numerics match too: tanh-approximated
-GELU and LayerNorm epsilon 1e-6, which official weights need to reproduce their
-logits. This module only describes the math: no jit, sharding, I/O or logging.
+``pre_head_layer_norm``, ``head``), and the numerics match too: LayerNorm epsilon 1e-6
+and, by default, the tanh-approximated GELU the official code trains with (``gelu='exact'``
+is the erf form timm runs its weights with; each set of weights reproduces its logits only
+with its own). This module only describes the math: no jit, sharding, I/O or logging.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mixer_cli.models.head import classifier_head
 from mixer_cli.models.variants import MixerSpec, parse_variant
 
 Dtype = Any
+GELU_FORMS: tuple[str, ...] = ("tanh", "exact")  # Google's code's approximation; timm's erf
 
 
 class PatchEmbedding(nn.Module):
@@ -81,12 +83,13 @@ class MlpBlock(nn.Module):
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
     across_tokens: bool = False
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         dense, width = (TokenDense, x.shape[1]) if self.across_tokens else (nn.Dense, x.shape[-1])
         y = dense(self.mlp_dim, dtype=self.dtype, name="Dense_0")(x)
-        y = nn.gelu(y, approximate=True)
+        y = nn.gelu(y, approximate=self.gelu == "tanh")
         y = nn.Dropout(self.dropout, deterministic=not train)(y)
         y = dense(width, dtype=self.dtype, name="Dense_1")(y)
         return nn.Dropout(self.dropout, deterministic=not train)(y)
@@ -100,6 +103,7 @@ class MixerBlock(nn.Module):
     dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth: probability of skipping each residual branch
     dtype: Dtype = jnp.float32
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:  # x: [B, S, C]
@@ -107,13 +111,18 @@ class MixerBlock(nn.Module):
         drop_path = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
         y = MlpBlock(
-            self.tokens_mlp_dim, self.dropout, self.dtype, across_tokens=True, name="token_mixing"
+            self.tokens_mlp_dim,
+            self.dropout,
+            self.dtype,
+            across_tokens=True,
+            gelu=self.gelu,
+            name="token_mixing",
         )(y, train=train)
         x = x + drop_path(y)
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
-        y = MlpBlock(self.channels_mlp_dim, self.dropout, self.dtype, name="channel_mixing")(
-            y, train=train
-        )
+        y = MlpBlock(
+            self.channels_mlp_dim, self.dropout, self.dtype, gelu=self.gelu, name="channel_mixing"
+        )(y, train=train)
         return x + drop_path(y)
 
 
@@ -135,6 +144,7 @@ class MlpMixer(nn.Module):
     stoch_depth: float = 0.0  # drop rate of the last block; grows linearly from 0 at the first
     head_bias_init: float = 0.0
     dtype: Dtype = jnp.float32  # compute dtype; parameters stay float32
+    gelu: str = "tanh"  # one of GELU_FORMS: the form the weights were trained with
 
     @nn.compact
     def __call__(
@@ -152,7 +162,12 @@ class MlpMixer(nn.Module):
         for i in range(self.num_blocks):
             rate = self.stoch_depth * i / max(self.num_blocks - 1, 1)
             x = MixerBlock(
-                self.tokens_mlp_dim, self.channels_mlp_dim, self.dropout, rate, self.dtype
+                self.tokens_mlp_dim,
+                self.channels_mlp_dim,
+                self.dropout,
+                rate,
+                self.dtype,
+                self.gelu,
             )(x, train=train)
             out[f"block_{i}"] = x
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm")(x)
@@ -172,6 +187,7 @@ def create_model(
     head_bias_init: float = 0.0,
     dtype: str | Dtype = "float32",
     grid_factor: int = 1,
+    gelu: str = "tanh",
 ) -> MlpMixer:
     """Build an MlpMixer from a variant name (``'B/16'``) or spec, validating the options.
 
@@ -181,6 +197,8 @@ def create_model(
     spec = parse_variant(variant) if isinstance(variant, str) else variant
     if grid_factor < 1:
         raise ConfigError(f"grid factor must be a positive integer, got {grid_factor}")
+    if gelu not in GELU_FORMS:
+        raise ConfigError(f"unknown GELU form {gelu!r}: expected one of {', '.join(GELU_FORMS)}")
     if num_classes < 0:
         raise ConfigError(f"number of classes must be >= 0 (0 = no head), got {num_classes}")
     for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
@@ -197,6 +215,7 @@ def create_model(
         stoch_depth=stoch_depth,
         head_bias_init=head_bias_init,
         dtype=compute_dtype(dtype),
+        gelu=gelu,
     )
 
 

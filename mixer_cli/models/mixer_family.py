@@ -32,6 +32,7 @@ def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
         head_bias_init=head_bias,
         dtype=m.dtype,
         grid_factor=m.grid_factor,
+        gelu=m.gelu,
     )
 
 
@@ -39,8 +40,11 @@ def matches(flat: Mapping[str, Any]) -> bool:
     return "stem/kernel" in flat and "MixerBlock_0/LayerNorm_0/scale" in flat
 
 
-def load(flat: Mapping[str, Any], source: str, resolution: int | None) -> Loaded:
-    pre = checkpoints.pretrained_from_flat(flat, source, resolution=resolution)
+def load(
+    flat: Mapping[str, Any], source: str, resolution: int | None, settings: Mapping[str, Any]
+) -> Loaded:
+    gelu = settings.get("gelu", "tanh")
+    pre = checkpoints.pretrained_from_flat(flat, source, resolution=resolution, gelu=gelu)
     arch = pre.architecture
     return Loaded(
         pre.model,
@@ -49,7 +53,11 @@ def load(flat: Mapping[str, Any], source: str, resolution: int | None) -> Loaded
         arch.spec.name,
         arch.resolution,
         arch.num_classes,
-        {"grid_factor": arch.grid_factor, "native_resolution": arch.native_resolution},
+        {
+            "grid_factor": arch.grid_factor,
+            "native_resolution": arch.native_resolution,
+            "gelu": gelu,
+        },
     )
 
 

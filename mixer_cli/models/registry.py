@@ -52,8 +52,9 @@ class Family:
     patch_size: Callable[[ModelConfig], int]
     # Flat '/'-joined arrays of a checkpoint -> whether they are this family's.
     matches: Callable[[Mapping[str, Any]], bool]
-    # (flat arrays, name for messages, requested resolution or None) -> Loaded.
-    load: Callable[[Mapping[str, Any], str, int | None], Loaded]
+    # (flat arrays, name for messages, requested resolution or None, the model settings
+    # the checkpoint carries: `checkpoints.saved_settings`) -> Loaded.
+    load: Callable[[Mapping[str, Any], str, int | None, Mapping[str, Any]], Loaded]
     # (checkpoint path, freshly initialised params, 'all' | 'backbone') -> params to train.
     warm_start: Callable[[str, dict[str, Any], str], dict[str, Any]]
     # (model config, classes) -> {'params': int, 'gflops': float} per image.
@@ -79,17 +80,16 @@ def family_of(flat: Mapping[str, Any], source: str) -> Family:
 
 
 def load_checkpoint(path: Any, resolution: int | None = None) -> Loaded:
-    """Any checkpoint (Google's npz, ours, a run directory) as a ready model. A run
-    directory's config.yaml names its family and resolution; a bare file is recognised
-    by its arrays."""
-    from mixer_cli.checkpoints import read_params
-    from mixer_cli.config import saved_run_config
+    """Any checkpoint `--init` takes (Google's npz or name, ours, a run directory, timm's
+    safetensors or hf-hub name) as a ready model. A run directory's config.yaml names its
+    family and resolution; a bare file is recognised by its arrays."""
+    from mixer_cli.checkpoints import read_params, saved_settings
 
     flat, source = read_params(path)
-    model = saved_run_config(path).get("model")
-    if model:
-        family = get(model.get("family", model.get("kind", "mixer")))
-        resolution = resolution or model.get("resolution")
+    settings = saved_settings(path)
+    if "family" in settings or "kind" in settings:  # a run's config.yaml
+        family = get(settings.get("family", settings.get("kind", "mixer")))
+        resolution = resolution or settings.get("resolution")
     else:
         family = family_of(flat, source)
-    return family.load(flat, source, resolution)
+    return family.load(flat, source, resolution, settings)

@@ -36,7 +36,9 @@ def matches(flat: Mapping[str, Any]) -> bool:
     return any(_UNIT.match(key) for key in flat)
 
 
-def load(flat: Mapping[str, Any], source: str, resolution: int | None) -> Loaded:
+def load(
+    flat: Mapping[str, Any], source: str, resolution: int | None, settings: Mapping[str, Any]
+) -> Loaded:
     units: dict[int, set[int]] = {}
     for key in flat:
         found = _UNIT.match(key)

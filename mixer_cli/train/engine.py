@@ -40,12 +40,12 @@ from mixer_cli.errors import (
 from mixer_cli.evals.base import Context
 from mixer_cli.evals.suite import EvalSuite
 from mixer_cli.models import registry
-from mixer_cli.released import locate
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter, read_results
 from mixer_cli.train.optim import make_optimizer
 from mixer_cli.train.steps import Steps, TrainState, compile_steps, initial_state
 from mixer_cli.train.workdir import check_free_space, hold_workdir, prepare_workdir
+from mixer_cli.weights.released import locate
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
 

@@ -56,10 +56,15 @@ def looks_like_a_name(spec: str) -> bool:
 
 def locate(spec: str | os.PathLike) -> Path:
     """A local path for an --init value: the path itself, or a released checkpoint's
-    verified copy in the cache (downloaded first if needed)."""
+    verified copy in the cache (downloaded first if needed), or an `hf-hub:` name's file
+    in the Hugging Face cache."""
     text = str(spec)
     if Path(text).exists():
         return Path(text)
+    from mixer_cli.weights import hub
+
+    if hub.is_hub_name(text):
+        return hub.fetch(text)
     name = name_of(text)
     if name is None:
         if looks_like_a_name(text):

@@ -1,0 +1,162 @@
+"""timm's Mixer weights: safetensors state dicts read and written, hf-hub names offline.
+
+The default suite compares against an independent NumPy statement of timm's forward
+(numpy_timm.py); the slow test against timm itself, run by the interpreter in
+MIXER_TIMM_PYTHON (one with torch and timm; default: this one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy_mixer import numpy_mixer
+from numpy_timm import timm_mixer, timm_state_dict
+from safetensors.numpy import load_file, save_file
+
+from mixer_cli import load_pretrained
+from mixer_cli.errors import CheckpointMismatch, CheckpointNotFound
+from mixer_cli.models.registry import load_checkpoint
+from mixer_cli.weights import timm as timm_layout
+
+
+def images(n: int = 3, size: int = 16, seed: int = 0) -> np.ndarray:
+    """Images with values in [0, 1] (what timm normalises), NHWC."""
+    return np.random.default_rng(seed).uniform(0, 1, (n, size, size, 3)).astype(np.float32)
+
+
+def timm_logits(state: dict, x01: np.ndarray, mean: float, std: float) -> np.ndarray:
+    return timm_mixer(state, ((x01 - mean) / std).transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"), [(0.5, 0.5), (0.0, 1.0), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+)
+def test_timm_weights_give_timm_logits_from_mixer_inputs(tmp_path: Path, mean, std) -> None:
+    state = timm_state_dict(4, 2, 16, 16, 8, 32, 7, seed=1)
+    path = tmp_path / "model.safetensors"
+    save_file(state, str(path), metadata={"format": "pt"})
+    cfg = {"mean": list(np.broadcast_to(mean, 3)), "std": list(np.broadcast_to(std, 3))}
+    (tmp_path / "config.json").write_text(json.dumps({"pretrained_cfg": cfg}))
+    x01 = images()
+    want = timm_logits(state, x01, np.asarray(mean), np.asarray(std))
+
+    model = load_pretrained(path)  # exact GELU by default: timm's
+    assert model.model.gelu == "exact" and model.architecture.spec.name == "2x16-8-32/4"
+    got = np.asarray(model(x01 * 2 - 1))  # mixer's [-1, 1] inputs
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    tanh = np.asarray(load_pretrained(path, gelu="tanh")(x01 * 2 - 1))
+    # the form matters: tanh misses timm's logits by far more than float32 rounding
+    assert np.abs(tanh - want).max() > 20 * np.abs(got - want).max()
+
+
+def test_ours_in_timm_layout_read_back_exactly_and_run_as_timm(
+    tmp_path: Path, official_npz
+) -> None:
+    npz, flat = official_npz
+    out = timm_layout.write(load_pretrained(npz).params, tmp_path / "ours.safetensors")
+    state = load_file(str(out))
+    want = timm_state_dict(4, 2, 16, 16, 8, 32, 10, seed=0)
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in want.items()}
+    back = load_pretrained(out)
+    assert back.model.gelu == "tanh"  # recorded in the metadata: runs as it was trained
+    x = images() * 2 - 1
+    np.testing.assert_array_equal(np.asarray(back(x)), np.asarray(load_pretrained(npz)(x)))
+    np.testing.assert_allclose(np.asarray(back(x)), numpy_mixer(flat, x)[0], atol=1e-4)
+
+
+def test_an_hf_hub_name_loads_from_the_hub_cache_offline(timm_hub) -> None:
+    loaded = load_checkpoint(timm_hub["name"])
+    assert loaded.family == "mixer" and loaded.details["gelu"] == "exact"
+    assert loaded.name == "2x16-8-32/4" and loaded.num_classes == 10
+    x01 = images(seed=4)
+    got = loaded.model.apply({"params": loaded.params}, x01 * 2 - 1)[0]
+    want = timm_logits(timm_hub["state"], x01, timm_hub["mean"], timm_hub["std"])
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
+    with pytest.raises(CheckpointNotFound, match=r"HF_HUB_OFFLINE is set.*hf download timm/x"):
+        load_pretrained("hf-hub:timm/x")
+
+
+def test_a_safetensors_file_that_is_no_mixer_names_the_first_odd_key(tmp_path: Path) -> None:
+    state = timm_state_dict(4, 1, 16, 16, 8, 32, 7, seed=1)
+    save_file({"cls_token": np.zeros((1, 1, 16), np.float32), **state}, str(tmp_path / "v.st"))
+    (tmp_path / "v.st").rename(tmp_path / "vit.safetensors")
+    with pytest.raises(CheckpointMismatch, match="key 'cls_token' does not fit"):
+        load_pretrained(tmp_path / "vit.safetensors")
+
+
+TIMM_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np, timm, torch
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    model = timm.create_model("mixer_s16_224", pretrained=False).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.02)  # timm zero-initialises the head
+    torch.nn.init.normal_(model.head.bias, std=0.02)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[1])
+    x01 = np.random.default_rng(0).uniform(0, 1, (4, 224, 224, 3)).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy((x01 - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
+    np.savez(sys.argv[2], images=x01, logits=logits)
+    """
+)
+
+
+# timm loads a file we wrote (strictly, through its pretrained-file path) and runs it.
+TIMM_LOADS_OURS = textwrap.dedent(
+    """
+    import sys, numpy as np, timm, torch
+    model = timm.create_model(
+        "mixer_s16_224", pretrained=True, pretrained_cfg_overlay=dict(file=sys.argv[1])
+    ).eval()
+    x01 = np.load(sys.argv[2])["images"]
+    with torch.no_grad():
+        logits = model(torch.from_numpy((x01 - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
+    np.save(sys.argv[3], logits)
+    """
+)
+
+
+@pytest.mark.slow
+def test_logits_equal_timm_itself_for_a_random_mixer_s16_224(tmp_path: Path) -> None:
+    python = os.environ.get("MIXER_TIMM_PYTHON", sys.executable)
+    weights, outputs = tmp_path / "model.safetensors", tmp_path / "timm.npz"
+    subprocess.run([python, "-c", TIMM_SCRIPT, weights, outputs], check=True)
+    timm_run = np.load(outputs)
+    model = load_pretrained(weights)
+    assert model.architecture.spec.name == "S/16" and model.resolution == 224
+    got = np.asarray(model(timm_run["images"] * 2 - 1))
+    diff = float(np.abs(got - timm_run["logits"]).max())
+    print(f"mixer_s16_224, 4 images: max |mixer - timm| = {diff:.2e}")
+    assert diff < 1e-4
+    # and back: our layout written, loaded by timm, timm's logits again
+    ours = timm_layout.write(model.params, tmp_path / "ours.safetensors", gelu="exact")
+    back = tmp_path / "back.npy"
+    subprocess.run([python, "-c", TIMM_LOADS_OURS, ours, outputs, back], check=True)
+    diff_back = float(np.abs(np.load(back) - got).max())
+    print(f"written by mixer, run by timm: max |timm - mixer| = {diff_back:.2e}")
+    assert diff_back < 1e-4
+
+
+def test_mixer_convert_writes_either_layout_and_back_exactly(
+    capsys, tmp_path: Path, timm_hub
+) -> None:
+    from mixer_cli.cli import run
+
+    out = tmp_path / "ours.npz"
+    assert run(["convert", timm_hub["name"], str(out)]) == 0
+    assert "exact GELU" in capsys.readouterr().err  # what the npz cannot carry, said
+    assert run(["convert", str(out), str(tmp_path / "timm.safetensors")]) == 0
+    state = load_file(str(tmp_path / "timm.safetensors"))
+    assert set(state) == set(timm_hub["state"])
+    x01 = images(seed=5)
+    direct = load_pretrained(timm_hub["name"])(x01 * 2 - 1)
+    via_npz = load_pretrained(out, gelu="exact")(x01 * 2 - 1)
+    np.testing.assert_array_equal(np.asarray(direct), np.asarray(via_npz))
+    assert run(["convert", str(out), str(tmp_path / "x.onnx")]) == 2
