@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixer_cli.config import OptimConfig, TrainConfig
+from mixer_cli.config import ModelConfig, OptimConfig, TrainConfig, model_config
 from mixer_cli.costs import model_flops
 from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
 from mixer_cli.errors import ConfigError
-from mixer_cli.models import create_model, parse_variant
+from mixer_cli.models import registry
 from mixer_cli.models.mixer import compute_dtype
 from mixer_cli.train.optim import make_optimizer
 from mixer_cli.train.steps import compile_steps, initial_state
@@ -51,6 +51,10 @@ class BenchSettings:
     window_seconds: float = 2.0
     peak_size: int = 0  # side of the peak matmul; 0 = 4096 on CPUs, 8192 on accelerators
     steps_per_execution: int = TrainConfig.steps_per_execution  # train steps per program
+    model_options: tuple[str, ...] = ()  # --set model.KEY=VALUE: another family's options
+
+    def model(self) -> ModelConfig:
+        return model_config(self.variant, self.resolution, self.dtype, list(self.model_options))
 
     def modes(self) -> tuple[str, ...]:
         if self.mode == "both":
@@ -62,9 +66,8 @@ class BenchSettings:
 
 def validate(settings: BenchSettings) -> None:
     """Refuse bad settings before anything is compiled."""
-    spec = parse_variant(settings.variant)
-    spec.check_resolution(settings.resolution)
-    compute_dtype(settings.dtype)
+    m = settings.model()
+    registry.get(m.family).parse(m)  # the variant, resolution and options
     settings.modes()
     local_batch_size(settings.batch_size, make_mesh())
     for name in ("windows", "num_classes", "steps_per_execution"):
@@ -193,9 +196,9 @@ class Workload:
         self.mesh = make_mesh()
         self.repl, self.rows = replicated(self.mesh), batch_sharding(self.mesh)
         self.dtype = compute_dtype(settings.dtype)
-        self.model = create_model(
-            settings.variant, num_classes=settings.num_classes, dtype=self.dtype
-        )
+        m = settings.model()
+        self.name = registry.get(m.family).parse(m)
+        self.model = registry.get(m.family).build(m, settings.num_classes, 0.0)
         self.tx, self.schedule = make_optimizer(OptimConfig(warmup_steps=10), 10_000)
         init = partial(initial_state, self.model, self.tx, settings.resolution)
         self.state = jax.jit(init, out_shardings=self.repl)(jax.random.key(0))
@@ -257,6 +260,8 @@ def run_bench(
     results: dict[str, Any] = {
         "command": "bench",
         **{k: v for k, v in asdict(settings).items() if k != "window_seconds"},
+        "family": settings.model().family,
+        "model": work.name,
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,
         "devices": [str(d) for d in jax.devices()],

@@ -152,8 +152,9 @@ def infer_architecture(flat: Mapping[str, np.ndarray], source: str = "checkpoint
     return Architecture(spec, num_classes, side * patch, factor)
 
 
-def resolution_factor(arch: Architecture, resolution: int) -> int:
-    """The integer K taking a checkpoint's resolution to `resolution`; refuses anything else."""
+def resolution_factor(arch: Architecture | Any, resolution: int) -> int:
+    """The integer K taking a checkpoint's resolution (`arch.resolution`) to `resolution`;
+    refuses anything else."""
     r = arch.resolution
     valid = ", ".join(str(k * r) for k in range(1, 4))
     if resolution < r:

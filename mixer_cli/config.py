@@ -39,6 +39,12 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; parameters stay float32
     grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
     gelu: str = "tanh"  # Mixer GELU: tanh (Google's weights, ours) or exact (timm's weights)
+    # The follow-up architectures (models/hybrid.py; any of them makes the family hybrid):
+    stem: str = "linear"  # linear: the patch projection; conv: stride-2 3x3 convolutions
+    pattern: str = ""  # one letter per block, M (Mixer) or A (attention); '' = all M
+    token_mixing: str = "mlp"  # sum: token MLP + a zero-gated attention in every M block
+    conv_after: tuple[int, ...] = ()  # blocks followed by a residual depthwise-conv branch
+    heads: int = 0  # attention heads; 0 = C / 64, at least 1
     width: int = 64  # ResNet only: base channels (BiT x1 = 64)
     init: str | None = None  # a checkpoint: .npz, .safetensors, run dir, released or hf-hub name
     init_scope: str = "all"  # all: every parameter as saved; backbone: a fresh head on it
@@ -110,11 +116,15 @@ class Config:
     evals: dict[str, Any] = field(default_factory=default_evals)  # name -> its Settings
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
+        from dataclasses import asdict
+
         from mixer_cli.evals.base import settings_dict
 
         sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out: dict[str, dict[str, Any]] = {
-            name: dataclasses.asdict(value) for name, value in sections.items() if name != "evals"
+            name: {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(value).items()}
+            for name, value in sections.items()
+            if name != "evals"
         }
         out["evals"] = {name: settings_dict(value) for name, value in self.evals.items()}
         return out
@@ -130,6 +140,8 @@ CHOICES = {
     "data.crop": ("inception", "resize"),
     "model.dtype": ("float32", "bfloat16"),
     "model.gelu": ("tanh", "exact"),
+    "model.stem": ("linear", "conv"),
+    "model.token_mixing": ("mlp", "sum"),
 }
 POSITIVE = (
     "model.resolution",
@@ -144,6 +156,7 @@ POSITIVE = (
     "optim.lr",
 )
 NON_NEGATIVE = (
+    "model.heads",
     "train.steps",
     "train.epochs",
     "train.eval_every",
@@ -376,24 +389,49 @@ def resolve(
         path = recipe_path(recipe) if recipe is not None else config_file
         config = _with_updates(config, read_yaml(path), str(path))
     config = _with_updates(config, overrides, "the command line")
+    config = with_implied_family(config)
     validate(config)
     return config
 
 
-def validate(config: Config) -> None:
-    flat = {f"{s}.{k}": v for s, values in config.to_dict().items() for k, v in values.items()}
-    for key, value in _numbers(config.to_dict()):
+HYBRID_KEYS = ("stem", "pattern", "token_mixing", "conv_after", "heads")
+
+
+def with_implied_family(config: Config) -> Config:
+    """A Mixer with any follow-up option set (model.stem, pattern, token_mixing,
+    conv_after, heads) is the `hybrid` family; another family refuses them."""
+    m, defaults = config.model, ModelConfig()
+    given = [k for k in HYBRID_KEYS if getattr(m, k) != getattr(defaults, k)]
+    if not given or m.family == "hybrid":
+        return config
+    if m.family != "mixer":
+        raise ConfigError(
+            f"model.{given[0]} is an option of Mixers (families mixer, hybrid), not of "
+            f"model.family {m.family}"
+        )
+    return dataclasses.replace(config, model=dataclasses.replace(m, family="hybrid"))
+
+
+def validate(config: Config, section: str | None = None) -> None:
+    """Refuse values no run can use (all sections, or only `section`'s keys)."""
+    tree = config.to_dict()
+    if section is not None:
+        tree = {section: tree[section]}
+    flat = {f"{s}.{k}": v for s, values in tree.items() for k, v in values.items()}
+    for key, value in _numbers(tree):
         if not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value}")
     for key, allowed in CHOICES.items():
-        if flat[key] not in allowed:
+        if key in flat and flat[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {flat[key]!r}")
     for key in POSITIVE:
-        if flat[key] <= 0:
+        if key in flat and flat[key] <= 0:
             raise ConfigError(f"{key} must be > 0, got {flat[key]}")
     for key in NON_NEGATIVE:
-        if flat[key] < 0:
+        if key in flat and flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
+    if section is not None:
+        return
     if (config.train.steps > 0) == (config.train.epochs > 0):
         raise ConfigError("set exactly one of train.steps and train.epochs (both > 0 or both 0)")
     if config.model.init_scope == "backbone" and config.model.init is None:
@@ -423,9 +461,12 @@ def upgrade(saved: dict[str, Any], current: Config) -> dict[str, Any]:
     model = saved.setdefault("model", {})
     if "kind" in model:
         model["family"] = model.pop("kind")
+    defaults = Config().to_dict()["model"]
     for key, value in current.to_dict()["model"].items():
         if key in ("init", "init_scope"):
             model.setdefault(key, value)
+        else:  # a key added since (gelu, stem, ...): the run had its default
+            model.setdefault(key, defaults[key])
     saved.setdefault("evals", current.to_dict()["evals"])
     return saved
 
@@ -443,6 +484,19 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=3e-3), got {item!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def model_config(variant: str, resolution: int, dtype: str, items: list[str]) -> ModelConfig:
+    """A model config from a variant and `--set model.KEY=VALUE` items (what `mixer bench`
+    and `mixer info` build), validated like a run's, the family implied by its options."""
+    assignments = parse_assignments(items)
+    other = next((key for key in assignments if not key.startswith("model.")), None)
+    if other is not None:
+        raise ConfigError(f"--set {other}: only model.* keys apply here")
+    base = {"model.variant": variant, "model.resolution": resolution, "model.dtype": dtype}
+    config = with_implied_family(_with_updates(Config(), {**base, **assignments}, "--set"))
+    validate(config, "model")
+    return config.model
 
 
 def parse_number_list(text: str, kind: type, what: str) -> list:

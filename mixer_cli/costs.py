@@ -25,6 +25,13 @@ def forward_flops(model: MlpMixer, resolution: int, batch_size: int = 1) -> floa
     return model_flops(lambda p, x: model.apply({"params": p}, x)[0], params, images) / batch_size
 
 
+def measure(model: Any, resolution: int) -> dict[str, Any]:
+    """{'params', 'gflops'} of any family's module at a resolution: what `mixer info`
+    shows for a model outside the Mixer table (a ResNet, a hybrid)."""
+    params = count_params(abstract_params(model, resolution))
+    return {"params": params, "gflops": forward_flops(model, resolution) / 1e9}
+
+
 def model_flops(fn: Any, *args: Any) -> float:
     """FLOPs of one call of `fn` (plain or jitted) on arguments of these shapes.
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mixer_cli import report
-from mixer_cli.config import Config, resolve
+from mixer_cli.config import Config, parse_assignments, resolve
 from mixer_cli.errors import ConfigError
 
 MODES = ("original", "patch", "global")
@@ -55,6 +55,7 @@ class Experiment:
     steps: int
     batch_size: int
     seed: int = 0
+    model_options: tuple[str, ...] = ()  # --set model.KEY=VALUE for the Mixer arm (hybrids)
 
 
 def parse_modes(mode: str, reference: bool) -> list[str]:
@@ -87,7 +88,11 @@ def arm_settings(experiment: Experiment, model: str) -> dict[str, Any]:
     """What differs between the two arms: the model and its learning rate."""
     e = experiment
     if model == "mixer":
-        return {"model.family": "mixer", "model.variant": e.variant, "optim.lr": 3e-3}
+        options = parse_assignments(list(e.model_options))
+        other = next((key for key in options if not key.startswith("model.")), None)
+        if other is not None:
+            raise ConfigError(f"--set {other}: only model.* keys apply to the Mixer arm")
+        return {"model.family": "mixer", "model.variant": e.variant, "optim.lr": 3e-3, **options}
     return {
         "model.family": "resnet",
         "model.variant": e.baseline,

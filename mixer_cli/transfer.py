@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from mixer_cli import report
-from mixer_cli.checkpoints import Architecture, resolution_factor
+from mixer_cli.checkpoints import resolution_factor
 from mixer_cli.config import Config
 from mixer_cli.data import open_dataset
 from mixer_cli.errors import ConfigError
+from mixer_cli.models.registry import Loaded
 
 RECIPE = "finetune"  # recipes/finetune.yaml: SGD momentum, cosine, clip 1, batch 512
 
@@ -64,13 +65,20 @@ def preset_for(data: str) -> Preset:
     return PRESETS.get(data.split(":")[0].split("/")[0].strip(), DEFAULT_PRESET)
 
 
-def model_settings(arch: Architecture, resolution: int | None) -> dict[str, Any]:
-    """The model config of fine-tuning `arch` at `resolution` (default: the checkpoint's)."""
-    factor = resolution_factor(arch, resolution or arch.resolution)
+def model_settings(loaded: Loaded, resolution: int | None) -> dict[str, Any]:
+    """The model.* settings of fine-tuning a checkpoint at `resolution` (default: its own):
+    only a plain Mixer adapts to an integer multiple of it (the paper's Appendix C)."""
+    if resolution is None or resolution == loaded.resolution:
+        return {}
+    if loaded.family != "mixer":
+        raise ConfigError(
+            f"--resolution {resolution}: only a plain Mixer adapts to another resolution; this "
+            f"{loaded.family} checkpoint runs at {loaded.resolution} px"
+        )
+    factor = resolution_factor(loaded, resolution)
     return {
-        "model.variant": arch.spec.name,
-        "model.resolution": arch.resolution * factor,
-        "model.grid_factor": arch.grid_factor * factor,
+        "model.resolution": loaded.resolution * factor,
+        "model.grid_factor": loaded.config["grid_factor"] * factor,
     }
 
 

@@ -55,7 +55,7 @@ CASES: list[tuple[list[str], str]] = [
     (["fewshot", "--init", "{workdir}/missing.npz"], "missing.npz"),
     (["pretrain", "--set", "evals.x.type=nonsense"], "unknown evaluator type 'nonsense'"),
     (["pretrain", "--set", "evals.test.shots=5"], "valid keys of a classification evaluator"),
-    (["pretrain", "--set", "model.family=vit"], "mixer, resnet"),
+    (["pretrain", "--set", "model.family=vit"], "mixer, hybrid, resnet"),
     (["pretrain", "--set", "evals.test.split=nosuch"], "no split 'nosuch'"),
     (
         ["pretrain", "--set", "evals.f.type=fewshot", "--set", "evals.f.datasets=nosuch_xyz"],
@@ -108,6 +108,17 @@ CASES: list[tuple[list[str], str]] = [
     (["predict", "{one_class}", "--init", "hf-hub:mixer"], "expected hf-hub:ORG/NAME"),
     (["info", "--variant", "Q/16"], "Q/16"),
     (["info", "--variant", "B/16", "--data", "digits"], "at most one"),
+    (["pretrain", "--set", "model.pattern=MAXM"], "unknown block letter 'X'; letters: M"),
+    (["pretrain", "--set", "model.pattern=MAM"], "has 3 letters but the model has 4 blocks"),
+    (["pretrain", "--set", "model.conv_after=1,7"], "block 7 does not exist; blocks are 0 to 3"),
+    (["pretrain", "--variant", "N/3", "--resolution", "9", "--set", "model.stem=conv"], "not 3"),
+    (["bench", "--set", "model.token_mixing=max"], "model.token_mixing must be one of mlp, sum"),
+    (["info", "--set", "model.heads=5", "--set", "model.pattern=" + "MA" * 6], "5 heads"),
+    (["pretrain", "--set", "model.family=resnet", "--set", "model.stem=conv"], "of Mixers"),
+    (
+        ["pretrain", "--set", "model.token_mixing=sum", "--set", "model.init={npz}"],
+        "do not fit",
+    ),
     (["no-such-command"], "no-such-command"),
 ]
 

@@ -31,13 +31,15 @@ from mixer_cli.train.steps import initial_state
         ({"evals.probe.shots": "5"}, "evaluator 'probe' .* has no type: set evals.probe.type"),
         ({"evals.test.every": "-1"}, "evals.test.every must be >= 0"),
         ({"evals.a/b.type": "fewshot"}, "NAME without '/'"),
-        ({"model.family": "vit"}, "model.family must be one of mixer, resnet, got 'vit'"),
+        ({"model.family": "vit"}, "model.family must be one of mixer, hybrid, resnet, got 'vit'"),
     ],
 )
 def test_unknown_evaluators_families_and_keys_are_refused(overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve("demo", None, overrides)
-    with pytest.raises(ConfigError, match="unknown model family 'vit'; families: mixer, resnet"):
+    with pytest.raises(
+        ConfigError, match="unknown model family 'vit'; families: mixer, hybrid, resnet"
+    ):
         registry.get("vit")
 
 

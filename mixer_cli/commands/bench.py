@@ -49,6 +49,7 @@ def bench(
     steps: StepsPerWindow = None,
     peak_size: PeakSize = None,
     steps_per_execution: options.StepsPerExecution = None,
+    set_: options.ModelSet = None,
     workdir: options.Workdir = None,
     json: options.Json = False,
 ) -> None:
@@ -58,7 +59,8 @@ def bench(
     image from XLA's cost analysis, achieved GFLOP/s, a square matmul's peak measured in
     the same run and dtype, MFU = achieved / peak, and memory; on CPUs also page faults and
     the kernel's share of CPU time per step. Defaults: B/16 at 224 px, batch 32, float32.
-    Saves results.json in the run directory.
+    Saves results.json in the run directory. Any model family's options go with --set
+    (e.g. --set model.token_mixing=sum).
     """
     from mixer_cli import report
     from mixer_cli.bench import BenchSettings, run_bench, validate
@@ -75,6 +77,7 @@ def bench(
         steps=steps or 0,
         peak_size=peak_size or 0,
         steps_per_execution=steps_per_execution or BenchSettings.steps_per_execution,
+        model_options=tuple(set_ or ()),
     )
     validate(settings)  # before the progress bar, so an error stays one line
     workdir = Path(workdir or default_workdir("bench", settings.variant, str(settings.resolution)))
@@ -129,7 +132,8 @@ def print_bench_table(results: dict) -> None:
         else ""
     )
     report.print_table(
-        f"Mixer-{results['variant']} at {results['resolution']} px, batch "
+        f"{results.get('family', 'mixer').capitalize()}-{results.get('model', results['variant'])}"
+        f" at {results['resolution']} px, batch "
         f"{results['batch_size']}, {results['dtype']}{grouped}, on {len(results['devices'])} x "
         f"{results['device_kind']}; matmul peak {results['matmul_peak_gflops']:,.0f} GFLOP/s",
         [

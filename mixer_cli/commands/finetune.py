@@ -40,7 +40,7 @@ Holdout = Annotated[
         show_default=False,
     ),
 ]
-# What --init decides (and read_checked has checked): not settable with --set.
+# What --init decides (the checkpoint, checked when loaded): not settable with --set.
 MODEL_KEYS = tuple(
     f"model.{key}="
     for key in ("family", "variant", "resolution", "grid_factor", "init", "init_scope")
@@ -65,10 +65,10 @@ def finetune(
     grid_factor and native_resolution to those of pretrain.
     """
     from mixer_cli import report, transfer
-    from mixer_cli.checkpoints import read_checked, saved_settings
     from mixer_cli.commands.training import resolve_config, run_training
     from mixer_cli.config import parse_number_list, read_yaml, recipe_path
     from mixer_cli.errors import ConfigError
+    from mixer_cli.models.registry import load_checkpoint
     from mixer_cli.train.engine import train_and_evaluate
     from mixer_cli.train.workdir import default_workdir, latest_run
 
@@ -84,11 +84,11 @@ def finetune(
     if init is None:
         init = latest_run(Path("runs"), command="pretrain")
         report.stderr.print(f"fine-tuning {init} (the newest pretrain run; --init picks another)")
-    _, arch = read_checked(init)  # a bad checkpoint fails here, before any run directory exists
+    loaded = load_checkpoint(init)  # a bad checkpoint fails here, before any run directory
 
-    flags = {
-        **transfer.model_settings(arch, resolution),
-        "model.gelu": saved_settings(init).get("gelu", "tanh"),  # --set model.gelu overrides
+    flags = {  # its family, variant, resolution, GELU form, ...: --set model.gelu etc. override
+        **{f"model.{key}": value for key, value in loaded.config.items()},
+        **transfer.model_settings(loaded, resolution),
         "model.init": str(init),
         "model.init_scope": "backbone",
     }
@@ -102,7 +102,7 @@ def finetune(
     workdir = options.workdir or default_workdir(
         "finetune", settings.model.variant, settings.data.name
     )
-    extra = {"native_resolution": arch.native_resolution}
+    extra = {"native_resolution": loaded.details.get("native_resolution", loaded.resolution)}
     if lrs is not None:
 
         def trial(config, where: Path) -> dict:

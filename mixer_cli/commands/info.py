@@ -16,6 +16,7 @@ def info(
     checkpoint: options.Checkpoint = None,
     data: options.Data = None,
     data_dir: options.DataDir = None,
+    set_: options.ModelSet = None,
     checkpoints: Annotated[
         bool,
         typer.Option("--checkpoints", help="List Google's released checkpoints by name."),
@@ -28,7 +29,9 @@ def info(
     FLOPs come from XLA's cost analysis of the compiled forward pass (2 per multiply-add).
     With --checkpoint, describe the architecture read off a checkpoint's shapes; with
     --data, describe a dataset (classes, image shape, splits); with --checkpoints, list
-    Google's released checkpoints by the names every --init takes.
+    Google's released checkpoints by the names every --init takes. With --set model.KEY=V
+    (e.g. model.stem=conv, model.pattern=MMMA...), the one model those options make, of
+    any family.
     """
     from mixer_cli.errors import ConfigError
 
@@ -39,6 +42,8 @@ def info(
         raise ConfigError("give at most one of --variant, --checkpoint and --data")
     if data is not None:
         _dataset(data, data_dir, json)
+    elif set_:
+        _model(variant, resolution, num_classes, set_, json)
     else:
         _variants(variant, resolution, num_classes, checkpoint, json)
 
@@ -90,6 +95,39 @@ def _variants(
             report.Column("gflops", "GFLOPs/img", lambda g: f"{g:,.2f}"),
         ],
         rows,
+    )
+
+
+def _model(
+    variant: str | None, resolution: int | None, num_classes: int, items: list[str], json: bool
+) -> None:
+    """One model of any family from --set options: its parameters and GFLOPs per image."""
+    from mixer_cli import report
+    from mixer_cli.config import model_config
+    from mixer_cli.models import registry
+
+    m = model_config(variant or "B/16", resolution or 224, "float32", items)
+    family = registry.get(m.family)
+    row = {
+        "family": m.family,
+        "model": family.parse(m),
+        "resolution": m.resolution,
+        "num_classes": num_classes,
+        **family.count(m, num_classes),
+    }
+    if json:
+        report.print_json([row])
+        return
+    head = f"with a {num_classes}-class head" if num_classes else "without head"
+    report.print_table(
+        f"{row['model']} at {m.resolution} px (parameters {head})",
+        [
+            report.Column("family", "Family", justify="left"),
+            report.Column("model", "Model", justify="left"),
+            report.Column("params", "Params", report.millions),
+            report.Column("gflops", "GFLOPs/img", lambda g: f"{g:,.2f}"),
+        ],
+        [row],
     )
 
 

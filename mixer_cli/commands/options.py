@@ -116,6 +116,15 @@ Set = Annotated[
         show_default=False,
     ),
 ]
+ModelSet = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="A model option, e.g. --set model.stem=conv or --set model.pattern=MAMA "
+        "(repeatable; model.* keys only).",
+        show_default=False,
+    ),
+]
 Steps = Annotated[
     Optional[int], typer.Option("--steps", help="Total training steps.", show_default=False, min=1)
 ]

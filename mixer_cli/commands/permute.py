@@ -45,6 +45,7 @@ def permute(
     batch_size: options.BatchSize = None,
     seed: options.Seed = None,
     no_reference: NoReference = False,
+    set_: options.ModelSet = None,
     workdir: options.Workdir = None,
     stop_after: options.StopAfter = None,
 ) -> None:
@@ -52,7 +53,8 @@ def permute(
     test top-1 and linear 5-shot accuracy along training (the paper's §3.4, Fig. 4).
 
     With no arguments: the global shuffle against the original images on digits, a few
-    CPU minutes. Writes permute.png (curves + example images) and results.json.
+    CPU minutes. Writes permute.png (curves + example images) and results.json. --set
+    model.KEY=VALUE makes the Mixer arm a hybrid (e.g. --set model.stem=conv).
     """
     from mixer_cli import permute as experiment_lib
     from mixer_cli import report
@@ -75,6 +77,7 @@ def permute(
         steps=steps or (300 if digits else 2000),
         batch_size=batch_size or (64 if digits else 128),
         seed=seed or 0,
+        model_options=tuple(set_ or ()),
     )
     for model in experiment_lib.MODELS:  # every configuration checked before any training
         for each in modes:

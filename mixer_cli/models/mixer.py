@@ -105,12 +105,9 @@ class MixerBlock(nn.Module):
     dtype: Dtype = jnp.float32
     gelu: str = "tanh"
 
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:  # x: [B, S, C]
-        # Per-example branch dropping, rescaled by 1/(1-p) so evaluation needs no change.
-        drop_path = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
-        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
-        y = MlpBlock(
+    def mix_tokens(self, y: jax.Array, *, train: bool) -> jax.Array:
+        """The token-mixing branch on LN(x); the follow-up blocks (models/hybrid.py) swap it."""
+        return MlpBlock(
             self.tokens_mlp_dim,
             self.dropout,
             self.dtype,
@@ -118,8 +115,14 @@ class MixerBlock(nn.Module):
             gelu=self.gelu,
             name="token_mixing",
         )(y, train=train)
-        x = x + drop_path(y)
-        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:  # x: [B, S, C]
+        # Per-example branch dropping, rescaled by 1/(1-p) so evaluation needs no change.
+        drop_path = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
+        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(x)
+        x = x + drop_path(self.mix_tokens(y, train=train))
+        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_1")(x)
         y = MlpBlock(
             self.channels_mlp_dim, self.dropout, self.dtype, gelu=self.gelu, name="channel_mixing"
         )(y, train=train)

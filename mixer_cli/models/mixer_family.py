@@ -37,7 +37,10 @@ def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
 
 
 def matches(flat: Mapping[str, Any]) -> bool:
-    return "stem/kernel" in flat and "MixerBlock_0/LayerNorm_0/scale" in flat
+    from mixer_cli.models.hybrid_family import HYBRID_PARTS
+
+    plain = not any(HYBRID_PARTS.search(key) for key in flat)
+    return plain and "stem/kernel" in flat and "MixerBlock_0/LayerNorm_0/scale" in flat
 
 
 def load(
@@ -56,6 +59,13 @@ def load(
         {
             "grid_factor": arch.grid_factor,
             "native_resolution": arch.native_resolution,
+            "gelu": gelu,
+        },
+        config={
+            "family": "mixer",
+            "variant": arch.spec.name,
+            "resolution": arch.resolution,
+            "grid_factor": arch.grid_factor,
             "gelu": gelu,
         },
     )

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # family name -> the module holding its FAMILY.
 FAMILY_MODULES: dict[str, str] = {
     "mixer": "mixer_cli.models.mixer_family",
+    "hybrid": "mixer_cli.models.hybrid_family",
     "resnet": "mixer_cli.models.resnet_family",
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY_MODULES)
@@ -36,7 +37,8 @@ class Loaded:
     name: str  # the variant, as the family writes it
     resolution: int
     num_classes: int
-    details: dict[str, Any] = field(default_factory=dict)  # e.g. grid_factor
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. grid_factor (for results)
+    config: dict[str, Any] = field(default_factory=dict)  # model.* keys that rebuild it
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from mixer_cli import checkpoints
 from mixer_cli.config import ModelConfig
 from mixer_cli.errors import CheckpointMismatch, ConfigError
-from mixer_cli.models.mixer import abstract_params, compute_dtype, count_params
+from mixer_cli.models.mixer import abstract_params, compute_dtype
 from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.resnet import DEPTHS, ResNet, create_resnet, parse_resnet
 
@@ -58,7 +58,10 @@ def load(
     checkpoints.check_compatible(abstract_params(model, resolution), flat, source, f"ResNet{depth}")
     name = parse_resnet(f"ResNet{depth}", width).name
     params = checkpoints.as_tree(flat)
-    return Loaded(model, params, "resnet", name, resolution, num_classes, {"width": width})
+    config = {"family": "resnet", "variant": name, "width": width, "resolution": resolution}
+    return Loaded(
+        model, params, "resnet", name, resolution, num_classes, {"width": width}, config=config
+    )
 
 
 def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
@@ -69,11 +72,9 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
 
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
-    from mixer_cli.costs import forward_flops
+    from mixer_cli.costs import measure
 
-    model = build(m, num_classes, 0.0)
-    params = count_params(abstract_params(model, m.resolution))
-    return {"params": params, "gflops": forward_flops(model, m.resolution) / 1e9}
+    return measure(build(m, num_classes, 0.0), m.resolution)
 
 
 FAMILY = Family(

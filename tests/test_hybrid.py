@@ -1,0 +1,141 @@
+"""The follow-up architectures (the `hybrid` family): exact warm starts from a Mixer, the
+options' parameter trees, and one hybrid through pretrain, finetune, fewshot and bench."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+from flax import traverse_util
+from numpy_mixer import numpy_mixer
+
+from mixer_cli.cli import run
+from mixer_cli.config import ModelConfig, resolve
+from mixer_cli.errors import CheckpointMismatch
+from mixer_cli.models import registry
+from mixer_cli.models.hybrid import conv_stem_widths, sincos_2d
+
+# official_npz: Google's layout, 2 blocks, C=16, D_S=8, D_C=32, patch 4, 16 px, 10 classes.
+MIXER = ModelConfig(family="hybrid", variant="2x16-8-32/4", resolution=16)
+
+
+def start_from(npz: str, m: ModelConfig, scope: str = "all") -> tuple[object, dict]:
+    family = registry.get("hybrid")
+    model = family.build(m, 10, 0.0)
+    fresh = model.init(jax.random.key(7), jnp.zeros((1, 16, 16, 3)))["params"]
+    return model, family.warm_start(npz, fresh, scope)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"token_mixing": "sum"},
+        {"conv_after": (0, 1)},
+        {"token_mixing": "sum", "conv_after": (1,), "heads": 2},
+        {},  # no option at all: the Mixer itself
+    ],
+    ids=["sum", "conv-after", "sum+conv-after", "none"],
+)
+def test_summed_and_conv_after_models_start_exactly_as_the_mixer(
+    official_npz, capsys, options
+) -> None:
+    path, flat = official_npz
+    model, params = start_from(path, dataclasses.replace(MIXER, **options))
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32)
+    got = np.asarray(model.apply({"params": params}, images)[0])
+    want = numpy_mixer(flat, images)[0]  # the independent NumPy Mixer
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    note = capsys.readouterr().err
+    if options:
+        assert "new parameters: " in note and "new parameters: none" not in note, note
+    # the new parts do change the function once they move off their zero start
+    if options:
+        # random, since a constant pointwise kernel adds a per-token constant that the
+        # next LayerNorm removes
+        rng, flat_params = np.random.default_rng(1), traverse_util.flatten_dict(params)
+        moved = {
+            k: v + 0.3 * rng.standard_normal(np.shape(v))
+            if k[-1] == "gate" or "pointwise" in k
+            else v
+            for k, v in flat_params.items()
+        }
+        out = model.apply({"params": traverse_util.unflatten_dict(moved)}, images)[0]
+        assert np.abs(np.asarray(out) - want).max() > 1e-3
+
+
+def test_conv_stem_and_patterned_models_share_their_blocks_and_name_what_is_new(
+    official_npz, capsys
+) -> None:
+    path, flat = official_npz
+    m = dataclasses.replace(MIXER, stem="conv", pattern="MA")
+    model, params = start_from(path, m, scope="backbone")
+    note = capsys.readouterr().err
+    assert "new parameters: conv_stem" in note and "token_attention in blocks 1" in note, note
+    assert "not used: stem, token_mixing in blocks 1" in note, note
+    got = params["MixerBlock_0"]["token_mixing"]["Dense_0"]["kernel"]
+    np.testing.assert_array_equal(got, flat["MixerBlock_0/token_mixing/Dense_0/kernel"])
+    np.testing.assert_array_equal(params["head"]["kernel"], 0)  # a fresh head: backbone only
+    # conv stem: 2 stride-2 layers reach patch 4 (16 and 16 channels, at least 16), 1x1 to C
+    assert conv_stem_widths(16, 4) == (16, 16) and conv_stem_widths(512, 16) == (32, 64, 128, 256)
+    assert set(params["conv_stem"]) == {"conv_0", "norm_0", "conv_1", "norm_1", "proj"}
+    assert "token_mixing" not in params["MixerBlock_1"]
+    out = model.apply({"params": params}, jnp.zeros((2, 16, 16, 3)))[0]
+    assert out.shape == (2, 10) and bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_a_warm_start_whose_shared_parts_do_not_fit_names_the_key(official_npz) -> None:
+    m = ModelConfig(family="hybrid", variant="N/4", resolution=16, token_mixing="sum")
+    family = registry.get("hybrid")
+    fresh = family.build(m, 10, 0.0).init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    with pytest.raises(CheckpointMismatch, match=r"'stem/kernel' has shape .* do not fit"):
+        family.warm_start(official_npz[0], fresh, "all")
+
+
+def test_any_follow_up_option_makes_a_mixer_a_hybrid_and_position_codes_differ() -> None:
+    config = resolve("demo", None, {"model.pattern": "MAMA"})
+    assert config.model.family == "hybrid" and config.model.pattern == "MAMA"
+    assert resolve("demo", None, {}).model.family == "mixer"
+    codes = sincos_2d(4, 16)
+    assert codes.shape == (16, 16) and len({tuple(row) for row in codes.round(6)}) == 16
+
+
+def test_a_hybrid_pretrains_fine_tunes_few_shots_and_benchmarks(capsys, tmp_path: Path) -> None:
+    # every option at once on the demo's N/2 at 8 px: conv stem (one stride-2 layer),
+    # a Mixer/attention pattern, summed token mixing, a conv after block 1
+    options = [
+        "--set=model.stem=conv",
+        "--set=model.pattern=MAMM",
+        "--set=model.token_mixing=sum",
+        "--set=model.conv_after=1",
+    ]
+    fast = ["--steps=4", "--batch-size=16", "--set=optim.warmup_steps=1"]
+    fast += ["--set=train.log_every=2", "--set=evals.fewshot=none"]
+    assert run(["pretrain", "--workdir", str(tmp_path / "pre"), *fast, *options]) == 0
+    results = json.loads((tmp_path / "pre" / "results.json").read_text())
+    assert results["variant"] == "N/2+conv-stem+MAMM+sum+conv@1" and results["finished"]
+    assert np.isfinite(results["final_train_loss"])
+    capsys.readouterr()
+
+    finetune = ["finetune", "--init", str(tmp_path / "pre"), "--workdir", str(tmp_path / "ft")]
+    assert run([*finetune, *fast]) == 0, capsys.readouterr().err
+    saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["model"]
+    assert (saved["family"], saved["stem"], saved["pattern"]) == ("hybrid", "conv", "MAMM")
+    assert (saved["token_mixing"], saved["conv_after"]) == ("sum", [1])
+
+    fewshot = ["fewshot", "--init", str(tmp_path / "ft"), "--shots", "2", "--seeds", "1"]
+    assert run([*fewshot, "--workdir", str(tmp_path / "fs"), "--json"]) == 0
+    probe = json.loads((tmp_path / "fs" / "results.json").read_text())
+    assert probe["variant"] == "N/2+conv-stem+MAMM+sum+conv@1"
+    assert 0 <= probe["average"]["2"] <= 1
+
+    bench = ["bench", "--variant", "N/2", "--resolution", "8", "--batch-size", "16"]
+    bench += ["--windows", "1", "--steps", "2", "--mode", "forward", *options]
+    assert run([*bench, "--workdir", str(tmp_path / "bench"), "--json"]) == 0
+    timed = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert timed["family"] == "hybrid" and timed["forward"]["images_per_sec"] > 0
