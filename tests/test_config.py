@@ -95,3 +95,19 @@ def test_the_headline_command_reaches_the_dataset(capsys, tmp_path) -> None:
     code = run([*argv, str(tmp_path), "--workdir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "no prepared copy in" in err and "resolution" not in err, err
+
+
+def test_a_run_directory_of_an_older_mixer_resumes_with_the_defaults_of_newer_keys() -> None:
+    from mixer_cli.config import upgrade
+    from mixer_cli.train.workdir import _first_difference
+
+    config = resolve("demo", None, {})
+    old = config.to_dict()
+    old["model"]["kind"] = old["model"].pop("family")  # before model families
+    for key in ("gelu", "stem", "pattern", "token_mixing", "conv_after", "heads"):
+        del old["model"][key]  # keys added since
+    assert _first_difference(upgrade(old, config), config.to_dict()) is None
+    changed = resolve("demo", None, {"model.gelu": "exact"})
+    assert "model.gelu: 'tanh' before" in _first_difference(
+        upgrade(old, changed), changed.to_dict()
+    )
