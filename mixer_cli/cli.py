@@ -17,6 +17,7 @@ from mixer_cli import __version__
 from mixer_cli.commands.bench import bench
 from mixer_cli.commands.convert import convert
 from mixer_cli.commands.eval import eval_
+from mixer_cli.commands.export import export
 from mixer_cli.commands.fewshot import fewshot
 from mixer_cli.commands.finetune import finetune
 from mixer_cli.commands.info import info
@@ -39,6 +40,7 @@ app.command("fewshot")(fewshot)
 app.command("permute")(permute)
 app.command("predict")(predict)
 app.command("convert")(convert)
+app.command("export")(export)
 app.command("info")(info)
 app.command("bench")(bench)
 

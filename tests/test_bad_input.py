@@ -119,6 +119,38 @@ CASES: list[tuple[list[str], str]] = [
         ["pretrain", "--set", "model.token_mixing=sum", "--set", "model.init={npz}"],
         "do not fit",
     ),
+    (["export", "--init", "{npz}", "--format", "coreml", "--out", "{workdir}/x"], "coreml"),
+    (
+        [
+            "export",
+            "--init",
+            "{npz}",
+            "--format",
+            "stablehlo",
+            "--int8",
+            "dynamic",
+            "--out",
+            "{workdir}/x",
+        ],
+        "cannot carry int8",
+    ),
+    (["export", "--init", "{npz}", "--out", "{one_class}"], "pass --overwrite"),
+    (
+        [
+            "export",
+            "--init",
+            "{npz}",
+            "--format",
+            "tflite",
+            "--int8",
+            "static",
+            "--out",
+            "{workdir}/x",
+        ],
+        "use --int8 dynamic",
+    ),
+    (["export", "--init", "{npz}", "--resolution", "20", "--out", "{workdir}/x"], "multiple"),
+    (["export", "--init", "{not_mixer}", "--out", "{workdir}/x"], "not_mixer.npz"),
     (["no-such-command"], "no-such-command"),
 ]
 
@@ -188,7 +220,7 @@ def test_bad_input_is_one_clear_line(
     workdir = tmp_path / "work"
     values = {**files, "workdir": str(workdir)}
     argv = [a.format(**values) for a in argv]
-    commands = ("pretrain", "finetune", "eval", "predict", "permute", "bench")
+    commands = ("pretrain", "finetune", "eval", "predict", "permute", "bench")  # export: --out
     if argv[0] in commands and "--workdir" not in argv:
         argv += ["--workdir", str(workdir)]
     before = snapshot(Path(files["npz"]).parent) | snapshot(tmp_path)

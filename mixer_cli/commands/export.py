@@ -1,0 +1,130 @@
+"""`mixer export`: a checkpoint as a deployable file (StableHLO, ONNX, int8 ONNX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mixer_cli.commands import options
+
+ExportInit = Annotated[
+    Optional[str],
+    typer.Option(
+        "--init",
+        help="The model: any form --init takes (.npz, .safetensors, a run directory, "
+        "imagenet21k/Mixer-B_16, hf-hub:timm/NAME). [default: the newest finished run]",
+        show_default=False,
+    ),
+]
+Format = Annotated[
+    str, typer.Option("--format", help="stablehlo (jax.export) or onnx (ONNX Runtime).")
+]
+Int8 = Annotated[
+    Optional[str],
+    typer.Option(
+        "--int8",
+        help="Also write int8 ONNX: dynamic (weights int8, activations per call) or static "
+        "(activations calibrated on --data's training images).",
+        show_default=False,
+    ),
+]
+Batch = Annotated[
+    str, typer.Option("--batch-size", help="A fixed batch size, or dynamic (any batch).")
+]
+Out = Annotated[Path, typer.Option("--out", help="The export directory to write.")]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace --out if it exists (only once complete).")
+]
+Uint8Input = Annotated[
+    bool,
+    typer.Option(
+        "--uint8-input", help="Take uint8 pixels and scale them inside the graph (for apps)."
+    ),
+]
+Check = Annotated[
+    int,
+    typer.Option("--check", help="Images of --data's test split to compare runtimes on.", min=8),
+]
+
+
+def export(
+    out: Out,
+    init: ExportInit = None,
+    format_: Format = "onnx",
+    int8: Int8 = None,
+    batch_size: Batch = "dynamic",
+    resolution: options.AdaptedResolution = None,
+    uint8_input: Uint8Input = False,
+    data: options.Data = None,
+    data_dir: options.DataDir = None,
+    check: Check = 512,
+    overwrite: Overwrite = False,
+    json: options.Json = False,
+) -> None:
+    """Export a checkpoint: StableHLO (any family; runs with JAX alone) or ONNX (Mixers;
+    runs in ONNX Runtime), optionally int8 too; then run the file in its runtime against
+    JAX's logits (on --data's test images, else random ones) and write export.json.
+
+    The directory appears only when complete. export.json says the input contract
+    (NHWC, [-1, 1] or uint8 pixels), the largest logit difference to JAX, and for int8 the
+    top-1 agreement with the float model (and top-1 on --data's labels).
+    """
+    import numpy as np
+
+    from mixer_cli import report
+    from mixer_cli.errors import ConfigError
+    from mixer_cli.export.writer import ExportSettings, write_export
+    from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.train.workdir import latest_run
+
+    if batch_size != "dynamic" and not batch_size.isdigit():
+        raise ConfigError(f"--batch-size must be a positive integer or dynamic, got {batch_size!r}")
+    settings = ExportSettings(
+        format=format_,
+        out=out,
+        int8=int8,
+        batch_size=None if batch_size == "dynamic" else int(batch_size),
+        uint8_input=uint8_input,
+        overwrite=overwrite,
+    )
+    settings.check()  # before anything is loaded
+    if init is None:
+        init = str(latest_run(Path("runs")))
+        report.stderr.print(f"exporting {init} (the newest finished run; --init picks another)")
+    loaded = load_checkpoint(init, resolution)
+    labels, calibration = None, None
+    if data is not None:
+        from mixer_cli.export.images import calibration_batches, test_images
+
+        images, labels = test_images(data, data_dir, loaded.resolution, check)
+        if settings.int8 == "static":
+            calibration = calibration_batches(data, data_dir, loaded.resolution)
+    else:
+        rng = np.random.default_rng(0)
+        images = rng.uniform(-1, 1, (16, loaded.resolution, loaded.resolution, 3))
+    with report.progress() as bar:
+        bar.add_task(f"exporting {loaded.name} as {format_}", total=None)
+        record = write_export(loaded, settings, images, labels, calibration, str(init))
+    if json:
+        report.print_json(record)
+        return
+    rows = [{"file": record["file"], "what": "float", "diff": record["max_abs_diff"],
+             "agree": None, "top1": record.get("top1")}]  # fmt: skip
+    if "int8" in record:
+        q = record["int8"]
+        rows.append({"file": q["file"], "what": f"int8 ({q['mode']})", "diff": q["max_abs_diff"],
+                     "agree": q["top1_agreement"], "top1": q.get("top1")})  # fmt: skip
+    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    report.print_table(
+        f"{loaded.name} exported to {out} (checked on {record['checked_on']} images)",
+        [
+            report.Column("file", "file", justify="left"),
+            report.Column("what", "", justify="left"),
+            report.Column("diff", "max |logit - JAX|", lambda v: f"{v:.2e}"),
+            report.Column("agree", "top-1 = float", pct),
+            report.Column("top1", "top-1", pct),
+        ],
+        rows,
+    )

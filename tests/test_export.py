@@ -1,0 +1,90 @@
+"""`mixer export`: the exported files run in their own runtimes (ONNX Runtime, jax.export's
+deserializer) and give JAX's logits; int8 agrees with float on a real test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jax import export as jax_export
+
+from mixer_cli.cli import run
+from mixer_cli.export.onnx_graph import mixer_graph
+from mixer_cli.export.writer import run_onnx
+from mixer_cli.models.registry import load_checkpoint
+
+
+def logits(loaded, images: np.ndarray) -> np.ndarray:
+    return np.asarray(loaded.model.apply({"params": loaded.params}, images)[0])
+
+
+@pytest.mark.parametrize("fold", [True, False], ids=["layernorms-folded", "as-trained"])
+@pytest.mark.parametrize("gelu", ["tanh", "exact"])
+def test_the_onnx_graph_gives_jax_logits(tmp_path: Path, official_npz, fold, gelu) -> None:
+    from mixer_cli.checkpoints import pretrained_from_flat
+
+    _, flat = official_npz
+    model = pretrained_from_flat(flat, "official", gelu=gelu)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(mixer_graph(flat, 16, gelu=gelu, fold=fold).SerializeToString())
+    images = np.random.default_rng(0).uniform(-1, 1, (5, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(path, images), np.asarray(model(images)), atol=1e-4)
+
+
+def test_export_writes_onnx_float_and_int8_that_agree_on_real_images(
+    capsys, tmp_path: Path, uninterrupted: Path
+) -> None:
+    out = tmp_path / "onnx"
+    argv = ["export", "--init", str(uninterrupted), "--format", "onnx", "--int8", "dynamic"]
+    assert run([*argv, "--data", "digits", "--out", str(out), "--json"]) == 0
+    record = json.loads((out / "export.json").read_text())
+    assert record["checked_on"] == 360 and record["max_abs_diff"] <= 1e-4  # digits' test split
+    assert record["int8"]["top1_agreement"] >= 0.99, record["int8"]
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
+    capsys.readouterr()
+    assert run([*argv, "--data", "digits", "--out", str(out)]) == 2  # exists: refused
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert json.loads((out / "export.json").read_text()) == record  # untouched
+
+
+def test_stablehlo_runs_with_jax_alone_at_any_batch_and_uint8_onnx_takes_pixels(
+    tmp_path: Path, official_npz
+) -> None:
+    path, _ = official_npz
+    loaded = load_checkpoint(path)
+    assert (
+        run(["export", "--init", path, "--format", "stablehlo", "--out", str(tmp_path / "s")]) == 0
+    )
+    exported = jax_export.deserialize(bytearray((tmp_path / "s" / "model.stablehlo").read_bytes()))
+    for batch in (1, 7):
+        images = np.random.default_rng(batch).uniform(-1, 1, (batch, 16, 16, 3)).astype("f4")
+        np.testing.assert_allclose(
+            np.asarray(exported.call(images)), logits(loaded, images), atol=1e-4
+        )
+    argv = ["export", "--init", path, "--uint8-input", "--batch-size", "4"]
+    assert run([*argv, "--out", str(tmp_path / "u")]) == 0
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    want = logits(loaded, pixels.astype(np.float32) / 127.5 - 1)
+    np.testing.assert_allclose(run_onnx(tmp_path / "u" / "model.onnx", pixels), want, atol=1e-4)
+    contract = json.loads((tmp_path / "u" / "export.json").read_text())["input"]
+    assert contract["dtype"] == "uint8" and contract["shape"] == [4, 16, 16, 3]
+
+
+def test_tflite_float_and_dynamic_int8_run_in_the_tflite_interpreter(
+    tmp_path: Path, official_npz
+) -> None:
+    from mixer_cli.export import tflite
+
+    path, _ = official_npz
+    loaded = load_checkpoint(path)
+    argv = ["export", "--init", path, "--format", "tflite", "--int8", "dynamic"]
+    assert run([*argv, "--batch-size", "2", "--out", str(tmp_path / "t")]) == 0
+    images = np.random.default_rng(3).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    got = tflite.run(str(tmp_path / "t" / "model.tflite"), images)
+    np.testing.assert_allclose(got, logits(loaded, images), atol=1e-4)
+    record = json.loads((tmp_path / "t" / "export.json").read_text())
+    assert record["int8"]["file"] == "model.int8.tflite" and record["input"]["shape"][0] == 2
+    quantized = tflite.run(str(tmp_path / "t" / "model.int8.tflite"), images)
+    assert quantized.shape == got.shape and np.abs(quantized - got).max() < 0.5
