@@ -151,6 +151,7 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["export", "--init", "{npz}", "--resolution", "20", "--out", "{workdir}/x"], "multiple"),
     (["export", "--init", "{not_mixer}", "--out", "{workdir}/x"], "not_mixer.npz"),
+    (["bench", "--mode", "latency", "--exported", "{one_class}"], "not a mixer export"),
     (["no-such-command"], "no-such-command"),
 ]
 

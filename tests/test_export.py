@@ -88,3 +88,16 @@ def test_tflite_float_and_dynamic_int8_run_in_the_tflite_interpreter(
     assert record["int8"]["file"] == "model.int8.tflite" and record["input"]["shape"][0] == 2
     quantized = tflite.run(str(tmp_path / "t" / "model.int8.tflite"), images)
     assert quantized.shape == got.shape and np.abs(quantized - got).max() < 0.5
+
+
+def test_latency_of_the_jax_model_and_of_an_exported_file(tmp_path: Path, official_npz) -> None:
+    path, _ = official_npz
+    assert run(["export", "--init", path, "--out", str(tmp_path / "e")]) == 0
+    for source in (["--exported", str(tmp_path / "e")], ["--variant", "N/2", "--resolution", "8"]):
+        where = tmp_path / f"bench-{len(source)}"
+        argv = ["bench", "--mode", "latency", "--calls", "10", *source, "--workdir", str(where)]
+        assert run(argv) == 0
+        timings = json.loads((where / "results.json").read_text())["latency"]
+        assert len(timings) == 2  # one core, all cores
+        for row in timings.values():
+            assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["calls"] == 10

@@ -11,7 +11,23 @@ from mixer_cli.commands import options
 
 BenchMode = Annotated[
     str,
-    typer.Option("--mode", help="forward (evaluation), train (the engine's full step) or both."),
+    typer.Option(
+        "--mode",
+        help="forward (evaluation), train (the engine's full step), both, or latency "
+        "(p50/p90/p99 per call, batch 1 unless --batch-size, on 1 core and on all).",
+    ),
+]
+Exported = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--exported",
+        help="With --mode latency: time this `mixer export` directory (or its model file) in "
+        "its runtime instead of the JAX model.",
+        show_default=False,
+    ),
+]
+Calls = Annotated[
+    int, typer.Option("--calls", help="With --mode latency: timed calls per setting.", min=10)
 ]
 Windows = Annotated[int, typer.Option("--windows", help="Timed windows; the median counts.", min=1)]
 StepsPerWindow = Annotated[
@@ -50,6 +66,8 @@ def bench(
     peak_size: PeakSize = None,
     steps_per_execution: options.StepsPerExecution = None,
     set_: options.ModelSet = None,
+    exported: Exported = None,
+    calls: Calls = 200,
     workdir: options.Workdir = None,
     json: options.Json = False,
 ) -> None:
@@ -65,6 +83,11 @@ def bench(
     from mixer_cli import report
     from mixer_cli.bench import BenchSettings, run_bench, validate
     from mixer_cli.train.workdir import default_workdir
+
+    if mode == "latency" or exported is not None:
+        latency(variant, resolution, batch_size, dtype, num_classes, set_, exported, calls,
+                workdir, json)  # fmt: skip
+        return
 
     settings = BenchSettings(
         variant=variant or "B/16",
@@ -93,6 +116,78 @@ def bench(
     hint = page_fault_hint(results)
     if hint:
         report.stderr.print(hint)
+    report.stderr.print(f"results in {workdir / 'results.json'}")
+
+
+def latency(
+    variant: str | None,
+    resolution: int | None,
+    batch_size: int | None,
+    dtype: str | None,
+    num_classes: int,
+    set_: list[str] | None,
+    exported: Path | None,
+    calls: int,
+    workdir: Path | None,
+    json: bool,
+) -> None:
+    """`--mode latency`: per-call percentiles of the JAX model or an exported file."""
+    from mixer_cli import report
+    from mixer_cli.bench import BenchSettings
+    from mixer_cli.latency import exported_file, run_latency
+    from mixer_cli.models import registry
+    from mixer_cli.train.workdir import default_workdir
+
+    settings = BenchSettings(
+        variant=variant or "B/16",
+        resolution=resolution or 224,
+        batch_size=batch_size or 1,
+        dtype=dtype or "float32",
+        mode="forward",
+        num_classes=num_classes,
+        model_options=tuple(set_ or ()),
+    )
+    if exported is None:  # (no device-count check: each timing runs on one device)
+        m = settings.model()
+        what = registry.get(m.family).parse(m)
+    else:
+        path, record = exported_file(exported)
+        what = f"{record['model']} ({path.name})"
+    spec = {
+        "variant": settings.variant,
+        "resolution": settings.resolution,
+        "dtype": settings.dtype,
+        "num_classes": num_classes,
+        "model_options": list(settings.model_options),
+        "batch_size": settings.batch_size,
+        "exported": None if exported is None else str(exported),
+        "calls": calls,
+        "warmup": max(5, calls // 10),
+    }
+    with report.progress() as bar:
+        bar.add_task(f"timing {what}, batch {settings.batch_size}", total=None)
+        timings = run_latency(spec)
+    results = {"command": "bench", "mode": "latency", "model": what, **spec, "latency": timings}
+    name = "exported" if exported is not None else settings.variant
+    workdir = Path(workdir or default_workdir("bench", name, "latency"))
+    report.write_json(workdir / "results.json", results)
+    if json:
+        report.print_json(results)
+        return
+    report.print_table(
+        f"latency of {what}, batch {settings.batch_size}, {calls} calls after warm-up",
+        [
+            report.Column("setting", "", justify="left"),
+            report.Column("p50_ms", "p50 ms", lambda v: f"{v:,.3f}"),
+            report.Column("p90_ms", "p90 ms", lambda v: f"{v:,.3f}"),
+            report.Column("p99_ms", "p99 ms", lambda v: f"{v:,.3f}"),
+            report.Column("ips", "img/s at p50", lambda v: f"{v:,.1f}"),
+        ],
+        [
+            {"setting": k, **v, "ips": settings.batch_size * 1e3 / v["p50_ms"]}
+            for k, v in timings.items()
+        ],
+    )
     report.stderr.print(f"results in {workdir / 'results.json'}")
 
 

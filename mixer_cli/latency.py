@@ -1,0 +1,151 @@
+"""Per-call latency of a model: JAX, or an exported file in its own runtime.
+
+`mixer bench --mode latency` times single calls (batch 1 by default) after a warm-up and
+reports p50/p90/p99 in milliseconds, once on one core and once on all. Each setting runs
+in a child process pinned with `sched_setaffinity` before any runtime starts, so "one
+core" means the same for XLA, ONNX Runtime and TFLite (their own thread settings follow:
+ONNX Runtime's intra-op threads, TFLite's num_threads); the parent only starts children
+and reads their JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixer_cli.errors import ConfigError
+
+PERCENTILES = (50, 90, 99)
+
+
+def percentiles(fn: Callable[[], Any], calls: int, warmup: int) -> dict[str, float]:
+    """Milliseconds per call of `fn` (which must block until its result is ready)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    stats = {f"p{p}_ms": float(np.percentile(times, p)) for p in PERCENTILES}
+    return {**stats, "mean_ms": float(np.mean(times)), "calls": calls}
+
+
+def exported_file(path: Path) -> tuple[Path, dict[str, Any]]:
+    """The model file of an export directory (or the file itself) and its export.json."""
+    path = Path(path)
+    record_path = (path if path.is_dir() else path.parent) / "export.json"
+    if not record_path.is_file():
+        raise ConfigError(f"{path} is not a mixer export (no export.json beside it)")
+    record = json.loads(record_path.read_text())
+    model = path / record["file"] if path.is_dir() else path
+    if not model.is_file():
+        raise ConfigError(f"{path}: its export.json names {record['file']}, which is missing")
+    return model, record
+
+
+def _exported_callable(path: Path, record: dict[str, Any], batch: int, threads: int) -> Any:
+    shape = record["input"]["shape"]
+    if isinstance(shape[0], int) and shape[0] != batch:
+        raise ConfigError(f"{path} takes a batch of {shape[0]}: give --batch-size {shape[0]}")
+    dtype = np.uint8 if record["input"]["dtype"] == "uint8" else np.float32
+    images = np.zeros((batch, *shape[1:]), dtype)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda: session.run(None, {"images": images})
+    if path.suffix == ".tflite":
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or None)
+        interpreter.allocate_tensors()
+        index = interpreter.get_input_details()[0]["index"]
+
+        def call() -> None:
+            interpreter.set_tensor(index, images)
+            interpreter.invoke()
+
+        return call
+    import jax
+    from jax import export
+
+    exported = export.deserialize(bytearray(path.read_bytes()))
+    return lambda: jax.block_until_ready(exported.call(images))
+
+
+def _jax_callable(spec: dict[str, Any], batch: int) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    from mixer_cli.config import model_config
+    from mixer_cli.models import registry
+
+    m = model_config(spec["variant"], spec["resolution"], spec["dtype"], spec["model_options"])
+    model = registry.get(m.family).build(m, spec["num_classes"], 0.0)
+    images = jnp.zeros((batch, m.resolution, m.resolution, 3), jnp.float32)
+    params = jax.jit(model.init)(jax.random.key(0), images)["params"]
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x)[0])
+    return lambda: jax.block_until_ready(forward(params, images))
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One setting, in this (pinned) process."""
+    if spec["cores"] == 1 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    threads = 1 if spec["cores"] == 1 else 0
+    batch = spec["batch_size"]
+    if spec.get("exported"):
+        path, record = exported_file(Path(spec["exported"]))
+        fn = _exported_callable(path, record, batch, threads)
+    else:
+        fn = _jax_callable(spec, batch)
+    return percentiles(fn, spec["calls"], spec["warmup"])
+
+
+def run_latency(spec: dict[str, Any]) -> dict[str, Any]:
+    """{'1 core': {...}, 'all cores': {...}} for the JAX model or spec['exported']."""
+    if spec.get("exported"):
+        exported_file(Path(spec["exported"]))  # refuse a foreign file before any child runs
+    out = {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}  # one device, as deployed
+    for label, count in (("1 core", 1), (f"all {cores} cores", 0)):
+        done = subprocess.run(
+            [sys.executable, "-m", "mixer_cli.latency", json.dumps({**spec, "cores": count})],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        lines = done.stdout.strip().splitlines()
+        if done.returncode or not lines:
+            tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise ConfigError(f"the latency run ({label}) failed: {tail[0]}")
+        result = json.loads(lines[-1])
+        if "error" in result:
+            raise ConfigError(result["error"])
+        out[label] = result
+    return out
+
+
+if __name__ == "__main__":
+    from mixer_cli.errors import MixerError
+
+    try:
+        print(json.dumps(child(json.loads(sys.argv[1]))))
+    except MixerError as err:  # one line for the parent to show
+        print(json.dumps({"error": str(err)}))
