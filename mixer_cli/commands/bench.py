@@ -71,7 +71,8 @@ def bench(
     workdir: options.Workdir = None,
     json: options.Json = False,
 ) -> None:
-    """Time a Mixer's forward pass and train step on synthetic batches over all devices.
+    """Time a model's forward pass and train step on synthetic batches over all devices,
+    or (--mode latency) its per-call latency, also of an exported file.
 
     Reports images/s (median of timed windows after compilation and warm-up), FLOPs per
     image from XLA's cost analysis, achieved GFLOP/s, a square matmul's peak measured in

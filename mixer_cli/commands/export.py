@@ -19,14 +19,17 @@ ExportInit = Annotated[
     ),
 ]
 Format = Annotated[
-    str, typer.Option("--format", help="stablehlo (jax.export) or onnx (ONNX Runtime).")
+    str,
+    typer.Option(
+        "--format", help="onnx (ONNX Runtime), stablehlo (jax.export) or tflite (LiteRT)."
+    ),
 ]
 Int8 = Annotated[
     Optional[str],
     typer.Option(
         "--int8",
-        help="Also write int8 ONNX: dynamic (weights int8, activations per call) or static "
-        "(activations calibrated on --data's training images).",
+        help="Also write an int8 model: dynamic (weights int8, activations per call; ONNX, "
+        "TFLite) or static (activations calibrated on --data's training images; ONNX).",
         show_default=False,
     ),
 ]
@@ -63,9 +66,9 @@ def export(
     overwrite: Overwrite = False,
     json: options.Json = False,
 ) -> None:
-    """Export a checkpoint: StableHLO (any family; runs with JAX alone) or ONNX (Mixers;
-    runs in ONNX Runtime), optionally int8 too; then run the file in its runtime against
-    JAX's logits (on --data's test images, else random ones) and write export.json.
+    """Export a checkpoint as ONNX (Mixers), StableHLO or TFLite (any family), optionally
+    int8 too; each file is run in its runtime against JAX's logits (on --data's test
+    images, else random ones) before the directory appears, with export.json.
 
     The directory appears only when complete. export.json says the input contract
     (NHWC, [-1, 1] or uint8 pixels), the largest logit difference to JAX, and for int8 the
