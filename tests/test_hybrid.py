@@ -139,3 +139,30 @@ def test_a_hybrid_pretrains_fine_tunes_few_shots_and_benchmarks(capsys, tmp_path
     assert run([*bench, "--workdir", str(tmp_path / "bench"), "--json"]) == 0
     timed = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert timed["family"] == "hybrid" and timed["forward"]["images_per_sec"] > 0
+
+
+@pytest.mark.parametrize(
+    ("ours", "reference"),
+    [
+        ({"features": 5, "strides": 2}, {"features": 5, "kernel_size": (3, 3), "strides": 2}),
+        (
+            {"features": 6, "depthwise": True},
+            {"features": 6, "kernel_size": (3, 3), "feature_group_count": 6},
+        ),
+        ({"features": 4, "size": 1}, {"features": 4, "kernel_size": (1, 1)}),
+    ],
+    ids=["3x3-stride-2", "depthwise-3x3", "1x1"],
+)
+def test_the_matmul_convolutions_are_flax_convolutions(ours: dict, reference: dict) -> None:
+    import flax.linen as nn
+
+    from mixer_cli.models.hybrid import MatmulConv
+
+    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 6))  # odd: padding at the edges
+    conv = nn.Conv(padding=reference["kernel_size"][0] // 2, **reference)
+    params = jax.tree.map(lambda a: a + 0.1, conv.init(jax.random.key(1), x))  # bias too
+    mine = MatmulConv(**ours)
+    assert jax.tree.map(jnp.shape, mine.init(jax.random.key(1), x)) == jax.tree.map(
+        jnp.shape, params
+    )
+    np.testing.assert_allclose(mine.apply(params, x), conv.apply(params, x), atol=1e-5)

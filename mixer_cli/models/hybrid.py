@@ -74,6 +74,52 @@ def sincos_2d(side: int, width: int) -> np.ndarray:
     return np.pad(emb, ((0, 0), (0, width - emb.shape[1]))).astype(np.float32)
 
 
+def _windows(x: jax.Array, size: int, stride: int) -> list[jax.Array]:
+    """The size^2 shifted views of a window (padding size // 2) at `stride`, in kernel
+    (dy, dx) order: what a convolution multiplies by each of its taps."""
+    b, h, w, c = x.shape
+    pad = size // 2
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    oh, ow = -(-h // stride), -(-w // stride)
+    return [
+        jax.lax.slice(
+            padded, (0, dy, dx, 0), (b, dy + (oh - 1) * stride + 1, dx + (ow - 1) * stride + 1, c),
+            (1, stride, stride, 1),
+        )
+        for dy in range(size)
+        for dx in range(size)
+    ]  # fmt: skip
+
+
+class MatmulConv(nn.Module):
+    """nn.Conv(features, (size, size), strides, padding=size // 2) with the same parameters
+    ([size, size, in, out]; depthwise [size, size, 1, C]), computed from the shifted views:
+    one matmul, or per-channel multiply-adds. XLA's CPU convolutions ran many times slower
+    inside the engine's multi-step programs (a scan over steps; 6x for the depthwise 3x3,
+    benchmarks/RESULTS.md); matmuls and elementwise work do not."""
+
+    features: int
+    size: int = 3
+    strides: int = 1
+    depthwise: bool = False  # one filter per channel (feature_group_count = channels)
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c, k = x.shape[-1], self.size
+        shape = (k, k, 1, c) if self.depthwise else (k, k, c, self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (shape[-1],), jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        views = _windows(x, k, self.strides)
+        if self.depthwise:
+            taps = kernel.reshape(k * k, c)
+            return sum(view * taps[i] for i, view in enumerate(views)) + bias
+        stacked = views[0] if k == 1 else jnp.concatenate(views, axis=-1)
+        return stacked @ kernel.reshape(k * k * c, self.features) + bias
+
+
 class ConvStem(nn.Module):
     """Images [B, R, R, 3] -> tokens [B, (R/P)^2, C] through small stride-2 convolutions."""
 
@@ -86,10 +132,10 @@ class ConvStem(nn.Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         x = images
         for i, width in enumerate(conv_stem_widths(self.features, self.patch_size)):
-            x = nn.Conv(width, (3, 3), strides=2, padding=1, dtype=self.dtype, name=f"conv_{i}")(x)
+            x = MatmulConv(width, strides=2, dtype=self.dtype, name=f"conv_{i}")(x)
             x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=f"norm_{i}")(x)
             x = nn.gelu(x, approximate=self.gelu == "tanh")
-        x = nn.Conv(self.features, (1, 1), dtype=self.dtype, name="proj")(x)
+        x = MatmulConv(self.features, size=1, dtype=self.dtype, name="proj")(x)
         b, h, w, c = x.shape
         return x.reshape(b, h * w, c)
 
@@ -140,13 +186,10 @@ class GridConv(nn.Module):
         side = math.isqrt(s)
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
         y = y.reshape(b, side, side, c)
-        y = nn.Conv(
-            c, (3, 3), padding=1, feature_group_count=c, dtype=self.dtype, name="depthwise"
-        )(y)
+        y = MatmulConv(c, depthwise=True, dtype=self.dtype, name="depthwise")(y)
         y = nn.gelu(y, approximate=self.gelu == "tanh")
-        y = nn.Conv(
-            c, (1, 1), kernel_init=nn.initializers.zeros_init(), dtype=self.dtype, name="pointwise"
-        )(y)
+        zeros = nn.initializers.zeros_init()
+        y = MatmulConv(c, size=1, kernel_init=zeros, dtype=self.dtype, name="pointwise")(y)
         return x + y.reshape(b, s, c)
 
 
