@@ -106,9 +106,7 @@ def main() -> None:
         )
         (args.out / "hybrids.json").write_text(json.dumps(rows, indent=1))
     shuffles = {}
-    for name in SHUFFLED:
-        if name not in arms:
-            continue
+    for name in SHUFFLED:  # whichever arms --only retrains
         slug = name.split(" (")[0].replace(" ", "-")
         where = args.out / f"permute-{slug}"
         mixer("permute", "--mode", "patch", "--data", args.data, *MODEL, "--steps",
