@@ -53,11 +53,44 @@ def main() -> None:
     parser.add_argument("--permute-steps", type=int, default=200)
     parser.add_argument("--only", default="", help="comma-separated arm names to run")
     parser.add_argument("--permute-only", action="store_true", help="only the shuffle runs")
+    parser.add_argument(
+        "--speed-rounds", type=int, default=0,
+        help="re-time every arm's train step this many rounds, in turn, on a quiet machine "
+        "(the table's img/s: medians); skips training",
+    )  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     saved = args.out / "hybrids.json"
     rows = json.loads(saved.read_text()) if saved.exists() else []  # --only replaces rows
     arms = {k: v for k, v in ARMS.items() if not args.only or k in args.only.split(",")}
+    if args.speed_rounds:
+        speeds: dict[str, list[float]] = {name: [] for name in ARMS}
+        for _ in range(args.speed_rounds):
+            for name, options in ARMS.items():
+                bench = json.loads(
+                    mixer(
+                        "bench",
+                        *MODEL,
+                        "--batch-size",
+                        str(args.batch_size),
+                        "--mode",
+                        "train",
+                        "--windows",
+                        "3",
+                        "--json",
+                        "--workdir",
+                        str(args.out / "speed"),
+                        *options,
+                        capture=True,
+                    )
+                )
+                speeds[name].append(bench["train"]["images_per_sec"])
+        for row in rows:
+            row["train_img_s_quiet"] = sorted(speeds[row["model"]])[len(speeds[row["model"]]) // 2]
+            row["train_img_s_rounds"] = speeds[row["model"]]
+        saved.write_text(json.dumps(rows, indent=1))
+        print(json.dumps({k: [round(v) for v in vs] for k, vs in speeds.items()}))
+        return
     for name, options in ({} if args.permute_only else arms).items():
         slug = name.split(" (")[0].replace(" ", "-")
         bench = json.loads(
