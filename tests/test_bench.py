@@ -115,7 +115,7 @@ def test_bench_table_names_the_setting(capsys, tmp_path) -> None:
     ("argv", "message"),
     [
         (["--batch-size", "12"], "not a positive multiple of the 8 devices; try 8 or 16"),
-        (["--dtype", "float16"], "unknown dtype 'float16'"),
+        (["--dtype", "float16"], "model.dtype must be one of float32, bfloat16, got 'float16'"),
         (["--resolution", "30"], "resolution 30 is not a positive multiple"),
         (["--mode", "fast"], "unknown mode 'fast'"),
         (["--steps-per-execution", "0"], "--steps-per-execution"),
