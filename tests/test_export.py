@@ -72,6 +72,7 @@ def test_stablehlo_runs_with_jax_alone_at_any_batch_and_uint8_onnx_takes_pixels(
     assert contract["dtype"] == "uint8" and contract["shape"] == [4, 16, 16, 3]
 
 
+@pytest.mark.slow  # TensorFlow's converter: ~10 s; the default suite must stay under 10 min
 def test_tflite_float_and_dynamic_int8_run_in_the_tflite_interpreter(
     tmp_path: Path, official_npz
 ) -> None:
@@ -90,6 +91,7 @@ def test_tflite_float_and_dynamic_int8_run_in_the_tflite_interpreter(
     assert quantized.shape == got.shape and np.abs(quantized - got).max() < 0.5
 
 
+@pytest.mark.slow  # four child processes, two of them importing JAX: ~16 s
 def test_latency_of_the_jax_model_and_of_an_exported_file(tmp_path: Path, official_npz) -> None:
     path, _ = official_npz
     assert run(["export", "--init", path, "--out", str(tmp_path / "e")]) == 0
