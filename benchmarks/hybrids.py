@@ -44,6 +44,14 @@ def mixer(*argv: str, capture: bool = False) -> str:
     return done.stdout if capture else ""
 
 
+def train_speed(options: list[str], batch_size: int, workdir: Path) -> float:
+    """One arm's train img/s from `mixer bench --mode train` (median of 3 windows)."""
+    out = mixer("bench", *MODEL, "--batch-size", str(batch_size), "--mode", "train",
+                "--windows", "3", "--json", "--workdir", str(workdir), *options,
+                capture=True)  # fmt: skip
+    return json.loads(out)["train"]["images_per_sec"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="CIFAR-10, e.g. folder:/tmp/cifar")
@@ -67,24 +75,7 @@ def main() -> None:
         speeds: dict[str, list[float]] = {name: [] for name in ARMS}
         for _ in range(args.speed_rounds):
             for name, options in ARMS.items():
-                bench = json.loads(
-                    mixer(
-                        "bench",
-                        *MODEL,
-                        "--batch-size",
-                        str(args.batch_size),
-                        "--mode",
-                        "train",
-                        "--windows",
-                        "3",
-                        "--json",
-                        "--workdir",
-                        str(args.out / "speed"),
-                        *options,
-                        capture=True,
-                    )
-                )
-                speeds[name].append(bench["train"]["images_per_sec"])
+                speeds[name].append(train_speed(options, args.batch_size, args.out / "speed"))
         for row in rows:
             row["train_img_s_quiet"] = sorted(speeds[row["model"]])[len(speeds[row["model"]]) // 2]
             row["train_img_s_rounds"] = speeds[row["model"]]
@@ -93,27 +84,10 @@ def main() -> None:
         return
     for name, options in ({} if args.permute_only else arms).items():
         slug = name.split(" (")[0].replace(" ", "-")
-        bench = json.loads(
-            mixer(
-                "bench",
-                *MODEL,
-                "--batch-size",
-                str(args.batch_size),
-                "--mode",
-                "train",
-                "--windows",
-                "3",
-                "--json",
-                "--workdir",
-                str(args.out / f"bench-{slug}"),
-                *options,
-                capture=True,
-            )
-        )
+        ips = train_speed(options, args.batch_size, args.out / f"bench-{slug}")
         described = options or ["--set=model.family=mixer"]  # one row through the registry
         info = json.loads(mixer("info", *MODEL, "--num-classes", "10", "--json", *described,
                                 capture=True))[0]  # fmt: skip
-        ips = bench["train"]["images_per_sec"]
         steps = max(50, round(args.budget * ips / args.batch_size))
         run = args.out / slug
         started = time.time()
