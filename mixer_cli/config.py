@@ -249,9 +249,14 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
 
 
 LENGTH_KEYS = ("train.steps", "train.epochs")
-# How a run executes or how often it looks, never what it trains: a resume may change
-# these (`evals.NAME.every` too).
-CHANGEABLE_KEYS = ("train.steps_per_execution", "train.log_every", "train.eval_every")
+# How a run executes, how often it looks or saves, never what it trains: a resume may
+# change these (`evals.NAME.every` too).
+CHANGEABLE_KEYS = (
+    "train.steps_per_execution",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+)
 REMOVE = ("none", "null", "~")  # `--set evals.NAME=none` removes an evaluator
 
 

@@ -14,11 +14,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # Many tests (and the CLI subprocesses, which inherit this) compile the same tiny steps:
 # a session-wide persistent compilation cache compiles each of them once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", session_dir("mixer-tests-xla-"))
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", session_dir("JAX_COMPILATION_CACHE_DIR", "mixer-tests-xla-")
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # mixer's own cache (features, the prepared digits) in one place per session, not in ~.
-os.environ.setdefault("MIXER_CACHE_DIR", session_dir("mixer-tests-cache-"))
+os.environ.setdefault("MIXER_CACHE_DIR", session_dir("MIXER_CACHE_DIR", "mixer-tests-cache-"))
 
 from pathlib import Path
 

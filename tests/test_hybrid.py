@@ -135,7 +135,8 @@ def test_a_hybrid_pretrains_fine_tunes_few_shots_and_benchmarks(capsys, tmp_path
     assert 0 <= probe["average"]["2"] <= 1
 
     bench = ["bench", "--variant", "N/2", "--resolution", "8", "--batch-size", "16"]
-    bench += ["--windows", "1", "--steps", "2", "--mode", "forward", *options]
+    bench += ["--windows", "1", "--steps", "2", "--mode", "forward", "--peak-size", "64"]
+    bench += options
     assert run([*bench, "--workdir", str(tmp_path / "bench"), "--json"]) == 0
     timed = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert timed["family"] == "hybrid" and timed["forward"]["images_per_sec"] > 0

@@ -8,7 +8,9 @@ this must be read before JAX starts.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 QUICK_COMPILE = "--xla_backend_optimization_level=0"
@@ -18,12 +20,16 @@ def xla_flags(devices: int) -> str:
     return f"--xla_force_host_platform_device_count={devices} {QUICK_COMPILE}"
 
 
-def session_dir(prefix: str) -> str:
-    """A directory for this test session, one for all pytest-xdist workers of a run (so
-    they share the compilation and feature caches)."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None:
-        return tempfile.mkdtemp(prefix=prefix)
-    path = os.path.join(tempfile.gettempdir(), f"{prefix}{run}")
-    os.makedirs(path, exist_ok=True)
+def session_dir(variable: str, prefix: str) -> str:
+    """The directory `variable` names for the whole test session: the inherited one, else a
+    new one (for `os.environ.setdefault`).
+
+    The process that makes it (pytest's main process, or the only one) removes it when it
+    exits; pytest-xdist's workers and the CLI processes that tests start inherit the
+    variable, so all of them share its caches.
+    """
+    if variable in os.environ:
+        return os.environ[variable]
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
