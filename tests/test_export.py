@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from jax import export as jax_export
 
 from mixer_cli.cli import run
 from mixer_cli.export.onnx_graph import mixer_graph
-from mixer_cli.export.writer import run_onnx
+from mixer_cli.export.writer import flat_params, run_onnx
 from mixer_cli.models.registry import load_checkpoint
 
 
@@ -43,6 +45,19 @@ def test_export_writes_onnx_float_and_int8_that_agree_on_real_images(
     assert record["checked_on"] == 360 and record["max_abs_diff"] <= 1e-4  # digits' test split
     assert record["int8"]["top1_agreement"] >= 0.99, record["int8"]
     assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
+    # every Dense is an integer product, token mixing's too (its weights are on the right)
+    kernels = [k for k in flat_params(load_checkpoint(uninterrupted).params) if "kernel" in k]
+    ops = [node.op_type for node in onnx.load(out / "model.int8.onnx").graph.node]
+    assert ops.count("MatMulInteger") == len(kernels) and "MatMul" not in ops
+    # and ONNX Runtime fuses every GELU of the float graph into one kernel
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(out / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    raw = [node.op_type for node in onnx.load(out / "model.onnx").graph.node]
+    fused = [node.op_type for node in onnx.load(tmp_path / "optimised.onnx").graph.node]
+    gelus = raw.count("Tanh") + raw.count("Erf")
+    assert gelus == 2 * 4 and not {"Tanh", "Erf"} & set(fused)  # N/2: 4 blocks
+    assert sum(fused.count(op) for op in ("Gelu", "BiasGelu", "FastGelu")) == gelus
     capsys.readouterr()
     assert run([*argv, "--data", "digits", "--out", str(out)]) == 2  # exists: refused
     assert "pass --overwrite" in capsys.readouterr().err
