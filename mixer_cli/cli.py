@@ -22,6 +22,7 @@ from mixer_cli.commands.fewshot import fewshot
 from mixer_cli.commands.finetune import finetune
 from mixer_cli.commands.info import info
 from mixer_cli.commands.permute import permute
+from mixer_cli.commands.plot import app as plot_app
 from mixer_cli.commands.predict import predict
 from mixer_cli.commands.pretrain import pretrain
 from mixer_cli.errors import MixerError
@@ -41,6 +42,7 @@ app.command("permute")(permute)
 app.command("predict")(predict)
 app.command("convert")(convert)
 app.command("export")(export)
+app.add_typer(plot_app, name="plot")
 app.command("info")(info)
 app.command("bench")(bench)
 

@@ -155,6 +155,13 @@ CASES: list[tuple[list[str], str]] = [
     (["convert", "{workdir}/missing.npz", "{workdir}/out.safetensors"], "missing.npz"),
     (["convert", "{npz}", "{workdir}/out.onnx"], "suffix must be one of .npz, .safetensors"),
     (["convert", "{not_mixer}", "{workdir}/out.npz"], "not_mixer.npz"),
+    (["plot", "curves", "{empty}"], "has no metrics.jsonl"),
+    (["plot", "weights", "--init", "{not_mixer}"], "not_mixer.npz"),
+    (["plot", "weights", "--init", "{npz}", "--blocks", "5"], "block 5: the model has 2 blocks"),
+    (["plot", "weights", "--init", "{npz}", "--blocks", "first"], "--blocks expects"),
+    (["plot", "weights", "--init", "{npz}", "--out", "{workdir}/w.jpg"], ".png or .svg"),
+    (["plot", "fewshot", "{one_class}"], "no results.json there"),
+    (["plot", "fewshot", "{bad_yaml}"], "is not JSON"),
     (["no-such-command"], "no-such-command"),
 ]
 

@@ -56,8 +56,9 @@ def permute(
     CPU minutes. Writes permute.png (curves + example images) and results.json. --set
     model.KEY=VALUE makes the Mixer arm a hybrid (e.g. --set model.stem=conv).
     """
+    from mixer_cli import figures, report
     from mixer_cli import permute as experiment_lib
-    from mixer_cli import report
+    from mixer_cli.figures.permute import draw_permute
     from mixer_cli.train.engine import build
     from mixer_cli.train.workdir import default_workdir
 
@@ -88,7 +89,8 @@ def permute(
         report.stderr.print("stopped early; the same command resumes")
         return
     examples = experiment_lib.example_images(experiment, modes)
-    results["figure"] = str(experiment_lib.save_figure(results, examples, workdir / "permute.png"))
+    figure = draw_permute(results, examples)
+    results["figure"] = str(figures.save(figure, workdir / "permute.png", dpi=110))
     experiment_lib.print_summary(results)
     report.write_json(workdir / "results.json", results)
     report.stderr.print(f"figure and results in {workdir}")

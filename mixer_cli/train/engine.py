@@ -66,6 +66,7 @@ class Run:
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     evals: EvalSuite
+    train_examples: int  # in the training split: what an epoch is
 
 
 def build(config: Config) -> Run:
@@ -135,6 +136,7 @@ def build(config: Config) -> Run:
         tx,
         schedule,
         evals,
+        examples,
     )
 
 
@@ -421,6 +423,8 @@ def _results(
         "step": int(state.step),
         "total_steps": run.total_steps,
         "batch_size": t.batch_size,
+        "train_examples": run.train_examples,
+        "epochs": int(state.step) * t.batch_size / run.train_examples,
         "final_train_loss": loss,
         "params_norm": float(jax.jit(optax.tree.norm)(state.params)),  # one compile
         "train_seconds": time.time() - started,
