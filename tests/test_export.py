@@ -14,6 +14,7 @@ from jax import export as jax_export
 
 from mixer_cli.cli import run
 from mixer_cli.export.onnx_graph import mixer_graph
+from mixer_cli.export.quantize import quantize
 from mixer_cli.export.writer import flat_params, run_onnx
 from mixer_cli.models.registry import load_checkpoint
 
@@ -49,6 +50,9 @@ def test_export_writes_onnx_float_and_int8_that_agree_on_real_images(
     kernels = [k for k in flat_params(load_checkpoint(uninterrupted).params) if "kernel" in k]
     ops = [node.op_type for node in onnx.load(out / "model.int8.onnx").graph.node]
     assert ops.count("MatMulInteger") == len(kernels) and "MatMul" not in ops
+    quantize(out / "model.onnx", tmp_path / "q.onnx", "dynamic", float_token_mixing=True)
+    kept = [node.op_type for node in onnx.load(tmp_path / "q.onnx").graph.node]
+    assert kept.count("MatMul") == 2 * 4 == len(kernels) - kept.count("MatMulInteger")  # N/2
     # and ONNX Runtime fuses every GELU of the float graph into one kernel
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimised.onnx")

@@ -56,7 +56,7 @@ class _Graph:
 
     def op(self, kind: str, inputs: list[str], hint: str = "", **attributes: Any) -> str:
         out = self.name(hint or kind.lower())
-        self.nodes.append(self.helper.make_node(kind, inputs, [out], **attributes))
+        self.nodes.append(self.helper.make_node(kind, inputs, [out], name=out, **attributes))
         return out
 
 
@@ -86,8 +86,11 @@ def _layer_norm(g: _Graph, x: str, scale: np.ndarray, bias: np.ndarray) -> str:
     )
 
 
-def _dense(g: _Graph, x: str, kernel: np.ndarray, bias: np.ndarray) -> str:
-    product = g.op("MatMul", [x, g.const(kernel.astype(np.float32), "kernel")])
+TOKEN_MATMUL = "token_matmul"  # the names of token mixing's MatMul nodes start so
+
+
+def _dense(g: _Graph, x: str, kernel: np.ndarray, bias: np.ndarray, hint: str = "") -> str:
+    product = g.op("MatMul", [x, g.const(kernel.astype(np.float32), "kernel")], hint)
     return g.op("Add", [product, g.const(bias.astype(np.float32), "bias")])
 
 
@@ -138,8 +141,9 @@ def mixer_graph(
         tm = f"{blk}/token_mixing"
         # over tokens with the weights on the right (see the module's docstring)
         h = g.op("Transpose", [y], perm=[0, 2, 1])  # [N, C, S]
-        h = _gelu(g, _dense(g, h, f[f"{tm}/Dense_0/kernel"], f[f"{tm}/Dense_0/bias"]), gelu)
-        h = _dense(g, h, f[f"{tm}/Dense_1/kernel"], f[f"{tm}/Dense_1/bias"])
+        h = _dense(g, h, f[f"{tm}/Dense_0/kernel"], f[f"{tm}/Dense_0/bias"], TOKEN_MATMUL)
+        h = _dense(g, _gelu(g, h, gelu), f[f"{tm}/Dense_1/kernel"], f[f"{tm}/Dense_1/bias"],
+                   TOKEN_MATMUL)  # fmt: skip
         h = g.op("Transpose", [h], perm=[0, 2, 1])  # [N, S, C]
         x = g.op("Add", [x, h], "residual")
         cm = f"{blk}/channel_mixing"

@@ -15,14 +15,28 @@ import numpy as np
 
 
 def quantize(
-    float_path: Path, out: Path, mode: str, calibration: Iterator[np.ndarray] | None = None
+    float_path: Path,
+    out: Path,
+    mode: str,
+    calibration: Iterator[np.ndarray] | None = None,
+    float_token_mixing: bool = False,
 ) -> None:
+    """Write the int8 model of `float_path`; `float_token_mixing` leaves token mixing's
+    MatMuls in float (closer to the float model's top-1, slower: benchmarks/RESULTS.md)."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    from mixer_cli.export.onnx_graph import TOKEN_MATMUL
+
+    exclude = []
+    if float_token_mixing:
+        nodes = onnx.load(str(float_path), load_external_data=False).graph.node
+        exclude = [n.name for n in nodes if n.op_type == "MatMul" and TOKEN_MATMUL in n.name]
 
     if mode == "dynamic":
         quantize_dynamic(
             str(float_path), str(out), weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
         )  # fmt: skip
         return
 
@@ -39,5 +53,5 @@ def quantize(
     quantize_static(
         str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-        op_types_to_quantize=["MatMul"],
+        op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
     )  # fmt: skip

@@ -25,6 +25,7 @@ class ExportSettings:
     batch_size: int | None = None  # None: dynamic
     uint8_input: bool = False
     overwrite: bool = False
+    float_token_mixing: bool = False  # with int8 (ONNX): token mixing's MatMuls stay float
 
     def check(self) -> None:
         if self.format not in FORMATS:
@@ -44,6 +45,8 @@ class ExportSettings:
                 "quantizes every LayerNorm and GELU (top-1 agreed with float on 73% of digits' "
                 "test split); use --int8 dynamic, or --format onnx for static int8"
             )
+        if self.float_token_mixing and (self.int8 is None or self.format != "onnx"):
+            raise ConfigError("--float-token-mixing applies to --format onnx with --int8")
         if self.out.exists() and not self.overwrite:
             raise ConfigError(f"{self.out} exists: choose another --out or pass --overwrite")
         if self.batch_size is not None and self.batch_size < 1:
@@ -135,7 +138,7 @@ def write_export(
             )
             path.write_bytes(graph.SerializeToString())
             if settings.int8:
-                quantize(path, int8_path, settings.int8, calibration)
+                quantize(path, int8_path, settings.int8, calibration, settings.float_token_mixing)
         elif settings.format == "tflite":
             from mixer_cli.export import tflite
 
