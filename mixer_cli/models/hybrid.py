@@ -248,6 +248,7 @@ class HybridMixer(nn.Module):
                 x = GridConv(self.gelu, self.dtype, name=f"ConvAfter_{i}")(x)
             out[f"block_{i}"] = x
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm")(x)
+        out["tokens"] = x  # [B, S, C]: what a dense head reads
         x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=1)
         logits = classifier_head(
             x, out, num_classes=self.num_classes, bias_init=self.head_bias_init, dtype=self.dtype

@@ -132,7 +132,8 @@ class MixerBlock(nn.Module):
 class MlpMixer(nn.Module):
     """MLP-Mixer. Returns ``(logits, out)``; ``out`` holds named intermediates.
 
-    ``out`` has ``stem`` (tokens [B, S, C]), ``block_{i}``, ``pre_logits`` ([B, C], the
+    ``out`` has ``stem`` (tokens [B, S, C]), ``block_{i}``, ``tokens`` (the final tokens
+    after the pre-head LayerNorm, [B, S, C]), ``pre_logits`` ([B, C], their mean: the
     features few-shot evaluation uses) and ``logits``. With ``num_classes=0`` there is
     no head and ``logits`` are the pre_logits.
     """
@@ -174,6 +175,7 @@ class MlpMixer(nn.Module):
             )(x, train=train)
             out[f"block_{i}"] = x
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm")(x)
+        out["tokens"] = x  # [B, S, C]: what a dense head reads
         x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=1)  # [B, C]
         logits = classifier_head(
             x, out, num_classes=self.num_classes, bias_init=self.head_bias_init, dtype=self.dtype

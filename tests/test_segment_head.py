@@ -1,0 +1,61 @@
+"""The dense head (issue 26, in progress): blocks land on their patch's pixels, a warm start
+from a classification checkpoint keeps the backbone exactly, and mIoU counts as by hand."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixer_cli.errors import ConfigError
+from mixer_cli.evals.iou import IGNORE, confusion, summary
+from mixer_cli.models import create_model
+from mixer_cli.models.segment_head import Segmenter, assemble
+
+
+def test_each_tokens_block_fills_its_own_patch() -> None:
+    side, p, k = 3, 2, 2  # a 3 x 3 grid of 2 x 2 patches: 6 x 6 pixels, 2 classes
+    scores = np.zeros((1, side * side, p * p * k), np.float32)
+    for t in range(side * side):
+        for dy in range(p):
+            for dx in range(p):
+                for c in range(k):
+                    scores[0, t, (dy * p + dx) * k + c] = 1000 * t + 10 * (dy * p + dx) + c
+    image = np.asarray(assemble(jnp.asarray(scores), 6, 6))
+    for y in range(6):
+        for x in range(6):
+            t, within = (y // p) * side + x // p, (y % p) * p + x % p
+            assert list(image[0, y, x]) == [1000 * t + 10 * within, 1000 * t + 10 * within + 1]
+    with pytest.raises(ConfigError, match="do not tile"):
+        assemble(jnp.asarray(scores), 6, 7)
+
+
+def test_a_warm_start_keeps_the_classification_backbone_exactly() -> None:
+    classifier = create_model("N/4", num_classes=10)
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    trained = classifier.init(jax.random.key(1), images)["params"]
+    segmenter = Segmenter(create_model("N/4", num_classes=0), classes=3, block=4)
+    params = segmenter.init(jax.random.key(2), images)["params"]
+    params = {**params, "backbone": {k: v for k, v in trained.items() if k != "head"}}
+    scores, out = segmenter.apply({"params": params}, images)
+    assert scores.shape == (2, 16, 16, 3)
+    assert not np.asarray(scores).any()  # a zero head: neutral scores at the start
+    _, want = classifier.apply({"params": trained}, images)
+    np.testing.assert_array_equal(np.asarray(out["tokens"]), np.asarray(want["tokens"]))
+    np.testing.assert_allclose(out["tokens"].mean(axis=1), want["pre_logits"], atol=1e-6)
+
+
+def test_iou_of_a_hand_counted_example() -> None:
+    true = jnp.array([[0, 0, 1, 1], [2, 2, IGNORE, 1]])
+    predicted = jnp.array([[0, 1, 1, 1], [2, 0, 2, 0]])
+    matrix = confusion(predicted, true, classes=3)
+    np.testing.assert_array_equal(matrix, [[1, 1, 0], [1, 2, 0], [1, 0, 1]])
+    got = summary(matrix)
+    # IoU: 0 -> 1 / (2 + 3 - 1) = 1/4; 1 -> 2 / (3 + 3 - 2) = 1/2; 2 -> 1 / (2 + 1 - 1) = 1/2
+    assert got["iou"] == pytest.approx([0.25, 0.5, 0.5])
+    assert got["miou"] == pytest.approx(5 / 12) and got["pixel_accuracy"] == pytest.approx(4 / 7)
+    assert got["pixels"] == 7  # the ignored pixel counts nowhere
+    padded = confusion(predicted, true, 3, valid=jnp.array([[True] * 4, [False] * 4]))
+    np.testing.assert_array_equal(padded, [[1, 1, 0], [0, 2, 0], [0, 0, 0]])
+    assert summary(padded)["iou"][2] is None  # absent everywhere: not in the mean
