@@ -59,3 +59,26 @@ def test_iou_of_a_hand_counted_example() -> None:
     padded = confusion(predicted, true, 3, valid=jnp.array([[True] * 4, [False] * 4]))
     np.testing.assert_array_equal(padded, [[1, 1, 0], [0, 2, 0], [0, 0, 0]])
     assert summary(padded)["iou"][2] is None  # absent everywhere: not in the mean
+
+
+def test_digit_scenes_label_exactly_the_pixels_their_digits_paint() -> None:
+    from mixer_cli.data.digit_scenes import NUM_CLASSES, THRESHOLD, compose, scenes
+
+    rng = np.random.default_rng(0)
+    digits = rng.integers(0, 256, (5, 8, 8)).astype(np.uint8)
+    digits[:, :2] = 0  # some background inside each digit's box
+    labels = np.arange(5)
+    images, masks = compose(digits, labels, count=20, canvas=24, seed=3)
+    assert images.shape == (20, 24, 24, 3) and masks.shape == (20, 24, 24)
+    gray = images[..., 0]
+    assert (masks[gray == 0] == 0).all()  # background: black and labelled 0
+    assert (gray[masks == 0] == 0).all()
+    bright, faint = gray > THRESHOLD, (gray > 0) & (gray <= THRESHOLD)
+    assert (masks[bright] >= 1).all() and (masks[bright] <= 5).all()
+    assert (masks[faint] == IGNORE).all()
+    again = compose(digits, labels, count=20, canvas=24, seed=3)
+    np.testing.assert_array_equal(again[1], masks)  # fixed by its seed
+
+    test_images, test_masks = scenes("test")
+    assert test_images.shape == (500, 32, 32, 3)
+    assert set(np.unique(test_masks)) <= set(range(NUM_CLASSES)) | {IGNORE}

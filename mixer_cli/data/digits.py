@@ -29,16 +29,22 @@ class DigitsSource(IndexedSource):
     flip = False  # a mirrored 2 is not a 2
 
     def __init__(self) -> None:
-        path = default_cache_dir() / f"digits-v1-sklearn{metadata.version('scikit-learn')}.npz"
-        arrays = read_npz(path, "digits cache")
-        expected = {f"{kind}_{split}" for kind in ("images", "labels") for split in SPLITS}
-        if arrays is None or arrays.keys() != expected:
-            arrays = prepare()
-            write_npz(path, "digits cache", **arrays)
+        arrays = cached_arrays()
         super().__init__(
             raw={split: arrays[f"images_{split}"] for split in SPLITS},
             labels={split: arrays[f"labels_{split}"] for split in SPLITS},
         )
+
+
+def cached_arrays() -> dict[str, np.ndarray]:
+    """{images_train, labels_train, images_test, labels_test}, from the cache if there."""
+    path = default_cache_dir() / f"digits-v1-sklearn{metadata.version('scikit-learn')}.npz"
+    arrays = read_npz(path, "digits cache")
+    expected = {f"{kind}_{split}" for kind in ("images", "labels") for split in SPLITS}
+    if arrays is None or arrays.keys() != expected:
+        arrays = prepare()
+        write_npz(path, "digits cache", **arrays)
+    return arrays
 
 
 def prepare() -> dict[str, np.ndarray]:
