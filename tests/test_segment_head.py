@@ -82,3 +82,28 @@ def test_digit_scenes_label_exactly_the_pixels_their_digits_paint() -> None:
     test_images, test_masks = scenes("test")
     assert test_images.shape == (500, 32, 32, 3)
     assert set(np.unique(test_masks)) <= set(range(NUM_CLASSES)) | {IGNORE}
+
+
+def test_crop_flip_and_resize_keep_image_and_mask_aligned() -> None:
+    import tensorflow as tf
+
+    from mixer_cli.data.segment_transforms import resize_mask, train_pair
+
+    # Each pixel says where it is: image channels (y, x) * 3, mask = a label per 4x4 cell.
+    side = 64
+    ys, xs = np.mgrid[0:side, 0:side]
+    image = np.stack([ys * 3, xs * 3, np.zeros_like(ys)], axis=-1).astype(np.uint8)
+    mask = ((ys // 4) * 16 + xs // 4).astype(np.int32)
+    flipped_any = False
+    for seed in range(6):
+        key = tf.constant([seed, 7], tf.int64)
+        got_image, got_mask = (t.numpy() for t in train_pair(image, mask, key, resolution=32))
+        cell_y, cell_x = got_mask // 16, got_mask % 16
+        # where the image says pixel (y, x) came from, the mask names that pixel's cell
+        src_y, src_x = got_image[..., 0] / 3, got_image[..., 1] / 3
+        assert np.abs(src_y / 4 - (cell_y + 0.5)).max() <= 1.0, seed
+        assert np.abs(src_x / 4 - (cell_x + 0.5)).max() <= 1.0, seed
+        flipped_any |= bool(got_image[0, 0, 1] > got_image[0, -1, 1])
+    assert flipped_any  # some seed mirrored, and image and mask went together
+    labels = resize_mask(tf.constant(mask), 128, 96).numpy()
+    assert set(np.unique(labels)) <= set(np.unique(mask))  # nearest: no invented labels

@@ -1,0 +1,69 @@
+"""Augmentation that keeps an image and its label mask aligned (issue 26, in progress).
+
+One crop window (area [min_area, 1], aspect [3/4, 4/3], as the classification pipeline's
+inception crop) and one flip decision are drawn per example and applied to both; the
+image is resized bilinearly, the mask with nearest neighbour (labels are not numbers to
+interpolate). Evaluation resizes only the image: the mask keeps the image's own size and
+the prediction is resized back to it before it is scored.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mixer_cli.data.preprocess import resize
+
+
+def crop_window(shape: tf.Tensor, seed: tf.Tensor, min_area: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """(begin, size) of a random [h, w] window of an image of `shape` [h, w, c]."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(min_area, 1.0),
+        use_image_if_no_bounding_boxes=True,
+    )
+    return begin[:2], size[:2]
+
+
+def resize_mask(mask: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int) -> tf.Tensor:
+    """Nearest-neighbour resize of a [h, w] label map, labels unchanged."""
+    resized = tf.image.resize(mask[..., None], [height, width], method="nearest")
+    return tf.cast(resized[..., 0], mask.dtype)
+
+
+def train_pair(
+    image: tf.Tensor,
+    mask: tf.Tensor,
+    key: tf.Tensor,
+    resolution: int,
+    min_area: float = 0.35,
+    flip: bool = True,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """uint8 image [h, w, 3] and mask [h, w] -> both cropped alike, flipped alike,
+    [R, R, 3] (bilinear) and [R, R] (nearest)."""
+    crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+    begin, size = crop_window(tf.shape(image), crop_key, min_area)
+    image = tf.slice(image, tf.concat([begin, [0]], 0), tf.concat([size, [3]], 0))
+    mask = tf.slice(mask, begin, size)
+    image = resize(image, resolution, resolution)
+    mask = resize_mask(mask, resolution, resolution)
+    if flip:
+        mirror = tf.random.stateless_uniform([], flip_key) < 0.5
+        image = tf.cond(mirror, lambda: image[:, ::-1], lambda: image)
+        mask = tf.cond(mirror, lambda: mask[:, ::-1], lambda: mask)
+    return tf.ensure_shape(image, [resolution, resolution, 3]), tf.ensure_shape(
+        mask, [resolution, resolution]
+    )
+
+
+def eval_image(image: tf.Tensor, resolution: int) -> tf.Tensor:
+    """The whole image at the model's resolution (no crop: every pixel gets scored)."""
+    return tf.ensure_shape(resize(image, resolution, resolution), [resolution, resolution, 3])
+
+
+def to_image_size(scores: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """Per-pixel class scores [R, R, K] back at the image's own size (bilinear on scores)."""
+    return tf.image.resize(scores, [height, width], method="bilinear")
