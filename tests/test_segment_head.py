@@ -107,3 +107,47 @@ def test_crop_flip_and_resize_keep_image_and_mask_aligned() -> None:
     assert flipped_any  # some seed mirrored, and image and mask went together
     labels = resize_mask(tf.constant(mask), 128, 96).numpy()
     assert set(np.unique(labels)) <= set(np.unique(mask))  # nearest: no invented labels
+
+
+def test_scene_batches_carry_each_images_own_mask_and_resume_alike() -> None:
+    from itertools import islice
+
+    from mixer_cli.data.digit_scenes import NUM_CLASSES, DigitScenesSource
+    from mixer_cli.data.pipeline import TrainBatches
+    from mixer_cli.data.preprocess import Preprocessing
+    from mixer_cli.distributed import make_mesh
+
+    source, mesh = DigitScenesSource(), make_mesh()
+    plain = Preprocessing(resolution=32, crop="resize")  # the whole scene, as it is
+    batches = TrainBatches(source, "train", plain, 16, 0, mesh)
+    batch = next(batches.host_batches())
+    assert batch["image"].shape == (16, 32, 32, 3)
+    assert batch["label"].shape == (16, 32, 32, NUM_CLASSES)
+    images, masks = source._raw, source._labels  # every scene, to find each batch row's own
+    for image, label in zip(batch["image"], batch["label"], strict=True):
+        pixels = np.round((image + 1) * 127.5).astype(np.uint8)
+        (row,) = np.flatnonzero((images == pixels).all(axis=(1, 2, 3)))[:1]
+        mask = masks[row]
+        labelled = label.sum(-1) > 0
+        np.testing.assert_array_equal(labelled, mask != IGNORE)  # ignored: all-zero rows
+        np.testing.assert_array_equal(label.argmax(-1)[labelled], mask[labelled])
+    later = TrainBatches(source, "train", plain, 16, 0, mesh, start_step=3)
+    want = list(islice(batches.host_batches(), 4))[3]
+    got = next(later.host_batches())
+    np.testing.assert_array_equal(got["label"], want["label"])
+
+
+def test_the_loss_of_per_pixel_labels_is_the_mean_over_labelled_pixels() -> None:
+    from mixer_cli.train.steps import per_example_loss
+
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.standard_normal((2, 4, 4, 3)), jnp.float32)
+    classes = rng.integers(0, 3, (2, 4, 4))
+    labels = np.eye(3, dtype=np.float32)[classes]
+    labels[0, 0, :2] = 0  # two ignored pixels of the first example
+    got = per_example_loss(logits, jnp.asarray(labels), "softmax")
+    log_p = np.asarray(jax.nn.log_softmax(logits))
+    pixel = -(labels * log_p).sum(-1)
+    np.testing.assert_allclose(got, [pixel[0].sum() / 14, pixel[1].sum() / 16], rtol=1e-5)
+    flat = per_example_loss(logits[:, 1, 1], jnp.asarray(labels[:, 1, 1]), "softmax")
+    np.testing.assert_allclose(flat, pixel[:, 1, 1], rtol=1e-5)  # classification: as before

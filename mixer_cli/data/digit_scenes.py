@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mixer_cli.data.sources import IndexedSource
 from mixer_cli.evals.iou import IGNORE
 
 THRESHOLD = 96  # of 255: brighter digit pixels are labelled, fainter ones ignored
@@ -59,3 +60,22 @@ def scenes(split: str, canvas: int = 32) -> tuple[np.ndarray, np.ndarray]:
     arrays = cached_arrays()
     gray = arrays[f"images_{split}"][..., 0]
     return compose(gray, arrays[f"labels_{split}"], SCENES[split], canvas, seed=SEEDS[split])
+
+
+class DigitScenesSource(IndexedSource):
+    """The scenes as a source: raw uint8 images with [32, 32] label masks for labels, so
+    training streams resume exactly and split over processes as every indexed source's."""
+
+    name = "digit-scenes"
+    num_classes = NUM_CLASSES
+    image_shape = (32, 32, 3)
+    encoded = False
+    flip = False  # a mirrored digit is no digit
+    task = "segment"
+
+    def __init__(self) -> None:
+        pairs = {split: scenes(split) for split in SCENES}
+        super().__init__(
+            raw={split: images for split, (images, _) in pairs.items()},
+            labels={split: masks for split, (_, masks) in pairs.items()},
+        )

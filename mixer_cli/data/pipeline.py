@@ -54,6 +54,16 @@ def _on_devices(host: Iterator[dict[str, np.ndarray]], mesh: Mesh) -> Iterator[d
     yield from queue
 
 
+def train_transforms(source: DataSource, pre: Preprocessing, seed: int) -> Any:
+    """Classification's transforms, or the aligned image-and-mask ones for a source whose
+    labels are masks (`task = "segment"`)."""
+    if getattr(source, "task", "classify") == "segment":
+        from mixer_cli.data.segment_transforms import SegmentTransforms
+
+        return SegmentTransforms(source, pre, seed)
+    return Transforms(source, pre, seed)
+
+
 class TrainBatches:
     """The endless training stream of one run, from `start_step` on."""
 
@@ -71,7 +81,7 @@ class TrainBatches:
         self.mesh, self.start_step = mesh, start_step
         self.local_batch = local_batch_size(global_batch, mesh)
         self.process, self.processes = jax.process_index(), jax.process_count()
-        self.transforms = Transforms(source, pre, seed)
+        self.transforms = train_transforms(source, pre, seed)
         self.steps_per_epoch = source.steps_per_epoch(split, global_batch, self.processes)
 
     def _pipeline(self, stream: tf.data.Dataset, skip_steps: int) -> tf.data.Dataset:

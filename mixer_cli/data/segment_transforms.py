@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mixer_cli.data.preprocess import resize
+from mixer_cli.data.preprocess import Preprocessing, resize, to_model_input
+from mixer_cli.data.sources import DataSource
+from mixer_cli.data.tf_cpu import no_autograph
 
 
 def crop_window(shape: tf.Tensor, seed: tf.Tensor, min_area: float) -> tuple[tf.Tensor, tf.Tensor]:
@@ -67,3 +69,32 @@ def eval_image(image: tf.Tensor, resolution: int) -> tf.Tensor:
 def to_image_size(scores: tf.Tensor, height: int, width: int) -> tf.Tensor:
     """Per-pixel class scores [R, R, K] back at the image's own size (bilinear on scores)."""
     return tf.image.resize(scores, [height, width], method="bilinear")
+
+
+class SegmentTransforms:
+    """The training functions `TrainBatches` maps for a source whose labels are masks:
+    the same per-example keys as classification's `Transforms`, so streams resume alike.
+    Labels leave as one-hot maps [R, R, K]; an ignored pixel's row is all zeros."""
+
+    def __init__(self, source: DataSource, pre: Preprocessing, seed: int) -> None:
+        self.source, self.pre, self.seed = source, pre, seed
+        self.flip = pre.flip and source.flip
+
+    @no_autograph
+    def train_example(
+        self, raw: tf.Tensor, mask: tf.Tensor, position: tf.Tensor, epoch: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        start = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
+        key = tf.random.experimental.stateless_fold_in(start, position)
+        min_area = self.pre.crop_min_area if self.pre.crop == "inception" else 1.0
+        image, mask = train_pair(
+            self.source.read(raw), mask, key, self.pre.resolution, min_area, self.flip
+        )
+        return to_model_input(image, None), mask, position, epoch
+
+    @no_autograph
+    def train_batch(
+        self, images: tf.Tensor, masks: tf.Tensor, positions: tf.Tensor, epochs: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        del positions, epochs
+        return {"image": images, "label": tf.one_hot(masks, self.source.num_classes)}

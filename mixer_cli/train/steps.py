@@ -35,10 +35,17 @@ class TrainState:
 
 def per_example_loss(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
     """[B] losses; labels are (possibly mixed) one-hot rows. Training and evaluation
-    measure the same thing."""
+    measure the same thing. Per-pixel labels [B, H, W, K] (segmentation) give each
+    example the mean over its labelled pixels; an ignored pixel's row is all zeros."""
     if kind == "sigmoid":
-        return optax.sigmoid_binary_cross_entropy(logits, labels).sum(axis=-1)
-    return optax.softmax_cross_entropy(logits, labels)
+        losses = optax.sigmoid_binary_cross_entropy(logits, labels).sum(axis=-1)
+    else:
+        losses = optax.softmax_cross_entropy(logits, labels)
+    if labels.ndim == 2:
+        return losses
+    labelled = (labels.sum(axis=-1) > 0).astype(losses.dtype)
+    axes = tuple(range(1, losses.ndim))
+    return (losses * labelled).sum(axes) / jnp.maximum(labelled.sum(axes), 1.0)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
