@@ -151,3 +151,18 @@ def test_the_loss_of_per_pixel_labels_is_the_mean_over_labelled_pixels() -> None
     np.testing.assert_allclose(got, [pixel[0].sum() / 14, pixel[1].sum() / 16], rtol=1e-5)
     flat = per_example_loss(logits[:, 1, 1], jnp.asarray(labels[:, 1, 1]), "softmax")
     np.testing.assert_allclose(flat, pixel[:, 1, 1], rtol=1e-5)  # classification: as before
+
+
+def test_a_segmenter_builds_on_any_family_with_tokens_and_refuses_one_without() -> None:
+    from mixer_cli.config import model_config
+    from mixer_cli.models.segment_head import build_segmenter
+
+    images = jnp.zeros((1, 16, 16, 3))
+    for items in ([], ["model.stem=conv", "model.pattern=MAMA"]):
+        segmenter = build_segmenter(model_config("N/4", 16, "float32", items), classes=5)
+        scores, _ = jax.eval_shape(
+            lambda x, s=segmenter: s.init_with_output(jax.random.key(0), x)[0], images
+        )
+        assert scores.shape == (1, 16, 16, 5) and segmenter.block == 4
+    with pytest.raises(ConfigError, match="no token grid"):
+        build_segmenter(model_config("ResNet14", 16, "float32", ["model.family=resnet"]), 5)

@@ -69,3 +69,23 @@ class Segmenter(nn.Module):
         head = TokenToPixels(self.classes, self.block, name="segment_head")
         scores = head(out["tokens"], images.shape[1], images.shape[2])
         return scores, {**out, "scores": scores}
+
+
+def build_segmenter(config: Any, classes: int) -> Segmenter:
+    """A Segmenter on the backbone `config` (a ModelConfig) describes, any family with a
+    token grid; refuses one without (a ResNet) and a resolution its patches do not tile."""
+    from mixer_cli.models import registry
+
+    family = registry.get(config.family)
+    family.parse(config)  # the variant and resolution, refused with the family's words
+    block = family.patch_size(config)
+    if not block:
+        raise ConfigError(
+            f"the {config.family} family has no token grid for a segmentation head; use a "
+            "mixer or hybrid backbone"
+        )
+    if config.resolution % block:
+        raise ConfigError(
+            f"resolution {config.resolution} does not tile into {block}x{block} patches"
+        )
+    return Segmenter(family.build(config, 0, 0.0), classes, block)
