@@ -41,16 +41,6 @@ from mixer_cli.latency import percentiles
 HERE = Path(__file__).resolve()
 MIXER_PATHS = ("jax", "ort", "ort-int8", "tflite", "tflite-int8")
 TIMM_PATHS = ("torch", "timm-ort", "timm-ort-int8")
-LABELS = {
-    "jax": "mixer JAX",
-    "ort": "mixer ONNX (ORT)",
-    "ort-int8": "mixer ONNX int8 (ORT)",
-    "tflite": "mixer TFLite",
-    "tflite-int8": "mixer TFLite int8",
-    "torch": "timm eager",
-    "timm-ort": "timm ONNX (ORT)",
-    "timm-ort-int8": "timm ONNX int8 (ORT)",
-}
 SECONDS = {1: 5.0, 32: 15.0}  # timed per child and batch (at least 3 calls)
 WARMUP = {1: 3, 32: 1}
 

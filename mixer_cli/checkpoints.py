@@ -94,15 +94,19 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return flat
 
 
-def write_npz(params: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write a parameter tree in the official layout, atomically (never a half-written file)."""
-    path = Path(path)
-    flat = {
+def flat_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A parameter tree as the official layout's flat arrays ('MixerBlock_0/.../kernel')."""
+    return {
         "/".join(keys): np.asarray(value)
         for keys, value in traverse_util.flatten_dict(params).items()
     }
+
+
+def write_npz(params: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write a parameter tree in the official layout, atomically (never a half-written file)."""
+    path = Path(path)
     with atomic_write(path, "wb") as f:
-        np.savez(f, **flat)
+        np.savez(f, **flat_params(params))
     return path
 
 

@@ -12,10 +12,11 @@ import onnxruntime as ort
 import pytest
 from jax import export as jax_export
 
+from mixer_cli.checkpoints import flat_params
 from mixer_cli.cli import run
 from mixer_cli.export.onnx_graph import mixer_graph
 from mixer_cli.export.quantize import quantize
-from mixer_cli.export.writer import flat_params, run_onnx
+from mixer_cli.export.writer import run_onnx
 from mixer_cli.models.registry import load_checkpoint
 
 

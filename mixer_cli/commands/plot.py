@@ -85,8 +85,8 @@ def weights(
     import numpy as np
 
     from mixer_cli import figures, report
+    from mixer_cli.checkpoints import flat_params
     from mixer_cli.errors import ConfigError
-    from mixer_cli.export.writer import flat_params
     from mixer_cli.figures.weights import block_units, choose_blocks, draw_weights, token_kernels
     from mixer_cli.models.registry import load_checkpoint
     from mixer_cli.train.workdir import latest_run

@@ -57,7 +57,7 @@ def _on_devices(host: Iterator[dict[str, np.ndarray]], mesh: Mesh) -> Iterator[d
 def train_transforms(source: DataSource, pre: Preprocessing, seed: int) -> Any:
     """Classification's transforms, or the aligned image-and-mask ones for a source whose
     labels are masks (`task = "segment"`)."""
-    if getattr(source, "task", "classify") == "segment":
+    if source.task == "segment":
         from mixer_cli.data.segment_transforms import SegmentTransforms
 
         return SegmentTransforms(source, pre, seed)

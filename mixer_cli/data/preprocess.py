@@ -81,22 +81,28 @@ def decode(data: tf.Tensor, encoded: bool) -> tf.Tensor:
     return image
 
 
+def crop_window(shape: tf.Tensor, seed: tf.Tensor, min_area: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """(begin, size) over [h, w, c] of a random window of area [min_area, 1] of an image of
+    `shape`, aspect [3/4, 4/3]: the inception crop's window (segmentation's too)."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(min_area, 1.0),
+        use_image_if_no_bounding_boxes=True,
+    )
+    return begin, size
+
+
 def inception_crop(
     data: tf.Tensor, encoded: bool, seed: tf.Tensor, min_area: float, resolution: int
 ) -> tf.Tensor:
     """A random crop of area [min_area, 1] and aspect [3/4, 4/3], resized to the resolution."""
 
     def window(shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape,
-            bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
-            seed=seed,
-            min_object_covered=0.0,
-            aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=(min_area, 1.0),
-            use_image_if_no_bounding_boxes=True,
-        )
-        return begin, size
+        return crop_window(shape, seed, min_area)
 
     def decoded_then_cropped() -> tf.Tensor:
         image = decode(data, encoded)

@@ -11,23 +11,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mixer_cli.data.preprocess import Preprocessing, resize, to_model_input
+from mixer_cli.data.preprocess import Preprocessing, crop_window, resize, to_model_input
 from mixer_cli.data.sources import DataSource
 from mixer_cli.data.tf_cpu import no_autograph
-
-
-def crop_window(shape: tf.Tensor, seed: tf.Tensor, min_area: float) -> tuple[tf.Tensor, tf.Tensor]:
-    """(begin, size) of a random [h, w] window of an image of `shape` [h, w, c]."""
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape,
-        bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
-        seed=seed,
-        min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3),
-        area_range=(min_area, 1.0),
-        use_image_if_no_bounding_boxes=True,
-    )
-    return begin[:2], size[:2]
 
 
 def resize_mask(mask: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int) -> tf.Tensor:
@@ -48,8 +34,8 @@ def train_pair(
     [R, R, 3] (bilinear) and [R, R] (nearest)."""
     crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     begin, size = crop_window(tf.shape(image), crop_key, min_area)
-    image = tf.slice(image, tf.concat([begin, [0]], 0), tf.concat([size, [3]], 0))
-    mask = tf.slice(mask, begin, size)
+    image = tf.slice(image, begin, size)
+    mask = tf.slice(mask, begin[:2], size[:2])
     image = resize(image, resolution, resolution)
     mask = resize_mask(mask, resolution, resolution)
     if flip:

@@ -63,12 +63,6 @@ def _require(*modules: str) -> None:
         )
 
 
-def flat_params(params: Any) -> dict[str, np.ndarray]:
-    from flax import traverse_util
-
-    return {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
-
-
 def run_onnx(path: Path, images: np.ndarray, threads: int = 0) -> np.ndarray:
     import onnxruntime as ort
 
@@ -126,6 +120,7 @@ def write_export(
         int8_path = path.with_name(f"model.int8{path.suffix}")
         args = (loaded.model, loaded.params, loaded.resolution, batch, settings.uint8_input)
         if settings.format == "onnx":
+            from mixer_cli.checkpoints import flat_params
             from mixer_cli.export.onnx_graph import mixer_graph
             from mixer_cli.export.quantize import quantize
 
