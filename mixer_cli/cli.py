@@ -25,11 +25,13 @@ from mixer_cli.commands.permute import permute
 from mixer_cli.commands.plot import app as plot_app
 from mixer_cli.commands.predict import predict
 from mixer_cli.commands.pretrain import pretrain
+from mixer_cli.commands.segment import segment
 from mixer_cli.errors import MixerError
 
 app = typer.Typer(
     name="mixer",
-    help="MLP-Mixer on JAX/Flax: pre-train, fine-tune, evaluate, few-shot-probe Mixers.",
+    help="MLP-Mixer on JAX/Flax: pre-train, fine-tune, evaluate, few-shot-probe and segment "
+    "with Mixers.",
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
@@ -38,6 +40,7 @@ app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
 app.command("eval")(eval_)
 app.command("fewshot")(fewshot)
+app.command("segment")(segment)
 app.command("permute")(permute)
 app.command("predict")(predict)
 app.command("convert")(convert)

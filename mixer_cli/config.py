@@ -48,6 +48,7 @@ class ModelConfig:
     width: int = 64  # ResNet only: base channels (BiT x1 = 64)
     init: str | None = None  # a checkpoint: .npz, .safetensors, run dir, released or hf-hub name
     init_scope: str = "all"  # all: every parameter as saved; backbone: a fresh head on it
+    head: str = "classify"  # classify: class scores; segment: per-pixel scores (mixer segment)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Config:
 CHOICES = {
     "model.family": FAMILY_NAMES,
     "model.init_scope": ("all", "backbone"),
+    "model.head": ("classify", "segment"),
     "data.permutation": ("none", "patch", "global"),
     "optim.optimizer": ("adam", "sgd"),
     "optim.schedule": ("linear", "cosine"),

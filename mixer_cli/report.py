@@ -47,6 +47,13 @@ def print_table(title: str, columns: Sequence[Column], rows: Sequence[Mapping[st
     stdout.print(table)
 
 
+def print_written(path: str | os.PathLike, what: str = "figure") -> None:
+    """Say a file was written: the words on stderr, the path alone on stdout (unwrapped,
+    so scripts can read it)."""
+    stderr.print(f"{what} written:")
+    print(path)
+
+
 def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -85,5 +87,99 @@ def mock_tfds(name: str, splits: tuple[str, ...], num_examples: int, tmp: Path) 
     builder.info.write_to_directory(builder.data_dir)
     with tfds.testing.mock_data(
         num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=str(tmp)
+    ):
+        yield tmp
+
+
+def write_mask_folder(
+    root: Path, sizes: dict[str, list[tuple[int, int]]], classes: int = 3, seed: int = 0
+) -> dict[str, list[np.ndarray]]:
+    """ROOT/<split>/images/<i>.{jpg,png} + ROOT/<split>/masks/<i>.png, one image per (h, w)
+    in `sizes`: masks of random classes with a few ignored (255) pixels, images whose red
+    channel says each pixel's class. Returns each split's masks in file order."""
+    rng = np.random.default_rng(seed)
+    masks: dict[str, list[np.ndarray]] = {}
+    for split, shapes in sizes.items():
+        masks[split] = []
+        for i, (h, w) in enumerate(shapes):
+            mask = rng.integers(0, classes, (h, w)).astype(np.uint8)
+            mask[0, 0] = 255
+            image = np.zeros((h, w, 3), np.uint8)
+            image[..., 0] = mask * (255 // max(classes - 1, 1))
+            write_image(root / split / "images" / f"{i}.{'png' if i % 2 else 'jpg'}", image)
+            write_image(root / split / "masks" / f"{i}.png", mask[..., None])
+            masks[split].append(mask)
+    return masks
+
+
+PET_TRIMAP = {1: "pet", 2: "background", 3: "border"}
+
+
+def pet_example(i: int) -> dict[str, np.ndarray]:
+    """An Oxford pets example as TFDS stores it: a JPEG, a trimap [H, W, 1] (1 pet, 2
+    background, 3 border), a breed and a species label; sizes vary with `i`."""
+    h, w = 24 + 4 * (i % 3), 20 + 6 * (i % 2)
+    trimap = np.full((h, w, 1), 2, np.uint8)
+    trimap[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1
+    trimap[h // 4, w // 4 : 3 * w // 4] = 3
+    image = np.where(trimap == 1, 200, 30).astype(np.uint8).repeat(3, axis=-1)
+    return {
+        "image": tf.io.encode_jpeg(tf.constant(image)).numpy(),
+        "segmentation_mask": trimap,
+        "label": i % 37,
+        "species": i % 2,
+        "file_name": f"{i}.jpg".encode(),
+    }
+
+
+@contextlib.contextmanager
+def mock_pets(tmp: Path, sizes: dict[str, int]) -> Iterator[Path]:
+    """`tfds.testing.mock_data` for oxford_iiit_pet with trimaps that mean something (its
+    random mock draws invalid bounding boxes and trimap values): the real builder's
+    metadata, examples from `pet_example`, each split sliceable as TFDS's."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("oxford_iiit_pet", data_dir=str(tmp))
+    builder.info.set_splits(
+        tfds.core.SplitDict(
+            [tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0) for s, n in sizes.items()]
+        )
+    )
+    os.makedirs(builder.data_dir, exist_ok=True)
+    builder.info.write_to_directory(builder.data_dir)
+    offsets = {s: 1000 * k for k, s in enumerate(sizes)}
+
+    def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+        del decoders, read_config, kwargs
+        rows = [  # the split's real file instructions: slices and process splits as TFDS's
+            pet_example(offsets[re.search(r"-(\w+)\.tfrecord", part.filename)[1]] + i)
+            for part in self.info.splits[split].file_instructions
+            for i in range(part.skip, part.skip + part.take)
+        ]
+        keys = ("image", "segmentation_mask", "label")
+        return tf.data.Dataset.from_generator(
+            lambda: ({k: row[k] for k in keys} for row in rows),
+            output_signature={
+                "image": tf.TensorSpec([], tf.string),
+                "segmentation_mask": tf.TensorSpec([None, None, 1], tf.uint8),
+                "label": tf.TensorSpec([], tf.int64),
+            },
+        )
+
+    class NoFs:  # mock_data's MockFs patches tf.io.gfile process-wide while as_dataset runs,
+        # which breaks orbax's checkpoint writes in their background thread; these
+        # examples need no file system
+        def __enter__(self) -> NoFs:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def add_file(self, path: str) -> None:
+            del path
+
+    with (
+        tfds.testing.mock_data(as_dataset_fn=as_dataset, data_dir=str(tmp)),
+        mock.patch("tensorflow_datasets.testing.test_utils.MockFs", NoFs),
     ):
         yield tmp

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from damage import flip_npz_array_bit, truncate
-from datasets import write_image_folder
+from datasets import write_image, write_image_folder, write_mask_folder
 from safetensors.numpy import save_file
 from test_cli import run_cli
 
@@ -163,6 +163,24 @@ CASES: list[tuple[list[str], str]] = [
     (["plot", "weights", "--init", "{npz}", "--out", "{workdir}/w.jpg"], ".png or .svg"),
     (["plot", "fewshot", "{one_class}"], "no results.json there"),
     (["plot", "fewshot", "{bad_yaml}"], "is not JSON"),
+    (["segment", "--data", "folder:{mask_missing}"], "have no mask, first"),
+    (["segment", "--data", "folder:{mask_values}"], "has label 2, outside the 2 classes"),
+    (["segment", "--data", "folder:{mask_size}"], "is 8x6 but its image is 8x8"),
+    (["segment", "--data", "folder:{one_class}"], "no <split>/images folders"),
+    (["segment", "--data", "digits"], "digits has no masks"),
+    (["segment", "--data", "cifar10"], "does not know where 'cifar10' keeps segmentation masks"),
+    (["segment", "--variant", "N/4", "--resolution", "30"], "resolution 30"),
+    (
+        ["segment", "--set", "model.family=resnet", "--set", "model.variant=ResNet14"],
+        "no token grid",
+    ),
+    (["segment", "--init", "{n4}", "--resolution", "24"], "multiple"),
+    (
+        ["segment", "--init", "{n4}", "--variant", "N/4"],
+        "with --init the model is the checkpoint's",
+    ),
+    (["segment", "--set", "evals.test.type=classification"], "needs a classifier"),
+    (["pretrain", "--data", "digit-scenes"], "digit-scenes is a segmentation set"),
     (["no-such-command"], "no-such-command"),
 ]
 
@@ -189,6 +207,12 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     np.savez(root / "not_mixer.npz", weights=np.zeros((3, 3), np.float32))
     vit = {"cls_token": np.zeros((1, 1, 16), np.float32), "stem.proj.bias": np.zeros(16, "f4")}
     save_file(vit, str(root / "vit.safetensors"))
+    write_mask_folder(root / "mask_missing", {"train": [(8, 8), (8, 8)]})
+    (root / "mask_missing" / "train" / "masks" / "1.png").unlink()
+    write_mask_folder(root / "mask_values", {"train": [(8, 8), (8, 8)]}, classes=3)
+    (root / "mask_values" / "classes.txt").write_text("a\nb\n")
+    write_mask_folder(root / "mask_size", {"train": [(8, 8), (8, 8)]})
+    write_image(root / "mask_size" / "train" / "masks" / "1.png", np.zeros((8, 6, 1), np.uint8))
     model = create_model("N/4", num_classes=10)
     write_npz(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"], root / "n4.npz")
     return {
@@ -198,6 +222,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "one_class": str(root / "one_class"),
         "extra_class": str(root / "extra_class"),
         "damaged": str(root / "damaged"),
+        **{k: str(root / k) for k in ("mask_missing", "mask_values", "mask_size")},
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),
         "vit": str(root / "vit.safetensors"),
@@ -216,6 +241,7 @@ def test_there_are_enough_cases() -> None:
         "permute",
         "bench",
         "info",
+        "segment",
     }
 
 
@@ -232,7 +258,7 @@ def test_bad_input_is_one_clear_line(
     workdir = tmp_path / "work"
     values = {**files, "workdir": str(workdir)}
     argv = [a.format(**values) for a in argv]
-    commands = ("pretrain", "finetune", "eval", "predict", "permute", "bench")  # export: --out
+    commands = ("pretrain", "finetune", "segment", "eval", "predict", "permute", "bench")
     if argv[0] in commands and "--workdir" not in argv:
         argv += ["--workdir", str(workdir)]
     before = snapshot(Path(files["npz"]).parent) | snapshot(tmp_path)

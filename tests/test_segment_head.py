@@ -1,4 +1,4 @@
-"""The dense head (issue 26, in progress): blocks land on their patch's pixels, a warm start
+"""The dense head: blocks land on their patch's pixels, a warm start
 from a classification checkpoint keeps the backbone exactly, and mIoU counts as by hand."""
 
 from __future__ import annotations

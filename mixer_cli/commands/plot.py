@@ -41,13 +41,6 @@ def _target(out: Path | None, default_dir: Path, name: str, format_: str) -> Pat
     return (out if out is not None else default_dir) / f"{name}.{format_}"
 
 
-def _written(path: Path) -> None:
-    from mixer_cli import report
-
-    report.stderr.print("figure written:")
-    print(path)
-
-
 @app.command("weights")
 def weights(
     init: Annotated[
@@ -129,7 +122,7 @@ def weights(
         ],
         rows,
     )
-    _written(path)
+    report.print_written(path)
 
 
 @app.command("curves")
@@ -144,12 +137,12 @@ def curves(
 ) -> None:
     """Training loss, learning rate, test top-1 and every evaluator metric against steps
     (or epochs), the runs overlaid with their names: `mixer plot curves runs/a runs/b`."""
-    from mixer_cli import figures
+    from mixer_cli import figures, report
     from mixer_cli.figures.curves import draw_curves, read_run
 
     loaded = [read_run(run) for run in runs]
     figure = draw_curves(loaded, x=x, smooth=smooth)
-    _written(figures.save(figure, _target(out, Path(runs[0]), "curves", format_)))
+    report.print_written(figures.save(figure, _target(out, Path(runs[0]), "curves", format_)))
 
 
 @app.command("fewshot")
@@ -162,10 +155,12 @@ def fewshot(
 ) -> None:
     """Linear few-shot accuracy against shots, one panel per dataset, one line per result
     (mean, shaded +- std over seeds, each seed a dot): `mixer plot fewshot runs/fewshot-*`."""
-    from mixer_cli import figures
+    from mixer_cli import figures, report
     from mixer_cli.figures.fewshot import draw_fewshot, read_result
 
     loaded = [read_result(r) for r in results]
     first = Path(results[0])
     default_dir = first if first.is_dir() else first.parent
-    _written(figures.save(draw_fewshot(loaded), _target(out, default_dir, "fewshot", format_)))
+    report.print_written(
+        figures.save(draw_fewshot(loaded), _target(out, default_dir, "fewshot", format_))
+    )

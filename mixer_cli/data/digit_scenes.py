@@ -1,11 +1,11 @@
 """Digit scenes: the embedded digits pasted onto a larger canvas, with their pixel masks.
 
-An offline segmentation set that needs no download (issue 26, in progress: the data
-source and `mixer segment` come next). Each scene is a black canvas with one to three
-digits, each scaled up 2x (nearest neighbour, so masks stay exact) and pasted at a random
-position; a later digit covers an earlier one, mask included. Mask values: 0 background,
-1 + digit for a digit's bright pixels (above THRESHOLD), IGNORE for its faint rim (the
-strokes' anti-aliased edge, where no label is right), as the Oxford pets trimaps do.
+The offline segmentation set of `mixer segment` (no download). Each scene is a black
+canvas with one to three digits, each scaled up 2x (nearest neighbour, so masks stay
+exact) and pasted at a random position; a later digit covers an earlier one, mask
+included. Mask values: 0 background, 1 + digit for a digit's bright pixels (above
+THRESHOLD), IGNORE for its faint rim (the strokes' anti-aliased edge, where no label is
+right), as the Oxford pets trimaps do.
 Train scenes use digits' train split only and test scenes its test split, each from a
 fixed seed, so the scenes are the same on every machine.
 """
@@ -72,6 +72,7 @@ class DigitScenesSource(IndexedSource):
     encoded = False
     flip = False  # a mirrored digit is no digit
     task = "segment"
+    classes = ("background", *(str(d) for d in range(10)))  # mask value i: classes[i]
 
     def __init__(self) -> None:
         pairs = {split: scenes(split) for split in SCENES}

@@ -44,17 +44,25 @@ def _numpy_batches(dataset: tf.data.Dataset, what: str) -> Iterator[dict[str, np
         yield batch
 
 
+# Evaluation keys that stay on the host: a segmentation split's true masks at each
+# image's own size (scored there, after the prediction is resized back) and those sizes.
+HOST_KEYS = ("truth", "size")
+
+
 def _on_devices(host: Iterator[dict[str, np.ndarray]], mesh: Mesh) -> Iterator[dict[str, Any]]:
-    """Global arrays, transferred a couple of batches ahead so the device never waits."""
+    """Global arrays, transferred a couple of batches ahead so the device never waits
+    (HOST_KEYS stay NumPy: this process's rows)."""
     sharding, queue = batch_sharding(mesh), collections.deque()
     for batch in host:
-        queue.append(to_global(batch, sharding))
+        kept = {k: v for k, v in batch.items() if k in HOST_KEYS}
+        moved = {k: v for k, v in batch.items() if k not in HOST_KEYS}
+        queue.append({**to_global(moved, sharding), **kept})
         if len(queue) > DEVICE_PREFETCH:
             yield queue.popleft()
     yield from queue
 
 
-def train_transforms(source: DataSource, pre: Preprocessing, seed: int) -> Any:
+def transforms_for(source: DataSource, pre: Preprocessing, seed: int) -> Any:
     """Classification's transforms, or the aligned image-and-mask ones for a source whose
     labels are masks (`task = "segment"`)."""
     if source.task == "segment":
@@ -81,7 +89,7 @@ class TrainBatches:
         self.mesh, self.start_step = mesh, start_step
         self.local_batch = local_batch_size(global_batch, mesh)
         self.process, self.processes = jax.process_index(), jax.process_count()
-        self.transforms = train_transforms(source, pre, seed)
+        self.transforms = transforms_for(source, pre, seed)
         self.steps_per_epoch = source.steps_per_epoch(split, global_batch, self.processes)
 
     def _pipeline(self, stream: tf.data.Dataset, skip_steps: int) -> tf.data.Dataset:
@@ -109,7 +117,9 @@ class TrainBatches:
 
 
 class EvalBatches:
-    """One full pass over a split, padded and masked: `num_examples` is the split's size."""
+    """One full pass over a split, padded and masked: `num_examples` is the split's size.
+    A segmentation split's batches also carry `truth` (masks padded with IGNORE to the
+    batch's largest) and `size`, on the host."""
 
     def __init__(
         self, source: DataSource, split: str, pre: Preprocessing, global_batch: int, mesh: Mesh
@@ -120,21 +130,23 @@ class EvalBatches:
         self.sizes = source.eval_sizes(split, processes)
         self.num_examples = sum(self.sizes)
         self.num_batches = math.ceil(max(self.sizes) / self.local_batch)
-        self.transforms = Transforms(source, pre, seed=0)
-        self.pre = pre
+        self.transforms = transforms_for(source, pre, seed=0)
 
     def _dataset(self) -> tf.data.Dataset:
-        r, k = self.pre.resolution, self.source.num_classes
         mine = self.sizes[self.process]
         ds = self.source.eval_stream(self.split, self.process, len(self.sizes))
         ds = ds.map(self.transforms.eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
-        padding = {
-            "image": tf.zeros([r, r, 3], tf.float32),
-            "label": tf.zeros([k], tf.float32),
-            "mask": tf.constant(False),
-        }
         pad = self.num_batches * self.local_batch - mine
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad))
+        padding = tf.data.Dataset.from_tensors(self.transforms.eval_padding()).repeat(pad)
+        ds = ds.concatenate(padding)
+        if self.source.task == "segment":
+            from mixer_cli.evals.iou import IGNORE
+
+            values = {
+                k: tf.constant(IGNORE, spec.dtype) if k == "truth" else tf.zeros([], spec.dtype)
+                for k, spec in ds.element_spec.items()
+            }
+            return ds.padded_batch(self.local_batch, padding_values=values).prefetch(AUTOTUNE)
         return ds.batch(self.local_batch).prefetch(AUTOTUNE)
 
     def host_batches(self) -> Iterator[dict[str, np.ndarray]]:

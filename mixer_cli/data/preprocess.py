@@ -204,6 +204,15 @@ class Transforms:
             "mask": tf.constant(True),
         }
 
+    def eval_padding(self) -> dict[str, tf.Tensor]:
+        """A padding example (masked out): what `eval_example` returns, for no image."""
+        r, k = self.pre.resolution, self.source.num_classes
+        return {
+            "image": tf.zeros([r, r, 3], tf.float32),
+            "label": tf.zeros([k], tf.float32),
+            "mask": tf.constant(False),
+        }
+
 
 def mixup(
     images: tf.Tensor, labels: tf.Tensor, key: tf.Tensor, strength: float

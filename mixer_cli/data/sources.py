@@ -86,6 +86,11 @@ class DataSource(abc.ABC):
         """Raw example -> encoded image bytes (if `encoded`) or a uint8 [H, W, 3] image."""
         return raw
 
+    def read_mask(self, label: tf.Tensor) -> tf.Tensor:
+        """A segmentation source's label -> its uint8 [H, W] label map: class indices, or
+        `evals.iou.IGNORE` for pixels that count nowhere."""
+        return tf.cast(label, tf.uint8)
+
     def label_counts(self, split: str) -> np.ndarray | None:
         """Examples per class where known without reading the split (None otherwise)."""
         return None
@@ -145,7 +150,9 @@ class IndexedSource(DataSource):
         self._sizes = {name: len(v) for name, v in labels.items()}
         self._offsets = dict(zip(labels, np.cumsum([0, *self._sizes.values()])[:-1], strict=True))
         self._raw = np.concatenate([raw[name] for name in labels])
-        self._labels = np.concatenate(list(labels.values())).astype(np.int64)
+        self._labels = np.concatenate(list(labels.values()))
+        if self._labels.dtype.kind in "iub":  # class indices (masks keep their own type)
+            self._labels = self._labels.astype(np.int64)
 
     def _indices(self, split: str) -> np.ndarray:
         import tensorflow_datasets as tfds
@@ -172,7 +179,9 @@ class IndexedSource(DataSource):
     def num_examples(self, split: str) -> int:
         return len(self._indices(split))
 
-    def label_counts(self, split: str) -> np.ndarray:
+    def label_counts(self, split: str) -> np.ndarray | None:
+        if self.task != "classify":  # masks: the classes of pixels, not of examples
+            return None
         return np.bincount(self._labels[self._indices(split)], minlength=self.num_classes)
 
     def steps_per_epoch(self, split: str, global_batch: int, processes: int) -> int:
@@ -220,18 +229,39 @@ class IndexedSource(DataSource):
 
 
 def open_dataset(
-    spec: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
+    spec: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    task: str = "classify",
 ) -> DataSource:
-    """``digits``, ``folder:PATH`` (or an existing directory), or a TFDS name[:version]."""
+    """``digits``, ``digit-scenes``, ``folder:PATH`` (or an existing directory), or a TFDS
+    name[:version]; `task` says whether labels are classes or masks (``segment``: a
+    folder of images/ and masks/, or a TFDS set whose masks mixer knows)."""
     spec = spec.strip()
     if spec == "digits":
+        if task == "segment":
+            raise DataError("digits has no masks; the offline segmentation set is digit-scenes")
         from mixer_cli.data.digits import DigitsSource
 
         return DigitsSource()
+    if spec == "digit-scenes":
+        if task != "segment":
+            raise DataError(
+                "digit-scenes is a segmentation set (masks for labels): use it with mixer segment"
+            )
+        from mixer_cli.data.digit_scenes import DigitScenesSource
+
+        return DigitScenesSource()
     if spec.startswith("folder:") or os.sep in spec or Path(spec).is_dir():
+        root = Path(spec.removeprefix("folder:")).expanduser()
+        if task == "segment":
+            from mixer_cli.data.mask_folder import MaskFolderSource
+
+            return MaskFolderSource(root)
         from mixer_cli.data.folder import FolderSource
 
-        return FolderSource(Path(spec.removeprefix("folder:")).expanduser())
+        return FolderSource(root)
     from mixer_cli.data.tfds_source import open_tfds
 
-    return open_tfds(spec, data_dir, download=download)
+    return open_tfds(spec, data_dir, download=download, task=task)

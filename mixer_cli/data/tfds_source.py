@@ -13,11 +13,15 @@ from __future__ import annotations
 import difflib
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mixer_cli.data.sources import DataSource, TrainStream, epoch_seed
 from mixer_cli.data.tf_cpu import no_autograph, tf
 from mixer_cli.errors import DataError, DatasetNotFound
+from mixer_cli.evals.iou import IGNORE
 
 SHUFFLE_BUFFER = 10_000
 _DOWNLOAD_HOST = "storage.googleapis.com"  # where TFDS fetches most datasets from
@@ -47,11 +51,37 @@ def _prepared_copy(name: str, version: str, data_dir: str):  # -> DatasetBuilder
     return None
 
 
-def open_tfds(spec: str, data_dir: str | os.PathLike | None, *, download: bool) -> TfdsSource:
+@dataclass(frozen=True)
+class Masks:
+    """How a TFDS dataset stores segmentation masks: its feature, and what each stored
+    value means (a class index, or IGNORE)."""
+
+    feature: str
+    values: dict[int, int]
+    classes: tuple[str, ...]
+
+
+# Datasets whose masks mixer reads (mixer segment --data NAME).
+MASKS: dict[str, Masks] = {
+    # Trimaps: 1 pet, 2 background, 3 the border between them (left out of training and
+    # scoring, as in the dataset's paper).
+    "oxford_iiit_pet": Masks("segmentation_mask", {1: 1, 2: 0, 3: IGNORE}, ("background", "pet")),
+}
+UNKNOWN_VALUE = 254  # a stored value the table lacks: refused by the mask check
+
+
+def open_tfds(
+    spec: str, data_dir: str | os.PathLike | None, *, download: bool, task: str = "classify"
+) -> TfdsSource:
     import tensorflow_datasets as tfds
 
     data_dir = str(data_dir) if data_dir else default_data_dir()
     name, _, version = spec.partition(":")
+    if task == "segment" and name not in MASKS:
+        raise DataError(
+            f"mixer does not know where {name!r} keeps segmentation masks (TFDS sets with "
+            f"masks: {', '.join(MASKS)}); or use a folder of images/ and masks/"
+        )
     how_to = (
         f"prepare it where TFDS can reach the network (`tfds build {name} --data_dir DIR`) "
         "and pass --data-dir DIR, or use an image folder (folder:PATH)"
@@ -86,23 +116,32 @@ def open_tfds(spec: str, data_dir: str | os.PathLike | None, *, download: bool) 
                 f"{spec!r} is not prepared in {builder.data_dir} and could not be prepared "
                 f"({str(err).splitlines()[0]}); {how_to}"
             ) from err
-    return TfdsSource(builder)
+    return TfdsSource(builder, MASKS[name] if task == "segment" else None)
 
 
 class TfdsSource(DataSource):
     encoded = True
 
-    def __init__(self, builder) -> None:
-        self.builder = builder
+    def __init__(self, builder, masks: Masks | None = None) -> None:
+        self.builder, self.masks = builder, masks
         info = builder.info
         self.name = info.name
-        missing = {"image", "label"} - set(info.features.keys())
+        self.label_key = "label" if masks is None else masks.feature
+        missing = {"image", self.label_key} - set(info.features.keys())
         if missing:
+            what = "classification" if masks is None else "segmentation"
             raise DataError(
                 f"{self.name} has no {' or '.join(sorted(missing))} feature: an image "
-                "classification dataset needs 'image' and 'label'"
+                f"{what} dataset needs 'image' and {self.label_key!r}"
             )
-        self.num_classes = info.features["label"].num_classes
+        if masks is None:
+            self.num_classes = info.features["label"].num_classes
+        else:
+            self.task, self.classes, self.num_classes = "segment", masks.classes, len(masks.classes)
+            table = np.full(256, UNKNOWN_VALUE, np.uint8)
+            for stored, meaning in masks.values.items():
+                table[stored] = meaning
+            self._mask_table = table
         height, width = info.features["image"].shape[:2]
         self.image_shape = (height, width, 3)
         splits = list(info.splits.keys())
@@ -156,7 +195,7 @@ class TfdsSource(DataSource):
         @no_autograph
         def keep(i, ex):  # global position: row `process` of each global batch
             position = i // local * global_batch + process * local + i % local
-            return ex["image"], ex["label"], position, tf.constant(epoch, tf.int64)
+            return ex["image"], ex[self.label_key], position, tf.constant(epoch, tf.int64)
 
         return TrainStream(ds.map(keep), num_epochs=1)
 
@@ -167,4 +206,10 @@ class TfdsSource(DataSource):
 
     def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
         ds = self._read(self._process_split(split, process, processes), shuffle_seed=None)
-        return ds.map(no_autograph(lambda ex: (ex["image"], ex["label"])))
+        return ds.map(no_autograph(lambda ex: (ex["image"], ex[self.label_key])))
+
+    def read_mask(self, label: tf.Tensor) -> tf.Tensor:
+        """A stored mask [H, W, 1] -> class indices [H, W] by the dataset's value table."""
+        if self.masks is None:
+            return super().read_mask(label)
+        return tf.gather(tf.constant(self._mask_table), tf.cast(label[..., 0], tf.int32))

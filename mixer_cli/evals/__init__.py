@@ -18,6 +18,7 @@ from mixer_cli.errors import ConfigError
 TYPES: dict[str, str] = {
     "classification": "mixer_cli.evals.classification",
     "fewshot": "mixer_cli.evals.fewshot",
+    "segmentation": "mixer_cli.evals.segmentation",
 }
 
 

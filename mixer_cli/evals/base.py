@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # TensorFlow stays unimported until an evaluator runs
     from mixer_cli.data.preprocess import Preprocessing
     from mixer_cli.data.sources import DataSource
 
-SUMS, FEATURES = "sums", "features"  # what a forward pass can produce
+# What a forward pass can produce: classification sums, pre_logits, a segmentation
+# confusion matrix (scored at each image's own size).
+SUMS, FEATURES, PIXELS = "sums", "features", "pixels"
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class Split:
 
 @dataclass(frozen=True)
 class Read:
-    """A split an evaluator reads and what it needs of it (SUMS and/or FEATURES)."""
+    """A split an evaluator reads and what it needs of it (SUMS, FEATURES, PIXELS)."""
 
     split: Split
     needs: frozenset[str]
@@ -84,6 +86,7 @@ class PassOutput:
     sums: dict[str, float] | None = None  # correct_top1, correct_top5, loss, count
     features: np.ndarray | None = None  # [examples, C] pre_logits in the split's order
     labels: np.ndarray | None = None  # [examples] int, with the features
+    confusion: np.ndarray | None = None  # [K, K] pixel counts, rows true, columns predicted
 
 
 @dataclass
@@ -95,21 +98,24 @@ class Context:
     eval_split: str
     preprocessing: Preprocessing  # the run's (its evaluation transform is what counts)
     num_classes: int  # the model's head; 0 = none
+    head: str  # classify (class scores) or segment (per-pixel scores)
     loss: str  # softmax or sigmoid: how the classification loss is measured
     batch_size: int  # the default global evaluation batch
     resolution: int
     data_dir: str | None = None
-    opened: dict[tuple[str, str | None], DataSource] = field(default_factory=dict)
+    opened: dict[tuple[str, str | None, str], DataSource] = field(default_factory=dict)
 
-    def open(self, name: str | None, data_dir: str | None = None) -> DataSource:
+    def open(
+        self, name: str | None, data_dir: str | None = None, task: str = "classify"
+    ) -> DataSource:
         """A dataset by name (None: the run's), opened once per context."""
         from mixer_cli.data import open_dataset
 
         if name is None:
             return self.source
-        key = (name, data_dir or self.data_dir)
+        key = (name, data_dir or self.data_dir, task)
         if key not in self.opened:
-            self.opened[key] = open_dataset(name, key[1])
+            self.opened[key] = open_dataset(name, key[1], task=task)
         return self.opened[key]
 
     def split(self, source: DataSource, split: str) -> Split:

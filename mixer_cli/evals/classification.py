@@ -30,6 +30,11 @@ class Evaluator(base.Evaluator):
 
     def __init__(self, name: str, settings: Settings, context: Context) -> None:
         super().__init__(name, settings, context)
+        if context.head != "classify":
+            raise ConfigError(
+                f"evaluator {name!r} (classification) needs a classifier; this model has a "
+                f"{context.head} head (its evaluator: type segmentation)"
+            )
         source = context.open(settings.data, settings.data_dir)
         if context.num_classes != source.num_classes:
             raise ConfigError(

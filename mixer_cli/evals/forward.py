@@ -29,8 +29,10 @@ from jax.sharding import Mesh
 from mixer_cli import report
 from mixer_cli.cache import read_npz, write_npz
 from mixer_cli.data import EvalBatches
+from mixer_cli.data.pipeline import HOST_KEYS
 from mixer_cli.distributed import batch_sharding, make_mesh, replicated
-from mixer_cli.evals.base import FEATURES, SUMS, PassOutput, Split
+from mixer_cli.evals.base import FEATURES, PIXELS, SUMS, PassOutput, Split
+from mixer_cli.evals.iou import score_batch
 from mixer_cli.train.steps import per_example_loss
 
 CACHE_VERSION = 1  # bump when the features of the same inputs would change
@@ -65,6 +67,8 @@ def forward_function(
         result: dict[str, Any] = {}
         if FEATURES in needs:
             result["rows"] = (out["pre_logits"], jnp.argmax(batch["label"], -1), mask)
+        if PIXELS in needs:
+            result["scores"] = logits  # per-pixel, scored on the host at each image's size
         if SUMS in needs:
             weight = mask.astype(jnp.float32)
             label = jnp.argmax(batch["label"], -1)
@@ -79,6 +83,7 @@ def forward_function(
 
     repl, rows = replicated(mesh), batch_sharding(mesh)
     shardings = {"rows": rows} if FEATURES in needs else {}
+    shardings.update({"scores": rows} if PIXELS in needs else {})
     shardings.update({"sums": repl} if SUMS in needs else {})
     return jax.jit(forward, in_shardings=(repl, rows), out_shardings=shardings)
 
@@ -93,7 +98,7 @@ def run_pass(
     mesh: Mesh | None = None,
     show_progress: bool = True,
 ) -> PassOutput:
-    """Run the model once over `split`, producing `needs` (SUMS and/or FEATURES)."""
+    """Run the model once over `split`, producing `needs` (SUMS, FEATURES, PIXELS)."""
     mesh = mesh or make_mesh()
     batches = EvalBatches(split.source, split.split, split.preprocessing, batch_size, mesh)
     forward = forward_function(model, mesh, needs, loss)
@@ -101,9 +106,22 @@ def run_pass(
     processes, local = jax.process_count(), batches.local_batch
     parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(processes)]
     totals: Any = None
+    matrix = 0
 
-    def collect(outputs: dict[str, Any]) -> None:
-        nonlocal totals
+    def mine(array: jax.Array) -> np.ndarray:
+        """This process's rows of a global batch output."""
+        if processes == 1:
+            return np.asarray(array)
+        gathered = multihost_utils.process_allgather(array, tiled=True)
+        return np.asarray(gathered)[jax.process_index() * local : (jax.process_index() + 1) * local]
+
+    def collect(outputs: dict[str, Any], batch: dict[str, Any]) -> None:
+        nonlocal totals, matrix
+        if "scores" in outputs:
+            sizes = batch["size"]
+            matrix = matrix + score_batch(
+                mine(outputs["scores"]), batch["truth"], sizes, sizes[:, 0] > 0
+            )
         if "sums" in outputs:
             sums = outputs["sums"]
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -116,13 +134,18 @@ def run_pass(
     pending: collections.deque = collections.deque()
     with report.progress(show_progress) as bar:
         task = bar.add_task(f"evaluating on {split.label()}", total=batches.num_batches)
-        for device_batch in batches:
-            pending.append(forward(params, device_batch))
+        for batch in batches:
+            device = {k: v for k, v in batch.items() if k not in HOST_KEYS}
+            pending.append((forward(params, device), batch))
             if len(pending) > 2:  # fetch two batches behind: the device never waits on us
-                collect(pending.popleft())
+                collect(*pending.popleft())
         while pending:
-            collect(pending.popleft())
+            collect(*pending.popleft())
     output = PassOutput(num_examples=batches.num_examples)
+    if PIXELS in needs:
+        if processes > 1:
+            matrix = np.asarray(multihost_utils.process_allgather(matrix)).sum(0)
+        output.confusion = np.asarray(matrix, np.int64)
     if totals is not None:
         output.sums = {k: float(v) for k, v in jax.device_get(totals).items()}
         if int(output.sums["count"]) != batches.num_examples:
@@ -162,3 +185,27 @@ class FeatureCache:
             write_npz(
                 self.path(split), "feature cache", features=output.features, labels=output.labels
             )
+
+
+def predicted_masks(
+    model: Any, params: Any, split: Split, count: int, mesh: Mesh | None = None
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image in [0, 1] at the model's resolution, true mask, predicted mask at the
+    image's own size) for the first `count` examples of a segmentation split: what a
+    figure shows, from the pass the segmentation evaluator scores."""
+    from mixer_cli.data.segment_transforms import to_image_size
+
+    mesh = mesh or make_mesh()
+    batch_size = -(-count // mesh.size) * mesh.size
+    batches = EvalBatches(split.source, split.split, split.preprocessing, batch_size, mesh)
+    forward = forward_function(model, mesh, frozenset({PIXELS}), "softmax")
+    batch = next(iter(batches))
+    device = {k: v for k, v in batch.items() if k not in HOST_KEYS}
+    scores = np.asarray(forward(jax.device_put(params, replicated(mesh)), device)["scores"])
+    images = (np.asarray(batch["image"]) + 1) / 2
+    shown = []
+    for i in range(min(count, int((batch["size"][:, 0] > 0).sum()))):
+        height, width = (int(v) for v in batch["size"][i])
+        pixels = to_image_size(scores[i], height, width).numpy().argmax(-1)
+        shown.append((images[i].clip(0, 1), batch["truth"][i, :height, :width], pixels))
+    return shown

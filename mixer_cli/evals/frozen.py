@@ -37,13 +37,14 @@ def checkpoint_context(
         eval_split=source.eval_split,
         preprocessing=Preprocessing(resolution=loaded.resolution),
         num_classes=loaded.num_classes,
+        head="classify",
         loss="softmax",
         batch_size=batch_size,
         resolution=loaded.resolution,
         data_dir=data_dir,
     )
     if name is not None:  # evaluators naming the same dataset reuse the opened source
-        context.opened[(name, data_dir)] = source
+        context.opened[(name, data_dir, source.task)] = source
     return context
 
 

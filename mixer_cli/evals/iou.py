@@ -1,32 +1,49 @@
 """Segmentation metrics from a confusion matrix: mean IoU, per-class IoU, pixel accuracy.
 
-The matrix is summed over batches (padded examples and "ignore" pixels masked out), so a
-whole split is scored exactly, not averaged per batch. Work in progress toward the
-segmentation evaluator of `mixer segment` (issue 26).
+The matrix is summed over a whole split (padded examples and "ignore" pixels left out),
+so a split is scored exactly, not averaged per batch. Scoring happens on the host, at
+each image's own size: the model's per-pixel scores at its resolution are resized back
+to the image (bilinear on the scores), then compared with the true mask.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 IGNORE = 255  # the label of pixels that count nowhere (the Oxford pets trimaps' border)
 
 
-def confusion(
-    predicted: jax.Array, true: jax.Array, classes: int, valid: jax.Array | None = None
-) -> jax.Array:
+def confusion(predicted: Any, true: Any, classes: int, valid: Any | None = None) -> np.ndarray:
     """[classes, classes] counts, rows true, columns predicted; pixels whose label is
     IGNORE (or outside the classes) and pixels where `valid` is False are left out."""
+    predicted, true = np.asarray(predicted, np.int64), np.asarray(true, np.int64)
     keep = (true >= 0) & (true < classes)
     if valid is not None:
-        keep &= valid
-    index = jnp.where(keep, true * classes + predicted, classes * classes)
-    counts = jnp.bincount(index.reshape(-1), length=classes * classes + 1)
-    return counts[:-1].reshape(classes, classes)
+        keep &= np.asarray(valid, bool)
+    index = true[keep] * classes + predicted[keep]
+    return np.bincount(index, minlength=classes * classes).reshape(classes, classes)
+
+
+def score_batch(
+    scores: np.ndarray, truth: np.ndarray, sizes: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
+    """The confusion of one batch: scores [B, R, R, K] at the model's resolution, true
+    masks [B, H, W] padded with IGNORE, each image's (height, width) [B, 2], and which
+    rows are real examples [B]."""
+    classes = scores.shape[-1]
+    total = np.zeros((classes, classes), np.int64)
+    resolution = scores.shape[1:3]
+    for i in np.flatnonzero(valid):
+        height, width = (int(v) for v in sizes[i])
+        pixels = scores[i]
+        if (height, width) != resolution:
+            from mixer_cli.data.segment_transforms import to_image_size
+
+            pixels = to_image_size(pixels, height, width).numpy()
+        total += confusion(pixels.argmax(-1), truth[i, :height, :width], classes)
+    return total
 
 
 def summary(matrix: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ A token of a P x P patch (C values, after the pre-head LayerNorm: `out["tokens"]
 projected by one Dense to P * P * K scores, which fill that patch's pixels; the token grid's
 raster order is the image's. On a model at K x its resolution the grid is K times finer
 per side and the head is unchanged. Works on any backbone whose `out` has ``tokens`` (the
-Mixer and hybrid families). Work in progress toward `mixer segment` (issue 26).
+Mixer and hybrid families); `mixer segment` trains it (config `model.head: segment`).
 """
 
 from __future__ import annotations
@@ -89,3 +89,10 @@ def build_segmenter(config: Any, classes: int) -> Segmenter:
             f"resolution {config.resolution} does not tile into {block}x{block} patches"
         )
     return Segmenter(family.build(config, 0, 0.0), classes, block)
+
+
+def warm_start(family: Any, path: str, fresh: dict[str, Any]) -> dict[str, Any]:
+    """A Segmenter's parameters from a classification checkpoint: its backbone (head
+    dropped, adapted to the model's grid factor as fine-tuning's is) under the fresh
+    segmentation head."""
+    return {**fresh, "backbone": family.warm_start(path, fresh["backbone"], "backbone")}

@@ -39,7 +39,7 @@ from mixer_cli.errors import (
 )
 from mixer_cli.evals.base import Context
 from mixer_cli.evals.suite import EvalSuite
-from mixer_cli.models import registry
+from mixer_cli.models import registry, segment_head
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter, read_results
 from mixer_cli.train.optim import make_optimizer
@@ -82,7 +82,12 @@ def build(config: Config) -> Run:
         )
     if m.init is not None and not locate(m.init).exists():  # a released name: fetched now
         raise CheckpointNotFound(f"model.init: checkpoint {m.init!r} does not exist")
-    source = open_dataset(d.name, d.data_dir)
+    if m.head == "segment" and m.init is not None and m.init_scope != "backbone":
+        raise ConfigError(
+            "model.init_scope must be backbone for a segmentation head: the head starts fresh "
+            "on the checkpoint's backbone"
+        )
+    source = open_dataset(d.name, d.data_dir, task=m.head)
     train_split = d.train_split or source.train_split
     eval_split = d.eval_split or source.eval_split
     source.check_classes(train_split, eval_split)
@@ -107,7 +112,10 @@ def build(config: Config) -> Run:
             f"{m.resolution} px resolution: they are upsampled"
         )
     head_bias = SIGMOID_HEAD_BIAS if t.loss == "sigmoid" else 0.0
-    model = family.build(m, source.num_classes, head_bias)
+    if m.head == "segment":
+        model = segment_head.build_segmenter(m, source.num_classes)
+    else:
+        model = family.build(m, source.num_classes, head_bias)
     examples = source.num_examples(train_split)
     total_steps = t.steps or max(1, math.ceil(t.epochs * examples / t.batch_size))
     tx, schedule = make_optimizer(config.optim, total_steps)
@@ -117,6 +125,7 @@ def build(config: Config) -> Run:
         eval_split=eval_split,
         preprocessing=preprocessing,
         num_classes=source.num_classes,
+        head=m.head,
         loss=t.loss,
         batch_size=t.eval_batch_size or t.batch_size,
         resolution=m.resolution,
@@ -186,7 +195,11 @@ def train_and_evaluate(
         m = config.model
         if m.init is None:
             return state
-        params = run.family.warm_start(m.init, jax.device_get(state.params), m.init_scope)
+        fresh_params = jax.device_get(state.params)
+        if m.head == "segment":
+            params = segment_head.warm_start(run.family, m.init, fresh_params)
+        else:
+            params = run.family.warm_start(m.init, fresh_params, m.init_scope)
         return state.replace(params=jax.device_put(params, repl))
 
     # A new run's warm start is checked (and made) before anything is written.
@@ -413,6 +426,7 @@ def _results(
     return {
         "family": m.family,
         "variant": run.name,
+        "head": m.head,
         "resolution": m.resolution,
         "grid_factor": m.grid_factor,
         "init": m.init,

@@ -1,0 +1,128 @@
+"""`mixer segment`: per-pixel classes from a Mixer's final tokens, trained by the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mixer_cli.commands import options as opts
+
+SegmentInit = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--init",
+        help="A classification checkpoint whose backbone to start from (any form finetune "
+        "takes: ours, a run directory, Google's .npz or released name, timm's weights); its "
+        "head is dropped. [default: a fresh model (--variant, --resolution)]",
+        show_default=False,
+    ),
+]
+SegmentResolution = Annotated[
+    Optional[int],
+    typer.Option(
+        "--resolution",
+        help="Input resolution. With --init: the checkpoint's or an integer multiple K of it "
+        "(K x finer token grid, the paper's rule); without: any the patches tile. "
+        "[default: the checkpoint's, else the recipe's 32]",
+        show_default=False,
+    ),
+]
+Examples = Annotated[
+    int,
+    typer.Option(
+        "--examples", help="Test images in the figure (segmentation.png); 0 = none.", min=0
+    ),
+]
+# What --init decides (the checkpoint, checked when loaded): not settable with --set.
+INIT_KEYS = tuple(
+    f"model.{key}=" for key in ("family", "variant", "grid_factor", "init", "init_scope")
+)
+
+
+@opts.training_command
+def segment(
+    init: SegmentInit = None,
+    variant: opts.Variant = None,
+    resolution: SegmentResolution = None,
+    examples: Examples = 6,
+    *,
+    options: opts.TrainingOptions,
+) -> None:
+    """Train a segmentation head on a Mixer: each final token -> a block of per-pixel class
+    scores, assembled into the image (the head the paper's readers proposed).
+
+    With no arguments: a nano Mixer from scratch on the embedded digit scenes (32 px
+    canvases of 1-3 digits; 11 classes) in a few CPU minutes. Data: digit-scenes,
+    oxford_iiit_pet (its trimaps: background, pet; the border ignored), or
+    folder:PATH laid out as PATH/<split>/images/<name>.<ext> + PATH/<split>/masks/<name>.png
+    (8-bit grayscale PNGs of class indices, 255 = ignore; class names from PATH/classes.txt).
+    Training and resume are the engine's (recipe `segment`: Adam, crop and flip applied to
+    image and mask alike); the test split is scored at each image's own size: mean IoU,
+    per-class IoU and pixel accuracy in results.json, and a figure of test images with
+    their true and predicted masks.
+    """
+    from mixer_cli import report, transfer
+    from mixer_cli.commands.training import resolve_config, run_training
+    from mixer_cli.config import read_yaml, recipe_path
+    from mixer_cli.errors import ConfigError
+    from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.train.workdir import default_workdir
+
+    options.start_processes()
+    flags: dict[str, Any] = {"model.head": "segment"}
+    extra: dict[str, Any] = {}
+    if init is not None:
+        if variant is not None:
+            raise ConfigError("--variant: with --init the model is the checkpoint's")
+        for item in options.set_ or []:
+            if item.replace(" ", "").startswith(INIT_KEYS):
+                key = item.split("=", 1)[0].strip()
+                raise ConfigError(f"--set {key}: with --init the model comes from the checkpoint")
+        loaded = load_checkpoint(init)  # a bad checkpoint fails here, before any run directory
+        flags.update({f"model.{key}": value for key, value in loaded.config.items()})
+        flags.update(transfer.model_settings(loaded, resolution))
+        flags.update({"model.init": str(init), "model.init_scope": "backbone"})
+        extra["native_resolution"] = loaded.details.get("native_resolution", loaded.resolution)
+    else:
+        flags.update({"model.variant": variant, "model.resolution": resolution})
+    base = [("recipe segment", read_yaml(recipe_path("segment")))]
+    config = resolve_config(options, flags, base=base, default_recipe=None)
+    workdir = options.workdir or default_workdir("segment", config.model.variant, config.data.name)
+    results = run_training(
+        "segment", config, workdir=workdir, stop_after=options.stop_after, extra=extra
+    )
+    if examples and results["finished"]:
+        report.print_written(_draw_examples(config, workdir, examples))
+
+
+def _draw_examples(config: Any, workdir: Path, count: int) -> Path:
+    """segmentation.png in the run directory: the first `count` test images, their true
+    masks and the trained model's (from params.npz)."""
+    import jax
+    from flax import traverse_util
+
+    from mixer_cli.checkpoints import read_params
+    from mixer_cli.data import Preprocessing, open_dataset
+    from mixer_cli.evals.base import Split, eval_preprocessing
+    from mixer_cli.evals.forward import predicted_masks
+    from mixer_cli.figures import save
+    from mixer_cli.figures.segmentation import draw_segmentation
+    from mixer_cli.models.segment_head import build_segmenter
+
+    d = config.data
+    source = open_dataset(d.name, d.data_dir, task="segment")
+    model = build_segmenter(config.model, source.num_classes)
+    flat, _ = read_params(workdir / "params.npz")
+    params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+    pre = eval_preprocessing(Preprocessing(resolution=config.model.resolution))
+    split = Split(source, d.eval_split or source.eval_split, pre)
+    shown = predicted_masks(model, params, split, count)
+    path = workdir / "segmentation.png"
+    if jax.process_index() == 0:
+        title = (
+            f"{source.name} {split.split}: {config.model.variant} at {config.model.resolution} px"
+        )
+        save(draw_segmentation(shown, list(getattr(source, "classes", [])), title), path)
+    return path
