@@ -102,6 +102,10 @@ def test_info_describes_a_dataset(capsys) -> None:
     summary = json.loads(out)
     assert code == 0 and summary["splits"] == {"train": 1437, "test": 360}
     assert (summary["num_classes"], summary["image_shape"]) == (10, [8, 8, 3])
+    code, out, _ = run_cli(capsys, "info", "--data", "digit-scenes", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["task"] == "segment" and summary["num_classes"] == 11
+    assert summary["splits"] == {"train": 2000, "test": 500}
 
 
 def test_debug_shows_the_traceback(capsys) -> None:

@@ -163,10 +163,11 @@ def _dataset(data: str, data_dir: Any, json: bool) -> None:
     from mixer_cli import report
     from mixer_cli.data import open_dataset
 
-    source = open_dataset(data, data_dir)
+    source = open_dataset(data, data_dir, task=None)
     height, width, channels = source.image_shape
     summary = {
         "dataset": source.name,
+        "task": source.task,
         "num_classes": source.num_classes,
         "image_shape": [height, width, channels],
         "train_split": source.train_split,
@@ -178,7 +179,8 @@ def _dataset(data: str, data_dir: Any, json: bool) -> None:
         return
     size = "varied" if height is None else f"{height}x{width}"
     report.print_table(
-        f"{source.name}: {source.num_classes} classes, images {size} "
+        f"{source.name}: {source.num_classes} classes"
+        f"{' (per-pixel masks)' if source.task == 'segment' else ''}, images {size} "
         f"(train on {source.train_split!r}, evaluate on {source.eval_split!r})",
         [report.Column("split", "Split", justify="left"), report.Column("examples", "Examples")],
         [{"split": name, "examples": f"{n:,}"} for name, n in source.splits.items()],

@@ -56,8 +56,8 @@ def segment(
     With no arguments: a nano Mixer from scratch on the embedded digit scenes (32 px
     canvases of 1-3 digits; 11 classes) in a few CPU minutes. Data: digit-scenes,
     oxford_iiit_pet (its trimaps: background, pet; the border ignored), or
-    folder:PATH laid out as PATH/<split>/images/<name>.<ext> + PATH/<split>/masks/<name>.png
-    (8-bit grayscale PNGs of class indices, 255 = ignore; class names from PATH/classes.txt).
+    folder:PATH laid out as `PATH/<split>/images/<name>.<ext>` + `PATH/<split>/masks/<name>.png`
+    (8-bit grayscale PNGs of class indices, 255 = ignore; class names from `PATH/classes.txt`).
     Training and resume are the engine's (recipe `segment`: Adam, crop and flip applied to
     image and mask alike); the test split is scored at each image's own size: mean IoU,
     per-class IoU and pixel accuracy in results.json, and a figure of test images with

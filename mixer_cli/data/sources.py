@@ -233,12 +233,17 @@ def open_dataset(
     data_dir: str | os.PathLike | None = None,
     *,
     download: bool = True,
-    task: str = "classify",
+    task: str | None = "classify",
 ) -> DataSource:
     """``digits``, ``digit-scenes``, ``folder:PATH`` (or an existing directory), or a TFDS
     name[:version]; `task` says whether labels are classes or masks (``segment``: a
-    folder of images/ and masks/, or a TFDS set whose masks mixer knows)."""
+    folder of images/ and masks/, or a TFDS set whose masks mixer knows; None: what the
+    dataset holds, a folder by its layout, for describing it)."""
     spec = spec.strip()
+    if task is None:
+        root = Path(spec.removeprefix("folder:")).expanduser()
+        layout = root.is_dir() and any((d / "masks").is_dir() for d in root.iterdir())
+        task = "segment" if spec == "digit-scenes" or layout else "classify"
     if spec == "digits":
         if task == "segment":
             raise DataError("digits has no masks; the offline segmentation set is digit-scenes")
