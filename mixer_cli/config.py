@@ -62,7 +62,8 @@ class DataConfig:
     flip: bool = True  # ignored for datasets where mirroring changes meaning (digits)
     randaug_layers: int = 0
     randaug_magnitude: float = 0.0
-    mixup: float = 0.0
+    mixup: float = 0.0  # Beta(p, p) blend of each example with its neighbour; 0 = off
+    cutmix: float = 0.0  # Beta(a, a) area of a neighbour's box pasted in; with mixup: either, 50/50
     permutation: str = "none"  # the shuffle experiment: none, patch or global (train and test)
     permutation_patch: int = 0  # patch mode's patch size; 0 = the Mixer's
     permutation_seed: int = 0
@@ -81,6 +82,7 @@ class OptimConfig:
     b2: float = 0.999
     momentum: float = 0.9
     clip_norm: float = 1.0  # global gradient norm; 0 = off
+    sam_rho: float = 0.0  # > 0: SAM, the gradient taken rho * g / |g| uphill (2x the cost)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class TrainConfig:
     # Steps run as one program between the host's log/eval/checkpoint points (same result)
     steps_per_execution: int = 10
     loss: str = "softmax"  # softmax or sigmoid cross-entropy (sigmoid: head bias -6.9)
+    label_smoothing: float = 0.0  # training targets (1 - a) y + a / K; evaluation unchanged
+    ema_decay: float = 0.0  # > 0: a moving average of the weights, evaluated and saved too
     seed: int = 0
     log_every: int = 50
     eval_every: int = 0  # 0 = at the end only
@@ -170,6 +174,10 @@ NON_NEGATIVE = (
     "data.randaug_layers",
     "data.randaug_magnitude",
     "data.mixup",
+    "data.cutmix",
+    "train.label_smoothing",
+    "train.ema_decay",
+    "optim.sam_rho",
     "data.permutation_patch",
 )
 
@@ -437,6 +445,9 @@ def validate(config: Config, section: str | None = None) -> None:
     for key in NON_NEGATIVE:
         if key in flat and flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
+    for key in ("train.label_smoothing", "train.ema_decay"):
+        if key in flat and flat[key] >= 1:
+            raise ConfigError(f"{key} must be < 1, got {flat[key]}")
     if section is not None:
         return
     if (config.train.steps > 0) == (config.train.epochs > 0):

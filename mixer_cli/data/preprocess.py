@@ -3,7 +3,7 @@
 Train: inception crop (random area in [min_area, 1], aspect ratio in [3/4, 4/3]; JPEGs
 decode only the crop window) or a plain resize, horizontal flip, RandAugment(n, m),
 the shuffle experiment's fixed permutation, values in [-1, 1]; then, per batch,
-one-hot labels and mixup. Eval: an image already at the model's resolution is left
+one-hot labels, mixup and CutMix. Eval: an image already at the model's resolution is left
 untouched; larger ones are resized so the shorter side is 256/224 of the resolution
 and centre-cropped (the reference evaluation crop); smaller ones are resized.
 All randomness is stateless, keyed by (seed, epoch, position): the stream is a pure
@@ -37,6 +37,7 @@ class Preprocessing:
     randaug_layers: int = 0
     randaug_magnitude: float = 0.0
     mixup: float = 0.0  # Beta(p, p) strength; 0 = off
+    cutmix: float = 0.0  # Beta(a, a) of the kept area; 0 = off (with mixup: one of them per batch)
     permutation: str = "none"  # the shuffle experiment: none, patch or global
     permutation_patch: int = 16
     permutation_seed: int = 0
@@ -50,8 +51,8 @@ class Preprocessing:
             )
         if not 0 < self.crop_min_area <= 1:
             raise ConfigError(f"crop minimum area must be in (0, 1], got {self.crop_min_area}")
-        if self.randaug_layers < 0 or self.randaug_magnitude < 0 or self.mixup < 0:
-            raise ConfigError("RandAugment layers and magnitude and mixup must be >= 0")
+        if min(self.randaug_layers, self.randaug_magnitude, self.mixup, self.cutmix) < 0:
+            raise ConfigError("RandAugment layers and magnitude, mixup and cutmix must be >= 0")
         if self.permutation not in PERMUTATION_MODES:
             raise ConfigError(
                 f"unknown permutation {self.permutation!r}: expected one of "
@@ -188,9 +189,25 @@ class Transforms:
         self, images: tf.Tensor, labels: tf.Tensor, positions: tf.Tensor, epochs: tf.Tensor
     ) -> dict[str, tf.Tensor]:
         onehot = tf.one_hot(labels, self.source.num_classes, dtype=tf.float32)
-        if self.pre.mixup > 0:  # one ratio per global batch, keyed by its first position
+        pre = self.pre
+        if (
+            pre.mixup > 0 or pre.cutmix > 0
+        ):  # one draw per global batch, keyed by its first position
             key = tf.random.experimental.stateless_fold_in(self._key(epochs[0]), -1 - positions[0])
-            images, onehot = mixup(images, onehot, key, self.pre.mixup)
+            if pre.cutmix <= 0:
+                images, onehot = mixup(images, onehot, key, pre.mixup)
+            else:
+                coin, box = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+
+                def cut() -> tuple[tf.Tensor, tf.Tensor]:
+                    return cutmix(images, onehot, box, pre.cutmix)
+
+                def blend() -> tuple[tf.Tensor, tf.Tensor]:
+                    return mixup(images, onehot, key, pre.mixup)
+
+                # With both, timm's batch mode: either one, with probability 1/2 each.
+                heads = tf.random.stateless_uniform([], coin) < 0.5
+                images, onehot = tf.cond(heads, cut, blend) if pre.mixup > 0 else cut()
         return {"image": images, "label": onehot}
 
     @no_autograph
@@ -212,6 +229,31 @@ class Transforms:
             "label": tf.zeros([k], tf.float32),
             "mask": tf.constant(False),
         }
+
+
+def cutmix(
+    images: tf.Tensor, labels: tf.Tensor, key: tf.Tensor, strength: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Paste one box of each example's neighbour in the batch into it (one box for the
+    batch, timm's batch mode): the box's side is sqrt(1 - lam) of the image's, lam ~
+    Beta(a, a), centred uniformly and clipped at the border; labels mix by the pasted
+    box's actual area."""
+    keys = tf.random.experimental.stateless_split(key, 3)
+    a = tf.random.stateless_gamma([], keys[0], alpha=strength)
+    b = tf.random.stateless_gamma([], keys[1], alpha=strength)
+    lam = a / (a + b)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    size = tf.cast(tf.stack([height, width]), tf.float32)
+    half = tf.cast(tf.floor(size * tf.sqrt(1.0 - lam)), tf.int32) // 2
+    centre = tf.cast(tf.floor(tf.random.stateless_uniform([2], keys[2]) * size), tf.int32)
+    low = tf.clip_by_value(centre - half, 0, tf.stack([height, width]))
+    high = tf.clip_by_value(centre + half, 0, tf.stack([height, width]))
+    rows, cols = tf.range(height), tf.range(width)
+    inside = ((rows >= low[0]) & (rows < high[0]))[:, None] & ((cols >= low[1]) & (cols < high[1]))
+    images = tf.where(inside[None, :, :, None], tf.roll(images, 1, axis=0), images)
+    pasted = tf.cast(tf.reduce_prod(high - low), tf.float32) / tf.reduce_prod(size)
+    labels = (1.0 - pasted) * labels + pasted * tf.roll(labels, 1, axis=0)
+    return images, labels
 
 
 def mixup(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from mixer_cli import report
@@ -100,6 +101,7 @@ def build(config: Config) -> Run:
         randaug_layers=d.randaug_layers,
         randaug_magnitude=d.randaug_magnitude,
         mixup=d.mixup,
+        cutmix=d.cutmix,
         permutation=d.permutation,
         permutation_patch=patch or 16,
         permutation_seed=d.permutation_seed,
@@ -183,7 +185,7 @@ def train_and_evaluate(
     run = build(config)
     repl, rows = replicated(mesh), batch_sharding(mesh)
     key = jax.random.key(t.seed)
-    fresh = partial(initial_state, run.model, run.tx, config.model.resolution)
+    fresh = partial(initial_state, run.model, run.tx, config.model.resolution, ema=t.ema_decay > 0)
     abstract = jax.eval_shape(fresh, key)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract
@@ -200,7 +202,9 @@ def train_and_evaluate(
             params = segment_head.warm_start(run.family, m.init, fresh_params)
         else:
             params = run.family.warm_start(m.init, fresh_params, m.init_scope)
-        return state.replace(params=jax.device_put(params, repl))
+        params = jax.device_put(params, repl)
+        ema = None if state.ema is None else jax.tree.map(jnp.copy, params)  # own buffers
+        return state.replace(params=params, ema=ema)
 
     # A new run's warm start is checked (and made) before anything is written.
     new = None if (workdir / "checkpoints").exists() else starting_state()
@@ -233,23 +237,31 @@ def train_and_evaluate(
             accum_steps=t.accum_steps,
             replicated=repl,
             rows=rows,
+            label_smoothing=t.label_smoothing,
+            sam=config.optim.sam_rho > 0,
+            ema_decay=t.ema_decay,
         )
         writer = MetricsWriter(workdir, start, enabled=lead)
 
         def evaluate(
-            step: int, params: Any, names: list[str], bars: bool = True
+            step: int, state: TrainState, names: list[str], bars: bool = True
         ) -> dict[str, float]:
-            """Run evaluators and record their metrics (`bars`: no training bar is live)."""
-            metrics = run.evals.run(
-                run.model, params, names, loss=t.loss, mesh=mesh, show_progress=bars and lead
-            )
+            """Run evaluators on the weights (and on their average, as ema/NAME/METRIC)
+            and record the metrics (`bars`: no training bar is live)."""
+            weights = {"": state.params} | ({} if state.ema is None else {"ema/": state.ema})
+            metrics = {}
+            for prefix, params in weights.items():
+                found = run.evals.run(
+                    run.model, params, names, loss=t.loss, mesh=mesh, show_progress=bars and lead
+                )
+                metrics.update({prefix + key: value for key, value in found.items()})
             writer.write(step, metrics)
             return metrics
 
         # Results measured along the way travel in the checkpoint record, so resumes keep them.
         carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
         if start == 0 and run.evals.due(0, run.total_steps):
-            carried["at_step0"] = evaluate(0, state.params, run.evals.due(0, run.total_steps))
+            carried["at_step0"] = evaluate(0, state, run.evals.due(0, run.total_steps))
         batches = iter(
             TrainBatches(
                 run.source,
@@ -282,9 +294,11 @@ def train_and_evaluate(
             results = _results(run, state, loss, images_per_sec, started)
             results.update(carried)
             if results["finished"]:
-                results.update(evaluate(int(state.step), state.params, list(run.evals.evaluators)))
+                results.update(evaluate(int(state.step), state, list(run.evals.evaluators)))
                 if lead:
                     write_npz(jax.device_get(state.params), workdir / "params.npz")
+                    if state.ema is not None:
+                        write_npz(jax.device_get(state.ema), workdir / "params_ema.npz")
             if lead:
                 report.write_json(workdir / "results.json", results)
             return results
@@ -384,7 +398,7 @@ def _loop(
                 progress.update(done, loss=loss, lr=float(scalars["lr"]), ips=images_per_sec)
             due = run.evals.due(done, run.total_steps) if done != run.total_steps else []
             if due:
-                metrics_now = evaluate(done, state.params, due, False)
+                metrics_now = evaluate(done, state, due, False)
                 progress.note(f"step {done}: {report.format_metrics(metrics_now)}")
             if done % t.checkpoint_every == 0 or done == end or stop:
                 if not math.isfinite(float(metrics["loss"])):
@@ -440,6 +454,13 @@ def _results(
         "train_examples": run.train_examples,
         "epochs": int(state.step) * t.batch_size / run.train_examples,
         "final_train_loss": loss,
+        "regularisation": {
+            "mixup": run.config.data.mixup,
+            "cutmix": run.config.data.cutmix,
+            "label_smoothing": t.label_smoothing,
+            "ema_decay": t.ema_decay,
+            "sam_rho": run.config.optim.sam_rho,
+        },
         "params_norm": float(jax.jit(optax.tree.norm)(state.params)),  # one compile
         "train_seconds": time.time() - started,
         "images_per_sec": images_per_sec,

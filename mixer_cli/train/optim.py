@@ -3,12 +3,15 @@
 Pre-training: Adam(0.9, 0.999) with decoupled weight decay on the kernels, linear
 warmup, then linear (or cosine) decay to a floor, global-norm clipping at 1.
 Fine-tuning: SGD with momentum 0.9, the same warmup and clipping, no weight decay.
+Either may be wrapped in optax.contrib's SAM (`optim.sam_rho`): each step then takes its
+gradient at the adversarial point rho * g / |g| away, on the same batch (twice the cost).
 """
 
 from __future__ import annotations
 
 import jax
 import optax
+import optax.contrib
 
 from mixer_cli.config import OptimConfig
 
@@ -41,4 +44,8 @@ def make_optimizer(
             schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_kernels
         )
     clip = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
-    return optax.chain(*clip, core), schedule
+    tx = optax.chain(*clip, core)
+    if cfg.sam_rho > 0:  # the gradient at w + rho * g / |g| updates w (Foret et al.)
+        adversary = optax.chain(optax.contrib.normalize(), optax.sgd(cfg.sam_rho))
+        tx = optax.contrib.sam(tx, adversary, sync_period=2, opaque_mode=True)
+    return tx, schedule

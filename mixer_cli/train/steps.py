@@ -31,6 +31,23 @@ class TrainState:
     params: Any
     opt_state: Any
     rng: jax.Array  # raw uint32 key data: checkpointable as a plain array
+    ema: Any = None  # the moving average of params (train.ema_decay > 0), else None
+
+
+def smooth(labels: jax.Array, amount: float) -> jax.Array:
+    """Label smoothing of (possibly mixed) one-hot rows: (1 - a) y + a / K. An all-zero row
+    (an ignored pixel) stays zero: the uniform share is scaled by the row's mass."""
+    if not amount:
+        return labels
+    mass = labels.sum(axis=-1, keepdims=True)
+    return (1.0 - amount) * labels + amount * mass / labels.shape[-1]
+
+
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+    """The average's decay at `step`: min(decay, (1 + t) / (10 + t)), timm's warmup, so a
+    short run's average is not dominated by the initial weights."""
+    t = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
 def per_example_loss(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
@@ -62,17 +79,25 @@ def train_step(
     schedule: optax.Schedule,
     loss_kind: str,
     accum_steps: int,
+    label_smoothing: float = 0.0,
+    sam: bool = False,
+    ema_decay: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One update. With `sam`, `tx` is optax.contrib's SAM (opaque mode): it asks for the
+    gradient again at the adversarial point, on the same batch; with `ema_decay`, the
+    moving average of the new parameters is kept in the state."""
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params: Any, images: jax.Array, labels: jax.Array, key: jax.Array) -> jax.Array:
         logits, _ = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
-        return cross_entropy(logits, labels, loss_kind)
+        return cross_entropy(logits, smooth(labels, label_smoothing), loss_kind)
 
     grad_fn = jax.value_and_grad(loss_fn)
-    if accum_steps == 1:
-        loss, grads = grad_fn(state.params, batch["image"], batch["label"], rng)
-    else:
+
+    def gradient(params: Any) -> tuple[jax.Array, Any]:
+        """(loss, gradient) of the whole batch at `params`, micro-batch by micro-batch."""
+        if accum_steps == 1:
+            return grad_fn(params, batch["image"], batch["label"], rng)
         # [B, ...] -> [accum, B/accum, ...], micro-batch m = rows m, m+accum, ...
         micro = jax.tree.map(
             lambda x: x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]).swapaxes(
@@ -84,20 +109,25 @@ def train_step(
         def add(carry: tuple, inputs: tuple) -> tuple:
             loss_sum, grad_sum = carry
             images, labels, key = inputs
-            loss, grads = grad_fn(state.params, images, labels, key)
+            loss, grads = grad_fn(params, images, labels, key)
             return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        zeros = jax.tree.map(jnp.zeros_like, params)
         keys = jax.random.split(rng, accum_steps)
         (loss, grads), _ = jax.lax.scan(
             add, (jnp.zeros(()), zeros), (micro["image"], micro["label"], keys)
         )
-        loss, grads = loss / accum_steps, jax.tree.map(lambda g: g / accum_steps, grads)
+        return loss / accum_steps, jax.tree.map(lambda g: g / accum_steps, grads)
 
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    loss, grads = gradient(state.params)
+    extra = {"grad_fn": lambda params, _: gradient(params)[1]} if sam else {}
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    ema = state.ema
+    if ema_decay:
+        ema = optax.incremental_update(params, ema, 1.0 - ema_decay_at(state.step, ema_decay))
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema)
     return new_state, metrics
 
 
@@ -111,15 +141,17 @@ def train_steps(
 
 
 def initial_state(
-    model: Any, tx: optax.GradientTransformation, resolution: int, key: jax.Array
+    model: Any, tx: optax.GradientTransformation, resolution: int, key: jax.Array, ema: bool = False
 ) -> TrainState:
-    """A fresh state: initialised parameters, their optimizer state, step 0, a data RNG."""
+    """A fresh state: initialised parameters, their optimizer state, step 0, a data RNG
+    (and, with `ema`, the average, starting at the parameters)."""
     params = model.init(key, jnp.zeros((1, resolution, resolution, 3), jnp.float32))["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),
         rng=jax.random.key_data(jax.random.fold_in(key, 1)),
+        ema=params if ema else None,
     )
 
 
@@ -137,16 +169,14 @@ def compile_steps(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     *,
-    loss_kind: str,
-    accum_steps: int,
     replicated: NamedSharding,
     rows: NamedSharding,
+    **options: Any,
 ) -> Steps:
     """The jitted steps over a mesh: state and params replicated, batches split by rows,
-    the train state's buffers donated. Training and `mixer bench` use these."""
-    step_args = dict(
-        model=model, tx=tx, schedule=schedule, loss_kind=loss_kind, accum_steps=accum_steps
-    )
+    the train state's buffers donated. `options` are `train_step`'s (loss_kind and
+    accum_steps; label_smoothing, sam, ema_decay). Training and `mixer bench` use these."""
+    step_args = dict(model=model, tx=tx, schedule=schedule, **options)
     train_jit = partial(
         jax.jit,
         in_shardings=(replicated, rows),
