@@ -150,6 +150,7 @@ def test_sam_steps_with_the_gradient_at_the_adversarial_point() -> None:
 
 
 OPTIONS = {
+    "train.steps": 10,
     "data.cutmix": 1.0,
     "data.mixup": 0.2,
     "train.label_smoothing": 0.1,
@@ -209,10 +210,10 @@ def test_options_out_of_range_are_refused(key: str, value: float, words: str) ->
         tiny(**{key: value})
 
 
-def test_the_average_starts_at_a_warm_start(uninterrupted: Path, tmp_path: Path) -> None:
+def test_the_average_starts_at_a_warm_start(with_options: Path, tmp_path: Path) -> None:
     """At step 0 the average is the warm-started weights: both score the same."""
     settings = {
-        "model.init": str(uninterrupted / "params.npz"),
+        "model.init": str(with_options / "params.npz"),
         "train.ema_decay": 0.99,
         "train.steps": 5,
         "evals.test.at_start": True,
@@ -220,5 +221,5 @@ def test_the_average_starts_at_a_warm_start(uninterrupted: Path, tmp_path: Path)
     }
     results = train_and_evaluate(tiny(**settings), tmp_path)
     start = results["at_step0"]
-    assert start["ema/test/top1"] == start["test/top1"] > 0.5  # the trained digits model
+    assert start["ema/test/top1"] == start["test/top1"] > 0.2  # a trained model (chance: 0.1)
     assert start["ema/test/loss"] == start["test/loss"]
