@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mixer_cli.errors import ConfigError
+
 if TYPE_CHECKING:  # TensorFlow stays unimported until an evaluator runs
     from mixer_cli.data.preprocess import Preprocessing
     from mixer_cli.data.sources import DataSource
@@ -144,6 +146,23 @@ class Evaluator:
 
     def read(self, split: Split, *needs: str) -> Read:
         return Read(split, frozenset(needs), self.batch_size)
+
+    def one_split(
+        self, data: str | None, data_dir: str | None, split: str | None, task: str = "classify"
+    ) -> tuple[DataSource, Split]:
+        """The split an evaluator of one split reads: `data` (None: the run's) at `split`
+        (None: the run's evaluation split, or the named dataset's own), refusing a model
+        whose head has other classes than the dataset."""
+        context = self.context
+        source = context.open(data, data_dir, task=task)
+        if context.num_classes != source.num_classes:
+            raise ConfigError(
+                f"evaluator {self.name!r} ({self.settings.type}) needs a head of "
+                f"{source.num_classes} classes for {source.name}; the model has "
+                f"{context.num_classes or 'none'}"
+            )
+        default = context.eval_split if data is None else source.eval_split
+        return source, context.split(source, split or default)
 
 
 def settings_dict(settings: EvalSettings) -> dict[str, Any]:

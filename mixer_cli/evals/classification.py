@@ -35,14 +35,7 @@ class Evaluator(base.Evaluator):
                 f"evaluator {name!r} (classification) needs a classifier; this model has a "
                 f"{context.head} head (its evaluator: type segmentation)"
             )
-        source = context.open(settings.data, settings.data_dir)
-        if context.num_classes != source.num_classes:
-            raise ConfigError(
-                f"evaluator {name!r} (classification) needs a head of {source.num_classes} "
-                f"classes for {source.name}; the model has {context.num_classes or 'none'}"
-            )
-        default = context.eval_split if settings.data is None else source.eval_split
-        self.split = context.split(source, settings.split or default)
+        _, self.split = self.one_split(settings.data, settings.data_dir, settings.split)
 
     def reads(self) -> list[Read]:
         return [self.read(self.split, SUMS)]

@@ -40,17 +40,14 @@ class Evaluator(base.Evaluator):
                 f"evaluator {name!r} (segmentation) needs a model with a segmentation head "
                 "(mixer segment, or model.head=segment)"
             )
-        source = context.open(settings.data, settings.data_dir, task="segment")
-        if source.task != "segment":
-            raise ConfigError(f"evaluator {name!r} (segmentation): {source.name} has no masks")
-        if context.num_classes != source.num_classes:
+        if context.source.task != "segment" and settings.data is None:
             raise ConfigError(
-                f"evaluator {name!r} (segmentation) needs a head of {source.num_classes} "
-                f"classes for {source.name}; the model has {context.num_classes}"
+                f"evaluator {name!r} (segmentation): {context.source.name} has no masks"
             )
+        source, self.split = self.one_split(
+            settings.data, settings.data_dir, settings.split, task="segment"
+        )
         self.classes = [str(c) for c in getattr(source, "classes", range(source.num_classes))]
-        default = context.eval_split if settings.data is None else source.eval_split
-        self.split = context.split(source, settings.split or default)
         self.last: dict[str, Any] = {}  # the latest summary, per-class IoU included
 
     def reads(self) -> list[Read]:
