@@ -181,6 +181,7 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["segment", "--set", "evals.test.type=classification"], "needs a classifier"),
     (["pretrain", "--data", "digit-scenes"], "digit-scenes is a segmentation set"),
+    (["segment", "--data", "digits-placed"], "digits-placed has no masks"),
     (["no-such-command"], "no-such-command"),
 ]
 

@@ -106,6 +106,9 @@ def test_info_describes_a_dataset(capsys) -> None:
     summary = json.loads(out)
     assert code == 0 and summary["task"] == "segment" and summary["num_classes"] == 11
     assert summary["splits"] == {"train": 2000, "test": 500}
+    code, out, _ = run_cli(capsys, "info", "--data", "digits-placed", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["task"] == "classify" and summary["image_shape"] == [16, 16, 3]
 
 
 def test_debug_shows_the_traceback(capsys) -> None:

@@ -30,6 +30,30 @@ def test_digits_is_a_fixed_stratified_split() -> None:
     assert src.num_examples("train[:10%]+test") == 144 + 360
 
 
+def test_placed_digits_are_each_digit_once_somewhere_on_a_black_canvas() -> None:
+    from mixer_cli.data.digits import cached_arrays
+
+    src, arrays = open_dataset("digits-placed"), cached_arrays()
+    assert (src.num_classes, src.image_shape, src.flip) == (10, (16, 16, 3), False)
+    for split in ("train", "test"):
+        rows = src._indices(split)
+        canvases, digits = src._raw[rows], arrays[f"images_{split}"]
+        np.testing.assert_array_equal(src._labels[rows], arrays[f"labels_{split}"])
+        assert np.array_equal(canvases, open_dataset("digits-placed")._raw[rows])  # fixed
+        corners = set()
+        for canvas, digit in zip(canvases, digits, strict=True):
+            # The digit intact at one place, nothing else on the canvas.
+            found = [
+                (y, x)
+                for y in range(16 - 8 + 1)
+                for x in range(16 - 8 + 1)
+                if np.array_equal(canvas[y : y + 8, x : x + 8], digit)
+            ]
+            assert found and canvas.astype(int).sum() == digit.astype(int).sum()
+            corners.add(found[0])
+        assert len(corners) > 40  # positions vary over the 9 x 9 possible
+
+
 def test_digits_read_from_the_cache_equal_a_fresh_preparation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -151,13 +151,21 @@ def test_a_hybrid_pretrains_fine_tunes_few_shots_and_benchmarks(capsys, tmp_path
             {"features": 6, "kernel_size": (3, 3), "feature_group_count": 6},
         ),
         ({"features": 4, "size": 1}, {"features": 4, "kernel_size": (1, 1)}),
+        (  # the ResNet baseline's: no bias, the 7x7 stride-2 stem, a strided 1x1 shortcut
+            {"features": 4, "size": 7, "strides": 2, "use_bias": False},
+            {"features": 4, "kernel_size": (7, 7), "strides": 2, "use_bias": False},
+        ),
+        (
+            {"features": 8, "size": 1, "strides": 2, "use_bias": False},
+            {"features": 8, "kernel_size": (1, 1), "strides": 2, "use_bias": False},
+        ),
     ],
-    ids=["3x3-stride-2", "depthwise-3x3", "1x1"],
+    ids=["3x3-stride-2", "depthwise-3x3", "1x1", "7x7-stride-2-no-bias", "1x1-stride-2-no-bias"],
 )
 def test_the_matmul_convolutions_are_flax_convolutions(ours: dict, reference: dict) -> None:
     import flax.linen as nn
 
-    from mixer_cli.models.hybrid import MatmulConv
+    from mixer_cli.models.matmul_conv import MatmulConv
 
     x = jax.random.normal(jax.random.key(0), (2, 7, 7, 6))  # odd: padding at the edges
     conv = nn.Conv(padding=reference["kernel_size"][0] // 2, **reference)

@@ -55,7 +55,8 @@ Data = Annotated[
     Optional[str],
     typer.Option(
         "--data",
-        help="Dataset: 'digits' (embedded, offline; for segment: 'digit-scenes'); folder:PATH "
+        help="Dataset: 'digits' (embedded, offline; 'digits-placed': each digit somewhere on a "
+        "16 px canvas; for segment: 'digit-scenes'); folder:PATH "
         "laid out as `PATH/<split>/<class>/<image>` (JPEG/PNG/GIF/BMP; a file that is not an "
         "image stops the run with an error naming it; for segment: `PATH/<split>/images/` + "
         "`masks/`); or a TFDS name[:version] such as cifar10 (segment: oxford_iiit_pet).",

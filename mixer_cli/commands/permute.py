@@ -52,8 +52,8 @@ def permute(
     """Train a Mixer and a ResNet from scratch on original and permuted images, probing
     test top-1 and linear 5-shot accuracy along training (the paper's §3.4, Fig. 4).
 
-    With no arguments: the global shuffle against the original images on digits, a few
-    CPU minutes. Writes permute.png (curves + example images) and results.json. --set
+    With no arguments: the global shuffle against the original images on digits-placed
+    (each embedded digit somewhere on a 16 px canvas), about 2.5 CPU minutes. Writes permute.png (curves + example images) and results.json. --set
     model.KEY=VALUE makes the Mixer arm a hybrid (e.g. --set model.stem=conv).
     """
     from mixer_cli import figures, report
@@ -63,10 +63,10 @@ def permute(
     from mixer_cli.train.workdir import default_workdir
 
     modes = experiment_lib.parse_modes(mode, reference=not no_reference)
-    name = data or "digits"
-    digits = name == "digits"
-    resolution = resolution or (8 if digits else 32)
-    variant = variant or ("N/2" if digits else "N/4")
+    name = data or experiment_lib.DEFAULT_DATA
+    defaults = experiment_lib.defaults_for(name)
+    resolution = resolution or defaults.resolution
+    variant = variant or defaults.variant
     baseline_name, width = experiment_lib.baseline_for(baseline, resolution)
     experiment = experiment_lib.Experiment(
         data=name,
@@ -75,10 +75,11 @@ def permute(
         resolution=resolution,
         baseline=baseline_name,
         baseline_width=width,
-        steps=steps or (300 if digits else 2000),
-        batch_size=batch_size or (64 if digits else 128),
+        steps=steps or defaults.steps,
+        batch_size=batch_size or defaults.batch_size,
         seed=seed or 0,
         model_options=tuple(set_ or ()),
+        mixer_lr=defaults.mixer_lr,
     )
     for model in experiment_lib.MODELS:  # every configuration checked before any training
         for each in modes:

@@ -250,6 +250,14 @@ def open_dataset(
         from mixer_cli.data.digits import DigitsSource
 
         return DigitsSource()
+    if spec == "digits-placed":
+        if task == "segment":
+            raise DataError(
+                "digits-placed has no masks; the offline segmentation set is digit-scenes"
+            )
+        from mixer_cli.data.digits_placed import DigitsPlacedSource
+
+        return DigitsPlacedSource()
     if spec == "digit-scenes":
         if task != "segment":
             raise DataError(

@@ -40,6 +40,7 @@ import numpy as np
 
 from mixer_cli.errors import ConfigError
 from mixer_cli.models.head import classifier_head
+from mixer_cli.models.matmul_conv import MatmulConv
 from mixer_cli.models.mixer import GELU_FORMS, MixerBlock, PatchEmbedding
 
 Dtype = Any
@@ -72,52 +73,6 @@ def sincos_2d(side: int, width: int) -> np.ndarray:
         parts += [np.sin(angles), np.cos(angles)]
     emb = np.concatenate(parts, axis=1)
     return np.pad(emb, ((0, 0), (0, width - emb.shape[1]))).astype(np.float32)
-
-
-def _windows(x: jax.Array, size: int, stride: int) -> list[jax.Array]:
-    """The size^2 shifted views of a window (padding size // 2) at `stride`, in kernel
-    (dy, dx) order: what a convolution multiplies by each of its taps."""
-    b, h, w, c = x.shape
-    pad = size // 2
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    oh, ow = -(-h // stride), -(-w // stride)
-    return [
-        jax.lax.slice(
-            padded, (0, dy, dx, 0), (b, dy + (oh - 1) * stride + 1, dx + (ow - 1) * stride + 1, c),
-            (1, stride, stride, 1),
-        )
-        for dy in range(size)
-        for dx in range(size)
-    ]  # fmt: skip
-
-
-class MatmulConv(nn.Module):
-    """nn.Conv(features, (size, size), strides, padding=size // 2) with the same parameters
-    ([size, size, in, out]; depthwise [size, size, 1, C]), computed from the shifted views:
-    one matmul, or per-channel multiply-adds. XLA's CPU convolutions ran many times slower
-    inside the engine's multi-step programs (a scan over steps; 6x for the depthwise 3x3,
-    benchmarks/RESULTS.md); matmuls and elementwise work do not."""
-
-    features: int
-    size: int = 3
-    strides: int = 1
-    depthwise: bool = False  # one filter per channel (feature_group_count = channels)
-    kernel_init: Any = nn.initializers.lecun_normal()
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c, k = x.shape[-1], self.size
-        shape = (k, k, 1, c) if self.depthwise else (k, k, c, self.features)
-        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (shape[-1],), jnp.float32)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        views = _windows(x, k, self.strides)
-        if self.depthwise:
-            taps = kernel.reshape(k * k, c)
-            return sum(view * taps[i] for i, view in enumerate(views)) + bias
-        stacked = views[0] if k == 1 else jnp.concatenate(views, axis=-1)
-        return stacked @ kernel.reshape(k * k * c, self.features) + bias
 
 
 class ConvStem(nn.Module):

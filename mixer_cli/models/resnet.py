@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from mixer_cli.errors import ConfigError
 from mixer_cli.models.head import classifier_head
+from mixer_cli.models.matmul_conv import MatmulConv
 
 Dtype = Any
 
@@ -59,16 +60,16 @@ def parse_resnet(name: str, width: int = 64) -> ResNetSpec:
     return ResNetSpec(label, DEPTHS[depth], width * factor)
 
 
-class StdConv(nn.Conv):
-    """A convolution whose kernel is standardised (zero mean, unit variance per output)."""
+class StdConv(MatmulConv):
+    """A bias-free convolution whose kernel is standardised (zero mean, unit variance per
+    output), computed as a matmul (models/matmul_conv.py: 3x faster in scanned steps)."""
 
-    def param(self, name: str, *args: Any, **kwargs: Any) -> jax.Array:
-        value = super().param(name, *args, **kwargs)
-        if name == "kernel":
-            mean = jnp.mean(value, axis=(0, 1, 2), keepdims=True)
-            var = jnp.var(value, axis=(0, 1, 2), keepdims=True)
-            value = (value - mean) / jnp.sqrt(var + 1e-10)
-        return value
+    use_bias: bool = False
+
+    def transform_kernel(self, kernel: jax.Array) -> jax.Array:
+        mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
+        return (kernel - mean) / jnp.sqrt(var + 1e-10)
 
 
 def _norm(channels: int, dtype: Dtype, name: str | None = None) -> nn.GroupNorm:
@@ -88,23 +89,12 @@ class BottleneckUnit(nn.Module):
         y = nn.relu(_norm(x.shape[-1], self.dtype, "gn1")(x))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != out:
-            strides = (self.stride, self.stride)
-            shortcut = StdConv(out, (1, 1), strides, use_bias=False, dtype=self.dtype, name="proj")(
-                y
-            )
-        y = StdConv(self.features, (1, 1), use_bias=False, dtype=self.dtype, name="conv1")(y)
+            shortcut = StdConv(out, 1, self.stride, dtype=self.dtype, name="proj")(y)
+        y = StdConv(self.features, 1, dtype=self.dtype, name="conv1")(y)
         y = nn.relu(_norm(self.features, self.dtype, "gn2")(y))
-        y = StdConv(
-            self.features,
-            (3, 3),
-            (self.stride, self.stride),
-            padding=1,
-            use_bias=False,
-            dtype=self.dtype,
-            name="conv2",
-        )(y)
+        y = StdConv(self.features, 3, self.stride, dtype=self.dtype, name="conv2")(y)
         y = nn.relu(_norm(self.features, self.dtype, "gn3")(y))
-        y = StdConv(out, (1, 1), use_bias=False, dtype=self.dtype, name="conv3")(y)
+        y = StdConv(out, 1, dtype=self.dtype, name="conv3")(y)
         return y + shortcut
 
 
@@ -125,10 +115,10 @@ class ResNet(nn.Module):
         out: dict[str, jax.Array] = {}
         x = images.astype(self.dtype)
         if images.shape[1] >= SMALL_INPUT:
-            x = StdConv(self.width, (7, 7), (2, 2), padding=3, use_bias=False, name="stem")(x)
+            x = StdConv(self.width, 7, 2, dtype=self.dtype, name="stem")(x)
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         else:
-            x = StdConv(self.width, (3, 3), padding=1, use_bias=False, name="stem")(x)
+            x = StdConv(self.width, 3, dtype=self.dtype, name="stem")(x)
         out["stem"] = x
         for stage, units in enumerate(self.stage_sizes):
             for unit in range(units):
