@@ -53,8 +53,9 @@ def permute(
     test top-1 and linear 5-shot accuracy along training (the paper's §3.4, Fig. 4).
 
     With no arguments: the global shuffle against the original images on digits-placed
-    (each embedded digit somewhere on a 16 px canvas), about 2.5 CPU minutes. Writes permute.png (curves + example images) and results.json. --set
-    model.KEY=VALUE makes the Mixer arm a hybrid (e.g. --set model.stem=conv).
+    (each embedded digit somewhere on a 16 px canvas), about 2.5 CPU minutes. Writes
+    permute.png (curves + example images) and results.json. --set model.KEY=VALUE makes
+    the Mixer arm a hybrid (e.g. --set model.stem=conv).
     """
     from mixer_cli import figures, report
     from mixer_cli import permute as experiment_lib

@@ -5,9 +5,9 @@ varies in photographs. The plain 8 px digits are nearly solved by a linear map o
 pixels (logistic regression: 96.7% test top-1), which no fixed pixel permutation can
 hurt, so on them the shuffle experiment shows nothing; placed, a linear map gets 20.0%:
 a model must recognise a digit wherever it is, which a convolution's locality and
-translation equivariance give for free and a permuted image no longer offers. Every digit of a split is used once (same
-labels and split as `digits`), at a position drawn from a fixed seed per split, so the
-set is the same on every machine.
+translation equivariance give for free and a permuted image no longer offers. Every
+digit of a split is used once (same labels and split as `digits`), at a position drawn
+from a fixed seed per split, so the set is the same on every machine.
 """
 
 from __future__ import annotations
