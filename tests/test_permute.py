@@ -88,6 +88,12 @@ def test_permute_trains_both_models_and_writes_the_figure(capsys, tmp_path: Path
     assert code == 0, err
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["modes"] == ["patch"] and set(results["models"]) == {"mixer", "resnet"}
+    # The default data: digits placed on 16 px canvases, the Mixer at lr 1e-3 there.
+    assert (results["data"], results["resolution"], results["mixer_lr"]) == (
+        "digits-placed",
+        16,
+        1e-3,
+    )
     for model in results["models"].values():
         runs = model["runs"]["patch"]
         assert [p["step"] for p in runs["curve"]] == [0, 1, 2]
