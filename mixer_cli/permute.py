@@ -80,7 +80,7 @@ class Experiment:
     batch_size: int
     seed: int = 0
     model_options: tuple[str, ...] = ()  # --set model.KEY=VALUE for the Mixer arm (hybrids)
-    mixer_lr: float = 3e-3
+    mixer_lr: float = OTHER.mixer_lr
 
 
 def parse_modes(mode: str, reference: bool) -> list[str]:

@@ -244,17 +244,13 @@ def open_dataset(
         root = Path(spec.removeprefix("folder:")).expanduser()
         layout = root.is_dir() and any((d / "masks").is_dir() for d in root.iterdir())
         task = "segment" if spec == "digit-scenes" or layout else "classify"
-    if spec == "digits":
+    if spec in ("digits", "digits-placed"):
         if task == "segment":
-            raise DataError("digits has no masks; the offline segmentation set is digit-scenes")
-        from mixer_cli.data.digits import DigitsSource
+            raise DataError(f"{spec} has no masks; the offline segmentation set is digit-scenes")
+        if spec == "digits":
+            from mixer_cli.data.digits import DigitsSource
 
-        return DigitsSource()
-    if spec == "digits-placed":
-        if task == "segment":
-            raise DataError(
-                "digits-placed has no masks; the offline segmentation set is digit-scenes"
-            )
+            return DigitsSource()
         from mixer_cli.data.digits_placed import DigitsPlacedSource
 
         return DigitsPlacedSource()

@@ -1,11 +1,12 @@
 """Convolutions computed as matmuls of shifted views, with nn.Conv's parameters.
 
 XLA's CPU convolutions ran many times slower inside the engine's multi-step programs (a
-scan over train steps) than alone: 6x for a depthwise 3x3, 3x for the ResNet baseline's
-convolutions (benchmarks/RESULTS.md). The same function as k*k shifted views of the
-padded input, concatenated and multiplied by the kernel reshaped to [k*k*in, out], is a
-plain matmul, which XLA runs at full speed on every backend. Parameters have nn.Conv's
-names and shapes ([k, k, in, out]; depthwise [k, k, 1, C]), so checkpoints do not change.
+scan over train steps) than alone: 6x for a depthwise 3x3; the ResNet baseline's train
+step ran 11x faster at 16 px as matmuls (benchmarks/RESULTS.md). The same function as
+k*k shifted views of the padded input, concatenated and multiplied by the kernel
+reshaped to [k*k*in, out], is a plain matmul, which XLA runs at full speed on every
+backend. Parameters have nn.Conv's names and shapes ([k, k, in, out]; depthwise
+[k, k, 1, C]), so checkpoints do not change.
 """
 
 from __future__ import annotations
@@ -57,12 +58,7 @@ class MatmulConv(nn.Module):
         c, k = x.shape[-1], self.size
         shape = (k, k, 1, c) if self.depthwise else (k, k, c, self.features)
         kernel = self.transform_kernel(self.param("kernel", self.kernel_init, shape, jnp.float32))
-        bias = (
-            self.param("bias", nn.initializers.zeros_init(), (shape[-1],), jnp.float32)
-            if self.use_bias
-            else jnp.zeros((shape[-1],), jnp.float32)
-        )
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
         views = windows(x, k, self.strides)
         if self.depthwise:
             taps = kernel.reshape(k * k, c)
@@ -70,4 +66,7 @@ class MatmulConv(nn.Module):
         else:
             stacked = views[0] if k == 1 else jnp.concatenate(views, axis=-1)
             y = stacked @ kernel.reshape(k * k * c, self.features)
-        return y + bias if self.use_bias else y
+        if not self.use_bias:
+            return y
+        bias = self.param("bias", nn.initializers.zeros_init(), (shape[-1],), jnp.float32)
+        return y + bias.astype(y.dtype)

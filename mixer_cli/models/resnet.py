@@ -62,7 +62,7 @@ def parse_resnet(name: str, width: int = 64) -> ResNetSpec:
 
 class StdConv(MatmulConv):
     """A bias-free convolution whose kernel is standardised (zero mean, unit variance per
-    output), computed as a matmul (models/matmul_conv.py: 3x faster in scanned steps)."""
+    output), computed as a matmul (models/matmul_conv.py: 11x faster train steps at 16 px)."""
 
     use_bias: bool = False
 
