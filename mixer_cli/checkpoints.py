@@ -278,8 +278,27 @@ def checked_architecture(
     return arch
 
 
+SEGMENTER_PARTS = ("backbone", "segment_head")  # a `mixer segment` model's two subtrees
+
+
+def is_segmenter(flat: Mapping[str, Any]) -> bool:
+    """Whether flat arrays are a segmentation model's (a backbone under a dense head)."""
+    return bool(flat) and {key.split("/")[0] for key in flat} == set(SEGMENTER_PARTS)
+
+
 def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
-    """Flat parameters and a name for messages, from an .npz or a run directory.
+    """`read_arrays`, with a segmentation model read as its backbone alone (a headless
+    classifier's arrays): what eval, fewshot, finetune, export and a new `mixer segment`
+    take from it."""
+    flat, source = read_arrays(path)
+    if is_segmenter(flat):
+        prefix = f"{SEGMENTER_PARTS[0]}/"
+        flat = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
+    return flat, source
+
+
+def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
+    """Flat parameters as saved and a name for messages, from an .npz or a run directory.
 
     A finished run has params.npz; an unfinished one (or its checkpoints/ folder, or one
     step of it) gives the parameters of its newest complete training checkpoint. A

@@ -112,6 +112,43 @@ def test_a_warm_start_carries_the_backbone_and_a_zero_head(classifier, factor) -
         np.testing.assert_array_equal(np.asarray(out["tokens"]), np.asarray(want["tokens"]))
 
 
+def test_a_segmentation_model_is_a_backbone_elsewhere_and_keeps_its_head_here(tmp_path):
+    """Its file read by the classification commands is a headless Mixer (the backbone's
+    arrays); `mixer segment --init` continues from it whole where the classes match (the
+    same scores, bit for bit), and puts a fresh head on it for other classes."""
+    from mixer_cli.checkpoints import flat_params, read_params
+
+    config = resolve("segment", None, {"model.resolution": 16})
+    model = build_segmenter(config.model, classes=11)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    head = params["segment_head"]["dense"]
+    head["kernel"] = jax.random.normal(jax.random.key(1), head["kernel"].shape)  # not zero
+    path = tmp_path / "segmenter.npz"
+    write_npz(params, path)
+
+    flat, _ = read_params(path)
+    assert flat.keys() == flat_params(params["backbone"]).keys()
+    loaded = registry.load_checkpoint(path)
+    assert (loaded.family, loaded.num_classes, loaded.resolution) == ("mixer", 0, 16)
+
+    fresh = model.init(jax.random.key(2), jnp.zeros((1, 16, 16, 3)))["params"]
+    continued = segment_head.warm_start(registry.get("mixer"), str(path), fresh)
+    images = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3), minval=-1, maxval=1)
+    np.testing.assert_array_equal(
+        np.asarray(model.apply({"params": continued}, images)[0]),
+        np.asarray(model.apply({"params": params}, images)[0]),
+    )
+    other = build_segmenter(config.model, classes=3)
+    fresh3 = other.init(jax.random.key(2), jnp.zeros((1, 16, 16, 3)))["params"]
+    restarted = segment_head.warm_start(registry.get("mixer"), str(path), fresh3)
+    np.testing.assert_array_equal(
+        restarted["segment_head"]["dense"]["kernel"], fresh3["segment_head"]["dense"]["kernel"]
+    )
+    np.testing.assert_array_equal(
+        restarted["backbone"]["stem"]["kernel"], params["backbone"]["stem"]["kernel"]
+    )
+
+
 def test_scores_are_resized_back_and_padding_and_ignore_count_nowhere() -> None:
     # Image 0: 4 x 4, scored from a 2 x 2 map of quadrants (class = quadrant index);
     # image 1: 2 x 2 at the model's resolution; row 2 is padding.

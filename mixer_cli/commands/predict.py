@@ -65,7 +65,10 @@ def predict(
     if not loaded.num_classes:
         from mixer_cli.errors import ConfigError
 
-        raise ConfigError(f"{init} has no classifier head: nothing to predict")
+        raise ConfigError(
+            f"{init} has no classifier head (a feature extractor, or a segmentation "
+            "model's backbone): nothing to predict"
+        )
     names = library.class_names(init, loaded.num_classes)
     records, damaged = library.predict(loaded, files, names, top, batch_size)
     for path, why in damaged:

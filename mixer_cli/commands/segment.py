@@ -13,9 +13,10 @@ SegmentInit = Annotated[
     Optional[Path],
     typer.Option(
         "--init",
-        help="A classification checkpoint whose backbone to start from (any form finetune "
-        "takes: ours, a run directory, Google's .npz or released name, timm's weights); its "
-        "head is dropped. [default: a fresh model (--variant, --resolution)]",
+        help="A checkpoint whose backbone to start from (any form finetune takes: ours, a "
+        "run directory, Google's .npz or released name, timm's weights); a classifier's head "
+        "is dropped, a segmentation model's kept where its classes match. "
+        "[default: a fresh model (--variant, --resolution)]",
         show_default=False,
     ),
 ]
@@ -103,7 +104,7 @@ def _draw_examples(config: Any, workdir: Path, count: int) -> Path:
     import jax
     from flax import traverse_util
 
-    from mixer_cli.checkpoints import read_params
+    from mixer_cli.checkpoints import read_arrays
     from mixer_cli.data import Preprocessing, open_dataset
     from mixer_cli.evals.base import Split, eval_preprocessing
     from mixer_cli.evals.forward import predicted_masks
@@ -114,7 +115,7 @@ def _draw_examples(config: Any, workdir: Path, count: int) -> Path:
     d = config.data
     source = open_dataset(d.name, d.data_dir, task="segment")
     model = build_segmenter(config.model, source.num_classes)
-    flat, _ = read_params(workdir / "params.npz")
+    flat, _ = read_arrays(workdir / "params.npz")
     params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
     pre = eval_preprocessing(Preprocessing(resolution=config.model.resolution))
     split = Split(source, d.eval_split or source.eval_split, pre)

@@ -92,7 +92,18 @@ def build_segmenter(config: Any, classes: int) -> Segmenter:
 
 
 def warm_start(family: Any, path: str, fresh: dict[str, Any]) -> dict[str, Any]:
-    """A Segmenter's parameters from a classification checkpoint: its backbone (head
+    """A Segmenter's parameters from a checkpoint: its backbone (a classifier's head
     dropped, adapted to the model's grid factor as fine-tuning's is) under the fresh
-    segmentation head."""
-    return {**fresh, "backbone": family.warm_start(path, fresh["backbone"], "backbone")}
+    segmentation head, or, from a segmentation model for the same classes, under its own
+    head (the head is the same at every grid factor: one token, one P x P block)."""
+    from mixer_cli import checkpoints
+
+    params = {**fresh, "backbone": family.warm_start(path, fresh["backbone"], "backbone")}
+    flat, _ = checkpoints.read_arrays(path)
+    if checkpoints.is_segmenter(flat):
+        prefix = f"{checkpoints.SEGMENTER_PARTS[1]}/"
+        head = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
+        wanted = checkpoints.flat_params(fresh["segment_head"])
+        if {k: v.shape for k, v in head.items()} == {k: v.shape for k, v in wanted.items()}:
+            params["segment_head"] = checkpoints.as_tree(head)
+    return params
