@@ -85,8 +85,8 @@ def build(config: Config) -> Run:
         raise CheckpointNotFound(f"model.init: checkpoint {m.init!r} does not exist")
     if m.head == "segment" and m.init is not None and m.init_scope != "backbone":
         raise ConfigError(
-            "model.init_scope must be backbone for a segmentation head: the head starts fresh "
-            "on the checkpoint's backbone"
+            "model.init_scope must be backbone for a segmentation head: the checkpoint gives "
+            "the backbone (and a segmentation model's head where its classes match)"
         )
     source = open_dataset(d.name, d.data_dir, task=m.head)
     train_split = d.train_split or source.train_split
