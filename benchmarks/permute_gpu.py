@@ -27,6 +27,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from mixer_cli.train.metrics import read_metrics, read_results
+
 ROOT = Path(__file__).resolve().parents[1]
 TAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 MODELS = ("mixer", "resnet")
@@ -58,15 +60,10 @@ def permute(args: argparse.Namespace, data: Path, workdir: Path, steps: int, *ex
     return time.perf_counter() - start
 
 
-def results_of(run: Path) -> dict:
-    return json.loads((run / "results.json").read_text())
-
-
 def rate(run: Path) -> float:
     """A run's in-run images/s: the median of its logged rates after the first."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    rates = [row["img_per_sec"] for row in rows if "img_per_sec" in row][1:]
-    return statistics.median(rates) if rates else results_of(run)["images_per_sec"]
+    rates = [row["img_per_sec"] for row in read_metrics(run) if "img_per_sec" in row][1:]
+    return statistics.median(rates) if rates else read_results(run)["images_per_sec"]
 
 
 def plan(args: argparse.Namespace, data: Path, left_s: float) -> dict[str, float]:
@@ -75,7 +72,7 @@ def plan(args: argparse.Namespace, data: Path, left_s: float) -> dict[str, float
     wall = permute(args, data, calibration, args.calibration_steps, "--mode", "original",
                    "--no-reference")  # fmt: skip
     rates = {model: rate(calibration / f"{model}-original") for model in MODELS}
-    trained = sum(results_of(calibration / f"{m}-original")["train_seconds"] for m in MODELS)
+    trained = sum(read_results(calibration / f"{m}-original")["train_seconds"] for m in MODELS)
     fixed = max(0.0, wall - trained) / len(MODELS)  # per run: start-up, compilation, probes
     left_s -= wall
     per_step = sum(args.batch_size / rates[model] for model in MODELS) * len(MODES)
@@ -90,10 +87,10 @@ def plan(args: argparse.Namespace, data: Path, left_s: float) -> dict[str, float
 
 def summary(args: argparse.Namespace, settings: dict[str, float], wall: float) -> list[str]:
     """summary.md: the plan, then one row per model and mode."""
-    results = results_of(args.out / "experiment")
+    results = read_results(args.out / "experiment")
     steps = int(settings["steps"])
     names = [model["name"] for model in results["models"].values()]
-    first = results_of(Path(results["models"]["mixer"]["runs"]["original"]["workdir"]))
+    first = read_results(Path(results["models"]["mixer"]["runs"]["original"]["workdir"]))
     lines = [
         f"# The shuffle experiment on CIFAR-10, {steps} steps of {args.batch_size}",
         "",

@@ -77,8 +77,9 @@ class Pretrained:
         return self.model.apply({"params": self.params}, images)[0]
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The flat ``{'a/b/c': array}`` contents of an npz file, refusing anything unreadable."""
+def read_npz(path: str | os.PathLike, prefix: str = "") -> dict[str, np.ndarray]:
+    """The flat ``{'a/b/c': array}`` contents of an npz file (only the arrays whose names
+    start with `prefix`: the others are not read), refusing anything unreadable."""
     path = Path(path)
     if not path.exists():
         raise CheckpointNotFound(f"checkpoint {str(path)!r} does not exist")
@@ -86,12 +87,11 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"checkpoint {str(path)!r} is a directory, expected an .npz file")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            flat = {key: archive[key] for key in archive.files}
+            if not archive.files:
+                raise CheckpointError(f"checkpoint {str(path)!r} contains no arrays")
+            return {key: archive[key] for key in archive.files if key.startswith(prefix)}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise CheckpointError(f"cannot read {str(path)!r} as an .npz checkpoint: {err}") from err
-    if not flat:
-        raise CheckpointError(f"checkpoint {str(path)!r} contains no arrays")
-    return flat
 
 
 def flat_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -297,8 +297,9 @@ def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     return flat, source
 
 
-def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
-    """Flat parameters as saved and a name for messages, from an .npz or a run directory.
+def read_arrays(path: str | os.PathLike, prefix: str = "") -> tuple[dict[str, np.ndarray], str]:
+    """Flat parameters as saved (those whose names start with `prefix`) and a name for
+    messages, from an .npz or a run directory.
 
     A finished run has params.npz; an unfinished one (or its checkpoints/ folder, or one
     step of it) gives the parameters of its newest complete training checkpoint. A
@@ -310,11 +311,12 @@ def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     if path.suffix == ".safetensors":
         from mixer_cli.weights import timm as timm_layout
 
-        return timm_layout.read(path)[0], str(path)
+        flat = timm_layout.read(path)[0]
+        return {k: v for k, v in flat.items() if k.startswith(prefix)}, str(path)
     if not path.is_dir():
-        return read_npz(path), str(path)
+        return read_npz(path, prefix), str(path)
     if (path / "params.npz").is_file():
-        return read_npz(path / "params.npz"), str(path / "params.npz")
+        return read_npz(path / "params.npz", prefix), str(path / "params.npz")
     from mixer_cli.train.checkpoint import UnreadableCheckpoints
     from mixer_cli.train.checkpoint import read_params as read_training_params
 
@@ -328,7 +330,8 @@ def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
             "not a mixer run"
         )
     params, where = found
-    return {key: np.asarray(value) for key, value in _flat(params).items()}, where
+    flat = _flat(params)
+    return {key: np.asarray(flat[key]) for key in flat if key.startswith(prefix)}, where
 
 
 def saved_settings(path: str | os.PathLike) -> dict[str, Any]:

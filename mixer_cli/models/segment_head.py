@@ -99,11 +99,10 @@ def warm_start(family: Any, path: str, fresh: dict[str, Any]) -> dict[str, Any]:
     from mixer_cli import checkpoints
 
     params = {**fresh, "backbone": family.warm_start(path, fresh["backbone"], "backbone")}
-    flat, _ = checkpoints.read_arrays(path)
-    if checkpoints.is_segmenter(flat):
-        prefix = f"{checkpoints.SEGMENTER_PARTS[1]}/"
-        head = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
-        wanted = checkpoints.flat_params(fresh["segment_head"])
-        if {k: v.shape for k, v in head.items()} == {k: v.shape for k, v in wanted.items()}:
-            params["segment_head"] = checkpoints.as_tree(head)
+    prefix = f"{checkpoints.SEGMENTER_PARTS[1]}/"
+    head = checkpoints.read_arrays(path, prefix)[0]  # nothing for a classifier: not read
+    head = {k.removeprefix(prefix): v for k, v in head.items()}
+    wanted = checkpoints.flat_params(fresh["segment_head"])
+    if {k: v.shape for k, v in head.items()} == {k: v.shape for k, v in wanted.items()}:
+        params["segment_head"] = checkpoints.as_tree(head)
     return params
