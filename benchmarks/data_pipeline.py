@@ -25,9 +25,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np
 
+from mixer_cli.core.distributed import make_mesh
+from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data import Preprocessing, TrainBatches, open_dataset
-from mixer_cli.data.tf_cpu import tf
-from mixer_cli.distributed import make_mesh
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 

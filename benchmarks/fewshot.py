@@ -22,7 +22,7 @@ import numpy as np
 
 
 def solve(args: argparse.Namespace) -> None:
-    from mixer_cli.fewshot import Ridge, sample_shots
+    from mixer_cli.evals.ridge import Ridge, sample_shots
 
     rng = np.random.default_rng(0)
     classes, shots, dim = args.classes, args.shots, args.dim
@@ -47,7 +47,8 @@ def random_init_npz(like: Path, out: Path) -> Path:
     """A random-initialised model of the checkpoint's shape, as our initialiser makes it."""
     import jax
 
-    from mixer_cli.checkpoints import read_checked, write_npz
+    from mixer_cli.models.mixer_checkpoint import read_checked
+    from mixer_cli.weights.arrays import write_npz
 
     _, arch = read_checked(like)
     model = arch.create_model()
@@ -76,11 +77,11 @@ def extraction(args: argparse.Namespace) -> None:
     import jax
     import jax.numpy as jnp
 
-    from mixer_cli.checkpoints import load_pretrained
+    from mixer_cli.core.distributed import make_mesh
     from mixer_cli.data import EvalBatches, Preprocessing, open_dataset
-    from mixer_cli.distributed import make_mesh
     from mixer_cli.evals.base import FEATURES, Split
     from mixer_cli.evals.forward import run_pass
+    from mixer_cli.models.mixer_checkpoint import load_pretrained
 
     model = load_pretrained(args.init)
     r, b = model.resolution, args.batch_size

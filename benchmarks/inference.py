@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.latency import percentiles
+from mixer_cli.tasks.latency import percentiles
 
 HERE = Path(__file__).resolve()
 MIXER_PATHS = ("jax", "ort", "ort-int8", "tflite", "tflite-int8")
@@ -80,7 +80,7 @@ def prepare(model: str, out: Path) -> dict[str, Any]:
     }
     if timm_installed() and not (folder / "timm.int8.onnx").exists():
         child({**spec, "task": "timm-export"})
-    from mixer_cli import costs
+    from mixer_cli.models import costs
 
     spec["gflops"] = costs.measure(loaded.model, loaded.resolution)["gflops"]
     return spec

@@ -30,7 +30,7 @@ MOSAICS = {"train": 10_000, "test": 2_000}
 
 
 def build_mosaics(args: argparse.Namespace) -> None:
-    from mixer_cli.data.tf_cpu import tf
+    from mixer_cli.core.tf_cpu import tf
 
     cifar, out = Path(args.cifar), Path(args.out)
     classes = sorted(d.name for d in (cifar / "train").iterdir() if d.is_dir())

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from mixer_cli.permute import Experiment, config_for
+from mixer_cli.tasks.permute import Experiment, config_for
 from mixer_cli.train.engine import train_and_evaluate
 
 

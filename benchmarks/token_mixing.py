@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixer_cli.bench import time_window
 from mixer_cli.models.mixer import TokenDense
 from mixer_cli.models.variants import MixerSpec, parse_variant
+from mixer_cli.tasks.bench import time_window
 from mixer_cli.train.steps import cross_entropy
 
 FORMS = ("swapaxes", "einsum", "batched", "token-major")

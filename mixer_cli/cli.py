@@ -26,7 +26,7 @@ from mixer_cli.commands.plot import app as plot_app
 from mixer_cli.commands.predict import predict
 from mixer_cli.commands.pretrain import pretrain
 from mixer_cli.commands.segment import segment
-from mixer_cli.errors import MixerError
+from mixer_cli.core.errors import MixerError
 
 app = typer.Typer(
     name="mixer",

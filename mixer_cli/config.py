@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import types
 import typing
 from collections.abc import Iterator
@@ -23,32 +22,16 @@ from typing import Any
 
 import yaml
 
-from mixer_cli.errors import ConfigError
-from mixer_cli.models.registry import FAMILY_NAMES
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.models.settings import (
+    MODEL_CHOICES,
+    MODEL_NON_NEGATIVE,
+    MODEL_POSITIVE,
+    ModelConfig,
+    implied_family,
+)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    family: str = "mixer"  # a model family of the registry (mixer_cli.models.registry)
-    variant: str = "N/2"  # in the family's notation: Mixer SIZE/PATCH, ResNet{depth}x{factor}
-    resolution: int = 8
-    dropout: float = 0.0
-    stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
-    dtype: str = "float32"  # compute dtype; parameters stay float32
-    grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
-    gelu: str = "tanh"  # Mixer GELU: tanh (Google's weights, ours) or exact (timm's weights)
-    # The follow-up architectures (models/hybrid.py; any of them makes the family hybrid):
-    stem: str = "linear"  # linear: the patch projection; conv: stride-2 3x3 convolutions
-    pattern: str = ""  # one letter per block, M (Mixer) or A (attention); '' = all M
-    token_mixing: str = "mlp"  # sum: token MLP + a zero-gated attention in every M block
-    conv_after: tuple[int, ...] = ()  # blocks followed by a residual depthwise-conv branch
-    heads: int = 0  # attention heads; 0 = C / 64, at least 1
-    width: int = 64  # ResNet only: base channels (BiT x1 = 64)
-    init: str | None = None  # a checkpoint: .npz, .safetensors, run dir, released or hf-hub name
-    init_scope: str = "all"  # all: every parameter as saved; backbone: a fresh head on it
-    head: str = "classify"  # classify: class scores; segment: per-pixel scores (mixer segment)
 
 
 @dataclass(frozen=True)
@@ -136,23 +119,15 @@ class Config:
 
 
 CHOICES = {
-    "model.family": FAMILY_NAMES,
-    "model.init_scope": ("all", "backbone"),
-    "model.head": ("classify", "segment"),
     "data.permutation": ("none", "patch", "global"),
     "optim.optimizer": ("adam", "sgd"),
     "optim.schedule": ("linear", "cosine"),
     "train.loss": ("softmax", "sigmoid"),
     "data.crop": ("inception", "resize"),
-    "model.dtype": ("float32", "bfloat16"),
-    "model.gelu": ("tanh", "exact"),
-    "model.stem": ("linear", "conv"),
-    "model.token_mixing": ("mlp", "sum"),
+    **MODEL_CHOICES,
 }
 POSITIVE = (
-    "model.resolution",
-    "model.grid_factor",
-    "model.width",
+    *MODEL_POSITIVE,
     "train.batch_size",
     "train.accum_steps",
     "train.steps_per_execution",
@@ -162,7 +137,7 @@ POSITIVE = (
     "optim.lr",
 )
 NON_NEGATIVE = (
-    "model.heads",
+    *MODEL_NON_NEGATIVE,
     "train.steps",
     "train.epochs",
     "train.eval_every",
@@ -371,15 +346,6 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"malformed YAML in {path}: {' '.join(str(err).split())}") from None
 
 
-def saved_run_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The config.yaml of a run directory as a dict of sections ({} for anything else):
-    what readers of a run (eval, predict, the model registry) learn of it."""
-    saved = Path(path) / "config.yaml"
-    if not saved.is_file():
-        return {}
-    return yaml.safe_load(saved.read_text()) or {}
-
-
 def recipe_path(name: str) -> Path:
     path = RECIPES_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -409,22 +375,9 @@ def resolve(
     return config
 
 
-HYBRID_KEYS = ("stem", "pattern", "token_mixing", "conv_after", "heads")
-
-
 def with_implied_family(config: Config) -> Config:
-    """A Mixer with any follow-up option set (model.stem, pattern, token_mixing,
-    conv_after, heads) is the `hybrid` family; another family refuses them."""
-    m, defaults = config.model, ModelConfig()
-    given = [k for k in HYBRID_KEYS if getattr(m, k) != getattr(defaults, k)]
-    if not given or m.family == "hybrid":
-        return config
-    if m.family != "mixer":
-        raise ConfigError(
-            f"model.{given[0]} is an option of Mixers (families mixer, hybrid), not of "
-            f"model.family {m.family}"
-        )
-    return dataclasses.replace(config, model=dataclasses.replace(m, family="hybrid"))
+    """The config with the model family its options imply (`models.settings`)."""
+    return dataclasses.replace(config, model=implied_family(config.model))
 
 
 def validate(config: Config, section: str | None = None) -> None:

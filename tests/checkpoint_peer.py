@@ -17,15 +17,15 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mixer_cli import distributed
+from mixer_cli.core import distributed
 from mixer_cli.train import checkpoint
 
 
 def main(port: str, process_id: str, directory: str) -> None:
     distributed.initialize(f"127.0.0.1:{port}", 2, int(process_id), peer_timeout=20)
     if jax.process_index() == 1:
-        step_dirs = checkpoint._step_dirs
-        checkpoint._step_dirs = lambda d: step_dirs(d)[1:]  # the newest not visible yet
+        step_dirs = checkpoint.step_dirs
+        checkpoint.step_dirs = lambda d: step_dirs(d)[1:]  # the newest not visible yet
     sharding = NamedSharding(distributed.make_mesh(), PartitionSpec())
     checkpointer = checkpoint.Checkpointer(Path(directory), keep=1)
     for step in (1, 2, 3):

@@ -11,7 +11,7 @@ from unittest import mock
 
 import numpy as np
 
-from mixer_cli.data.tf_cpu import tf
+from mixer_cli.core.tf_cpu import tf
 
 
 def write_image(path: Path, image: np.ndarray) -> None:

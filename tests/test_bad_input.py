@@ -16,8 +16,8 @@ from datasets import write_image, write_image_folder, write_mask_folder
 from safetensors.numpy import save_file
 from test_cli import run_cli
 
-from mixer_cli.checkpoints import write_npz
 from mixer_cli.models import create_model
+from mixer_cli.weights.arrays import write_npz
 
 # Each case: (arguments, words the error line must contain). {npz}: a hand-made official
 # checkpoint (patch 4, 16 px, 10 classes, a custom size); {n4}: our N/4 at 16 px; {empty},

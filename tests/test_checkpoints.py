@@ -12,9 +12,10 @@ from damage import flip_npz_array_bit, truncate
 from numpy_mixer import numpy_mixer, official_layout_params
 
 import mixer_cli
-from mixer_cli.checkpoints import infer_architecture, read_npz, write_npz
-from mixer_cli.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound
+from mixer_cli.core.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound
 from mixer_cli.models import create_model
+from mixer_cli.models.mixer_checkpoint import infer_architecture
+from mixer_cli.weights.arrays import read_npz, write_npz
 
 
 def batch(resolution: int = 16, n: int = 3) -> np.ndarray:

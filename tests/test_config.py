@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mixer_cli.config import parse_assignments, recipes, resolve
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 
 def test_precedence_defaults_then_yaml_then_flags(tmp_path: Path) -> None:

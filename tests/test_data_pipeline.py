@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from datasets import mock_tfds, write_image, write_image_folder, write_prepared_tfds
 
+from mixer_cli.core.distributed import make_mesh
+from mixer_cli.core.errors import ConfigError, DataError
+from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data import EvalBatches, Preprocessing, TrainBatches, open_dataset
 from mixer_cli.data.preprocess import eval_resize
-from mixer_cli.data.tf_cpu import tf
-from mixer_cli.distributed import make_mesh
-from mixer_cli.errors import ConfigError, DataError
 
 MESH = make_mesh()  # 8 forced host devices (conftest)
 AUGMENTED = Preprocessing(

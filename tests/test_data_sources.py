@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from datasets import mock_tfds, write_image_folder, write_prepared_tfds
 
+from mixer_cli.core.errors import DataError, DatasetNotFound
 from mixer_cli.data import open_dataset
 from mixer_cli.data.digits import prepare
-from mixer_cli.errors import DataError, DatasetNotFound
 
 
 def collect(ds) -> tuple[list, np.ndarray]:
@@ -172,7 +172,7 @@ def test_damaged_image_files_are_told_from_whole_ones(tmp_path: Path) -> None:
 def test_a_folder_with_damaged_files_is_refused_or_trained_without_them(
     tmp_path: Path, capsys
 ) -> None:
-    from mixer_cli.errors import DataError
+    from mixer_cli.core.errors import DataError
 
     root = write_image_folder(tmp_path / "imgs", {"train": 6, "test": 3})
     jpeg = root / "train" / "dog" / "0.jpg"

@@ -13,14 +13,14 @@ from datasets import write_image
 from numpy_mixer import numpy_mixer
 from training import tiny
 
-from mixer_cli.checkpoints import write_npz
 from mixer_cli.cli import run
 from mixer_cli.config import dump_yaml, resolve
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.models import registry
 from mixer_cli.train import metrics
 from mixer_cli.train.engine import build
 from mixer_cli.train.steps import initial_state
+from mixer_cli.weights.arrays import write_npz
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_metric_keys_in_metrics_tensorboard_and_results(uninterrupted: Path) -> 
     results = json.loads((uninterrupted / "results.json").read_text())
     keys = {k for k in results if "/" in k}
     assert keys == {"test/top1", "test/top5", "test/loss", "test/examples", "fewshot/5shot"}
-    from mixer_cli.data.tf_cpu import tf
+    from mixer_cli.core.tf_cpu import tf
 
     tags = set()
     for events in (uninterrupted / "tensorboard").glob("events.out.tfevents.*"):
@@ -116,7 +116,7 @@ def test_old_run_directories_are_read_in_todays_keys(tmp_path: Path) -> None:
         "fewshot/5shot": 0.8,
         "at_step0": {"test/top1": 0.1},
     }
-    from mixer_cli.permute import curve
+    from mixer_cli.tasks.permute import curve
 
     assert curve(tmp_path) == [{"step": 0, "test/top1": 0.1, "fewshot/5shot": 0.2}]
 
@@ -158,7 +158,7 @@ def test_eval_of_an_official_npz_matches_its_logits(capsys, tmp_path, official_n
     for c in range(10):
         for i in range(3):
             png = (root / "test" / f"c{c}" / f"{i}.png").read_bytes()
-            from mixer_cli.data.tf_cpu import tf
+            from mixer_cli.core.tf_cpu import tf
 
             images.append(tf.io.decode_png(png).numpy() / 127.5 - 1.0)
             labels.append(c)

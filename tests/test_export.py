@@ -12,12 +12,12 @@ import onnxruntime as ort
 import pytest
 from jax import export as jax_export
 
-from mixer_cli.checkpoints import flat_params
 from mixer_cli.cli import run
 from mixer_cli.export.onnx_graph import mixer_graph
 from mixer_cli.export.quantize import quantize
-from mixer_cli.export.writer import run_onnx
 from mixer_cli.models.registry import load_checkpoint
+from mixer_cli.tasks.export import run_onnx
+from mixer_cli.weights.arrays import flat_params
 
 
 def logits(loaded, images: np.ndarray) -> np.ndarray:
@@ -27,7 +27,7 @@ def logits(loaded, images: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("fold", [True, False], ids=["layernorms-folded", "as-trained"])
 @pytest.mark.parametrize("gelu", ["tanh", "exact"])
 def test_the_onnx_graph_gives_jax_logits(tmp_path: Path, official_npz, fold, gelu) -> None:
-    from mixer_cli.checkpoints import pretrained_from_flat
+    from mixer_cli.models.mixer_checkpoint import pretrained_from_flat
 
     _, flat = official_npz
     model = pretrained_from_flat(flat, "official", gelu=gelu)

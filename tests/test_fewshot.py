@@ -11,14 +11,15 @@ import pytest
 from numpy_mixer import official_layout_params
 from sklearn.linear_model import Ridge as SklearnRidge
 
-from mixer_cli import fewshot
-from mixer_cli.checkpoints import adapt_resolution, write_npz
 from mixer_cli.cli import run
 from mixer_cli.data import Preprocessing, open_dataset
+from mixer_cli.evals import ridge
 from mixer_cli.evals.base import FEATURES, SUMS, Split, eval_preprocessing
 from mixer_cli.evals.forward import FeatureCache, run_pass
-from mixer_cli.fewshot import BIAS, Ridge, choose_l2, design_matrix, sample_shots
+from mixer_cli.evals.ridge import BIAS, Ridge, choose_l2, design_matrix, sample_shots
 from mixer_cli.models import create_model
+from mixer_cli.models.mixer_checkpoint import adapt_resolution
+from mixer_cli.weights.arrays import write_npz
 
 
 @pytest.mark.parametrize(("examples", "dim"), [(200, 16), (30, 64)])  # X^T X and X X^T
@@ -63,7 +64,7 @@ def test_l2_is_chosen_inside_the_few_shot_set_only() -> None:
     x = centres[labels] + rng.standard_normal((300, 8)) * 3
     l2s = (1e-3, 1.0, 1024.0, 1e7)
     records = [
-        fewshot.evaluate(x, labels, test, test_labels, 3, [5], [0, 1], l2s)
+        ridge.evaluate(x, labels, test, test_labels, 3, [5], [0, 1], l2s)
         for test, test_labels in ((x[:50], labels[:50]), (x[::-1], labels[::-1]))
     ]
     # The choice may not depend on the test split: two different ones, the same l2s.

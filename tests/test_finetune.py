@@ -12,17 +12,16 @@ import yaml
 from numpy_mixer import numpy_mixer, official_layout_params
 
 from mixer_cli import load_pretrained
-from mixer_cli.checkpoints import (
-    adapt_resolution,
-    infer_architecture,
-    part_major_order,
-    read_npz,
-    transfer_params,
-    write_npz,
-)
 from mixer_cli.cli import run
 from mixer_cli.data import open_dataset
 from mixer_cli.models import abstract_params, create_model
+from mixer_cli.models.mixer_checkpoint import (
+    adapt_resolution,
+    infer_architecture,
+    part_major_order,
+    transfer_params,
+)
+from mixer_cli.weights.arrays import read_npz, write_npz
 
 FAST = [
     "--steps=3",

@@ -17,7 +17,7 @@ from numpy_mixer import numpy_mixer
 
 from mixer_cli.cli import run
 from mixer_cli.config import ModelConfig, resolve
-from mixer_cli.errors import CheckpointMismatch
+from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models import registry
 from mixer_cli.models.hybrid import conv_stem_widths, sincos_2d
 

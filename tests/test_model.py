@@ -9,7 +9,7 @@ import pytest
 from flax import traverse_util
 from numpy_mixer import numpy_mixer
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.models import create_model, parse_variant, spec_from_dims
 
 # One tiny architecture for every test here, so each shape compiles once.

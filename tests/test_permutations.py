@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data.permutations import make_permutation, permute_numpy
 from mixer_cli.data.preprocess import to_model_input
-from mixer_cli.data.tf_cpu import tf
-from mixer_cli.errors import ConfigError
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
 

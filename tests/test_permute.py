@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from mixer_cli.cli import run
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.data.permutations import make_permutation, permute_numpy
-from mixer_cli.errors import ConfigError
 from mixer_cli.models import create_model
 from mixer_cli.models.resnet import create_resnet, parse_resnet
-from mixer_cli.permute import parse_modes, relative_drops
+from mixer_cli.tasks.permute import parse_modes, relative_drops
 
 
 def orders_of(idx: np.ndarray, resolution: int, patch: int) -> tuple[np.ndarray, np.ndarray]:

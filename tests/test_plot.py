@@ -12,9 +12,9 @@ import pytest
 from matplotlib.image import imread
 from test_cli import run_cli
 
-from mixer_cli.checkpoints import flat_params
 from mixer_cli.figures import curves, fewshot, weights
 from mixer_cli.models.registry import load_checkpoint
+from mixer_cli.weights.arrays import flat_params
 
 
 def not_blank(path: Path) -> None:

@@ -11,7 +11,7 @@ from datasets import write_image
 from numpy_mixer import numpy_mixer
 
 from mixer_cli.cli import run
-from mixer_cli.data.tf_cpu import tf
+from mixer_cli.core.tf_cpu import tf
 
 
 def test_predict_gives_the_models_top_classes_and_skips_a_damaged_file(

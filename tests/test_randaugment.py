@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data.randaugment import OPS, SIGNED_OPS, level_to_arg, randaugment
-from mixer_cli.data.tf_cpu import tf
 
 SEED = tf.constant([7, 11], tf.int64)
 

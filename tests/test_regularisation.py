@@ -15,10 +15,10 @@ import optax
 import pytest
 from training import params_of, tiny
 
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data import Preprocessing, open_dataset
 from mixer_cli.data.preprocess import Transforms
-from mixer_cli.data.tf_cpu import tf
-from mixer_cli.errors import ConfigError
 from mixer_cli.train.engine import build, train_and_evaluate
 from mixer_cli.train.steps import ema_decay_at, initial_state, smooth, train_step
 

@@ -25,8 +25,8 @@ from test_cli import run_cli
 from training import assert_same_results, assert_same_training, params_of, pretrain_command, tiny
 from xla_env import xla_flags
 
-from mixer_cli.checkpoints import read_params
-from mixer_cli.errors import CheckpointError, CheckpointSaveFailed, ConfigError
+from mixer_cli.core.errors import CheckpointError, CheckpointSaveFailed, ConfigError
+from mixer_cli.models.checkpoints import read_params
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.engine import train_and_evaluate
 from mixer_cli.train.workdir import check_free_space

@@ -14,15 +14,16 @@ import pytest
 from datasets import mock_pets, pet_example, write_image, write_mask_folder
 from test_cli import run_cli
 
-from mixer_cli.checkpoints import write_npz
 from mixer_cli.config import resolve
+from mixer_cli.core.distributed import make_mesh
+from mixer_cli.core.errors import DataError
 from mixer_cli.data import EvalBatches, Preprocessing, open_dataset
 from mixer_cli.data.digit_scenes import scenes
-from mixer_cli.distributed import make_mesh
-from mixer_cli.errors import DataError
-from mixer_cli.evals.iou import IGNORE, score_batch
+from mixer_cli.data.sources import IGNORE
+from mixer_cli.evals.iou import score_batch
 from mixer_cli.models import create_model, registry, segment_head
 from mixer_cli.models.segment_head import build_segmenter
+from mixer_cli.weights.arrays import write_npz
 
 QUICK = [
     "--steps",
@@ -89,7 +90,7 @@ def test_a_warm_start_carries_the_backbone_and_a_zero_head(classifier, factor) -
     config = resolve(
         "segment", None, {"model.resolution": 16 * factor, "model.grid_factor": factor}
     )
-    model = build_segmenter(config.model, classes=11)
+    model = build_segmenter(registry.get(config.model.family), config.model, classes=11)
     r = 16 * factor
     fresh = model.init(jax.random.key(0), jnp.zeros((1, r, r, 3)))["params"]
     params = segment_head.warm_start(registry.get("mixer"), str(classifier), fresh)
@@ -116,10 +117,11 @@ def test_a_segmentation_model_is_a_backbone_elsewhere_and_keeps_its_head_here(tm
     """Its file read by the classification commands is a headless Mixer (the backbone's
     arrays); `mixer segment --init` continues from it whole where the classes match (the
     same scores, bit for bit), and puts a fresh head on it for other classes."""
-    from mixer_cli.checkpoints import flat_params, read_params
+    from mixer_cli.models.checkpoints import read_params
+    from mixer_cli.weights.arrays import flat_params
 
     config = resolve("segment", None, {"model.resolution": 16})
-    model = build_segmenter(config.model, classes=11)
+    model = build_segmenter(registry.get(config.model.family), config.model, classes=11)
     params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     head = params["segment_head"]["dense"]
     head["kernel"] = jax.random.normal(jax.random.key(1), head["kernel"].shape)  # not zero
@@ -138,7 +140,7 @@ def test_a_segmentation_model_is_a_backbone_elsewhere_and_keeps_its_head_here(tm
         np.asarray(model.apply({"params": continued}, images)[0]),
         np.asarray(model.apply({"params": params}, images)[0]),
     )
-    other = build_segmenter(config.model, classes=3)
+    other = build_segmenter(registry.get(config.model.family), config.model, classes=3)
     fresh3 = other.init(jax.random.key(2), jnp.zeros((1, 16, 16, 3)))["params"]
     restarted = segment_head.warm_start(registry.get("mixer"), str(path), fresh3)
     np.testing.assert_array_equal(

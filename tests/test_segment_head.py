@@ -3,13 +3,16 @@ from a classification checkpoint keeps the backbone exactly, and mIoU counts as 
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixer_cli.errors import ConfigError
-from mixer_cli.evals.iou import IGNORE, confusion, summary
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.data.sources import IGNORE
+from mixer_cli.evals.iou import confusion, summary
 from mixer_cli.models import create_model
 from mixer_cli.models.segment_head import Segmenter, assemble
 
@@ -112,10 +115,10 @@ def test_crop_flip_and_resize_keep_image_and_mask_aligned() -> None:
 def test_scene_batches_carry_each_images_own_mask_and_resume_alike() -> None:
     from itertools import islice
 
+    from mixer_cli.core.distributed import make_mesh
     from mixer_cli.data.digit_scenes import NUM_CLASSES, DigitScenesSource
     from mixer_cli.data.pipeline import TrainBatches
     from mixer_cli.data.preprocess import Preprocessing
-    from mixer_cli.distributed import make_mesh
 
     source, mesh = DigitScenesSource(), make_mesh()
     plain = Preprocessing(resolution=32, crop="resize")  # the whole scene, as it is
@@ -138,7 +141,7 @@ def test_scene_batches_carry_each_images_own_mask_and_resume_alike() -> None:
 
 
 def test_the_loss_of_per_pixel_labels_is_the_mean_over_labelled_pixels() -> None:
-    from mixer_cli.train.steps import per_example_loss
+    from mixer_cli.evals.losses import per_example_loss
 
     rng = np.random.default_rng(0)
     logits = jnp.asarray(rng.standard_normal((2, 4, 4, 3)), jnp.float32)
@@ -155,7 +158,10 @@ def test_the_loss_of_per_pixel_labels_is_the_mean_over_labelled_pixels() -> None
 
 def test_a_segmenter_builds_on_any_family_with_tokens_and_refuses_one_without() -> None:
     from mixer_cli.config import model_config
-    from mixer_cli.models.segment_head import build_segmenter
+    from mixer_cli.models import registry
+
+    def build_segmenter(m, classes):  # the registry builds the head a config names
+        return registry.build(dataclasses.replace(m, head="segment"), classes)
 
     images = jnp.zeros((1, 16, 16, 3))
     for items in ([], ["model.stem=conv", "model.pattern=MAMA"]):

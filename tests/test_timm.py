@@ -21,7 +21,7 @@ from numpy_timm import timm_mixer, timm_state_dict
 from safetensors.numpy import load_file, save_file
 
 from mixer_cli import load_pretrained
-from mixer_cli.errors import CheckpointMismatch, CheckpointNotFound
+from mixer_cli.core.errors import CheckpointMismatch, CheckpointNotFound
 from mixer_cli.models.registry import load_checkpoint
 from mixer_cli.weights import timm as timm_layout
 

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from training import assert_same_results, assert_same_training, params_of, tiny
 
-from mixer_cli.atomic import current_umask
 from mixer_cli.cli import run
-from mixer_cli.distributed import batch_sharding, make_mesh, replicated
-from mixer_cli.errors import TrainingDiverged
+from mixer_cli.core.atomic import current_umask
+from mixer_cli.core.distributed import batch_sharding, make_mesh, replicated
+from mixer_cli.core.errors import TrainingDiverged
 from mixer_cli.train import engine
 from mixer_cli.train.engine import build, train_and_evaluate
 from mixer_cli.train.steps import compile_steps, initial_state, train_step
@@ -195,8 +195,8 @@ def test_resume_with_another_config_is_refused(uninterrupted: Path, capsys) -> N
     ],
 )
 def test_bad_pretrain_input_is_one_line_and_exit_2(capsys, tmp_path, argv, needle) -> None:
-    from mixer_cli.checkpoints import write_npz
     from mixer_cli.models import abstract_params, create_model
+    from mixer_cli.weights.arrays import write_npz
 
     wrong = jax.tree.map(
         lambda s: np.zeros(s.shape, s.dtype),

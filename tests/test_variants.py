@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.models import (
     LISTED_VARIANTS,
     PAPER_VARIANTS,

@@ -81,8 +81,8 @@ def bench(
     Saves results.json in the run directory. Any model family's options go with --set
     (e.g. --set model.token_mixing=sum).
     """
-    from mixer_cli import report
-    from mixer_cli.bench import BenchSettings, run_bench, validate
+    from mixer_cli.core import report
+    from mixer_cli.tasks.bench import BenchSettings, run_bench, validate
     from mixer_cli.train.workdir import default_workdir
 
     if mode == "latency" or exported is not None:
@@ -133,10 +133,10 @@ def latency(
     json: bool,
 ) -> None:
     """`--mode latency`: per-call percentiles of the JAX model or an exported file."""
-    from mixer_cli import report
-    from mixer_cli.bench import BenchSettings
-    from mixer_cli.latency import exported_file, run_latency
+    from mixer_cli.core import report
     from mixer_cli.models import registry
+    from mixer_cli.tasks.bench import BenchSettings
+    from mixer_cli.tasks.latency import exported_file, run_latency
     from mixer_cli.train.workdir import default_workdir
 
     settings = BenchSettings(
@@ -214,7 +214,7 @@ def page_fault_hint(results: dict) -> str | None:
 
 
 def print_bench_table(results: dict) -> None:
-    from mixer_cli import report
+    from mixer_cli.core import report
 
     def gib(n: int | None) -> str:
         if n is None:

@@ -33,11 +33,12 @@ def convert(source: Source, output: Output) -> None:
     made from timm's weights needs `--set model.gelu=exact` (library: gelu='exact') to run
     as timm runs it; a .safetensors file carries it.
     """
-    from mixer_cli import report
-    from mixer_cli.checkpoints import write_npz
-    from mixer_cli.errors import ConfigError
+    from mixer_cli.core import report
+    from mixer_cli.core.errors import ConfigError
+    from mixer_cli.models import registry
     from mixer_cli.models.registry import load_checkpoint
     from mixer_cli.weights import timm as timm_layout
+    from mixer_cli.weights.arrays import write_npz
 
     formats = (".npz", ".safetensors")
     if output.suffix not in formats:
@@ -45,7 +46,7 @@ def convert(source: Source, output: Output) -> None:
     loaded = load_checkpoint(source)
     gelu = loaded.details.get("gelu", "tanh")
     if output.suffix == ".safetensors":
-        if loaded.family != "mixer":
+        if not registry.get(loaded.family).timm_layout:
             raise ConfigError(f"{source} is a {loaded.family}: timm's layout holds Mixers only")
         timm_layout.write(loaded.params, output, gelu=gelu)
     else:

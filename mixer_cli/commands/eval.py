@@ -71,7 +71,7 @@ def eval_(
     match the dataset's classes, only the representation (few-shot) evaluators run.
     Table + results.json in the run directory; features are cached for few-shot reruns.
     """
-    from mixer_cli.evals.frozen import run_eval
+    from mixer_cli.tasks.evaluate import run_eval
 
     results = run_eval(
         init,
@@ -86,6 +86,6 @@ def eval_(
         table=not json_,
     )
     if json_:
-        from mixer_cli import report
+        from mixer_cli.core import report
 
         report.print_json(results)

@@ -85,10 +85,10 @@ def export(
     """
     import numpy as np
 
-    from mixer_cli import report
-    from mixer_cli.errors import ConfigError
-    from mixer_cli.export.writer import ExportSettings, write_export
+    from mixer_cli.core import report
+    from mixer_cli.core.errors import ConfigError
     from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.tasks.export import ExportSettings, write_export
     from mixer_cli.train.workdir import latest_run
 
     if batch_size != "dynamic" and not batch_size.isdigit():

@@ -75,10 +75,10 @@ def fewshot(
     Right after `mixer pretrain`, `mixer fewshot --shots 5` scores the new model on digits.
     Results (every seed) go to results.json in the run directory; features are cached.
     """
-    from mixer_cli import report
     from mixer_cli.config import parse_number_list
-    from mixer_cli.errors import ConfigError
-    from mixer_cli.evals.frozen import run_fewshot
+    from mixer_cli.core import report
+    from mixer_cli.core.errors import ConfigError
+    from mixer_cli.tasks.evaluate import run_fewshot
     from mixer_cli.train.workdir import latest_run
 
     if seeds <= 0:

@@ -64,11 +64,13 @@ def finetune(
     runs before the first step (results.json: at_step0), and results add resolution,
     grid_factor and native_resolution to those of pretrain.
     """
-    from mixer_cli import report, transfer
-    from mixer_cli.commands.training import resolve_config, run_training
+    from mixer_cli.commands.options import resolve_config
     from mixer_cli.config import parse_number_list, read_yaml, recipe_path
-    from mixer_cli.errors import ConfigError
+    from mixer_cli.core import report
+    from mixer_cli.core.errors import ConfigError
     from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.tasks import finetune as transfer
+    from mixer_cli.tasks.train import run_training
     from mixer_cli.train.engine import train_and_evaluate
     from mixer_cli.train.workdir import default_workdir, latest_run
 

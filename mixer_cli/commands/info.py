@@ -33,7 +33,7 @@ def info(
     (e.g. model.stem=conv, model.pattern=MMMA...), the one model those options make, of
     any family.
     """
-    from mixer_cli.errors import ConfigError
+    from mixer_cli.core.errors import ConfigError
 
     if checkpoints:
         _released(json)
@@ -51,11 +51,11 @@ def info(
 def _variants(
     variant: str | None, resolution: int | None, num_classes: int, checkpoint: Any, json: bool
 ) -> None:
-    from mixer_cli import report
-    from mixer_cli.checkpoints import read_checked
-    from mixer_cli.costs import describe
-    from mixer_cli.errors import ConfigError
+    from mixer_cli.core import report
+    from mixer_cli.core.errors import ConfigError
     from mixer_cli.models import LISTED_VARIANTS, parse_variant
+    from mixer_cli.models.costs import describe
+    from mixer_cli.models.mixer_checkpoint import read_checked
 
     if checkpoint is not None:
         _, arch = read_checked(checkpoint)
@@ -102,8 +102,8 @@ def _model(
     variant: str | None, resolution: int | None, num_classes: int, items: list[str], json: bool
 ) -> None:
     """One model of any family from --set options: its parameters and GFLOPs per image."""
-    from mixer_cli import report
     from mixer_cli.config import model_config
+    from mixer_cli.core import report
     from mixer_cli.models import registry
 
     m = model_config(variant or "B/16", resolution or 224, "float32", items)
@@ -132,7 +132,7 @@ def _model(
 
 
 def _released(json: bool) -> None:
-    from mixer_cli import report
+    from mixer_cli.core import report
     from mixer_cli.weights import released
 
     rows = []
@@ -160,7 +160,7 @@ def _released(json: bool) -> None:
 
 
 def _dataset(data: str, data_dir: Any, json: bool) -> None:
-    from mixer_cli import report
+    from mixer_cli.core import report
     from mixer_cli.data import open_dataset
 
     source = open_dataset(data, data_dir, task=None)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mixer_cli.config import TrainConfig, recipes
+from mixer_cli.config import Config, TrainConfig, recipes
 
 Variant = Annotated[
     Optional[str],
@@ -252,7 +252,7 @@ class TrainingOptions:
 
     def start_processes(self) -> None:
         """Join a multi-process run when the flags (or JAX_* variables) ask for one."""
-        from mixer_cli import distributed
+        from mixer_cli.core import distributed
 
         distributed.initialize(
             self.coordinator, self.num_processes, self.process_id, self.peer_timeout
@@ -287,3 +287,18 @@ def training_command(command: Callable[..., None]) -> Callable[..., None]:
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     del wrapper.__wrapped__  # Typer must read the composed signature, not the original
     return wrapper
+
+
+def resolve_config(
+    options: TrainingOptions,
+    flags: dict[str, Any],
+    base: list[tuple[str, dict[str, Any]]] = (),
+    default_recipe: str | None = "demo",
+) -> Config:
+    """defaults < base layers < --recipe/--config (else the default recipe) < flags < --set."""
+    from mixer_cli.config import parse_assignments, resolve
+
+    overrides = {k: v for k, v in {**options.flags(), **flags}.items() if v is not None}
+    overrides.update(parse_assignments(options.set_ or []))
+    chosen = options.recipe or (None if options.config else default_recipe)
+    return resolve(chosen, options.config, overrides, base)

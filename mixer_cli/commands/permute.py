@@ -57,9 +57,10 @@ def permute(
     permute.png (curves + example images) and results.json. --set model.KEY=VALUE makes
     the Mixer arm a hybrid (e.g. --set model.stem=conv).
     """
-    from mixer_cli import figures, report
-    from mixer_cli import permute as experiment_lib
+    from mixer_cli import figures
+    from mixer_cli.core import report
     from mixer_cli.figures.permute import draw_permute
+    from mixer_cli.tasks import permute as experiment_lib
     from mixer_cli.train.engine import build
     from mixer_cli.train.workdir import default_workdir
 

@@ -29,7 +29,7 @@ Format = Annotated[str, typer.Option("--format", help="png or svg (when --out na
 
 def _target(out: Path | None, default_dir: Path, name: str, format_: str) -> Path:
     """Where the figure goes: --out as a file, --out as a directory, or the default."""
-    from mixer_cli.errors import ConfigError
+    from mixer_cli.core.errors import ConfigError
     from mixer_cli.figures import FORMATS
 
     if format_ not in FORMATS:
@@ -77,12 +77,13 @@ def weights(
     """
     import numpy as np
 
-    from mixer_cli import figures, report
-    from mixer_cli.checkpoints import flat_params
-    from mixer_cli.errors import ConfigError
+    from mixer_cli import figures
+    from mixer_cli.core import report
+    from mixer_cli.core.errors import ConfigError
     from mixer_cli.figures.weights import block_units, choose_blocks, draw_weights, token_kernels
     from mixer_cli.models.registry import load_checkpoint
     from mixer_cli.train.workdir import latest_run
+    from mixer_cli.weights.arrays import flat_params
 
     chosen = None
     if blocks is not None:
@@ -137,7 +138,8 @@ def curves(
 ) -> None:
     """Training loss, learning rate, test top-1 and every evaluator metric against steps
     (or epochs), the runs overlaid with their names: `mixer plot curves runs/a runs/b`."""
-    from mixer_cli import figures, report
+    from mixer_cli import figures
+    from mixer_cli.core import report
     from mixer_cli.figures.curves import draw_curves, read_run
 
     loaded = [read_run(run) for run in runs]
@@ -155,7 +157,8 @@ def fewshot(
 ) -> None:
     """Linear few-shot accuracy against shots, one panel per dataset, one line per result
     (mean, shaded +- std over seeds, each seed a dot): `mixer plot fewshot runs/fewshot-*`."""
-    from mixer_cli import figures, report
+    from mixer_cli import figures
+    from mixer_cli.core import report
     from mixer_cli.figures.fewshot import draw_fewshot, read_result
 
     loaded = [read_result(r) for r in results]

@@ -50,9 +50,9 @@ def predict(
     """
     import json as json_lib
 
-    from mixer_cli import predict as library
-    from mixer_cli import report
+    from mixer_cli.core import report
     from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.tasks import predict as library
     from mixer_cli.train.workdir import default_workdir, latest_run
 
     files = library.image_paths(paths)
@@ -63,7 +63,7 @@ def predict(
         )
     loaded = load_checkpoint(init, resolution)
     if not loaded.num_classes:
-        from mixer_cli.errors import ConfigError
+        from mixer_cli.core.errors import ConfigError
 
         raise ConfigError(
             f"{init} has no classifier head (a feature extractor, or a segmentation "

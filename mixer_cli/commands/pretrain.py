@@ -21,8 +21,9 @@ def pretrain(
     dataset's paper recipe (B's for S and B, L's for L and H). Settings come from defaults <
     --recipe/--config < flags < --set (evaluators too: --set evals.fewshot.shots=1,5).
     """
-    from mixer_cli.commands.training import resolve_config, run_training
+    from mixer_cli.commands.options import resolve_config
     from mixer_cli.config import implied_settings
+    from mixer_cli.tasks.train import run_training
 
     flags = {
         "model.variant": variant,

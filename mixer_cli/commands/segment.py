@@ -64,11 +64,14 @@ def segment(
     per-class IoU and pixel accuracy in results.json, and a figure of test images with
     their true and predicted masks.
     """
-    from mixer_cli import report, transfer
-    from mixer_cli.commands.training import resolve_config, run_training
+    from mixer_cli.commands.options import resolve_config
     from mixer_cli.config import read_yaml, recipe_path
-    from mixer_cli.errors import ConfigError
+    from mixer_cli.core import report
+    from mixer_cli.core.errors import ConfigError
     from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.tasks import finetune as transfer
+    from mixer_cli.tasks.segment import draw_examples
+    from mixer_cli.tasks.train import run_training
     from mixer_cli.train.workdir import default_workdir
 
     options.start_processes()
@@ -95,35 +98,4 @@ def segment(
         "segment", config, workdir=workdir, stop_after=options.stop_after, extra=extra
     )
     if examples and results["finished"]:
-        report.print_written(_draw_examples(config, workdir, examples))
-
-
-def _draw_examples(config: Any, workdir: Path, count: int) -> Path:
-    """segmentation.png in the run directory: the first `count` test images, their true
-    masks and the trained model's (from params.npz)."""
-    import jax
-    from flax import traverse_util
-
-    from mixer_cli.checkpoints import read_arrays
-    from mixer_cli.data import Preprocessing, open_dataset
-    from mixer_cli.evals.base import Split, eval_preprocessing
-    from mixer_cli.evals.forward import predicted_masks
-    from mixer_cli.figures import save
-    from mixer_cli.figures.segmentation import draw_segmentation
-    from mixer_cli.models.segment_head import build_segmenter
-
-    d = config.data
-    source = open_dataset(d.name, d.data_dir, task="segment")
-    model = build_segmenter(config.model, source.num_classes)
-    flat, _ = read_arrays(workdir / "params.npz")
-    params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-    pre = eval_preprocessing(Preprocessing(resolution=config.model.resolution))
-    split = Split(source, d.eval_split or source.eval_split, pre)
-    shown = predicted_masks(model, params, split, count)
-    path = workdir / "segmentation.png"
-    if jax.process_index() == 0:
-        title = (
-            f"{source.name} {split.split}: {config.model.variant} at {config.model.resolution} px"
-        )
-        save(draw_segmentation(shown, list(getattr(source, "classes", [])), title), path)
-    return path
+        report.print_written(draw_examples(config, workdir, examples))

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixer_cli.data.sources import IndexedSource
-from mixer_cli.evals.iou import IGNORE
+from mixer_cli.data.sources import IGNORE, IndexedSource
 
 THRESHOLD = 96  # of 255: brighter digit pixels are labelled, fainter ones ignored
 SCALE = 2

@@ -13,7 +13,7 @@ from importlib import metadata
 
 import numpy as np
 
-from mixer_cli.cache import default_cache_dir, read_npz, write_npz
+from mixer_cli.core.cache import default_cache_dir, read_npz, write_npz
 from mixer_cli.data.sources import IndexedSource
 
 TEST_SIZE = 360

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer_cli.core.errors import DataError, DatasetNotFound
+from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data.image_files import find_damaged
 from mixer_cli.data.sources import IndexedSource
-from mixer_cli.data.tf_cpu import tf
-from mixer_cli.errors import DataError, DatasetNotFound
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp"})
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM")
@@ -95,7 +95,7 @@ class FolderSource(IndexedSource):
         import jax
 
         if jax.process_index() == 0:
-            from mixer_cli import report
+            from mixer_cli.core import report
 
             names = ", ".join(repr(path) for path, _ in damaged[:3])
             report.stderr.print(

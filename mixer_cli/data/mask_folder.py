@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer_cli.core.errors import DataError, DatasetNotFound
+from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data.folder import IMAGE_SUFFIXES, FolderSource
 from mixer_cli.data.image_files import find_damaged
-from mixer_cli.data.sources import IndexedSource
-from mixer_cli.data.tf_cpu import tf
-from mixer_cli.errors import DataError, DatasetNotFound
-from mixer_cli.evals.iou import IGNORE
+from mixer_cli.data.sources import IGNORE, IndexedSource
 
 LAYOUT = "ROOT/<split>/images/<name>.<ext> and ROOT/<split>/masks/<name>.png"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 PERMUTATION_MODES = ("none", "patch", "global")
 

@@ -18,11 +18,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from mixer_cli.core.distributed import batch_sharding, local_batch_size, to_global
+from mixer_cli.core.errors import DataError
+from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data.preprocess import Preprocessing, Transforms
 from mixer_cli.data.sources import DataSource
-from mixer_cli.data.tf_cpu import tf
-from mixer_cli.distributed import batch_sharding, local_batch_size, to_global
-from mixer_cli.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}\s*")
@@ -140,7 +140,7 @@ class EvalBatches:
         padding = tf.data.Dataset.from_tensors(self.transforms.eval_padding()).repeat(pad)
         ds = ds.concatenate(padding)
         if self.source.task == "segment":
-            from mixer_cli.evals.iou import IGNORE
+            from mixer_cli.data.sources import IGNORE
 
             values = {
                 k: tf.constant(IGNORE, spec.dtype) if k == "truth" else tf.zeros([], spec.dtype)

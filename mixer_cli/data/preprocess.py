@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.core.tf_cpu import no_autograph, tf
 from mixer_cli.data.permutations import PERMUTATION_MODES, make_permutation
 from mixer_cli.data.randaugment import randaugment
 from mixer_cli.data.sources import DataSource
-from mixer_cli.data.tf_cpu import no_autograph, tf
-from mixer_cli.errors import ConfigError
 
 TRAIN_CROPS = ("inception", "resize")
 EVAL_CROP_RATIO = 256 / 224

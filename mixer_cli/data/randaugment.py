@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from mixer_cli.data.tf_cpu import no_autograph, tf
+from mixer_cli.core.tf_cpu import no_autograph, tf
 
 _MAX_LEVEL = 10.0
 _FILL = 128

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mixer_cli.core.tf_cpu import no_autograph
 from mixer_cli.data.preprocess import (
     Preprocessing,
     crop_window,
@@ -18,9 +19,7 @@ from mixer_cli.data.preprocess import (
     resize,
     to_model_input,
 )
-from mixer_cli.data.sources import DataSource
-from mixer_cli.data.tf_cpu import no_autograph
-from mixer_cli.evals.iou import IGNORE
+from mixer_cli.data.sources import IGNORE, DataSource
 
 
 def resize_mask(mask: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int) -> tf.Tensor:

@@ -10,15 +10,15 @@ only its own rows of each global batch.
 from __future__ import annotations
 
 import abc
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-from mixer_cli.data.tf_cpu import no_autograph, tf
-from mixer_cli.errors import DataError
+from mixer_cli.core.errors import DataError
+from mixer_cli.core.tf_cpu import no_autograph, tf
+
+IGNORE = 255  # a mask's label of pixels that count nowhere (the Oxford pets trimaps' border)
 
 # An indexed source emits this many examples per pipeline (many small epochs at once),
 # so small datasets do not pay for building a tf.data pipeline every few steps.
@@ -88,7 +88,7 @@ class DataSource(abc.ABC):
 
     def read_mask(self, label: tf.Tensor) -> tf.Tensor:
         """A segmentation source's label -> its uint8 [H, W] label map: class indices, or
-        `evals.iou.IGNORE` for pixels that count nowhere."""
+        `IGNORE` for pixels that count nowhere."""
         return tf.cast(label, tf.uint8)
 
     def label_counts(self, split: str) -> np.ndarray | None:
@@ -120,7 +120,7 @@ class DataSource(abc.ABC):
         import jax
 
         if absent and jax.process_index() == 0:
-            from mixer_cli import report
+            from mixer_cli.core import report
 
             report.stderr.print(
                 f"[yellow]warning:[/] {self.name}: the evaluation split {eval_split!r} has "
@@ -226,51 +226,3 @@ class IndexedSource(DataSource):
     def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
         mine = np.array_split(self._indices(split), processes)[process]
         return tf.data.Dataset.from_tensor_slices((self._raw[mine], self._labels[mine]))
-
-
-def open_dataset(
-    spec: str,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    task: str | None = "classify",
-) -> DataSource:
-    """``digits``, ``digit-scenes``, ``folder:PATH`` (or an existing directory), or a TFDS
-    name[:version]; `task` says whether labels are classes or masks (``segment``: a
-    folder of images/ and masks/, or a TFDS set whose masks mixer knows; None: what the
-    dataset holds, a folder by its layout, for describing it)."""
-    spec = spec.strip()
-    if task is None:
-        root = Path(spec.removeprefix("folder:")).expanduser()
-        layout = root.is_dir() and any((d / "masks").is_dir() for d in root.iterdir())
-        task = "segment" if spec == "digit-scenes" or layout else "classify"
-    if spec in ("digits", "digits-placed"):
-        if task == "segment":
-            raise DataError(f"{spec} has no masks; the offline segmentation set is digit-scenes")
-        if spec == "digits":
-            from mixer_cli.data.digits import DigitsSource
-
-            return DigitsSource()
-        from mixer_cli.data.digits_placed import DigitsPlacedSource
-
-        return DigitsPlacedSource()
-    if spec == "digit-scenes":
-        if task != "segment":
-            raise DataError(
-                "digit-scenes is a segmentation set (masks for labels): use it with mixer segment"
-            )
-        from mixer_cli.data.digit_scenes import DigitScenesSource
-
-        return DigitScenesSource()
-    if spec.startswith("folder:") or os.sep in spec or Path(spec).is_dir():
-        root = Path(spec.removeprefix("folder:")).expanduser()
-        if task == "segment":
-            from mixer_cli.data.mask_folder import MaskFolderSource
-
-            return MaskFolderSource(root)
-        from mixer_cli.data.folder import FolderSource
-
-        return FolderSource(root)
-    from mixer_cli.data.tfds_source import open_tfds
-
-    return open_tfds(spec, data_dir, download=download, task=task)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer_cli.data.sources import DataSource, TrainStream, epoch_seed
-from mixer_cli.data.tf_cpu import no_autograph, tf
-from mixer_cli.errors import DataError, DatasetNotFound
-from mixer_cli.evals.iou import IGNORE
+from mixer_cli.core.errors import DataError, DatasetNotFound
+from mixer_cli.core.tf_cpu import no_autograph, tf
+from mixer_cli.data.sources import IGNORE, DataSource, TrainStream, epoch_seed
 
 SHUFFLE_BUFFER = 10_000
 _DOWNLOAD_HOST = "storage.googleapis.com"  # where TFDS fetches most datasets from

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 # type -> the module that implements it (its `Settings` and `Evaluator`).
 TYPES: dict[str, str] = {

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 if TYPE_CHECKING:  # TensorFlow stays unimported until an evaluator runs
     from mixer_cli.data.preprocess import Preprocessing

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.evals import base
 from mixer_cli.evals.base import SUMS, Context, EvalSettings, PassOutput, Read, Split
 

@@ -1,6 +1,6 @@
 """`fewshot`: linear few-shot accuracy of the frozen pre_logits, on one or more datasets.
 
-The reference evaluator's method (`mixer_cli.fewshot`: nested per-class shot sets per
+The reference evaluator's method (`mixer_cli.evals.ridge`: nested per-class shot sets per
 seed, standardised features, bias column 100, closed-form ridge). Each dataset costs two
 feature passes, its training and test splits; on the run's own dataset the test pass is
 the one the classification evaluator reads too. `pool_per_class` draws the shots from
@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli import fewshot
-from mixer_cli.errors import ConfigError
-from mixer_cli.evals import base
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.evals import base, ridge
 from mixer_cli.evals.base import FEATURES, Context, EvalSettings, PassOutput, Read, Split
 
 
@@ -35,7 +34,7 @@ class Settings(EvalSettings):
     test_split: str | None = None  # None = each dataset's evaluation split
     shots: tuple[int, ...] = (5,)
     seeds: int = 3  # seeds 0..N-1, averaged
-    l2_reg: tuple[float, ...] = (fewshot.DEFAULT_L2,)  # several: cross-validated per set
+    l2_reg: tuple[float, ...] = (ridge.DEFAULT_L2,)  # several: cross-validated per set
     pool_per_class: int = 0  # shots drawn from the first N x classes examples; 0 = all
 
 
@@ -88,7 +87,7 @@ class Evaluator(base.Evaluator):
                 pool = min(source.num_examples(train), s.pool_per_class * source.num_classes)
                 train, counts = f"{train}[:{pool}]", None
             if counts is not None:  # known without a pass: refuse impossible shots now
-                fewshot.check_shots(counts, s.shots, source.num_classes)
+                ridge.check_shots(counts, s.shots, source.num_classes)
             prefix = "" if dataset is None else f"{dataset_label(dataset)}_"
             self.tasks.append(
                 Task(
@@ -109,7 +108,7 @@ class Evaluator(base.Evaluator):
         for task in self.tasks:
             train, test = outputs[task.train], outputs[task.test]
             started = time.time()
-            records = fewshot.evaluate(
+            records = ridge.evaluate(
                 train.features,
                 train.labels,
                 test.features,
@@ -119,7 +118,7 @@ class Evaluator(base.Evaluator):
                 range(s.seeds),
                 s.l2_reg,
             )
-            summary = fewshot.summarize(records)
+            summary = ridge.summarize(records)
             self.details[task.name] = {
                 "train_split": task.train.split,
                 "test_split": task.test.split,

@@ -26,14 +26,14 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from mixer_cli import report
-from mixer_cli.cache import read_npz, write_npz
+from mixer_cli.core import report
+from mixer_cli.core.cache import read_npz, write_npz
+from mixer_cli.core.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.data import EvalBatches
 from mixer_cli.data.pipeline import HOST_KEYS
-from mixer_cli.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.evals.base import FEATURES, PIXELS, SUMS, PassOutput, Split
 from mixer_cli.evals.iou import score_batch
-from mixer_cli.train.steps import per_example_loss
+from mixer_cli.evals.losses import per_example_loss
 
 CACHE_VERSION = 1  # bump when the features of the same inputs would change
 TOP_K = 5

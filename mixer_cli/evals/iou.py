@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-IGNORE = 255  # the label of pixels that count nowhere (the Oxford pets trimaps' border)
-
 
 def confusion(predicted: Any, true: Any, classes: int, valid: Any | None = None) -> np.ndarray:
     """[classes, classes] counts, rows true, columns predicted; pixels whose label is

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.evals import base
 from mixer_cli.evals.base import PIXELS, Context, EvalSettings, PassOutput, Read, Split
 from mixer_cli.evals.iou import summary

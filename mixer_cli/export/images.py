@@ -10,9 +10,9 @@ CALIBRATION_IMAGES = 256
 
 
 def _batches(data: str, data_dir: str | None, split: str | None, resolution: int) -> Iterator:
+    from mixer_cli.core.distributed import make_mesh
     from mixer_cli.data import EvalBatches, open_dataset
     from mixer_cli.data.preprocess import Preprocessing
-    from mixer_cli.distributed import make_mesh
 
     source = open_dataset(data, None if data_dir is None else str(data_dir))
     split = split or source.eval_split

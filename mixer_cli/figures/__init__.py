@@ -25,7 +25,7 @@ def pyplot() -> Any:
 
 def save(figure: Any, path: Path, dpi: int = 120) -> Path:
     """Write `figure` to `path` (.png or .svg) atomically and close it."""
-    from mixer_cli.atomic import atomic_write
+    from mixer_cli.core.atomic import atomic_write
 
     path = Path(path)
     kind = path.suffix.lstrip(".").lower()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 TRAIN_PANELS = ("loss", "lr")
 LABELS = {"loss": "training loss", "lr": "learning rate"}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.evals.iou import IGNORE
+from mixer_cli.data.sources import IGNORE
 
 IGNORED_COLOUR = (0.85, 0.85, 0.85)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 KERNEL = re.compile(r"^(?:.*/)?MixerBlock_(\d+)/token_mixing/Dense_0/kernel$")
 PAIR_BELOW = -0.5  # correlation under which two units count as opposite in phase

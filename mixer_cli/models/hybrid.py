@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.models.head import classifier_head
 from mixer_cli.models.matmul_conv import MatmulConv
 from mixer_cli.models.mixer import GELU_FORMS, MixerBlock, PatchEmbedding

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli import checkpoints
-from mixer_cli.config import ModelConfig
-from mixer_cli.errors import CheckpointMismatch, ConfigError
+from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.hybrid import HybridMixer, check_options
 from mixer_cli.models.mixer import abstract_params, compute_dtype
 from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.variants import MixerSpec, parse_variant, spec_from_dims
+from mixer_cli.weights.arrays import as_tree, check_compatible, flatten
 
 # Arrays only a hybrid has: a checkpoint with any of them is no plain Mixer.
 HYBRID_PARTS = re.compile(r"(^conv_stem/|/token_attention/|^ConvAfter_\d+/|/gate$)")
@@ -150,10 +151,10 @@ def load(
     num_classes = int(flat["head/kernel"].shape[1]) if "head/kernel" in flat else 0
     model = build(m, num_classes, 0.0)
     name = describe(m)
-    checkpoints.check_compatible(abstract_params(model, m.resolution), flat, source, name)
+    check_compatible(abstract_params(model, m.resolution), flat, source, name)
     return Loaded(
         model,
-        checkpoints.as_tree(flat),
+        as_tree(flat),
         "hybrid",
         name,
         m.resolution,
@@ -188,10 +189,10 @@ def _blocks(keys: list[str], part: str) -> str:
 def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     """Every array the checkpoint shares with the model (same name and shape; with scope
     'backbone' not its head), fresh initialisation for the rest, and a note of both."""
-    from mixer_cli import report
+    from mixer_cli.core import report
 
-    flat, source = checkpoints.read_params(path)
-    fresh_flat = {k: np.asarray(v) for k, v in checkpoints._flat(fresh).items()}
+    flat, source = read_params(path)
+    fresh_flat = {k: np.asarray(v) for k, v in flatten(fresh).items()}
     if scope == "backbone":
         flat = {k: v for k, v in flat.items() if not k.startswith("head/")}
     for key, value in fresh_flat.items():
@@ -220,11 +221,11 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
             + (f"; not used: {', '.join(unused)}" if unused else ""),
             soft_wrap=True,
         )
-    return checkpoints.as_tree(merged)
+    return as_tree(merged)
 
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
-    from mixer_cli.costs import measure
+    from mixer_cli.models.costs import measure
 
     return measure(build(m, num_classes, 0.0), m.resolution)
 

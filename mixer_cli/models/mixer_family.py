@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mixer_cli import checkpoints
-from mixer_cli.config import ModelConfig
+from mixer_cli.models.checkpoints import load_params
 from mixer_cli.models.mixer import create_model
+from mixer_cli.models.mixer_checkpoint import pretrained_from_flat, transfer_params
 from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.variants import MixerSpec, parse_variant
 
 
@@ -47,7 +48,7 @@ def load(
     flat: Mapping[str, Any], source: str, resolution: int | None, settings: Mapping[str, Any]
 ) -> Loaded:
     gelu = settings.get("gelu", "tanh")
-    pre = checkpoints.pretrained_from_flat(flat, source, resolution=resolution, gelu=gelu)
+    pre = pretrained_from_flat(flat, source, resolution=resolution, gelu=gelu)
     arch = pre.architecture
     return Loaded(
         pre.model,
@@ -73,12 +74,12 @@ def load(
 
 def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     if scope == "backbone":  # adapted to the fresh model's resolution, a fresh head
-        return checkpoints.transfer_params(path, fresh)
-    return checkpoints.load_params(path, fresh)
+        return transfer_params(path, fresh)
+    return load_params(path, fresh)
 
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
-    from mixer_cli.costs import describe
+    from mixer_cli.models.costs import describe
 
     row = describe(_spec(m), m.resolution, num_classes)
     return {"params": row["params"], "gflops": row["gflops"]}
@@ -93,4 +94,7 @@ FAMILY = Family(
     load=load,
     warm_start=warm_start,
     count=count,
+    adapts_resolution=True,
+    exports_onnx=True,
+    timm_layout=True,
 )

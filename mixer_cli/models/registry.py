@@ -11,20 +11,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mixer_cli.errors import CheckpointMismatch, ConfigError
-
-if TYPE_CHECKING:
-    from mixer_cli.config import ModelConfig
-
-# family name -> the module holding its FAMILY.
-FAMILY_MODULES: dict[str, str] = {
-    "mixer": "mixer_cli.models.mixer_family",
-    "hybrid": "mixer_cli.models.hybrid_family",
-    "resnet": "mixer_cli.models.resnet_family",
-}
-FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY_MODULES)
+from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models.settings import FAMILY_MODULES, FAMILY_NAMES, HEADS, ModelConfig
 
 
 @dataclass
@@ -55,12 +45,16 @@ class Family:
     # Flat '/'-joined arrays of a checkpoint -> whether they are this family's.
     matches: Callable[[Mapping[str, Any]], bool]
     # (flat arrays, name for messages, requested resolution or None, the model settings
-    # the checkpoint carries: `checkpoints.saved_settings`) -> Loaded.
+    # the checkpoint carries: `weights.forms.saved_settings`) -> Loaded.
     load: Callable[[Mapping[str, Any], str, int | None, Mapping[str, Any]], Loaded]
     # (checkpoint path, freshly initialised params, 'all' | 'backbone') -> params to train.
     warm_start: Callable[[str, dict[str, Any], str], dict[str, Any]]
     # (model config, classes) -> {'params': int, 'gflops': float} per image.
     count: Callable[[ModelConfig, int], dict[str, Any]]
+    # Capabilities commands ask for instead of comparing names:
+    adapts_resolution: bool = False  # a checkpoint fine-tunes at K x its resolution
+    exports_onnx: bool = False  # `mixer export --format onnx` writes its graph
+    timm_layout: bool = False  # its weights convert to and from timm's state dict
 
 
 def get(name: str) -> Family:
@@ -68,6 +62,11 @@ def get(name: str) -> Family:
     if name not in FAMILY_MODULES:
         raise ConfigError(f"unknown model family {name!r}; families: {', '.join(FAMILY_NAMES)}")
     return importlib.import_module(FAMILY_MODULES[name]).FAMILY
+
+
+def families_that(capability: str) -> list[str]:
+    """The names of the families with a capability (`exports_onnx`, ...), for messages."""
+    return [name for name in FAMILY_NAMES if getattr(get(name), capability)]
 
 
 def family_of(flat: Mapping[str, Any], source: str) -> Family:
@@ -81,11 +80,60 @@ def family_of(flat: Mapping[str, Any], source: str) -> Family:
     )
 
 
+def build(m: ModelConfig, num_classes: int, head_bias: float = 0.0) -> Any:
+    """The model a run trains: the family's network under the config's head."""
+    if m.head == HEADS[1]:
+        from mixer_cli.models.segment_head import build_segmenter
+
+        return build_segmenter(get(m.family), m, num_classes)
+    return get(m.family).build(m, num_classes, head_bias)
+
+
+def check_warm_start(m: ModelConfig) -> None:
+    """Refuse a warm start the config's head cannot take (before anything is written)."""
+    if m.head == HEADS[1] and m.init is not None and m.init_scope != "backbone":
+        raise ConfigError(
+            "model.init_scope must be backbone for a segmentation head: the checkpoint gives "
+            "the backbone (and a segmentation model's head where its classes match)"
+        )
+
+
+def warm_start(m: ModelConfig, fresh: dict[str, Any]) -> dict[str, Any]:
+    """`fresh` (initialised) parameters with what `model.init` gives them."""
+    family = get(m.family)
+    if m.head == HEADS[1]:
+        from mixer_cli.models.segment_head import warm_start as segmenter_warm_start
+
+        return segmenter_warm_start(family, m.init, fresh)
+    return family.warm_start(m.init, fresh, m.init_scope)
+
+
+def settings_at_resolution(loaded: Loaded, resolution: int | None) -> dict[str, Any]:
+    """The model.* settings of fine-tuning a checkpoint at `resolution` (default: its own):
+    only a family that `adapts_resolution` (the plain Mixer) takes an integer multiple of
+    it (the paper's Appendix C)."""
+    if resolution is None or resolution == loaded.resolution:
+        return {}
+    if not get(loaded.family).adapts_resolution:
+        raise ConfigError(
+            f"--resolution {resolution}: only a plain Mixer adapts to another resolution; this "
+            f"{loaded.family} checkpoint runs at {loaded.resolution} px"
+        )
+    from mixer_cli.models.mixer_checkpoint import resolution_factor
+
+    factor = resolution_factor(loaded, resolution)
+    return {
+        "model.resolution": loaded.resolution * factor,
+        "model.grid_factor": loaded.config["grid_factor"] * factor,
+    }
+
+
 def load_checkpoint(path: Any, resolution: int | None = None) -> Loaded:
     """Any checkpoint `--init` takes (Google's npz or name, ours, a run directory, timm's
     safetensors or hf-hub name) as a ready model. A run directory's config.yaml names its
     family and resolution; a bare file is recognised by its arrays."""
-    from mixer_cli.checkpoints import read_params, saved_settings
+    from mixer_cli.models.checkpoints import read_params
+    from mixer_cli.weights.forms import saved_settings
 
     flat, source = read_params(path)
     settings = saved_settings(path)

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.models.head import classifier_head
 from mixer_cli.models.matmul_conv import MatmulConv
 

@@ -12,12 +12,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from mixer_cli import checkpoints
-from mixer_cli.config import ModelConfig
-from mixer_cli.errors import CheckpointMismatch, ConfigError
+from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models.checkpoints import load_params, read_params
 from mixer_cli.models.mixer import abstract_params, compute_dtype
 from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.resnet import DEPTHS, ResNet, create_resnet, parse_resnet
+from mixer_cli.models.settings import ModelConfig
+from mixer_cli.weights.arrays import as_tree, check_compatible, with_fresh_head
 
 _UNIT = re.compile(r"^stage(\d+)_unit(\d+)/")
 
@@ -55,9 +56,9 @@ def load(
     width = int(flat["stem/kernel"].shape[-1])
     num_classes = int(flat["head/kernel"].shape[1]) if "head/kernel" in flat else 0
     model = ResNet(DEPTHS[depth], width, num_classes)
-    checkpoints.check_compatible(abstract_params(model, resolution), flat, source, f"ResNet{depth}")
+    check_compatible(abstract_params(model, resolution), flat, source, f"ResNet{depth}")
     name = parse_resnet(f"ResNet{depth}", width).name
-    params = checkpoints.as_tree(flat)
+    params = as_tree(flat)
     config = {"family": "resnet", "variant": name, "width": width, "resolution": resolution}
     return Loaded(
         model, params, "resnet", name, resolution, num_classes, {"width": width}, config=config
@@ -66,13 +67,13 @@ def load(
 
 def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     if scope == "backbone":
-        flat, source = checkpoints.read_params(path)
-        return checkpoints.with_fresh_head(flat, fresh, source)
-    return checkpoints.load_params(path, fresh)
+        flat, source = read_params(path)
+        return with_fresh_head(flat, fresh, source)
+    return load_params(path, fresh)
 
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
-    from mixer_cli.costs import measure
+    from mixer_cli.models.costs import measure
 
     return measure(build(m, num_classes, 0.0), m.resolution)
 

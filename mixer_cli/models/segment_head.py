@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 
 def assemble(scores: jax.Array, height: int, width: int) -> jax.Array:
@@ -71,12 +71,10 @@ class Segmenter(nn.Module):
         return scores, {**out, "scores": scores}
 
 
-def build_segmenter(config: Any, classes: int) -> Segmenter:
-    """A Segmenter on the backbone `config` (a ModelConfig) describes, any family with a
-    token grid; refuses one without (a ResNet) and a resolution its patches do not tile."""
-    from mixer_cli.models import registry
-
-    family = registry.get(config.family)
+def build_segmenter(family: Any, config: Any, classes: int) -> Segmenter:
+    """A Segmenter on the backbone `config` (a ModelConfig) of `family` describes, any
+    family with a token grid; refuses one without (a ResNet) and a resolution its patches
+    do not tile."""
     family.parse(config)  # the variant and resolution, refused with the family's words
     block = family.patch_size(config)
     if not block:
@@ -96,13 +94,15 @@ def warm_start(family: Any, path: str, fresh: dict[str, Any]) -> dict[str, Any]:
     dropped, adapted to the model's grid factor as fine-tuning's is) under the fresh
     segmentation head, or, from a segmentation model for the same classes, under its own
     head (the head is the same at every grid factor: one token, one P x P block)."""
-    from mixer_cli import checkpoints
+    from mixer_cli.models.checkpoints import SEGMENTER_PARTS
+    from mixer_cli.weights.arrays import as_tree, flat_params
+    from mixer_cli.weights.forms import read_arrays
 
     params = {**fresh, "backbone": family.warm_start(path, fresh["backbone"], "backbone")}
-    prefix = f"{checkpoints.SEGMENTER_PARTS[1]}/"
-    head = checkpoints.read_arrays(path, prefix)[0]  # nothing for a classifier: not read
+    prefix = f"{SEGMENTER_PARTS[1]}/"
+    head = read_arrays(path, prefix)[0]  # nothing for a classifier: not read
     head = {k.removeprefix(prefix): v for k, v in head.items()}
-    wanted = checkpoints.flat_params(fresh["segment_head"])
+    wanted = flat_params(fresh["segment_head"])
     if {k: v.shape for k, v in head.items()} == {k: v.shape for k, v in wanted.items()}:
-        params["segment_head"] = checkpoints.as_tree(head)
+        params["segment_head"] = as_tree(head)
     return params

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mixer_cli.errors import ConfigError, nearby_multiples
+from mixer_cli.core.errors import ConfigError, nearby_multiples
 
 
 @dataclass(frozen=True)

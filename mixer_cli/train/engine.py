@@ -26,26 +26,26 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mixer_cli import report
-from mixer_cli.checkpoints import write_npz
 from mixer_cli.config import Config
-from mixer_cli.data import Preprocessing, TrainBatches, open_dataset
-from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
-from mixer_cli.errors import (
+from mixer_cli.core import report
+from mixer_cli.core.distributed import batch_sharding, local_batch_size, make_mesh, replicated
+from mixer_cli.core.errors import (
     CheckpointNotFound,
     ConfigError,
     Interrupted,
     Preempted,
     TrainingDiverged,
 )
+from mixer_cli.data import Preprocessing, TrainBatches, open_dataset
 from mixer_cli.evals.base import Context
 from mixer_cli.evals.suite import EvalSuite
-from mixer_cli.models import registry, segment_head
+from mixer_cli.models import registry
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter, read_results
 from mixer_cli.train.optim import make_optimizer
 from mixer_cli.train.steps import Steps, TrainState, compile_steps, initial_state
 from mixer_cli.train.workdir import check_free_space, hold_workdir, prepare_workdir
+from mixer_cli.weights.arrays import write_npz
 from mixer_cli.weights.released import locate
 
 SIGMOID_HEAD_BIAS = -6.9  # the reference recipe's: initial sigmoid outputs of ~1/1000
@@ -83,11 +83,7 @@ def build(config: Config) -> Run:
         )
     if m.init is not None and not locate(m.init).exists():  # a released name: fetched now
         raise CheckpointNotFound(f"model.init: checkpoint {m.init!r} does not exist")
-    if m.head == "segment" and m.init is not None and m.init_scope != "backbone":
-        raise ConfigError(
-            "model.init_scope must be backbone for a segmentation head: the checkpoint gives "
-            "the backbone (and a segmentation model's head where its classes match)"
-        )
+    registry.check_warm_start(m)
     source = open_dataset(d.name, d.data_dir, task=m.head)
     train_split = d.train_split or source.train_split
     eval_split = d.eval_split or source.eval_split
@@ -114,10 +110,7 @@ def build(config: Config) -> Run:
             f"{m.resolution} px resolution: they are upsampled"
         )
     head_bias = SIGMOID_HEAD_BIAS if t.loss == "sigmoid" else 0.0
-    if m.head == "segment":
-        model = segment_head.build_segmenter(m, source.num_classes)
-    else:
-        model = family.build(m, source.num_classes, head_bias)
+    model = registry.build(m, source.num_classes, head_bias)
     examples = source.num_examples(train_split)
     total_steps = t.steps or max(1, math.ceil(t.epochs * examples / t.batch_size))
     tx, schedule = make_optimizer(config.optim, total_steps)
@@ -194,14 +187,9 @@ def train_and_evaluate(
     def starting_state() -> TrainState:
         """Initialised, then warm-started from `model.init` if the config names one."""
         state = jax.jit(fresh, out_shardings=repl)(key)
-        m = config.model
-        if m.init is None:
+        if config.model.init is None:
             return state
-        fresh_params = jax.device_get(state.params)
-        if m.head == "segment":
-            params = segment_head.warm_start(run.family, m.init, fresh_params)
-        else:
-            params = run.family.warm_start(m.init, fresh_params, m.init_scope)
+        params = registry.warm_start(config.model, jax.device_get(state.params))
         params = jax.device_put(params, repl)
         ema = None if state.ema is None else jax.tree.map(jnp.copy, params)  # own buffers
         return state.replace(params=params, ema=ema)

@@ -14,8 +14,8 @@ from typing import Any
 
 from tensorflow.core.framework import summary_pb2
 
-from mixer_cli.atomic import atomic_write
-from mixer_cli.data.tf_cpu import tf
+from mixer_cli.core.atomic import atomic_write
+from mixer_cli.core.tf_cpu import tf
 
 _SCALAR = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")

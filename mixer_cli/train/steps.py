@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
+from mixer_cli.evals.losses import per_example_loss
 from mixer_cli.models import MlpMixer
 
 
@@ -48,21 +49,6 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
     short run's average is not dominated by the initial weights."""
     t = step.astype(jnp.float32)
     return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
-
-
-def per_example_loss(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
-    """[B] losses; labels are (possibly mixed) one-hot rows. Training and evaluation
-    measure the same thing. Per-pixel labels [B, H, W, K] (segmentation) give each
-    example the mean over its labelled pixels; an ignored pixel's row is all zeros."""
-    if kind == "sigmoid":
-        losses = optax.sigmoid_binary_cross_entropy(logits, labels).sum(axis=-1)
-    else:
-        losses = optax.softmax_cross_entropy(logits, labels)
-    if labels.ndim == 2:
-        return losses
-    labelled = (labels.sum(axis=-1) > 0).astype(losses.dtype)
-    axes = tuple(range(1, losses.ndim))
-    return (losses * labelled).sum(axes) / jnp.maximum(labelled.sum(axes), 1.0)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:

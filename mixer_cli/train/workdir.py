@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from mixer_cli.atomic import atomic_write
 from mixer_cli.config import Config, changeable, dump_yaml, upgrade
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.atomic import atomic_write
+from mixer_cli.core.errors import ConfigError
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:

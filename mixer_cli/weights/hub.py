@@ -13,7 +13,7 @@ import functools
 import os
 from pathlib import Path
 
-from mixer_cli.errors import CheckpointNotFound, ConfigError
+from mixer_cli.core.errors import CheckpointNotFound, ConfigError
 
 PREFIX = "hf-hub:"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -91,7 +91,7 @@ def _fetch(spec: str, cache_dir: str | None, offline: bool) -> Path:
     try:  # the input normalisation; without it timm's Mixer default (0.5/0.5) applies
         download(CONFIG)
     except (LocalEntryNotFoundError, EntryNotFoundError, HfHubHTTPError):
-        from mixer_cli import report
+        from mixer_cli.core import report
 
         report.stderr.print(
             f"note: {spec} has no {CONFIG} here: assuming timm's Mixer input normalisation "

@@ -19,8 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mixer_cli.atomic import atomic_write
-from mixer_cli.errors import CheckpointError, CheckpointNotFound
+from mixer_cli.core.atomic import atomic_write
+from mixer_cli.core.errors import CheckpointError, CheckpointNotFound
 
 DEFAULT_URL = "https://storage.googleapis.com/mixer_models"
 NAMES = (
@@ -79,7 +79,7 @@ def locate(spec: str | os.PathLike) -> Path:
 
 
 def cache_path(name: str) -> Path:
-    from mixer_cli.cache import default_cache_dir
+    from mixer_cli.core.cache import default_cache_dir
 
     return default_cache_dir() / "checkpoints" / f"{name}.npz"
 
@@ -118,7 +118,7 @@ def fetch(name: str) -> Path:
 
 def _download(url: str, part: Path) -> None:
     """Fetch `url` into `part`, continuing a previous partial transfer where it stopped."""
-    from mixer_cli import report
+    from mixer_cli.core import report
 
     part.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.atomic import atomic_write
-from mixer_cli.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound
+from mixer_cli.core.atomic import atomic_write
+from mixer_cli.core.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound
 
 # Inputs in [-1, 1] are (x01 - 0.5) / 0.5: what mixer feeds every model.
 MIXER_MEAN = MIXER_STD = (0.5, 0.5, 0.5)

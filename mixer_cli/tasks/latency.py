@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.errors import ConfigError
 
 PERCENTILES = (50, 90, 99)
 
@@ -126,7 +126,7 @@ def run_latency(spec: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}  # one device, as deployed
     for label, count in (("1 core", 1), (f"all {cores} cores", 0)):
         done = subprocess.run(
-            [sys.executable, "-m", "mixer_cli.latency", json.dumps({**spec, "cores": count})],
+            [sys.executable, "-m", "mixer_cli.tasks.latency", json.dumps({**spec, "cores": count})],
             capture_output=True,
             text=True,
             env=env,
@@ -143,7 +143,7 @@ def run_latency(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from mixer_cli.errors import MixerError
+    from mixer_cli.core.errors import MixerError
 
     try:
         print(json.dumps(child(json.loads(sys.argv[1]))))

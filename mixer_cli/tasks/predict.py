@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.data.folder import IMAGE_SUFFIXES
 from mixer_cli.data.image_files import find_damaged
-from mixer_cli.errors import ConfigError
 
 IMAGENET_CLASSES = 1000
 
@@ -41,7 +41,7 @@ def image_paths(arguments: Sequence[Path]) -> list[Path]:
 
 def class_names(init: Path, num_classes: int) -> list[str]:
     """Names of the head's classes: the run's dataset, ImageNet-1k's synsets, or indices."""
-    from mixer_cli.config import saved_run_config
+    from mixer_cli.weights.forms import saved_run_config
 
     data = saved_run_config(init).get("data")
     if data:
@@ -69,9 +69,9 @@ def predict(
     files with why)."""
     import jax
 
+    from mixer_cli.core.distributed import batch_sharding, make_mesh, replicated
+    from mixer_cli.core.tf_cpu import tf
     from mixer_cli.data.preprocess import decode, eval_resize, to_model_input
-    from mixer_cli.data.tf_cpu import tf
-    from mixer_cli.distributed import batch_sharding, make_mesh, replicated
 
     damaged = find_damaged([str(p) for p in paths])
     bad = {path for path, _ in damaged}

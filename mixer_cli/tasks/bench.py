@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixer_cli.config import ModelConfig, OptimConfig, TrainConfig, model_config
-from mixer_cli.costs import model_flops
-from mixer_cli.distributed import batch_sharding, local_batch_size, make_mesh, replicated
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.distributed import batch_sharding, local_batch_size, make_mesh, replicated
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.models import registry
+from mixer_cli.models.costs import model_flops
 from mixer_cli.models.mixer import compute_dtype
 from mixer_cli.train.optim import make_optimizer
 from mixer_cli.train.steps import compile_steps, initial_state

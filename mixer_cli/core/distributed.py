@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mixer_cli.errors import ConfigError, nearby_multiples
+from mixer_cli.core.errors import ConfigError, nearby_multiples
 
 DATA_AXIS = "data"
 

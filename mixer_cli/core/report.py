@@ -65,7 +65,7 @@ def print_json(obj: Any) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    from mixer_cli.atomic import atomic_write
+    from mixer_cli.core.atomic import atomic_write
 
     with atomic_write(path) as f:
         f.write(to_json(obj) + "\n")

@@ -91,12 +91,12 @@ def run_fewshot(
     print the table and write results.json."""
     import jax
 
-    from mixer_cli import report
-    from mixer_cli.cache import default_cache_dir
+    from mixer_cli.core import report
+    from mixer_cli.core.cache import default_cache_dir
+    from mixer_cli.core.errors import ConfigError
     from mixer_cli.data import open_dataset
-    from mixer_cli.errors import ConfigError
     from mixer_cli.evals import settings_class
-    from mixer_cli.fewshot import print_fewshot_table
+    from mixer_cli.evals.ridge import print_fewshot_table
     from mixer_cli.models.registry import load_checkpoint
     from mixer_cli.train.workdir import default_workdir
 
@@ -153,14 +153,15 @@ def run_eval(
     dataset (else the representation evaluators only), few-shot on request."""
     import jax
 
-    from mixer_cli import report
-    from mixer_cli.cache import default_cache_dir
-    from mixer_cli.config import parse_number_list, saved_run_config
+    from mixer_cli.config import parse_number_list
+    from mixer_cli.core import report
+    from mixer_cli.core.cache import default_cache_dir
     from mixer_cli.data import open_dataset
     from mixer_cli.evals import settings_class
-    from mixer_cli.fewshot import print_fewshot_table
+    from mixer_cli.evals.ridge import print_fewshot_table
     from mixer_cli.models.registry import load_checkpoint
     from mixer_cli.train.workdir import default_workdir, latest_run
+    from mixer_cli.weights.forms import saved_run_config
 
     shot_list = tuple(sorted(parse_number_list(shots, int, "--shots")))
     if init is None:

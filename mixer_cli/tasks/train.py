@@ -1,28 +1,13 @@
-"""What the training subcommands share: config resolution, the run directory, the summary."""
+"""Training as a command runs it: the engine in a run directory, the command's own
+results added, the summary printed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from mixer_cli.commands.options import TrainingOptions
 from mixer_cli.config import Config
 from mixer_cli.train.workdir import default_workdir
-
-
-def resolve_config(
-    options: TrainingOptions,
-    flags: dict[str, Any],
-    base: list[tuple[str, dict[str, Any]]] = (),
-    default_recipe: str | None = "demo",
-) -> Config:
-    """defaults < base layers < --recipe/--config (else the default recipe) < flags < --set."""
-    from mixer_cli.config import parse_assignments, resolve
-
-    overrides = {k: v for k, v in {**options.flags(), **flags}.items() if v is not None}
-    overrides.update(parse_assignments(options.set_ or []))
-    chosen = options.recipe or (None if options.config else default_recipe)
-    return resolve(chosen, options.config, overrides, base)
 
 
 def run_training(
@@ -39,7 +24,7 @@ def run_training(
     the command chose settings the user did not name)."""
     import jax
 
-    from mixer_cli import report
+    from mixer_cli.core import report
     from mixer_cli.train.engine import train_and_evaluate
 
     if workdir is None:
@@ -55,7 +40,7 @@ def run_training(
 def print_summary(
     command: str, workdir: Path, results: dict[str, Any], notes: list[str] = ()
 ) -> None:
-    from mixer_cli import report
+    from mixer_cli.core import report
 
     model = f"{results['variant']} at {results['resolution']} px"
     if results.get("grid_factor", 1) > 1:

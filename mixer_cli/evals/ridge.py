@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.errors import ConfigError, DataError
+from mixer_cli.core.errors import ConfigError, DataError
 
 BIAS = 100.0
 DEFAULT_L2 = 1024.0  # 2^10, the reference's
@@ -162,7 +162,7 @@ def summarize(records: Sequence[dict[str, float]]) -> dict[str, dict[str, Any]]:
 def print_fewshot_table(results: dict[str, Any]) -> None:
     """Datasets x shots (mean +- std over seeds) with an average column, and an average row
     over datasets when there are several."""
-    from mixer_cli import report
+    from mixer_cli.core import report
 
     shots = [str(k) for k in results["shots"]]
     columns = [report.Column("dataset", "dataset", justify="left")]

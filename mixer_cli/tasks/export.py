@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.atomic import atomic_directory
-from mixer_cli.errors import ConfigError
+from mixer_cli.core.atomic import atomic_directory
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.export import FORMATS, INT8_FORMATS, INT8_MODES
+from mixer_cli.models import registry
 
 FILES = {"stablehlo": "model.stablehlo", "onnx": "model.onnx", "tflite": "model.tflite"}
 
@@ -103,9 +104,10 @@ def write_export(
     settings.check()
     _require({"onnx": "onnx", "stablehlo": "jax", "tflite": "tensorflow"}[settings.format],
              "onnxruntime")  # fmt: skip
-    if settings.format == "onnx" and loaded.family != "mixer":
+    if settings.format == "onnx" and not registry.get(loaded.family).exports_onnx:
+        covered = ", ".join(registry.families_that("exports_onnx"))
         raise ConfigError(
-            f"ONNX export covers the mixer family; {source} is a {loaded.family}: use "
+            f"ONNX export covers the {covered} family; {source} is a {loaded.family}: use "
             "--format stablehlo"
         )
     if settings.int8 == "static" and calibration is None:
@@ -120,9 +122,9 @@ def write_export(
         int8_path = path.with_name(f"model.int8{path.suffix}")
         args = (loaded.model, loaded.params, loaded.resolution, batch, settings.uint8_input)
         if settings.format == "onnx":
-            from mixer_cli.checkpoints import flat_params
             from mixer_cli.export.onnx_graph import mixer_graph
             from mixer_cli.export.quantize import quantize
+            from mixer_cli.weights.arrays import flat_params
 
             graph = mixer_graph(
                 flat_params(loaded.params),

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixer_cli import report
-from mixer_cli.checkpoints import resolution_factor
 from mixer_cli.config import Config
+from mixer_cli.core import report
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.data import open_dataset
-from mixer_cli.errors import ConfigError
+from mixer_cli.models import registry
 from mixer_cli.models.registry import Loaded
 
 RECIPE = "finetune"  # recipes/finetune.yaml: SGD momentum, cosine, clip 1, batch 512
@@ -66,20 +66,8 @@ def preset_for(data: str) -> Preset:
 
 
 def model_settings(loaded: Loaded, resolution: int | None) -> dict[str, Any]:
-    """The model.* settings of fine-tuning a checkpoint at `resolution` (default: its own):
-    only a plain Mixer adapts to an integer multiple of it (the paper's Appendix C)."""
-    if resolution is None or resolution == loaded.resolution:
-        return {}
-    if loaded.family != "mixer":
-        raise ConfigError(
-            f"--resolution {resolution}: only a plain Mixer adapts to another resolution; this "
-            f"{loaded.family} checkpoint runs at {loaded.resolution} px"
-        )
-    factor = resolution_factor(loaded, resolution)
-    return {
-        "model.resolution": loaded.resolution * factor,
-        "model.grid_factor": loaded.config["grid_factor"] * factor,
-    }
+    """The model.* settings of fine-tuning a checkpoint at `resolution` (default: its own)."""
+    return registry.settings_at_resolution(loaded, resolution)
 
 
 def holdout_splits(config: Config, fraction: float) -> tuple[str, str]:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer_cli import report
-from mixer_cli.atomic import atomic_write
-from mixer_cli.errors import ConfigError
+from mixer_cli.core import report
+from mixer_cli.core.atomic import atomic_write
+from mixer_cli.core.errors import ConfigError
 
 
 def default_cache_dir() -> Path:

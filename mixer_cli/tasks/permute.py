@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli import report
 from mixer_cli.config import Config, parse_assignments, resolve
-from mixer_cli.errors import ConfigError
+from mixer_cli.core import report
+from mixer_cli.core.errors import ConfigError
 
 MODES = ("original", "patch", "global")
 MODELS = ("mixer", "resnet")  # the experiment's two arms
@@ -92,13 +92,20 @@ def parse_modes(mode: str, reference: bool) -> list[str]:
     return ["original", mode] if reference and mode != "original" else [mode]
 
 
+# `--baseline resnet`: the paper's ResNet50x1 from 128 px, else a CPU-sized ResNet14.
+DEFAULT_BASELINES = {
+    "resnet": lambda resolution: ("ResNet50x1", 64) if resolution >= 128 else ("ResNet14", 16)
+}
+
+
 def baseline_for(name: str, resolution: int) -> tuple[str, int]:
     """`resnet`: the paper's ResNet50x1 from 128 px, else a CPU-sized ResNet14 of width 16;
     or an explicit ResNet{depth}x{factor} at BiT's width."""
     from mixer_cli.models.resnet import parse_resnet
 
-    if name.lower() == "resnet":
-        return ("ResNet50x1", 64) if resolution >= 128 else ("ResNet14", 16)
+    default = DEFAULT_BASELINES.get(name.lower())
+    if default is not None:
+        return default(resolution)
     try:
         parse_resnet(name)
     except ConfigError:
@@ -109,22 +116,30 @@ def baseline_for(name: str, resolution: int) -> tuple[str, int]:
     return name, 64
 
 
-def arm_settings(experiment: Experiment, model: str) -> dict[str, Any]:
-    """What differs between the two arms: the model and its learning rate."""
-    e = experiment
-    if model == "mixer":
-        options = parse_assignments(list(e.model_options))
-        other = next((key for key in options if not key.startswith("model.")), None)
-        if other is not None:
-            raise ConfigError(f"--set {other}: only model.* keys apply to the Mixer arm")
-        mixer = {"model.family": "mixer", "model.variant": e.variant, "optim.lr": e.mixer_lr}
-        return {**mixer, **options}
+def _mixer_arm(e: Experiment) -> dict[str, Any]:
+    options = parse_assignments(list(e.model_options))
+    other = next((key for key in options if not key.startswith("model.")), None)
+    if other is not None:
+        raise ConfigError(f"--set {other}: only model.* keys apply to the Mixer arm")
+    mixer = {"model.family": MODELS[0], "model.variant": e.variant, "optim.lr": e.mixer_lr}
+    return {**mixer, **options}
+
+
+def _baseline_arm(e: Experiment) -> dict[str, Any]:
     return {
-        "model.family": "resnet",
+        "model.family": MODELS[1],
         "model.variant": e.baseline,
         "model.width": e.baseline_width,
         "optim.lr": 1e-3,
     }
+
+
+ARMS = dict(zip(MODELS, (_mixer_arm, _baseline_arm), strict=True))  # each arm's own settings
+
+
+def arm_settings(experiment: Experiment, model: str) -> dict[str, Any]:
+    """What differs between the two arms: the model and its learning rate."""
+    return ARMS[model](experiment)
 
 
 def config_for(experiment: Experiment, model: str, mode: str) -> Config:
@@ -256,9 +271,9 @@ def print_summary(results: dict[str, Any]) -> None:
 
 def example_images(experiment: Experiment, modes: list[str]) -> dict[str, np.ndarray]:
     """The first test image as each mode shows it to the models, in [0, 1] for a figure."""
+    from mixer_cli.core.tf_cpu import tf
     from mixer_cli.data import Preprocessing, open_dataset
     from mixer_cli.data.preprocess import Transforms
-    from mixer_cli.data.tf_cpu import tf
 
     source = open_dataset(experiment.data, experiment.data_dir)
     raw, label = next(iter(source.eval_stream(source.eval_split, 0, 1)))

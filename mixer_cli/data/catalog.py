@@ -1,0 +1,62 @@
+"""The catalog: a dataset's name on the command line -> its source.
+
+``digits``, ``digits-placed`` and ``digit-scenes`` are embedded; ``folder:PATH`` (or an
+existing directory) is an image folder, with masks/ a segmentation folder; anything else
+is a TFDS name[:version]. A new dataset kind is its source module plus a line here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mixer_cli.core.errors import DataError
+from mixer_cli.data.sources import DataSource
+
+
+def open_dataset(
+    spec: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    task: str | None = "classify",
+) -> DataSource:
+    """``digits``, ``digit-scenes``, ``folder:PATH`` (or an existing directory), or a TFDS
+    name[:version]; `task` says whether labels are classes or masks (``segment``: a
+    folder of images/ and masks/, or a TFDS set whose masks mixer knows; None: what the
+    dataset holds, a folder by its layout, for describing it)."""
+    spec = spec.strip()
+    if task is None:
+        root = Path(spec.removeprefix("folder:")).expanduser()
+        layout = root.is_dir() and any((d / "masks").is_dir() for d in root.iterdir())
+        task = "segment" if spec == "digit-scenes" or layout else "classify"
+    if spec in ("digits", "digits-placed"):
+        if task == "segment":
+            raise DataError(f"{spec} has no masks; the offline segmentation set is digit-scenes")
+        if spec == "digits":
+            from mixer_cli.data.digits import DigitsSource
+
+            return DigitsSource()
+        from mixer_cli.data.digits_placed import DigitsPlacedSource
+
+        return DigitsPlacedSource()
+    if spec == "digit-scenes":
+        if task != "segment":
+            raise DataError(
+                "digit-scenes is a segmentation set (masks for labels): use it with mixer segment"
+            )
+        from mixer_cli.data.digit_scenes import DigitScenesSource
+
+        return DigitScenesSource()
+    if spec.startswith("folder:") or os.sep in spec or Path(spec).is_dir():
+        root = Path(spec.removeprefix("folder:")).expanduser()
+        if task == "segment":
+            from mixer_cli.data.mask_folder import MaskFolderSource
+
+            return MaskFolderSource(root)
+        from mixer_cli.data.folder import FolderSource
+
+        return FolderSource(root)
+    from mixer_cli.data.tfds_source import open_tfds
+
+    return open_tfds(spec, data_dir, download=download, task=task)
