@@ -12,6 +12,7 @@ the same directory resumes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import threading
@@ -89,19 +90,7 @@ def build(config: Config) -> Run:
     eval_split = d.eval_split or source.eval_split
     source.check_classes(train_split, eval_split)
     source.check_images(d.skip_corrupt)  # damaged files stop the run now, not part-way
-    preprocessing = Preprocessing(
-        resolution=m.resolution,
-        crop=d.crop,
-        crop_min_area=d.crop_min_area,
-        flip=d.flip,
-        randaug_layers=d.randaug_layers,
-        randaug_magnitude=d.randaug_magnitude,
-        mixup=d.mixup,
-        cutmix=d.cutmix,
-        permutation=d.permutation,
-        permutation_patch=patch or 16,
-        permutation_seed=d.permutation_seed,
-    )
+    preprocessing = _preprocessing(config, patch or 16)
     preprocessing.permutation_index()  # a patch that does not divide the image fails here
     side = source.shorter_side()
     if side is not None and side < m.resolution and jax.process_index() == 0:
@@ -128,19 +117,31 @@ def build(config: Config) -> Run:
     )
     evals = EvalSuite.from_config(config.evals, context, t.eval_every)
     return Run(
-        config,
-        family,
-        name,
-        model,
-        source,
-        train_split,
-        eval_split,
-        preprocessing,
-        total_steps,
-        tx,
-        schedule,
-        evals,
-        examples,
+        config=config,
+        family=family,
+        name=name,
+        model=model,
+        source=source,
+        train_split=train_split,
+        eval_split=eval_split,
+        preprocessing=preprocessing,
+        total_steps=total_steps,
+        tx=tx,
+        schedule=schedule,
+        evals=evals,
+        train_examples=examples,
+    )
+
+
+def _preprocessing(config: Config, permutation_patch: int) -> Preprocessing:
+    """The input transform: the data section's keys that Preprocessing shares (crop, flip,
+    RandAugment, mixup, cutmix, the permutation) at the model's resolution."""
+    shared = {f.name for f in dataclasses.fields(Preprocessing)} & {
+        f.name for f in dataclasses.fields(config.data)
+    }
+    keys = {k: getattr(config.data, k) for k in shared if k != "permutation_patch"}
+    return Preprocessing(
+        resolution=config.model.resolution, permutation_patch=permutation_patch, **keys
     )
 
 
@@ -161,9 +162,38 @@ def train_and_evaluate(
     Everything the run does is in the config (its warm start `model.init`, its
     evaluators `evals`); the rest is run control: `stop_after` steps of this invocation,
     and `devices` for the data-parallel mesh (default: every device of every process).
+    Reads as: build -> restore or start -> loop -> finish.
     """
-    t, workdir = config.train, Path(workdir)
-    lead = jax.process_index() == 0
+    workdir, lead = Path(workdir), jax.process_index() == 0
+    mesh = _mesh(config, devices)
+    run = build(config)
+    start = Start(run, mesh)
+    # A new run's warm start is checked (and made) before anything is written.
+    new = None if (workdir / "checkpoints").exists() else start.state()
+    # One run per directory: held until this function returns, whatever the way out.
+    with hold_workdir(workdir, enabled=lead):
+        prepare_workdir(workdir, config, lead)
+        if lead:  # room for one more checkpoint and the final params.npz
+            check_free_space(workdir, _nbytes(start.abstract) + _nbytes(start.abstract.params))
+        checkpointer = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
+        state, record = _restore_or_start(checkpointer, start, new, workdir, lead)
+        step = int(state.step)
+        if step >= run.total_steps and (workdir / "results.json").exists():
+            checkpointer.close()
+            if lead:
+                report.stderr.print(f"{workdir} has finished its {step} steps; its results:")
+            return read_results(workdir)
+        hooks = Hooks(run, mesh, checkpointer, MetricsWriter(workdir, step, enabled=lead), record)
+        try:
+            state, started = _train(run, mesh, hooks, state, stop_after)
+            return _finish(run, hooks, state, workdir, started)
+        finally:
+            hooks.close()
+
+
+def _mesh(config: Config, devices: list[jax.Device] | None) -> Any:
+    """The data-parallel mesh, refusing batch sizes that do not split over it."""
+    t = config.train
     mesh = make_mesh(devices)
     local_batch_size(t.batch_size, mesh)
     if t.batch_size % (mesh.devices.size * t.accum_steps):
@@ -175,125 +205,190 @@ def train_and_evaluate(
     for settings in config.evals.values():
         if settings.batch_size:
             local_batch_size(settings.batch_size, mesh, "evaluation batch size")
-    run = build(config)
-    repl, rows = replicated(mesh), batch_sharding(mesh)
-    key = jax.random.key(t.seed)
-    fresh = partial(initial_state, run.model, run.tx, config.model.resolution, ema=t.ema_decay > 0)
-    abstract = jax.eval_shape(fresh, key)
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract
-    )
+    return mesh
 
-    def starting_state() -> TrainState:
-        """Initialised, then warm-started from `model.init` if the config names one."""
-        state = jax.jit(fresh, out_shardings=repl)(key)
-        if config.model.init is None:
+
+class Start:
+    """A run's first state: initialised on the mesh, warm-started from `model.init` if the
+    config names one; `abstract` is its shape (what a checkpoint restores into)."""
+
+    def __init__(self, run: Run, mesh: Any) -> None:
+        t = run.config.train
+        self.config, self.repl = run.config, replicated(mesh)
+        self.key = jax.random.key(t.seed)
+        self.fresh = partial(
+            initial_state, run.model, run.tx, run.config.model.resolution, ema=t.ema_decay > 0
+        )
+        abstract = jax.eval_shape(self.fresh, self.key)
+        self.abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.repl), abstract
+        )
+
+    def state(self) -> TrainState:
+        state = jax.jit(self.fresh, out_shardings=self.repl)(self.key)
+        if self.config.model.init is None:
             return state
-        params = registry.warm_start(config.model, jax.device_get(state.params))
-        params = jax.device_put(params, repl)
+        params = registry.warm_start(self.config.model, jax.device_get(state.params))
+        params = jax.device_put(params, self.repl)
         ema = None if state.ema is None else jax.tree.map(jnp.copy, params)  # own buffers
         return state.replace(params=params, ema=ema)
 
-    # A new run's warm start is checked (and made) before anything is written.
-    new = None if (workdir / "checkpoints").exists() else starting_state()
-    # One run per directory: held until this function returns, whatever the way out.
-    with hold_workdir(workdir, enabled=lead):
-        prepare_workdir(workdir, config, lead)
-        if lead:  # room for one more checkpoint and the final params.npz
-            check_free_space(workdir, _nbytes(abstract) + _nbytes(abstract.params))
-        checkpointer = Checkpointer(workdir / "checkpoints", t.keep_checkpoints)
-        restored = checkpointer.restore_latest(abstract)
-        record: dict[str, Any] = {}
-        if restored is not None:
-            state, record = restored
-            if lead:
-                report.stderr.print(f"resuming from step {record['step']} in {workdir}")
-        else:
-            state = new if new is not None else starting_state()
-        start = int(state.step)
-        if start >= run.total_steps and (workdir / "results.json").exists():
-            checkpointer.close()
-            if lead:
-                report.stderr.print(f"{workdir} has finished its {start} steps; its results:")
-            return read_results(workdir)
 
-        steps = compile_steps(
-            run.model,
-            run.tx,
-            run.schedule,
-            loss_kind=t.loss,
-            accum_steps=t.accum_steps,
-            replicated=repl,
-            rows=rows,
-            label_smoothing=t.label_smoothing,
-            sam=config.optim.sam_rho > 0,
-            ema_decay=t.ema_decay,
+def _restore_or_start(
+    checkpointer: Checkpointer, start: Start, new: TrainState | None, workdir: Path, lead: bool
+) -> tuple[TrainState, dict[str, Any]]:
+    """The newest intact checkpoint's state and record, else the first state."""
+    restored = checkpointer.restore_latest(start.abstract)
+    if restored is None:
+        return (new if new is not None else start.state()), {}
+    state, record = restored
+    if lead:
+        report.stderr.print(f"resuming from step {record['step']} in {workdir}")
+    return state, record
+
+
+def _train(
+    run: Run, mesh: Any, hooks: Hooks, state: TrainState, stop_after: int | None
+) -> tuple[TrainState, float]:
+    """The steps of this invocation (and the step-0 evaluation of a new run); returns the
+    state and when training started."""
+    t, start = run.config.train, int(state.step)
+    steps = compile_steps(
+        run.model,
+        run.tx,
+        run.schedule,
+        loss_kind=t.loss,
+        accum_steps=t.accum_steps,
+        replicated=replicated(mesh),
+        rows=batch_sharding(mesh),
+        label_smoothing=t.label_smoothing,
+        sam=run.config.optim.sam_rho > 0,
+        ema_decay=t.ema_decay,
+    )
+    if start == 0 and run.evals.due(0, run.total_steps):
+        hooks.carried["at_step0"] = hooks.evaluate(0, state, run.evals.due(0, run.total_steps))
+    batches = iter(
+        TrainBatches(
+            run.source, run.train_split, run.preprocessing, t.batch_size, t.seed, mesh, start
         )
-        writer = MetricsWriter(workdir, start, enabled=lead)
+    )
+    end = run.total_steps if stop_after is None else min(run.total_steps, start + stop_after)
+    started = time.time()
+    with report.training_progress(run.total_steps, start, enabled=hooks.lead) as progress:
+        hooks.progress = progress
+        state = _loop(run, state, batches, steps, hooks, start, end)
+    return state, started
 
-        def evaluate(
-            step: int, state: TrainState, names: list[str], bars: bool = True
-        ) -> dict[str, float]:
-            """Run evaluators on the weights (and on their average, as ema/NAME/METRIC)
-            and record the metrics (`bars`: no training bar is live)."""
-            weights = {"": state.params} | ({} if state.ema is None else {"ema/": state.ema})
-            metrics = {}
-            for prefix, params in weights.items():
-                found = run.evals.run(
-                    run.model, params, names, loss=t.loss, mesh=mesh, show_progress=bars and lead
-                )
-                metrics.update({prefix + key: value for key, value in found.items()})
-            writer.write(step, metrics)
-            return metrics
 
+def _finish(
+    run: Run, hooks: Hooks, state: TrainState, workdir: Path, started: float
+) -> dict[str, Any]:
+    """results.json; at the end of training the final evaluation and params.npz too."""
+    results = _results(run, state, hooks.loss, hooks.images_per_sec, started)
+    results.update(hooks.carried)
+    if results["finished"]:
+        results.update(hooks.evaluate(int(state.step), state, list(run.evals.evaluators)))
+        if hooks.lead:
+            write_npz(jax.device_get(state.params), workdir / "params.npz")
+            if state.ema is not None:
+                write_npz(jax.device_get(state.ema), workdir / "params_ema.npz")
+    if hooks.lead:
+        report.write_json(workdir / "results.json", results)
+    return results
+
+
+class Hooks:
+    """What the loop does where the host looks: log scalars (and stop on divergence),
+    evaluate, checkpoint, report progress, stop on a signal."""
+
+    def __init__(
+        self,
+        run: Run,
+        mesh: Any,
+        checkpointer: Checkpointer,
+        writer: MetricsWriter,
+        record: dict[str, Any],
+    ) -> None:
+        self.run, self.mesh, self.checkpointer, self.writer = run, mesh, checkpointer, writer
+        self.lead = jax.process_index() == 0
         # Results measured along the way travel in the checkpoint record, so resumes keep them.
-        carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
-        if start == 0 and run.evals.due(0, run.total_steps):
-            carried["at_step0"] = evaluate(0, state, run.evals.due(0, run.total_steps))
-        batches = iter(
-            TrainBatches(
-                run.source,
-                run.train_split,
-                run.preprocessing,
-                t.batch_size,
-                t.seed,
-                mesh,
-                start_step=start,
-            )
-        )
-        end = run.total_steps if stop_after is None else min(run.total_steps, start + stop_after)
+        self.carried = {k: v for k, v in record.items() if k not in ("step", "data_position")}
+        self.progress: report.TrainingProgress | None = None
+        self.loss, self.images_per_sec = float("nan"), 0.0
+        self.last_saved = checkpointer.latest_step()
+        self._mark = (time.time(), 0)
 
-        started = time.time()
-        try:
-            with report.training_progress(run.total_steps, start, enabled=lead) as progress:
-                state, loss, images_per_sec = _loop(
-                    run,
-                    state,
-                    batches,
-                    steps,
-                    writer,
-                    checkpointer,
-                    progress,
-                    start,
-                    end,
-                    carried,
-                    evaluate,
-                )
-            results = _results(run, state, loss, images_per_sec, started)
-            results.update(carried)
-            if results["finished"]:
-                results.update(evaluate(int(state.step), state, list(run.evals.evaluators)))
-                if lead:
-                    write_npz(jax.device_get(state.params), workdir / "params.npz")
-                    if state.ema is not None:
-                        write_npz(jax.device_get(state.ema), workdir / "params_ema.npz")
-            if lead:
-                report.write_json(workdir / "results.json", results)
-            return results
-        finally:
-            checkpointer.wait()
-            checkpointer.close()
-            writer.close()
+    def begin(self, step: int) -> None:
+        """Training (re)starts at `step`: the throughput clock starts here."""
+        self._mark = (time.time(), step)
+
+    def log(self, step: int, metrics: Any) -> None:
+        """The step's scalars to the host (the only per-step round trip): metrics files,
+        progress bar; a non-finite loss stops the run naming the last good checkpoint."""
+        scalars = jax.device_get(metrics)
+        self.loss = float(scalars["loss"])
+        if not math.isfinite(self.loss):
+            last = self.last_saved
+            where = f"step {last} in {self.checkpointer.directory}" if last else "none"
+            raise TrainingDiverged(
+                f"loss became {self.loss} by step {step}; last good checkpoint: {where}"
+            )
+        now, (mark_time, mark_step) = time.time(), self._mark
+        batch_size = self.run.config.train.batch_size
+        self.images_per_sec = (step - mark_step) * batch_size / max(now - mark_time, 1e-9)
+        self._mark = (now, step)
+        self.writer.write(step, {**scalars, "img_per_sec": self.images_per_sec})
+        self.checkpointer.check()  # a failed background save stops the run here
+        self.progress.update(step, loss=self.loss, lr=float(scalars["lr"]), ips=self.images_per_sec)
+
+    def evaluate(
+        self, step: int, state: TrainState, names: list[str], bars: bool = True
+    ) -> dict[str, float]:
+        """Run evaluators on the weights (and on their average, as ema/NAME/METRIC) and
+        record the metrics (`bars`: no training bar is live)."""
+        weights = {"": state.params} | ({} if state.ema is None else {"ema/": state.ema})
+        metrics = {}
+        for prefix, params in weights.items():
+            found = self.run.evals.run(
+                self.run.model,
+                params,
+                names,
+                loss=self.run.config.train.loss,
+                mesh=self.mesh,
+                show_progress=bars and self.lead,
+            )
+            metrics.update({prefix + key: value for key, value in found.items()})
+        self.writer.write(step, metrics)
+        return metrics
+
+    def evaluate_during(self, step: int, state: TrainState, names: list[str]) -> None:
+        """A mid-run evaluation, noted above the live training bar."""
+        metrics = self.evaluate(step, state, names, False)
+        self.progress.note(f"step {step}: {report.format_metrics(metrics)}")
+
+    def save(self, step: int, state: TrainState, metrics: Any) -> None:
+        """A checkpoint of `state` with the record resumes need (never a diverged one)."""
+        if not math.isfinite(float(metrics["loss"])):
+            raise TrainingDiverged(f"loss is not finite at step {step}; not saved")
+        record = {"step": step, "data_position": step, **self.carried}
+        if step == self.run.total_steps:  # a crash before results.json must not lose it
+            record["final_train_loss"] = self.loss
+        self.checkpointer.save(step, state, record)
+        self.last_saved = step
+
+    def stop(self, step: int, preempted: bool) -> None:
+        """After a signal: wait for the checkpoint, then leave with the resume hint."""
+        self.checkpointer.wait()
+        error = Preempted if preempted else Interrupted
+        raise error(
+            f"interrupted at step {step}; checkpoint saved in {self.checkpointer.directory}; "
+            "run the same command again to resume"
+        )
+
+    def close(self) -> None:
+        self.checkpointer.wait()
+        self.checkpointer.close()
+        self.writer.close()
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's preemption notice
@@ -330,30 +425,16 @@ def interrupt_requests() -> Iterator[Callable[[], int | None]]:
 def _loop(
     run: Run,
     state: TrainState,
-    batches: Any,
+    batches: Iterator[Any],
     steps: Steps,
-    writer: MetricsWriter,
-    checkpointer: Checkpointer,
-    progress: report.TrainingProgress,
+    hooks: Hooks,
     start: int,
     end: int,
-    carried: dict[str, Any],
-    evaluate: Callable[..., dict[str, float]],
-) -> tuple[TrainState, float, float]:
+) -> TrainState:
     """Steps start..end; scalars come back to the host only at log, eval and save points."""
     t = run.config.train
     stops = (t.log_every, t.checkpoint_every, *run.evals.intervals())
-    last_saved = checkpointer.latest_step()
-    loss, images_per_sec = float("nan"), 0.0
-    mark_time, mark_step = time.time(), start
-    metrics = None
-
-    def save(step: int) -> None:
-        record = {"step": step, "data_position": step, **carried}
-        if step == run.total_steps:  # a crash before results.json must not lose it
-            record["final_train_loss"] = loss
-        checkpointer.save(step, state, record)
-
+    hooks.begin(start)
     done, calls = start, 0
     preempted = preemption_check()
     with interrupt_requests() as interrupted:
@@ -369,38 +450,15 @@ def _loop(
             preempt = preempted(calls)
             stop = preempt or interrupted() is not None
             if done % t.log_every == 0 or done == end:
-                scalars = jax.device_get(metrics)
-                loss = float(scalars["loss"])
-                if not math.isfinite(loss):
-                    where = (
-                        f"step {last_saved} in {checkpointer.directory}" if last_saved else "none"
-                    )
-                    raise TrainingDiverged(
-                        f"loss became {loss} by step {done}; last good checkpoint: {where}"
-                    )
-                now = time.time()
-                images_per_sec = (done - mark_step) * t.batch_size / max(now - mark_time, 1e-9)
-                mark_time, mark_step = now, done
-                writer.write(done, {**scalars, "img_per_sec": images_per_sec})
-                checkpointer.check()  # a failed background save stops the run here
-                progress.update(done, loss=loss, lr=float(scalars["lr"]), ips=images_per_sec)
+                hooks.log(done, metrics)
             due = run.evals.due(done, run.total_steps) if done != run.total_steps else []
             if due:
-                metrics_now = evaluate(done, state, due, False)
-                progress.note(f"step {done}: {report.format_metrics(metrics_now)}")
+                hooks.evaluate_during(done, state, due)
             if done % t.checkpoint_every == 0 or done == end or stop:
-                if not math.isfinite(float(metrics["loss"])):
-                    raise TrainingDiverged(f"loss is not finite at step {done}; not saved")
-                save(done)
-                last_saved = done
+                hooks.save(done, state, metrics)
             if stop:
-                checkpointer.wait()
-                error = Preempted if preempt or interrupted() == signal.SIGTERM else Interrupted
-                raise error(
-                    f"interrupted at step {done}; checkpoint saved in {checkpointer.directory}; "
-                    "run the same command again to resume"
-                )
-    return state, loss, images_per_sec
+                hooks.stop(done, preempt or interrupted() == signal.SIGTERM)
+    return state
 
 
 def preemption_check() -> Callable[[int], bool]:
