@@ -13,7 +13,6 @@ import pytest
 from test_cli import run_cli
 from xla_env import xla_flags
 
-from mixer_cli.commands.bench import page_fault_hint
 from mixer_cli.models import (
     LISTED_VARIANTS,
     abstract_params,
@@ -22,7 +21,7 @@ from mixer_cli.models import (
     parse_variant,
 )
 from mixer_cli.models.costs import by_blocks, describe, forward_flops
-from mixer_cli.tasks.bench import HostUsage
+from mixer_cli.tasks.bench import HostUsage, page_fault_hint
 
 TINY = ["--variant", "N/4", "--resolution", "16", "--batch-size", "8", "--num-classes", "10"]
 QUICK = ["--windows", "2", "--steps", "2", "--peak-size", "64"]

@@ -123,3 +123,33 @@ def test_latency_of_the_jax_model_and_of_an_exported_file(tmp_path: Path, offici
         assert len(timings) == 2  # one core, all cores
         for row in timings.values():
             assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["calls"] == 10
+
+
+def test_one_table_entry_is_a_format_for_export_and_latency(
+    monkeypatch, tmp_path: Path, official_npz
+) -> None:
+    """A format is its entry in `export.formats.REGISTRY`: `mixer export` writes and checks
+    it, and the latency child loads it, with nothing else to change (here StableHLO's
+    writer and runtime under another name and suffix)."""
+    from dataclasses import replace
+
+    from mixer_cli.core.errors import ConfigError
+    from mixer_cli.export import formats
+    from mixer_cli.tasks.latency import child
+
+    fake = replace(formats.REGISTRY["stablehlo"], name="fake", file="model.fake")
+    monkeypatch.setitem(formats.REGISTRY, "fake", fake)
+    path, _ = official_npz
+    assert run(["export", "--init", path, "--format", "fake", "--out", str(tmp_path / "f")]) == 0
+    record = json.loads((tmp_path / "f" / "export.json").read_text())
+    assert record["file"] == "model.fake" and record["max_abs_diff"] <= 1e-4
+    spec = {"exported": str(tmp_path / "f"), "cores": 0, "batch_size": 3, "calls": 10}
+    timing = child({**spec, "warmup": 1})  # in this process: all cores, no pinning
+    assert timing["calls"] == 10 and 0 < timing["p50_ms"] <= timing["p99_ms"]
+    # what no entry covers is refused: a foreign file, a family without the capability
+    (tmp_path / "f" / "model.fake").rename(tmp_path / "f" / "model.bin")
+    (tmp_path / "f" / "export.json").write_text(json.dumps({**record, "file": "model.bin"}))
+    with pytest.raises(ConfigError, match="not a file mixer export writes"):
+        child({**spec, "warmup": 1})
+    with pytest.raises(ConfigError, match=r"covers the mixer family; r\.npz is a resnet: use"):
+        formats.check_family(formats.get("onnx"), "resnet", "r.npz")

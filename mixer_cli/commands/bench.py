@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from mixer_cli.commands import options
+
+if TYPE_CHECKING:
+    from mixer_cli.tasks.bench import BenchSettings
+    from mixer_cli.tasks.latency import LatencySettings
 
 BenchMode = Annotated[
     str,
@@ -81,15 +85,22 @@ def bench(
     Saves results.json in the run directory. Any model family's options go with --set
     (e.g. --set model.token_mixing=sum).
     """
-    from mixer_cli.core import report
-    from mixer_cli.tasks.bench import BenchSettings, run_bench, validate
-    from mixer_cli.train.workdir import default_workdir
+    from mixer_cli.tasks.bench import BenchSettings
+    from mixer_cli.tasks.latency import LatencySettings
 
     if mode == "latency" or exported is not None:
-        latency(variant, resolution, batch_size, dtype, num_classes, set_, exported, calls,
-                workdir, json)  # fmt: skip
+        latency_settings = LatencySettings(
+            variant=variant or "B/16",
+            resolution=resolution or 224,
+            batch_size=batch_size or 1,
+            dtype=dtype or "float32",
+            num_classes=num_classes,
+            model_options=tuple(set_ or ()),
+            exported=exported,
+            calls=calls,
+        )
+        latency(latency_settings, workdir, json)
         return
-
     settings = BenchSettings(
         variant=variant or "B/16",
         resolution=resolution or 224,
@@ -103,6 +114,15 @@ def bench(
         steps_per_execution=steps_per_execution or BenchSettings.steps_per_execution,
         model_options=tuple(set_ or ()),
     )
+    throughput(settings, workdir, json)
+
+
+def throughput(settings: BenchSettings, workdir: Path | None, json: bool) -> None:
+    """`--mode forward | train | both`: images/s, FLOPs, MFU and memory."""
+    from mixer_cli.core import report
+    from mixer_cli.tasks.bench import page_fault_hint, run_bench, validate
+    from mixer_cli.train.workdir import default_workdir
+
     validate(settings)  # before the progress bar, so an error stays one line
     workdir = Path(workdir or default_workdir("bench", settings.variant, str(settings.resolution)))
     with report.progress() as bar:
@@ -120,63 +140,31 @@ def bench(
     report.stderr.print(f"results in {workdir / 'results.json'}")
 
 
-def latency(
-    variant: str | None,
-    resolution: int | None,
-    batch_size: int | None,
-    dtype: str | None,
-    num_classes: int,
-    set_: list[str] | None,
-    exported: Path | None,
-    calls: int,
-    workdir: Path | None,
-    json: bool,
-) -> None:
+def latency(settings: LatencySettings, workdir: Path | None, json: bool) -> None:
     """`--mode latency`: per-call percentiles of the JAX model or an exported file."""
     from mixer_cli.core import report
-    from mixer_cli.models import registry
-    from mixer_cli.tasks.bench import BenchSettings
-    from mixer_cli.tasks.latency import exported_file, run_latency
+    from mixer_cli.tasks.latency import describe, measure
     from mixer_cli.train.workdir import default_workdir
 
-    settings = BenchSettings(
-        variant=variant or "B/16",
-        resolution=resolution or 224,
-        batch_size=batch_size or 1,
-        dtype=dtype or "float32",
-        mode="forward",
-        num_classes=num_classes,
-        model_options=tuple(set_ or ()),
-    )
-    if exported is None:  # (no device-count check: each timing runs on one device)
-        m = settings.model()
-        what = registry.get(m.family).parse(m)
-    else:
-        path, record = exported_file(exported)
-        what = f"{record['model']} ({path.name})"
-    spec = {
-        "variant": settings.variant,
-        "resolution": settings.resolution,
-        "dtype": settings.dtype,
-        "num_classes": num_classes,
-        "model_options": list(settings.model_options),
-        "batch_size": settings.batch_size,
-        "exported": None if exported is None else str(exported),
-        "calls": calls,
-        "warmup": max(5, calls // 10),
-    }
+    what = describe(settings)  # refuses a bad variant or file before the progress bar
     with report.progress() as bar:
         bar.add_task(f"timing {what}, batch {settings.batch_size}", total=None)
-        timings = run_latency(spec)
-    results = {"command": "bench", "mode": "latency", "model": what, **spec, "latency": timings}
-    name = "exported" if exported is not None else settings.variant
-    workdir = Path(workdir or default_workdir("bench", name, "latency"))
+        results = measure(settings, what)
+    workdir = Path(workdir or default_workdir("bench", settings.name(), "latency"))
     report.write_json(workdir / "results.json", results)
     if json:
         report.print_json(results)
         return
+    print_latency_table(results)
+    report.stderr.print(f"results in {workdir / 'results.json'}")
+
+
+def print_latency_table(results: dict) -> None:
+    from mixer_cli.core import report
+
+    batch = results["batch_size"]
     report.print_table(
-        f"latency of {what}, batch {settings.batch_size}, {calls} calls after warm-up",
+        f"latency of {results['model']}, batch {batch}, {results['calls']} calls after warm-up",
         [
             report.Column("setting", "", justify="left"),
             report.Column("p50_ms", "p50 ms", lambda v: f"{v:,.3f}"),
@@ -185,31 +173,9 @@ def latency(
             report.Column("ips", "img/s at p50", lambda v: f"{v:,.1f}"),
         ],
         [
-            {"setting": k, **v, "ips": settings.batch_size * 1e3 / v["p50_ms"]}
-            for k, v in timings.items()
+            {"setting": k, **v, "ips": batch * 1e3 / v["p50_ms"]}
+            for k, v in results["latency"].items()
         ],
-    )
-    report.stderr.print(f"results in {workdir / 'results.json'}")
-
-
-# Above this share of a CPU step's time in the kernel, say how to get it back.
-KERNEL_SHARE_HINT = 0.1
-
-
-def page_fault_hint(results: dict) -> str | None:
-    """A note when a CPU step spends a noticeable share of its time faulting in pages."""
-    if results["platform"] != "cpu":
-        return None
-    modes = [m for m in ("train", "forward") if m in results]
-    worst = max(modes, key=lambda m: results[m]["kernel_time_share"])
-    share, faults = results[worst]["kernel_time_share"], results[worst]["page_faults_per_step"]
-    if share < KERNEL_SHARE_HINT:
-        return None
-    return (
-        f"note: the {worst} step spent {share:.0%} of its CPU time in the kernel "
-        f"({faults:,.0f} page faults per step): the system allocator hands XLA's temporaries "
-        "back after every program. More --steps-per-execution or a caching malloc keep "
-        "them: README.md, 'On a CPU'."
     )
 
 

@@ -83,21 +83,16 @@ def export(
     (NHWC, [-1, 1] or uint8 pixels), the largest logit difference to JAX, and for int8 the
     top-1 agreement with the float model (and top-1 on --data's labels).
     """
-    import numpy as np
-
     from mixer_cli.core import report
-    from mixer_cli.core.errors import ConfigError
     from mixer_cli.models.registry import load_checkpoint
-    from mixer_cli.tasks.export import ExportSettings, write_export
+    from mixer_cli.tasks.export import ExportSettings, check_inputs, parse_batch_size, write_export
     from mixer_cli.train.workdir import latest_run
 
-    if batch_size != "dynamic" and not batch_size.isdigit():
-        raise ConfigError(f"--batch-size must be a positive integer or dynamic, got {batch_size!r}")
     settings = ExportSettings(
         format=format_,
         out=out,
         int8=int8,
-        batch_size=None if batch_size == "dynamic" else int(batch_size),
+        batch_size=parse_batch_size(batch_size),
         uint8_input=uint8_input,
         overwrite=overwrite,
         float_token_mixing=float_token_mixing,
@@ -107,22 +102,20 @@ def export(
         init = str(latest_run(Path("runs")))
         report.stderr.print(f"exporting {init} (the newest finished run; --init picks another)")
     loaded = load_checkpoint(init, resolution)
-    labels, calibration = None, None
-    if data is not None:
-        from mixer_cli.export.images import calibration_batches, test_images
-
-        images, labels = test_images(data, data_dir, loaded.resolution, check)
-        if settings.int8 == "static":
-            calibration = calibration_batches(data, data_dir, loaded.resolution)
-    else:
-        rng = np.random.default_rng(0)
-        images = rng.uniform(-1, 1, (16, loaded.resolution, loaded.resolution, 3))
+    images, labels, calibration = check_inputs(loaded, data, data_dir, check, settings.int8)
     with report.progress() as bar:
         bar.add_task(f"exporting {loaded.name} as {format_}", total=None)
         record = write_export(loaded, settings, images, labels, calibration, str(init))
     if json:
         report.print_json(record)
         return
+    print_export_table(record, f"{loaded.name} exported to {out}")
+
+
+def print_export_table(record: dict, title: str) -> None:
+    """The files written and how close each came to JAX's logits."""
+    from mixer_cli.core import report
+
     rows = [{"file": record["file"], "what": "float", "diff": record["max_abs_diff"],
              "agree": None, "top1": record.get("top1")}]  # fmt: skip
     if "int8" in record:
@@ -131,7 +124,7 @@ def export(
                      "agree": q["top1_agreement"], "top1": q.get("top1")})  # fmt: skip
     pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
     report.print_table(
-        f"{loaded.name} exported to {out} (checked on {record['checked_on']} images)",
+        f"{title} (checked on {record['checked_on']} images)",
         [
             report.Column("file", "file", justify="left"),
             report.Column("what", "", justify="left"),

@@ -41,10 +41,16 @@ def export_bytes(
     return bytes(export.export(fn, platforms=("cpu",))(spec).serialize())
 
 
-def run(path: str, images: np.ndarray) -> np.ndarray:
-    """Logits of a .stablehlo file (the documented loader, as a function)."""
+def load(path: str, threads: int = 0) -> Any:
+    """images -> logits of a .stablehlo file (the documented loader, as a function); the
+    threads are the process's (XLA's CPU client takes no count)."""
     from jax import export
 
     with open(path, "rb") as f:
         exported = export.deserialize(bytearray(f.read()))
-    return np.asarray(exported.call(images))
+    return lambda images: np.asarray(exported.call(images))
+
+
+def run(path: str, images: np.ndarray) -> np.ndarray:
+    """Logits of a .stablehlo file."""
+    return load(path)(images)

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.export.stablehlo import forward_function
-
 
 def _converter(model: Any, params: Any, resolution: int, batch: int, uint8_input: bool) -> Any:
     import tensorflow as tf
     from jax.experimental import jax2tf
+
+    from mixer_cli.export.stablehlo import forward_function
 
     fn = jax2tf.convert(forward_function(model, params, uint8_input), with_gradient=False)
     dtype = tf.uint8 if uint8_input else tf.float32
@@ -44,16 +44,28 @@ def export_bytes(
     return bytes(converter.convert())
 
 
-def run(path: str, images: np.ndarray) -> np.ndarray:
-    """Logits of a .tflite file for exactly its batch of images."""
+def load(path: str, threads: int = 0) -> Any:
+    """images -> logits of a .tflite file, for exactly its batch of images, on `threads`
+    threads (0: TFLite's default)."""
     import warnings
 
     import tensorflow as tf
 
     with warnings.catch_warnings():  # tf.lite.Interpreter's move-to-LiteRT notice
         warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=path)
+        interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads or None)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    given = interpreter.get_input_details()[0]["index"]
+    logits = interpreter.get_output_details()[0]["index"]
+
+    def call(images: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(given, images)
+        interpreter.invoke()
+        return interpreter.get_tensor(logits)
+
+    return call
+
+
+def run(path: str, images: np.ndarray) -> np.ndarray:
+    """Logits of a .tflite file for exactly its batch of images."""
+    return load(path)(images)

@@ -296,3 +296,24 @@ def run_bench(
         results[mode]["mfu"] = results[mode]["achieved_gflops"] * 1e9 / peak
     results["peak_memory_bytes"] = _device_peak_memory()
     return results
+
+
+# Above this share of a CPU step's time in the kernel, say how to get it back.
+KERNEL_SHARE_HINT = 0.1
+
+
+def page_fault_hint(results: dict) -> str | None:
+    """A note when a CPU step spends a noticeable share of its time faulting in pages."""
+    if results["platform"] != "cpu":
+        return None
+    modes = [m for m in ("train", "forward") if m in results]
+    worst = max(modes, key=lambda m: results[m]["kernel_time_share"])
+    share, faults = results[worst]["kernel_time_share"], results[worst]["page_faults_per_step"]
+    if share < KERNEL_SHARE_HINT:
+        return None
+    return (
+        f"note: the {worst} step spent {share:.0%} of its CPU time in the kernel "
+        f"({faults:,.0f} page faults per step): the system allocator hands XLA's temporaries "
+        "back after every program. More --steps-per-execution or a caching malloc keep "
+        "them: README.md, 'On a CPU'."
+    )

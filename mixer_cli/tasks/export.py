@@ -1,4 +1,8 @@
-"""`mixer export`'s work: build the files, check them in their runtime, write atomically."""
+"""`mixer export`'s work: build the files, check them in their runtime, write atomically.
+
+What differs between formats is in `mixer_cli.export.formats` (one entry per format);
+this module runs the steps every format goes through.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ import numpy as np
 
 from mixer_cli.core.atomic import atomic_directory
 from mixer_cli.core.errors import ConfigError
-from mixer_cli.export import FORMATS, INT8_FORMATS, INT8_MODES
-from mixer_cli.models import registry
+from mixer_cli.export import formats
+from mixer_cli.export.formats import INT8_MODES, ExportFormat, WriteRequest
 
-FILES = {"stablehlo": "model.stablehlo", "onnx": "model.onnx", "tflite": "model.tflite"}
+FILES = {name: f.file for name, f in formats.REGISTRY.items()}
+CHECK_IMAGES_RANDOM = 16  # without --data: random images to compare runtimes on
 
 
 @dataclass(frozen=True)
@@ -29,59 +34,59 @@ class ExportSettings:
     float_token_mixing: bool = False  # with int8 (ONNX): token mixing's MatMuls stay float
 
     def check(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(
-                f"unknown format {self.format!r}: expected one of {', '.join(FORMATS)}"
-            )
+        fmt = formats.get(self.format)  # refuses an unknown one, naming the formats
         if self.int8 is not None and self.int8 not in INT8_MODES:
             raise ConfigError(f"--int8 {self.int8!r}: expected one of {', '.join(INT8_MODES)}")
-        if self.int8 is not None and self.format not in INT8_FORMATS:
-            raise ConfigError(
-                f"--int8: the {self.format} format cannot carry int8 here; use --format "
-                f"{' or '.join(INT8_FORMATS)}"
-            )
-        if self.format == "tflite" and self.int8 == "static":
-            raise ConfigError(
-                "--int8 static with --format tflite: TFLite's full-integer conversion also "
-                "quantizes every LayerNorm and GELU (top-1 agreed with float on 73% of digits' "
-                "test split); use --int8 dynamic, or --format onnx for static int8"
-            )
-        if self.float_token_mixing and (self.int8 is None or self.format != "onnx"):
-            raise ConfigError("--float-token-mixing applies to --format onnx with --int8")
+        formats.check_int8(fmt, self.int8, self.float_token_mixing)
         if self.out.exists() and not self.overwrite:
             raise ConfigError(f"{self.out} exists: choose another --out or pass --overwrite")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be positive or 'dynamic', got {self.batch_size}")
 
+    def exported_format(self) -> ExportFormat:
+        return formats.get(self.format)
 
-def _require(*modules: str) -> None:
-    import importlib.util
 
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(
-            f"mixer export needs {' and '.join(missing)}: pip install 'mixer-cli[export]'"
-        )
+def parse_batch_size(text: str) -> int | None:
+    """--batch-size: a positive integer, or dynamic (None)."""
+    if text != "dynamic" and not text.isdigit():
+        raise ConfigError(f"--batch-size must be a positive integer or dynamic, got {text!r}")
+    return None if text == "dynamic" else int(text)
+
+
+def check_inputs(
+    loaded: Any, data: str | None, data_dir: str | None, count: int, int8: str | None
+) -> tuple[np.ndarray, np.ndarray | None, Iterator[np.ndarray] | None]:
+    """(images to compare runtimes on, their labels, static int8's calibration batches):
+    the first `count` test images of `data`, else random ones with neither."""
+    if data is None:
+        rng = np.random.default_rng(0)
+        r = loaded.resolution
+        return rng.uniform(-1, 1, (CHECK_IMAGES_RANDOM, r, r, 3)), None, None
+    from mixer_cli.export.images import calibration_batches, test_images
+
+    images, labels = test_images(data, data_dir, loaded.resolution, count)
+    calibration = None
+    if int8 == "static":
+        calibration = calibration_batches(data, data_dir, loaded.resolution)
+    return images, labels, calibration
 
 
 def run_onnx(path: Path, images: np.ndarray, threads: int = 0) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {"images": images})[0]
+    """Logits of an ONNX file in ONNX Runtime."""
+    return formats.get("onnx").load(Path(path), threads)(images)
 
 
 def run_file(path: Path, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """Logits of an exported file in its own runtime (a fixed batch: in padded chunks)."""
-    from mixer_cli.export import stablehlo, tflite
+    return run_format(formats.for_file(path), path, images, batch_size)
 
-    def call(x: np.ndarray) -> np.ndarray:
-        if path.suffix == ".onnx":
-            return run_onnx(path, x)
-        return (tflite.run if path.suffix == ".tflite" else stablehlo.run)(str(path), x)
 
+def run_format(
+    fmt: ExportFormat, path: Path, images: np.ndarray, batch_size: int | None
+) -> np.ndarray:
+    """Logits of a file of format `fmt` in its runtime (a fixed batch: in padded chunks)."""
+    call = fmt.load(Path(path), 0)
     if batch_size is None:
         return call(images)
     chunks = []
@@ -101,87 +106,107 @@ def write_export(
     source: str,
 ) -> dict[str, Any]:
     """Write settings.out (a directory) and return export.json's contents."""
-    settings.check()
-    _require({"onnx": "onnx", "stablehlo": "jax", "tflite": "tensorflow"}[settings.format],
-             "onnxruntime")  # fmt: skip
-    if settings.format == "onnx" and not registry.get(loaded.family).exports_onnx:
-        covered = ", ".join(registry.families_that("exports_onnx"))
-        raise ConfigError(
-            f"ONNX export covers the {covered} family; {source} is a {loaded.family}: use "
-            "--format stablehlo"
-        )
-    if settings.int8 == "static" and calibration is None:
-        raise ConfigError("--int8 static calibrates on real images: give --data")
-    float_input = check_images.astype(np.float32)
-    feed = _as_input(float_input, settings.uint8_input)
+    fmt = check_request(loaded, settings, calibration, source)
+    feed = _as_input(check_images.astype(np.float32), settings.uint8_input)
     want = np.asarray(loaded.model.apply({"params": loaded.params}, _as_model_input(feed))[0])
-    # TFLite wants a fixed batch: 1 unless one is given
-    batch = settings.batch_size or (1 if settings.format == "tflite" else None)
+    request = WriteRequest(
+        loaded=loaded,
+        batch=settings.batch_size or fmt.default_batch,
+        uint8_input=settings.uint8_input,
+        int8=settings.int8,
+        calibration=calibration,
+        float_token_mixing=settings.float_token_mixing,
+    )
     with atomic_directory(settings.out) as staging:
-        path = staging / FILES[settings.format]
-        int8_path = path.with_name(f"model.int8{path.suffix}")
-        args = (loaded.model, loaded.params, loaded.resolution, batch, settings.uint8_input)
-        if settings.format == "onnx":
-            from mixer_cli.export.onnx_graph import mixer_graph
-            from mixer_cli.export.quantize import quantize
-            from mixer_cli.weights.arrays import flat_params
-
-            graph = mixer_graph(
-                flat_params(loaded.params),
-                loaded.resolution,
-                gelu=loaded.details.get("gelu", "tanh"),
-                batch_size=batch,
-                uint8_input=settings.uint8_input,
-            )
-            path.write_bytes(graph.SerializeToString())
-            if settings.int8:
-                quantize(path, int8_path, settings.int8, calibration, settings.float_token_mixing)
-        elif settings.format == "tflite":
-            from mixer_cli.export import tflite
-
-            path.write_bytes(tflite.export_bytes(*args))
-            if settings.int8:
-                int8_path.write_bytes(tflite.export_bytes(*args, settings.int8))
-        else:
-            from mixer_cli.export import stablehlo
-
-            path.write_bytes(stablehlo.export_bytes(*args))
-        got = run_file(path, feed, batch)
-        record: dict[str, Any] = {
-            "source": source,
-            "family": loaded.family,
-            "model": loaded.name,
-            "format": settings.format,
-            "file": path.name,
-            "input": {
-                "name": "images",
-                "shape": [batch or "batch", loaded.resolution, loaded.resolution, 3],
-                "dtype": "uint8" if settings.uint8_input else "float32",
-                "values": "pixels 0-255 (scaled inside)" if settings.uint8_input else "[-1, 1]",
-                "layout": "NHWC, RGB, after the evaluation crop",
-            },
-            "output": {"name": "logits", "classes": loaded.num_classes},
-            "gelu": loaded.details.get("gelu", "tanh"),
-            "checked_on": len(feed),
-            "max_abs_diff": float(np.abs(got - want).max()),
-            "settings": {
-                k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()
-            },
-        }
+        path, int8_path = staging / fmt.file, staging / fmt.int8_file
+        fmt.write(request, path)
         if settings.int8:
-            int8 = run_file(int8_path, feed, batch)
-            record["int8"] = {
-                "file": int8_path.name,
-                "mode": settings.int8,
-                "top1_agreement": float(np.mean(int8.argmax(-1) == want.argmax(-1))),
-                "max_abs_diff": float(np.abs(int8 - want).max()),
-            }
-            if labels is not None:
-                record["int8"]["top1"] = float(np.mean(int8.argmax(-1) == labels))
+            quantize(fmt, request, path, int8_path)
+        diff = np.abs(run_format(fmt, path, feed, request.batch) - want).max()
+        record = describe(loaded, settings, source, path, request.batch, len(feed), diff)
+        if settings.int8:
+            record["int8"] = int8_agreement(fmt, int8_path, settings, feed, want, labels)
         if labels is not None:
-            record["top1"] = float(np.mean(want.argmax(-1) == labels))
+            record["top1"] = _top1(want, labels)
         (staging / "export.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def check_request(
+    loaded: Any, settings: ExportSettings, calibration: Iterator | None, source: str
+) -> ExportFormat:
+    """Refuse an export that cannot be written: the settings, the format's modules, the
+    model family, static int8 without calibration images."""
+    settings.check()
+    fmt = settings.exported_format()
+    formats.require(fmt)
+    formats.check_family(fmt, loaded.family, source)
+    if settings.int8 == "static" and calibration is None:
+        raise ConfigError("--int8 static calibrates on real images: give --data")
+    return fmt
+
+
+def quantize(fmt: ExportFormat, request: WriteRequest, path: Path, int8_path: Path) -> None:
+    """The int8 model beside the float one."""
+    assert fmt.write_int8 is not None  # ExportSettings.check refused the others
+    fmt.write_int8(request, path, int8_path)
+
+
+def describe(
+    loaded: Any,
+    settings: ExportSettings,
+    source: str,
+    path: Path,
+    batch: int | None,
+    checked: int,
+    max_abs_diff: float,
+) -> dict[str, Any]:
+    """export.json: what the file is, takes and gives, and how close it came to JAX."""
+    return {
+        "source": source,
+        "family": loaded.family,
+        "model": loaded.name,
+        "format": settings.format,
+        "file": path.name,
+        "input": {
+            "name": "images",
+            "shape": [batch or "batch", loaded.resolution, loaded.resolution, 3],
+            "dtype": "uint8" if settings.uint8_input else "float32",
+            "values": "pixels 0-255 (scaled inside)" if settings.uint8_input else "[-1, 1]",
+            "layout": "NHWC, RGB, after the evaluation crop",
+        },
+        "output": {"name": "logits", "classes": loaded.num_classes},
+        "gelu": loaded.details.get("gelu", "tanh"),
+        "checked_on": checked,
+        "max_abs_diff": float(max_abs_diff),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+    }
+
+
+def int8_agreement(
+    fmt: ExportFormat,
+    int8_path: Path,
+    settings: ExportSettings,
+    feed: np.ndarray,
+    want: np.ndarray,
+    labels: np.ndarray | None,
+) -> dict[str, Any]:
+    """How close the int8 file comes to JAX's float logits (and its top-1 on the labels)."""
+    batch = settings.batch_size or fmt.default_batch
+    int8 = run_format(fmt, int8_path, feed, batch)
+    agreement = {
+        "file": int8_path.name,
+        "mode": settings.int8,
+        "top1_agreement": float(np.mean(int8.argmax(-1) == want.argmax(-1))),
+        "max_abs_diff": float(np.abs(int8 - want).max()),
+    }
+    if labels is not None:
+        agreement["top1"] = _top1(int8, labels)
+    return agreement
+
+
+def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(-1) == labels))
 
 
 def _as_input(images: np.ndarray, uint8: bool) -> np.ndarray:

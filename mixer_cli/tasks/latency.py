@@ -16,14 +16,70 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mixer_cli.core.errors import ConfigError
+from mixer_cli.export import formats
 
 PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """What `mixer bench --mode latency` times: a JAX model, or `exported` (a `mixer export`
+    directory or its model file) in its runtime."""
+
+    variant: str = "B/16"
+    resolution: int = 224
+    batch_size: int = 1
+    dtype: str = "float32"
+    num_classes: int = 1000
+    model_options: tuple[str, ...] = ()  # --set model.KEY=VALUE
+    exported: Path | None = None
+    calls: int = 200
+
+    def spec(self) -> dict[str, Any]:
+        """The settings as the child processes read them (and results.json records them)."""
+        return {
+            "variant": self.variant,
+            "resolution": self.resolution,
+            "dtype": self.dtype,
+            "num_classes": self.num_classes,
+            "model_options": list(self.model_options),
+            "batch_size": self.batch_size,
+            "exported": None if self.exported is None else str(self.exported),
+            "calls": self.calls,
+            "warmup": max(5, self.calls // 10),
+        }
+
+    def name(self) -> str:
+        """What the default workdir is named after."""
+        return "exported" if self.exported is not None else self.variant
+
+
+def describe(settings: LatencySettings) -> str:
+    """What is timed, for messages; refuses a bad variant or a foreign file."""
+    if settings.exported is None:  # (no device-count check: each timing runs on one device)
+        from mixer_cli.config import model_config
+        from mixer_cli.models import registry
+
+        m = model_config(
+            settings.variant, settings.resolution, settings.dtype, list(settings.model_options)
+        )
+        return registry.get(m.family).parse(m)
+    path, record = exported_file(settings.exported)
+    return f"{record['model']} ({path.name})"
+
+
+def measure(settings: LatencySettings, what: str) -> dict[str, Any]:
+    """results.json of a latency run: the settings and each setting's percentiles."""
+    spec = settings.spec()
+    timings = run_latency(spec)
+    return {"command": "bench", "mode": "latency", "model": what, **spec, "latency": timings}
 
 
 def percentiles(fn: Callable[[], Any], calls: int, warmup: int) -> dict[str, float]:
@@ -49,6 +105,7 @@ def exported_file(path: Path) -> tuple[Path, dict[str, Any]]:
     model = path / record["file"] if path.is_dir() else path
     if not model.is_file():
         raise ConfigError(f"{path}: its export.json names {record['file']}, which is missing")
+    formats.for_file(model)  # a format mixer export writes
     return model, record
 
 
@@ -58,34 +115,8 @@ def _exported_callable(path: Path, record: dict[str, Any], batch: int, threads: 
         raise ConfigError(f"{path} takes a batch of {shape[0]}: give --batch-size {shape[0]}")
     dtype = np.uint8 if record["input"]["dtype"] == "uint8" else np.float32
     images = np.zeros((batch, *shape[1:]), dtype)
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return lambda: session.run(None, {"images": images})
-    if path.suffix == ".tflite":
-        import warnings
-
-        import tensorflow as tf
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or None)
-        interpreter.allocate_tensors()
-        index = interpreter.get_input_details()[0]["index"]
-
-        def call() -> None:
-            interpreter.set_tensor(index, images)
-            interpreter.invoke()
-
-        return call
-    import jax
-    from jax import export
-
-    exported = export.deserialize(bytearray(path.read_bytes()))
-    return lambda: jax.block_until_ready(exported.call(images))
+    run = formats.for_file(path).load(path, threads)
+    return lambda: run(images)
 
 
 def _jax_callable(spec: dict[str, Any], batch: int) -> Any:
