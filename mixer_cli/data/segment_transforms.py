@@ -9,9 +9,7 @@ the prediction is resized back to it before it is scored.
 
 from __future__ import annotations
 
-import tensorflow as tf
-
-from mixer_cli.core.tf_cpu import no_autograph
+from mixer_cli.core.tf_cpu import no_autograph, tf
 from mixer_cli.data.preprocess import (
     Preprocessing,
     crop_window,

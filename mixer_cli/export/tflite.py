@@ -15,9 +15,9 @@ import numpy as np
 
 
 def _converter(model: Any, params: Any, resolution: int, batch: int, uint8_input: bool) -> Any:
-    import tensorflow as tf
     from jax.experimental import jax2tf
 
+    from mixer_cli.core.tf_cpu import tf
     from mixer_cli.export.stablehlo import forward_function
 
     fn = jax2tf.convert(forward_function(model, params, uint8_input), with_gradient=False)
@@ -36,7 +36,7 @@ def export_bytes(
     int8: str | None = None,
 ) -> bytes:
     """The flatbuffer: float, or with `int8='dynamic'` int8 weights."""
-    import tensorflow as tf
+    from mixer_cli.core.tf_cpu import tf
 
     converter = _converter(model, params, resolution, batch, uint8_input)
     if int8 is not None:
@@ -49,7 +49,7 @@ def load(path: str, threads: int = 0) -> Any:
     threads (0: TFLite's default)."""
     import warnings
 
-    import tensorflow as tf
+    from mixer_cli.core.tf_cpu import tf
 
     with warnings.catch_warnings():  # tf.lite.Interpreter's move-to-LiteRT notice
         warnings.simplefilter("ignore")
