@@ -10,7 +10,8 @@ trained on where that is known: a run directory's dataset, or ImageNet-1k's syns
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,54 +63,75 @@ def class_names(init: Path, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
+class ImageFiles:
+    """Image files as a split the forward loop reads: the reference evaluation transform,
+    each process its contiguous share of the files, in padded batches of global arrays
+    (`mask` marks the real rows)."""
+
+    def __init__(self, paths: Sequence[Path], resolution: int, global_batch: int, mesh: Any):
+        import jax
+
+        processes, process = jax.process_count(), jax.process_index()
+        self.resolution, self.mesh = resolution, mesh
+        self.local_batch = global_batch // processes
+        bounds = [len(paths) * p // processes for p in range(processes + 1)]
+        self.paths = [str(p) for p in paths[bounds[process] : bounds[process + 1]]]
+        largest = max(b - a for a, b in itertools.pairwise(bounds))
+        self.num_batches = -(-largest // self.local_batch)
+
+    def host_batches(self) -> Iterator[np.ndarray]:
+        """This process's images, batched (the last one short)."""
+        from mixer_cli.core.tf_cpu import tf
+        from mixer_cli.data.preprocess import decode, eval_resize, to_model_input
+
+        r = self.resolution
+
+        def load(path: tf.Tensor) -> tf.Tensor:
+            image = eval_resize(decode(tf.io.read_file(path), encoded=True), r)
+            return to_model_input(tf.ensure_shape(image, [r, r, 3]), None)
+
+        files = tf.data.Dataset.from_tensor_slices(tf.constant(self.paths, tf.string))
+        return files.map(load).batch(self.local_batch).as_numpy_iterator()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from mixer_cli.core.distributed import batch_sharding, to_global
+
+        r, local, host = self.resolution, self.local_batch, self.host_batches()
+        for _ in range(self.num_batches):  # every process as many batches (padding only)
+            batch = next(host, np.zeros((0, r, r, 3), np.float32))
+            padded = np.zeros((local, r, r, 3), np.float32)
+            padded[: len(batch)] = batch
+            mask = np.arange(local) < len(batch)
+            yield to_global({"image": padded, "mask": mask}, batch_sharding(self.mesh))
+
+
 def predict(
     loaded: Any, paths: Sequence[Path], names: Sequence[str], top_k: int, batch_size: int
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """(one record per readable image: path, top-K labels and probabilities; the damaged
     files with why)."""
-    import jax
-
-    from mixer_cli.core.distributed import batch_sharding, make_mesh, replicated
-    from mixer_cli.core.tf_cpu import tf
-    from mixer_cli.data.preprocess import decode, eval_resize, to_model_input
+    from mixer_cli.core.distributed import make_mesh
+    from mixer_cli.evals.forward import PROBABILITIES, TopK, forward_function, forward_loop
 
     damaged = find_damaged([str(p) for p in paths])
     bad = {path for path, _ in damaged}
     good = [p for p in paths if str(p) not in bad]
     if not good:
         raise ConfigError(f"none of the {len(paths)} file(s) is a readable image")
-    r, mesh = loaded.resolution, make_mesh()
+    mesh = make_mesh()
     batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size  # whole rows per device
-
-    def load(path: tf.Tensor) -> tf.Tensor:
-        image = eval_resize(decode(tf.io.read_file(path), encoded=True), r)
-        return to_model_input(tf.ensure_shape(image, [r, r, 3]), None)
-
-    images = tf.data.Dataset.from_tensor_slices([str(p) for p in good]).map(load)
-    rows = batch_sharding(mesh)
-    forward = jax.jit(
-        lambda params, x: jax.nn.softmax(loaded.model.apply({"params": params}, x)[0]),
-        in_shardings=(replicated(mesh), rows),
-    )
-    params = jax.device_put(loaded.params, replicated(mesh))
-    k = min(top_k, len(names))
-    records = []
-    start = 0
-    for batch in images.batch(batch_size).as_numpy_iterator():
-        count = len(batch)
-        padded = np.zeros((batch_size, r, r, 3), np.float32)
-        padded[:count] = batch
-        probs = np.asarray(forward(params, jax.device_put(padded, rows)))[:count]
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        for path, row, order in zip(good[start : start + count], probs, top, strict=True):
-            records.append(
-                {
-                    "path": str(path),
-                    "top": [
-                        {"label": names[c], "index": int(c), "probability": float(row[c])}
-                        for c in order
-                    ],
-                }
-            )
-        start += count
+    files = ImageFiles(good, loaded.resolution, batch_size, mesh)
+    forward = forward_function(loaded.model, mesh, frozenset({PROBABILITIES}), "softmax")
+    top = TopK(min(top_k, len(names)))
+    forward_loop(files, forward, loaded.params, [top], mesh=mesh, local_batch=files.local_batch)
+    records = [
+        {
+            "path": str(path),
+            "top": [
+                {"label": names[c], "index": int(c), "probability": float(p)}
+                for c, p in zip(order, probabilities, strict=True)
+            ],
+        }
+        for path, order, probabilities in zip(good, *top.columns(), strict=True)
+    ]
     return records, damaged
