@@ -2,16 +2,20 @@
 
 Files go through the reference evaluation transform (resize to 256/224 of the resolution
 and centre crop; an image already at the resolution is left as it is; values in [-1, 1]),
-in padded batches sharded over all devices. A damaged or unreadable file is reported by
-name and left out; the others still run. Class names come from what the checkpoint was
-trained on where that is known: a run directory's dataset, or ImageNet-1k's synsets
-(TFDS ships their list) for a 1,000-class head; else the class index.
+each process reading its share of the files (`ImageFiles`), in padded batches sharded
+over all devices through the forward loop (`evals.forward`). A damaged or unreadable
+file is reported by name and left out; the others still run. Class names come from what
+the checkpoint was trained on where that is known: a run directory's dataset, or
+ImageNet-1k's synsets (TFDS ships their list) for a 1,000-class head; else the class
+index. `run_predict` is the task (it writes results.json); `print_predictions` renders
+what it found.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +139,86 @@ def predict(
         for path, order, probabilities in zip(good, *top.columns(), strict=True)
     ]
     return records, damaged
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """What `mixer predict` was asked: files and folders, the checkpoint (None: the
+    newest finished run), how many classes per image."""
+
+    paths: tuple[Path, ...]
+    init: Path | None = None
+    top: int = 5
+    resolution: int | None = None
+    batch_size: int = 64
+    workdir: Path | None = None
+
+
+@dataclass
+class Predictions:
+    """Every readable image's top classes, the files skipped, and where they are kept."""
+
+    records: list[dict[str, Any]]
+    skipped: list[tuple[str, str]]  # (path, why)
+    title: str  # of the table
+    workdir: Path
+
+
+def run_predict(request: PredictRequest) -> Predictions:
+    """Classify the files (warning of each damaged one) and write results.json."""
+    from mixer_cli.core import report
+    from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.train.workdir import default_workdir, latest_run
+
+    files, init = image_paths(request.paths), request.init
+    if init is None:
+        init = latest_run(Path("runs"))
+        report.stderr.print(
+            f"predicting with {init} (the newest finished run; --init picks another)"
+        )
+    loaded = load_checkpoint(init, request.resolution)
+    if not loaded.num_classes:
+        raise ConfigError(
+            f"{init} has no classifier head (a feature extractor, or a segmentation "
+            "model's backbone): nothing to predict"
+        )
+    names = class_names(init, loaded.num_classes)
+    records, damaged = predict(loaded, files, names, request.top, request.batch_size)
+    for path, why in damaged:
+        report.stderr.print(f"[yellow]warning:[/] skipped {path}: {why}", soft_wrap=True)
+    workdir = Path(request.workdir or default_workdir("predict", loaded.name, "files"))
+    report.write_json(
+        workdir / "results.json",
+        {"command": "predict", "init": str(init), "variant": loaded.name,
+         "resolution": loaded.resolution, "predictions": records,
+         "skipped": [{"path": p, "why": why} for p, why in damaged]},
+    )  # fmt: skip
+    title = f"{loaded.name} at {loaded.resolution} px: top {request.top} of "
+    return Predictions(records, damaged, f"{title}{loaded.num_classes} classes", workdir)
+
+
+def print_predictions(predictions: Predictions, as_json: bool) -> None:
+    """One JSON object per image, or a table and where results.json is."""
+    import json
+
+    from mixer_cli.core import report
+
+    if as_json:
+        for record in predictions.records:
+            print(json.dumps(record))
+        return
+    report.print_table(
+        predictions.title,
+        [
+            report.Column("path", "image", justify="left"),
+            report.Column("classes", "classes (probability)", justify="left"),
+        ],
+        [
+            {
+                "path": r["path"],
+                "classes": ", ".join(f"{t['label']} ({t['probability']:.1%})" for t in r["top"]),
+            }
+            for r in predictions.records
+        ],
+    )
+    report.stderr.print(f"results in {predictions.workdir / 'results.json'}")
