@@ -233,3 +233,88 @@ def test_every_family_loads_what_it_builds(tmp_path: Path) -> None:
         assert counts["gflops"] > 0
     with pytest.raises(ConfigError, match="does not record its input size"):
         registry.load_checkpoint(tmp_path / "resnet.npz")
+
+
+def test_one_forward_loop_feeds_every_collector_from_one_pass() -> None:
+    """Sums, feature rows and per-example top-K from the same batches, in the split's
+    order, each batch handed to every collector once (fetched behind, none left over)."""
+    from mixer_cli.core.distributed import make_mesh
+    from mixer_cli.data import EvalBatches, Preprocessing, open_dataset
+    from mixer_cli.evals.base import FEATURES, SUMS, PassOutput
+    from mixer_cli.evals.forward import (
+        PROBABILITIES,
+        Collector,
+        Features,
+        Sums,
+        TopK,
+        forward_function,
+        forward_loop,
+    )
+    from mixer_cli.models import create_model
+
+    class Count(Collector):
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def add(self, outputs, batch, fetch) -> None:
+            self.sizes.append(int(fetch.mine(batch["mask"]).sum()))
+
+    model = create_model("N/2", num_classes=10)
+    params = model.init(jax.random.key(0), np.zeros((1, 8, 8, 3)))["params"]
+    source, mesh = open_dataset("digits"), make_mesh()
+    batches = EvalBatches(source, "test", Preprocessing(resolution=8), 64, mesh)  # 6, padded
+    needs = frozenset({SUMS, FEATURES, PROBABILITIES})
+    collectors = [Sums(), Features(), TopK(3), Count()]
+    forward = forward_function(model, mesh, needs, "softmax")
+    forward_loop(batches, forward, params, collectors, mesh=mesh, local_batch=64)
+    output = PassOutput(num_examples=360)
+    for collector in collectors:
+        collector.finish(output)
+    assert collectors[3].sizes == [64] * 5 + [40]
+    images, labels = eval_inputs(source, "test", 8)
+    logits, out = model.apply({"params": params}, images)
+    np.testing.assert_allclose(output.features, out["pre_logits"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(output.labels, labels)
+    assert output.sums["count"] == 360
+    assert output.sums["correct_top1"] == np.sum(np.argmax(logits, 1) == labels)
+    order, probabilities = collectors[2].columns()
+    want = np.asarray(jax.nn.softmax(logits))
+    np.testing.assert_array_equal(order, np.argsort(-want, axis=1, kind="stable")[:, :3])
+    np.testing.assert_allclose(probabilities, np.sort(want, 1)[:, ::-1][:, :3], atol=1e-6)
+
+
+def test_masks_keep_the_first_real_images_across_batches() -> None:
+    from mixer_cli.evals.forward import Fetch, Masks
+
+    rng = np.random.default_rng(0)
+    masks, fetch, given = Masks(3), Fetch(local_batch=2), []
+    for real in (2, 2, 1):  # the first `count` real rows, then nothing more
+        scores = rng.normal(size=(2, 4, 4, 5)).astype(np.float32)
+        sizes = np.array([[4, 3]] * real + [[0, 0]] * (2 - real))
+        truth = rng.integers(0, 5, (2, 4, 4))
+        batch = {"image": np.zeros((2, 4, 4, 3)), "size": sizes, "truth": truth}
+        masks.add({"scores": scores}, batch, fetch)
+        given.append(truth)
+    assert len(masks.shown) == 3
+    image, truth, predicted = masks.shown[2]  # the first image of the second batch
+    assert image.shape == (4, 4, 3) and (image == 0.5).all()  # [-1, 1] -> [0, 1]
+    np.testing.assert_array_equal(truth, given[1][0, :4, :3])  # at the image's own size
+    assert predicted.shape == (4, 3)
+
+
+def test_the_eval_task_returns_its_results_and_writes_nothing(
+    capsys, tmp_path, official_npz
+) -> None:
+    from mixer_cli.tasks.evaluate import EvalRequest, evaluate, print_eval, save_results
+
+    root = folder_for_official_npz(tmp_path / "images")
+    request = EvalRequest(Path(official_npz[0]), f"folder:{root}", workdir=tmp_path / "run")
+    result = evaluate(request)
+    assert not (tmp_path / "run").exists() and result.workdir == tmp_path / "run"
+    assert result.results["test/examples"] == 30 and result.fewshot is None
+    assert result.title == f"2x16-8-32/4 at 16 px on folder:{root} test"
+    print_eval(result)
+    save_results(result.workdir, result.results)
+    out, err = capsys.readouterr()
+    assert "test/top1" in out and "results in" in err
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == result.results

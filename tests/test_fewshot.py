@@ -177,3 +177,17 @@ def test_bad_fewshot_input(capsys, tmp_path, monkeypatch, official_npz, argv, ne
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
     assert not (tmp_path / "fs").exists()
+
+
+def test_the_fewshot_task_returns_its_results_and_writes_nothing(tmp_path, official_npz) -> None:
+    from mixer_cli.tasks.fewshot import FewshotRequest, run_fewshot
+
+    request = FewshotRequest(
+        Path(official_npz[0]), ("digits",), shots=(1, 2), seeds=2, use_cache=False,
+        workdir=tmp_path / "run", resolution=16,
+    )  # fmt: skip
+    result = run_fewshot(request)
+    assert not (tmp_path / "run").exists() and result.workdir == tmp_path / "run"
+    results = result.results
+    assert (results["shots"], results["seeds"], results["l2_regs"]) == ([1, 2], [0, 1], [1024.0])
+    assert set(results["datasets"]["digits"]["shots"]) == {"1", "2"}

@@ -55,3 +55,21 @@ def test_predict_names_the_classes_of_the_run(capsys, tmp_path: Path, uninterrup
     top = json.loads((tmp_path / "results.json").read_text())["predictions"][0]["top"]
     assert len(top) == 5 and {t["label"] for t in top} <= {str(d) for d in range(10)}
     assert "top 5 of 10 classes" in out and "%" in out
+
+
+def test_image_files_are_padded_batches_with_their_real_rows_marked(tmp_path: Path) -> None:
+    from mixer_cli.core.distributed import make_mesh
+    from mixer_cli.tasks.predict import ImageFiles
+
+    mesh = make_mesh()  # the tests' 8 CPU devices: a batch of 8
+    paths = []
+    for i in range(10):
+        paths.append(tmp_path / f"{i}.png")
+        write_image(paths[-1], np.full((8, 8, 3), 20 * i, np.uint8))
+    files = ImageFiles(paths, 8, mesh.devices.size, mesh)
+    batches = list(files)
+    assert files.num_batches == len(batches) == 2
+    masks = [np.asarray(b["mask"]).tolist() for b in batches]
+    assert masks == [[True] * 8, [True] * 2 + [False] * 6]
+    last = np.asarray(batches[1]["image"])
+    assert last[1] == pytest.approx(9 * 20 / 127.5 - 1) and (last[2:] == 0).all()

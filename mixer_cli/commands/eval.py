@@ -71,21 +71,24 @@ def eval_(
     match the dataset's classes, only the representation (few-shot) evaluators run.
     Table + results.json in the run directory; features are cached for few-shot reruns.
     """
-    from mixer_cli.tasks.evaluate import run_eval
+    from mixer_cli.config import parse_number_list
+    from mixer_cli.core import report
+    from mixer_cli.tasks.evaluate import EvalRequest, evaluate, print_eval, save_results
 
-    results = run_eval(
-        init,
-        data,
+    request = EvalRequest(
+        init=init,
+        data=data,
         data_dir=None if data_dir is None else str(data_dir),
         split=split,
         resolution=resolution,
         fewshot=fewshot,
-        shots=shots,
+        shots=tuple(sorted(parse_number_list(shots, int, "--shots"))),
         batch_size=batch_size,
         workdir=workdir,
-        table=not json_,
     )
+    result = evaluate(request)
+    if not json_:
+        print_eval(result)
+    save_results(result.workdir, result.results)
     if json_:
-        from mixer_cli.core import report
-
-        report.print_json(results)
+        report.print_json(result.results)

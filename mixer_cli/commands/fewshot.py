@@ -78,31 +78,31 @@ def fewshot(
     from mixer_cli.config import parse_number_list
     from mixer_cli.core import report
     from mixer_cli.core.errors import ConfigError
-    from mixer_cli.tasks.evaluate import run_fewshot
-    from mixer_cli.train.workdir import latest_run
+    from mixer_cli.evals.ridge import print_fewshot_table
+    from mixer_cli.tasks.fewshot import FewshotRequest, run_fewshot, save_results
 
     if seeds <= 0:
         raise ConfigError(f"--seeds must be a positive number of repetitions, got {seeds}")
-    shot_list = sorted(parse_number_list(shots, int, "--shots"))
-    l2s = parse_number_list(l2_reg, float, "--l2-reg")
-    datasets = [name.strip() for name in data.split(",") if name.strip()]
+    shot_list = tuple(sorted(parse_number_list(shots, int, "--shots")))
+    l2s = tuple(parse_number_list(l2_reg, float, "--l2-reg"))
+    datasets = tuple(name.strip() for name in data.split(",") if name.strip())
     if not datasets:
         raise ConfigError("--data needs at least one dataset")
-    if init is None:
-        init = latest_run(Path("runs"))
-        report.stderr.print(f"evaluating {init} (the newest finished run; --init picks another)")
-    results = run_fewshot(
+    request = FewshotRequest(
         init,
         datasets,
         data_dir=None if data_dir is None else str(data_dir),
         shots=shot_list,
-        seeds=list(range(seeds)),
+        seeds=seeds,
         l2s=l2s,
         resolution=resolution,
         batch_size=batch_size,
         use_cache=not no_cache,
         workdir=workdir,
-        table=not json_,
     )
+    result = run_fewshot(request)
+    if not json_:
+        print_fewshot_table(result.results)
+    save_results(result.workdir, result.results)
     if json_:
-        report.print_json(results)
+        report.print_json(result.results)

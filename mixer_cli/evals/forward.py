@@ -1,12 +1,16 @@
-"""The one forward pass over a split that every evaluator reading it shares.
+"""The one forward loop: every pass of a model over batches, whoever reads it.
 
-A pass runs the model once over a whole split (batches padded and masked, sharded over
-all devices) and produces what its readers asked for: the classification sums (top-1
-and top-5 correct, summed loss, count; reduced on the devices, so a 21k-class head never
-reaches the host) and/or every example's pre_logits in the split's canonical order,
-gathered from all processes. Features of fixed parameters can be cached on disk by
-content (parameters, dataset, split, transform), so `mixer fewshot` with other shots
-or seeds reads them back in a moment.
+`forward_loop` iterates batches, runs a compiled forward (`forward_function`), fetches
+its outputs two batches behind, and hands each batch's outputs to collectors, one small
+object per kind of output: the classification sums (`Sums`: top-1 and top-5 correct,
+summed loss, count; reduced on the devices, so a 21k-class head never reaches the host),
+per-example rows gathered from all processes in the split's canonical order (`Features`:
+pre_logits and labels; `TopK`: each example's most probable classes), a segmentation
+split's per-pixel confusion (`Confusion`) and the predicted masks of its first images
+(`Masks`). The evaluators' pass over a split (`run_pass`), a segmentation figure's masks
+(`predicted_masks`) and `mixer predict` all run through it. Features of fixed parameters
+can be cached on disk by content (parameters, dataset, split, transform), so
+`mixer fewshot` with other shots or seeds reads them back in a moment.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,9 @@ from mixer_cli.evals.losses import per_example_loss
 
 CACHE_VERSION = 1  # bump when the features of the same inputs would change
 TOP_K = 5
+# One more output a pass can give (besides evals.base's SUMS, FEATURES, PIXELS): every
+# example's class probabilities with its padding mask, for per-example top-K (`TopK`).
+PROBABILITIES = "probabilities"
 
 
 def params_digest(params: Mapping[str, Any]) -> str:
@@ -67,6 +75,8 @@ def forward_function(
         result: dict[str, Any] = {}
         if FEATURES in needs:
             result["rows"] = (out["pre_logits"], jnp.argmax(batch["label"], -1), mask)
+        if PROBABILITIES in needs:
+            result["probabilities"] = (jax.nn.softmax(logits), mask)
         if PIXELS in needs:
             result["scores"] = logits  # per-pixel, scored on the host at each image's size
         if SUMS in needs:
@@ -82,10 +92,186 @@ def forward_function(
         return result
 
     repl, rows = replicated(mesh), batch_sharding(mesh)
-    shardings = {"rows": rows} if FEATURES in needs else {}
-    shardings.update({"scores": rows} if PIXELS in needs else {})
+    kinds = {FEATURES: "rows", PROBABILITIES: "probabilities", PIXELS: "scores"}
+    shardings: dict[str, Any] = {kinds[need]: rows for need in kinds if need in needs}
     shardings.update({"sums": repl} if SUMS in needs else {})
     return jax.jit(forward, in_shardings=(repl, rows), out_shardings=shardings)
+
+
+# The loop ------------------------------------------------------------------------------
+
+
+class Fetch:
+    """Batch outputs to the host: this process's rows, or every process's in turn."""
+
+    def __init__(self, local_batch: int) -> None:
+        self.local, self.processes = local_batch, jax.process_count()
+
+    def mine(self, array: jax.Array) -> np.ndarray:
+        """This process's rows of a global batch output."""
+        if self.processes == 1:
+            return np.asarray(array)
+        gathered = multihost_utils.process_allgather(array, tiled=True)
+        p, local = jax.process_index(), self.local
+        return np.asarray(gathered)[p * local : (p + 1) * local]
+
+    def per_process(self, arrays: Any) -> list[tuple[np.ndarray, ...]]:
+        """Every process's rows of a tuple of global batch outputs, process by process."""
+        gathered = multihost_utils.process_allgather(arrays, tiled=True)
+        local = self.local
+        return [
+            tuple(np.asarray(a)[p * local : (p + 1) * local] for a in gathered)
+            for p in range(self.processes)
+        ]
+
+
+class Collector:
+    """Takes each batch's forward outputs in turn; then gives its part of a PassOutput."""
+
+    def add(self, outputs: dict[str, Any], batch: dict[str, Any], fetch: Fetch) -> None:
+        raise NotImplementedError
+
+    def finish(self, output: PassOutput) -> None:
+        """Put what was collected into `output` (collectors of other kinds keep theirs)."""
+
+
+class Confusion(Collector):
+    """The per-pixel confusion matrix of a segmentation split, scored at each image's
+    size on its own process and summed over processes at the end."""
+
+    def __init__(self) -> None:
+        self.matrix: Any = 0
+
+    def add(self, outputs: dict[str, Any], batch: dict[str, Any], fetch: Fetch) -> None:
+        sizes = batch["size"]
+        scores = fetch.mine(outputs["scores"])
+        self.matrix = self.matrix + score_batch(scores, batch["truth"], sizes, sizes[:, 0] > 0)
+
+    def finish(self, output: PassOutput) -> None:
+        matrix = self.matrix
+        if jax.process_count() > 1:
+            matrix = np.asarray(multihost_utils.process_allgather(matrix)).sum(0)
+        output.confusion = np.asarray(matrix, np.int64)
+
+
+class Sums(Collector):
+    """The classification sums, added on the devices (a 21k-class head never reaches
+    the host); all of the split's examples must be counted."""
+
+    def __init__(self) -> None:
+        self.totals: Any = None
+
+    def add(self, outputs: dict[str, Any], batch: dict[str, Any], fetch: Fetch) -> None:
+        sums = outputs["sums"]
+        self.totals = sums if self.totals is None else jax.tree.map(jnp.add, self.totals, sums)
+
+    def finish(self, output: PassOutput) -> None:
+        if self.totals is None:
+            return
+        output.sums = {k: float(v) for k, v in jax.device_get(self.totals).items()}
+        if int(output.sums["count"]) != output.num_examples:
+            raise RuntimeError(f"evaluated {output.sums['count']} of {output.num_examples}")
+
+
+class Rows(Collector):
+    """Per-example outputs (a tuple whose last array is the padding mask) of every
+    process, in the split's order: process p holds its p-th contiguous slice. `keep`
+    turns one batch's real rows into what is stored (default: the arrays as they are)."""
+
+    def __init__(self, key: str, keep: Callable[..., tuple] | None = None) -> None:
+        self.key, self.keep = key, keep or (lambda *arrays: arrays)
+        self.parts: list[list[tuple]] = [[] for _ in range(jax.process_count())]
+
+    def add(self, outputs: dict[str, Any], batch: dict[str, Any], fetch: Fetch) -> None:
+        for part, (*arrays, mask) in zip(
+            self.parts, fetch.per_process(outputs[self.key]), strict=True
+        ):
+            part.append(self.keep(*(a[mask] for a in arrays)))
+
+    def columns(self) -> list[np.ndarray]:
+        """Each stored array over the whole split."""
+        ordered = [row for part in self.parts for row in part]
+        return [np.concatenate(column) for column in zip(*ordered, strict=True)]
+
+
+class Features(Rows):
+    """pre_logits and labels of every example, in the split's order."""
+
+    def __init__(self) -> None:
+        super().__init__("rows")
+
+    def finish(self, output: PassOutput) -> None:
+        features, labels = self.columns()
+        output.features = features.astype(np.float32)
+        output.labels = labels.astype(np.int64)
+        if len(output.labels) != output.num_examples:
+            raise RuntimeError(f"extracted {len(output.labels)} of {output.num_examples}")
+
+
+class TopK(Rows):
+    """Each example's `k` most probable classes (ties by class index) and their
+    probabilities, in the split's order."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__("probabilities", self.top)
+        self.k = k
+
+    def top(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, : self.k]
+        return order, np.take_along_axis(probabilities, order, axis=1)
+
+
+class Masks(Collector):
+    """(image in [0, 1] at the model's resolution, true mask, predicted mask at the
+    image's own size) for this process's first `count` examples of a segmentation split."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.shown = count, []
+
+    def add(self, outputs: dict[str, Any], batch: dict[str, Any], fetch: Fetch) -> None:
+        from mixer_cli.data.segment_transforms import to_image_size
+
+        scores, images = fetch.mine(outputs["scores"]), (fetch.mine(batch["image"]) + 1) / 2
+        real = int((batch["size"][:, 0] > 0).sum())
+        for i in range(min(self.count - len(self.shown), real)):
+            height, width = (int(v) for v in batch["size"][i])
+            pixels = to_image_size(scores[i], height, width).numpy().argmax(-1)
+            self.shown.append((images[i].clip(0, 1), batch["truth"][i, :height, :width], pixels))
+
+
+def forward_loop(
+    batches: Iterable[dict[str, Any]],
+    forward: Callable[..., dict[str, Any]],
+    params: Any,
+    collectors: Sequence[Collector],
+    *,
+    mesh: Mesh,
+    local_batch: int,
+    progress: tuple[str, int] | None = None,
+) -> None:
+    """Run `forward` on every batch (its HOST_KEYS stay on the host) and hand each
+    batch's outputs, with the batch, to every collector in turn. Outputs are fetched two
+    batches behind, so the device never waits on the host. `progress`: (label, batches)
+    of a progress bar on stderr."""
+    params = jax.device_put(params, replicated(mesh))
+    fetch = Fetch(local_batch)
+    label, total = progress or ("", 0)
+
+    def collect(outputs: dict[str, Any], batch: dict[str, Any]) -> None:
+        for collector in collectors:
+            collector.add(outputs, batch, fetch)
+        bar.advance(task)
+
+    pending: collections.deque = collections.deque()
+    with report.progress(progress is not None) as bar:
+        task = bar.add_task(label, total=total)
+        for batch in batches:
+            device = {k: v for k, v in batch.items() if k not in HOST_KEYS}
+            pending.append((forward(params, device), batch))
+            if len(pending) > 2:  # fetch two batches behind: the device never waits on us
+                collect(*pending.popleft())
+        while pending:
+            collect(*pending.popleft())
 
 
 def run_pass(
@@ -101,65 +287,19 @@ def run_pass(
     """Run the model once over `split`, producing `needs` (SUMS, FEATURES, PIXELS)."""
     mesh = mesh or make_mesh()
     batches = EvalBatches(split.source, split.split, split.preprocessing, batch_size, mesh)
+    kinds: list[tuple[str, type[Collector]]] = [
+        (PIXELS, Confusion), (SUMS, Sums), (FEATURES, Features)
+    ]  # fmt: skip
+    collectors = [kind() for need, kind in kinds if need in needs]
+    progress = (f"evaluating on {split.label()}", batches.num_batches) if show_progress else None
     forward = forward_function(model, mesh, needs, loss)
-    params = jax.device_put(params, replicated(mesh))
-    processes, local = jax.process_count(), batches.local_batch
-    parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(processes)]
-    totals: Any = None
-    matrix = 0
-
-    def mine(array: jax.Array) -> np.ndarray:
-        """This process's rows of a global batch output."""
-        if processes == 1:
-            return np.asarray(array)
-        gathered = multihost_utils.process_allgather(array, tiled=True)
-        return np.asarray(gathered)[jax.process_index() * local : (jax.process_index() + 1) * local]
-
-    def collect(outputs: dict[str, Any], batch: dict[str, Any]) -> None:
-        nonlocal totals, matrix
-        if "scores" in outputs:
-            sizes = batch["size"]
-            matrix = matrix + score_batch(
-                mine(outputs["scores"]), batch["truth"], sizes, sizes[:, 0] > 0
-            )
-        if "sums" in outputs:
-            sums = outputs["sums"]
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        if "rows" in outputs:
-            gathered = multihost_utils.process_allgather(outputs["rows"], tiled=True)
-            for p in range(processes):  # global rows: each process's local rows in turn
-                parts[p].append(tuple(np.asarray(a)[p * local : (p + 1) * local] for a in gathered))
-        bar.advance(task)
-
-    pending: collections.deque = collections.deque()
-    with report.progress(show_progress) as bar:
-        task = bar.add_task(f"evaluating on {split.label()}", total=batches.num_batches)
-        for batch in batches:
-            device = {k: v for k, v in batch.items() if k not in HOST_KEYS}
-            pending.append((forward(params, device), batch))
-            if len(pending) > 2:  # fetch two batches behind: the device never waits on us
-                collect(*pending.popleft())
-        while pending:
-            collect(*pending.popleft())
+    forward_loop(
+        batches, forward, params, collectors, mesh=mesh, local_batch=batches.local_batch,
+        progress=progress,
+    )  # fmt: skip
     output = PassOutput(num_examples=batches.num_examples)
-    if PIXELS in needs:
-        if processes > 1:
-            matrix = np.asarray(multihost_utils.process_allgather(matrix)).sum(0)
-        output.confusion = np.asarray(matrix, np.int64)
-    if totals is not None:
-        output.sums = {k: float(v) for k, v in jax.device_get(totals).items()}
-        if int(output.sums["count"]) != batches.num_examples:
-            raise RuntimeError(f"evaluated {output.sums['count']} of {batches.num_examples}")
-    if FEATURES in needs:
-        features, labels = [], []
-        for process_parts in parts:  # process p holds the p-th contiguous slice of the split
-            for feats, label, mask in process_parts:
-                features.append(feats[mask])
-                labels.append(label[mask])
-        output.features = np.concatenate(features).astype(np.float32)
-        output.labels = np.concatenate(labels).astype(np.int64)
-        if len(output.labels) != batches.num_examples:
-            raise RuntimeError(f"extracted {len(output.labels)} of {batches.num_examples}")
+    for collector in collectors:
+        collector.finish(output)
     return output
 
 
@@ -193,19 +333,14 @@ def predicted_masks(
     """(image in [0, 1] at the model's resolution, true mask, predicted mask at the
     image's own size) for the first `count` examples of a segmentation split: what a
     figure shows, from the pass the segmentation evaluator scores."""
-    from mixer_cli.data.segment_transforms import to_image_size
-
     mesh = mesh or make_mesh()
     batch_size = -(-count // mesh.size) * mesh.size
     batches = EvalBatches(split.source, split.split, split.preprocessing, batch_size, mesh)
     forward = forward_function(model, mesh, frozenset({PIXELS}), "softmax")
-    batch = next(iter(batches))
-    device = {k: v for k, v in batch.items() if k not in HOST_KEYS}
-    scores = np.asarray(forward(jax.device_put(params, replicated(mesh)), device)["scores"])
-    images = (np.asarray(batch["image"]) + 1) / 2
-    shown = []
-    for i in range(min(count, int((batch["size"][:, 0] > 0).sum()))):
-        height, width = (int(v) for v in batch["size"][i])
-        pixels = to_image_size(scores[i], height, width).numpy().argmax(-1)
-        shown.append((images[i].clip(0, 1), batch["truth"][i, :height, :width], pixels))
-    return shown
+    masks = Masks(count)
+    needed = -(-count // batches.local_batch)  # this process's first `count` examples
+    forward_loop(
+        itertools.islice(batches, needed), forward, params, [masks], mesh=mesh,
+        local_batch=batches.local_batch,
+    )  # fmt: skip
+    return masks.shown

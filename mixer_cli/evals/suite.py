@@ -4,14 +4,18 @@ At an evaluation point the suite collects what the due evaluators read, merges t
 needs of every split that several of them read (same dataset, split and evaluation
 transform), runs each distinct split once, and hands every evaluator its outputs. Its
 metrics come back as `NAME/METRIC`. With a feature cache (fixed parameters: `mixer eval`,
-`mixer fewshot`) a pass that needs only features is read back when it was made before.
+`mixer fewshot`) a pass that needs only features is read back when it was made before;
+`checkpoint_context` and `evaluate_checkpoint` are that case, the suite run once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from mixer_cli.data import Preprocessing
+from mixer_cli.data.sources import DataSource
 from mixer_cli.evals import evaluator_class
 from mixer_cli.evals.base import FEATURES, Context, EvalSettings, Evaluator, PassOutput, Split
 from mixer_cli.evals.forward import FeatureCache, run_pass
@@ -88,3 +92,53 @@ class EvalSuite:
             for metric, value in evaluator.metrics(outputs):
                 metrics[f"{evaluator.name}/{metric}"] = float(value)
         return metrics
+
+
+class Checkpoint(Protocol):
+    """What evaluating fixed weights reads of a loaded checkpoint (`models.registry.Loaded`)."""
+
+    model: Any
+    params: Any
+    resolution: int
+    num_classes: int
+
+
+def checkpoint_context(
+    loaded: Checkpoint,
+    source: DataSource,
+    batch_size: int,
+    data_dir: str | None = None,
+    *,
+    name: str | None = None,
+) -> Context:
+    """Evaluating `loaded` on `source` (opened as `name`): the reference evaluation
+    transform at the checkpoint's resolution, splits as the dataset names them."""
+    context = Context(
+        source=source,
+        train_split=source.train_split,
+        eval_split=source.eval_split,
+        preprocessing=Preprocessing(resolution=loaded.resolution),
+        num_classes=loaded.num_classes,
+        head="classify",
+        loss="softmax",
+        batch_size=batch_size,
+        resolution=loaded.resolution,
+        data_dir=data_dir,
+    )
+    if name is not None:  # evaluators naming the same dataset reuse the opened source
+        context.opened[(name, data_dir, source.task)] = source
+    return context
+
+
+def evaluate_checkpoint(
+    loaded: Checkpoint,
+    evals: Mapping[str, EvalSettings],
+    context: Context,
+    cache_dir: Path | None,
+) -> tuple[dict[str, float], EvalSuite]:
+    """Every evaluator once on the checkpoint's weights: (metrics, the suite, whose
+    evaluators keep their details)."""
+    suite = EvalSuite.from_config(evals, context, default_every=0)
+    cache = None if cache_dir is None else FeatureCache(cache_dir, loaded.params)
+    metrics = suite.run(loaded.model, loaded.params, cache=cache)
+    return metrics, suite
