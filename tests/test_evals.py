@@ -305,7 +305,8 @@ def test_masks_keep_the_first_real_images_across_batches() -> None:
 def test_the_eval_task_returns_its_results_and_writes_nothing(
     capsys, tmp_path, official_npz
 ) -> None:
-    from mixer_cli.tasks.evaluate import EvalRequest, evaluate, print_eval, save_results
+    from mixer_cli.core.report import save_results
+    from mixer_cli.tasks.evaluate import EvalRequest, evaluate, print_eval
 
     root = folder_for_official_npz(tmp_path / "images")
     request = EvalRequest(Path(official_npz[0]), f"folder:{root}", workdir=tmp_path / "run")

@@ -73,7 +73,8 @@ def eval_(
     """
     from mixer_cli.config import parse_number_list
     from mixer_cli.core import report
-    from mixer_cli.tasks.evaluate import EvalRequest, evaluate, print_eval, save_results
+    from mixer_cli.core.report import save_results
+    from mixer_cli.tasks.evaluate import EvalRequest, evaluate, print_eval
 
     request = EvalRequest(
         init=init,

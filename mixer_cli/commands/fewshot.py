@@ -78,8 +78,9 @@ def fewshot(
     from mixer_cli.config import parse_number_list
     from mixer_cli.core import report
     from mixer_cli.core.errors import ConfigError
+    from mixer_cli.core.report import save_results
     from mixer_cli.evals.ridge import print_fewshot_table
-    from mixer_cli.tasks.fewshot import FewshotRequest, run_fewshot, save_results
+    from mixer_cli.tasks.fewshot import FewshotRequest, run_fewshot
 
     if seeds <= 0:
         raise ConfigError(f"--seeds must be a positive number of repetitions, got {seeds}")

@@ -72,6 +72,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
+def save_results(workdir: str | os.PathLike, results: Any) -> Path:
+    """A command's results.json in `workdir`, written by the first process only, and a
+    line saying where it is."""
+    import jax
+
+    path = Path(workdir) / "results.json"
+    if jax.process_index() == 0:
+        write_json(path, results)
+        stderr.print(f"results in {path}")
+    return path
+
+
 def progress(enabled: bool = True) -> Progress:
     """A progress bar on stderr that disappears when done (use as a context manager);
     disabled where another one is live (an evaluation inside training's bar)."""

@@ -1,7 +1,7 @@
 """`mixer eval`: a checkpoint on a split by the shared evaluators, once.
 
 `evaluate` is the task (load, pick the evaluators, run them, say what results.json
-holds); `print_eval` renders its tables and `save_results` writes the file. The steps it
+holds); `print_eval` renders its tables and `core.report.save_results` writes the file. The steps it
 shares with `mixer fewshot` (a checkpoint's evaluation context, the suite run once on
 fixed weights, features cached by content) live in `evals.suite`.
 """
@@ -24,7 +24,6 @@ __all__ = [
     "evaluate",
     "evaluate_checkpoint",
     "print_eval",
-    "save_results",
 ]
 
 
@@ -141,14 +140,3 @@ def print_eval(result: EvalResult) -> None:
     )
     if result.fewshot is not None:
         print_fewshot_table(result.fewshot)
-
-
-def save_results(workdir: Path, results: dict[str, Any]) -> None:
-    """results.json in `workdir` (from the first process), and where it is."""
-    import jax
-
-    from mixer_cli.core import report
-
-    if jax.process_index() == 0:
-        report.write_json(workdir / "results.json", results)
-        report.stderr.print(f"results in {workdir / 'results.json'}")

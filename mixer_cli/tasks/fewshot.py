@@ -3,7 +3,7 @@ evaluator run once on its fixed weights (features cached by content, so other sh
 seeds cost only the solves).
 
 `run_fewshot` is the task (results.json's content); `evals.ridge.print_fewshot_table`
-renders it and `save_results` writes the file.
+renders it and `core.report.save_results` writes the file.
 """
 
 from __future__ import annotations
@@ -82,14 +82,3 @@ def run_fewshot(request: FewshotRequest) -> FewshotResult:
     }
     workdir = request.workdir or default_workdir("fewshot", model["variant"], ",".join(datasets))
     return FewshotResult(results, Path(workdir))
-
-
-def save_results(workdir: Path, results: dict[str, Any]) -> None:
-    """results.json in `workdir` (from the first process), and where it is."""
-    import jax
-
-    from mixer_cli.core import report
-
-    if jax.process_index() == 0:
-        report.write_json(workdir / "results.json", results)
-        report.stderr.print(f"results in {workdir / 'results.json'}")
