@@ -1,8 +1,8 @@
 """`mixer eval`: a checkpoint on a split by the shared evaluators, once.
 
 `evaluate` is the task (load, pick the evaluators, run them, say what results.json
-holds); `print_eval` renders its tables and `core.report.save_results` writes the file. The steps it
-shares with `mixer fewshot` (a checkpoint's evaluation context, the suite run once on
+holds); `print_eval` renders its tables and `core.report.save_results` writes the file.
+The steps it shares with `mixer fewshot` (a checkpoint's evaluation context, the suite run once on
 fixed weights, features cached by content) live in `evals.suite`.
 """
 
