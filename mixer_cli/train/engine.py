@@ -37,7 +37,7 @@ from mixer_cli.core.errors import (
     Preempted,
     TrainingDiverged,
 )
-from mixer_cli.data import Preprocessing, TrainBatches, open_dataset
+from mixer_cli.data import DataSource, Preprocessing, TrainBatches, open_dataset
 from mixer_cli.evals.base import Context
 from mixer_cli.evals.suite import EvalSuite
 from mixer_cli.models import registry
@@ -85,19 +85,10 @@ def build(config: Config) -> Run:
     if m.init is not None and not locate(m.init).exists():  # a released name: fetched now
         raise CheckpointNotFound(f"model.init: checkpoint {m.init!r} does not exist")
     registry.check_warm_start(m)
-    source = open_dataset(d.name, d.data_dir, task=m.head)
-    train_split = d.train_split or source.train_split
-    eval_split = d.eval_split or source.eval_split
-    source.check_classes(train_split, eval_split)
-    source.check_images(d.skip_corrupt)  # damaged files stop the run now, not part-way
+    source, train_split, eval_split = _checked_source(config)
     preprocessing = _preprocessing(config, patch or 16)
     preprocessing.permutation_index()  # a patch that does not divide the image fails here
-    side = source.shorter_side()
-    if side is not None and side < m.resolution and jax.process_index() == 0:
-        report.stderr.print(
-            f"note: {source.name} images are {side} px (shorter side), below the "
-            f"{m.resolution} px resolution: they are upsampled"
-        )
+    _note_upsampling(source, m.resolution)
     head_bias = SIGMOID_HEAD_BIAS if t.loss == "sigmoid" else 0.0
     model = registry.build(m, source.num_classes, head_bias)
     examples = source.num_examples(train_split)
@@ -131,6 +122,27 @@ def build(config: Config) -> Run:
         evals=evals,
         train_examples=examples,
     )
+
+
+def _checked_source(config: Config) -> tuple[DataSource, str, str]:
+    """The training data and its splits, checked (classes, damaged files) before a run
+    starts."""
+    m, d = config.model, config.data
+    source = open_dataset(d.name, d.data_dir, task=m.head)
+    train_split = d.train_split or source.train_split
+    eval_split = d.eval_split or source.eval_split
+    source.check_classes(train_split, eval_split)
+    source.check_images(d.skip_corrupt)  # damaged files stop the run now, not part-way
+    return source, train_split, eval_split
+
+
+def _note_upsampling(source: DataSource, resolution: int) -> None:
+    side = source.shorter_side()
+    if side is not None and side < resolution and jax.process_index() == 0:
+        report.stderr.print(
+            f"note: {source.name} images are {side} px (shorter side), below the "
+            f"{resolution} px resolution: they are upsampled"
+        )
 
 
 def _preprocessing(config: Config, permutation_patch: int) -> Preprocessing:
