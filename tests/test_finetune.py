@@ -236,3 +236,30 @@ def test_timm_weights_of_an_architecture_outside_the_table_fine_tune_and_fine_tu
     assert again["variant"] == "2x16-8-32/4" and again["init"] == str(tmp_path / "a")
     saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
     assert saved["model"]["gelu"] == "exact"
+
+
+def test_refused_key_names_the_first_setting_the_checkpoint_decides() -> None:
+    from mixer_cli.tasks.finetune import MODEL_KEYS, refused_key
+
+    assert refused_key(None, MODEL_KEYS) is None
+    assert refused_key(["model.gelu=exact", "optim.lr=0.1"], MODEL_KEYS) is None
+    assert refused_key(["model.gelu=exact", " model.variant = B/16"], MODEL_KEYS) == (
+        "model.variant"
+    )
+
+
+def test_finetune_config_layers_the_dataset_preset_over_the_recipe() -> None:
+    from types import SimpleNamespace
+
+    from mixer_cli.tasks.finetune import PRESETS, finetune_config
+
+    layers = []
+
+    def resolve(flags, base):
+        layers.append([name for name, _ in base])
+        return SimpleNamespace(data=SimpleNamespace(name="cifar10:3.0.2"))
+
+    _, preset = finetune_config({"model.variant": "B/16"}, resolve)
+    assert preset is PRESETS["cifar10"]
+    assert len(layers[0]) == 1 and layers[0][0].endswith("finetune.yaml")
+    assert layers[1] == [layers[0][0], "the dataset's fine-tuning preset"]

@@ -130,3 +130,22 @@ def test_bad_permute_input(capsys, tmp_path: Path, argv: list[str], needle: str)
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_plan_fills_what_was_not_asked_with_the_data_defaults() -> None:
+    from mixer_cli.tasks.permute import PermuteSettings, plan
+
+    experiment, modes = plan(PermuteSettings())
+    assert modes == ["original", "global"]
+    assert (experiment.data, experiment.variant, experiment.resolution) == (
+        "digits-placed",
+        "N/4",
+        16,
+    )
+    assert (experiment.baseline, experiment.baseline_width, experiment.steps) == (
+        "ResNet14",
+        16,
+        300,
+    )
+    experiment, modes = plan(PermuteSettings(mode="patch", reference=False, resolution=128))
+    assert modes == ["patch"] and experiment.baseline == "ResNet50x1"

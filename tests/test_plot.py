@@ -127,3 +127,16 @@ def test_fewshot_curves_from_real_fewshot_results(capsys, tmp_path: Path, uninte
     written = Path(stdout.strip().splitlines()[-1])
     assert written == tmp_path / "fs" / "fewshot.png"
     not_blank(written)
+
+
+def test_figure_path_takes_out_as_a_file_or_a_directory(tmp_path: Path) -> None:
+    from mixer_cli.core.errors import ConfigError
+    from mixer_cli.tasks.plot import figure_path
+
+    assert figure_path(None, tmp_path, "curves", "png") == tmp_path / "curves.png"
+    assert figure_path(tmp_path / "figs", tmp_path, "curves", "svg") == tmp_path / "figs/curves.svg"
+    assert figure_path(tmp_path / "a.SVG", tmp_path, "curves", "png") == tmp_path / "a.SVG"
+    with pytest.raises(ConfigError, match=r"a figure is \.png or \.svg"):
+        figure_path(tmp_path / "a.jpg", tmp_path, "curves", "png")
+    with pytest.raises(ConfigError, match="--format 'jpg'"):
+        figure_path(None, tmp_path, "curves", "jpg")

@@ -34,23 +34,10 @@ def convert(source: Source, output: Output) -> None:
     as timm runs it; a .safetensors file carries it.
     """
     from mixer_cli.core import report
-    from mixer_cli.core.errors import ConfigError
-    from mixer_cli.models import registry
-    from mixer_cli.models.registry import load_checkpoint
-    from mixer_cli.weights import timm as timm_layout
-    from mixer_cli.weights.arrays import write_npz
+    from mixer_cli.tasks.convert import convert_checkpoint, gelu_of
 
-    formats = (".npz", ".safetensors")
-    if output.suffix not in formats:
-        raise ConfigError(f"{output}: the output's suffix must be one of {', '.join(formats)}")
-    loaded = load_checkpoint(source)
-    gelu = loaded.details.get("gelu", "tanh")
-    if output.suffix == ".safetensors":
-        if not registry.get(loaded.family).timm_layout:
-            raise ConfigError(f"{source} is a {loaded.family}: timm's layout holds Mixers only")
-        timm_layout.write(loaded.params, output, gelu=gelu)
-    else:
-        write_npz(loaded.params, output)
+    loaded = convert_checkpoint(source, output)
+    gelu = gelu_of(loaded)
     report.stderr.print(
         f"wrote {output}: {loaded.family} {loaded.name}, {loaded.resolution} px, "
         f"{loaded.num_classes} classes"

@@ -40,11 +40,6 @@ Holdout = Annotated[
         show_default=False,
     ),
 ]
-# What --init decides (the checkpoint, checked when loaded): not settable with --set.
-MODEL_KEYS = tuple(
-    f"model.{key}="
-    for key in ("family", "variant", "resolution", "grid_factor", "init", "init_scope")
-)
 
 
 @opts.training_command
@@ -65,56 +60,29 @@ def finetune(
     grid_factor and native_resolution to those of pretrain.
     """
     from mixer_cli.commands.options import resolve_config
-    from mixer_cli.config import parse_number_list, read_yaml, recipe_path
+    from mixer_cli.config import parse_number_list
     from mixer_cli.core import report
     from mixer_cli.core.errors import ConfigError
-    from mixer_cli.models.registry import load_checkpoint
-    from mixer_cli.tasks import finetune as transfer
-    from mixer_cli.tasks.train import run_training
-    from mixer_cli.train.engine import train_and_evaluate
-    from mixer_cli.train.workdir import default_workdir, latest_run
+    from mixer_cli.tasks.finetune import MODEL_KEYS, FinetuneSettings, refused_key, run_finetune
 
     options.start_processes()
-    for item in options.set_ or []:
-        if item.replace(" ", "").startswith(MODEL_KEYS):
-            key = item.split("=", 1)[0].strip()
-            raise ConfigError(
-                f"--set {key}: the model comes from --init (its variant, widths and "
-                "classes); set its resolution with --resolution"
-            )
-    lrs = None if lr_sweep is None else parse_number_list(lr_sweep, float, "--lr-sweep")
-    if init is None:
-        init = latest_run(Path("runs"), command="pretrain")
-        report.stderr.print(f"fine-tuning {init} (the newest pretrain run; --init picks another)")
-    loaded = load_checkpoint(init)  # a bad checkpoint fails here, before any run directory
-
-    flags = {  # its family, variant, resolution, GELU form, ...: --set model.gelu etc. override
-        **{f"model.{key}": value for key, value in loaded.config.items()},
-        **transfer.model_settings(loaded, resolution),
-        "model.init": str(init),
-        "model.init_scope": "backbone",
-    }
-    base = [(str(recipe_path(transfer.RECIPE)), read_yaml(recipe_path(transfer.RECIPE)))]
-
-    def resolved(*layers: tuple[str, dict]):
-        return resolve_config(options, flags, base=[*base, *layers], default_recipe=None)
-
-    preset = transfer.preset_for(resolved().data.name)
-    settings = resolved(("the dataset's fine-tuning preset", preset.settings))
-    workdir = options.workdir or default_workdir(
-        "finetune", settings.model.variant, settings.data.name
-    )
-    extra = {"native_resolution": loaded.details.get("native_resolution", loaded.resolution)}
-    if lrs is not None:
-
-        def trial(config, where: Path) -> dict:
-            return train_and_evaluate(config, where, stop_after=options.stop_after)
-
-        settings, record = transfer.lr_sweep(
-            settings, workdir, lrs, preset.holdout if holdout is None else holdout, trial
+    key = refused_key(options.set_, MODEL_KEYS)
+    if key is not None:
+        raise ConfigError(
+            f"--set {key}: the model comes from --init (its variant, widths and "
+            "classes); set its resolution with --resolution"
         )
-        if record.get("stopped_in_sweep"):
-            report.stderr.print("stopped during the lr sweep; the same command resumes it")
-            return
-        extra.update(record)
-    run_training("finetune", settings, workdir=workdir, stop_after=options.stop_after, extra=extra)
+    settings = FinetuneSettings(
+        init=init,
+        resolution=resolution,
+        lrs=None if lr_sweep is None else parse_number_list(lr_sweep, float, "--lr-sweep"),
+        holdout=holdout,
+        workdir=options.workdir,
+        stop_after=options.stop_after,
+    )
+
+    def resolve(flags: dict, base: list[tuple[str, dict]]):
+        return resolve_config(options, flags, base=base, default_recipe=None)
+
+    if run_finetune(settings, resolve) is None:
+        report.stderr.print("stopped during the lr sweep; the same command resumes it")

@@ -52,37 +52,15 @@ def _variants(
     variant: str | None, resolution: int | None, num_classes: int, checkpoint: Any, json: bool
 ) -> None:
     from mixer_cli.core import report
-    from mixer_cli.core.errors import ConfigError
-    from mixer_cli.models import LISTED_VARIANTS, parse_variant
-    from mixer_cli.models.costs import describe
-    from mixer_cli.models.mixer_checkpoint import read_checked
+    from mixer_cli.tasks.info import describe_variants
 
-    if checkpoint is not None:
-        _, arch = read_checked(checkpoint)
-        if resolution not in (None, arch.resolution):
-            raise ConfigError(
-                f"{checkpoint} was trained at {arch.resolution} px; --resolution must match"
-            )
-        specs, resolution, num_classes = [arch.spec], arch.resolution, arch.num_classes
-    else:
-        specs = [parse_variant(name) for name in ([variant] if variant else LISTED_VARIANTS)]
-        resolution = 224 if resolution is None else resolution
-        for spec in specs:
-            spec.check_resolution(resolution)
-
-    rows = []
-    with report.progress() as bar:
-        task = bar.add_task("compiling to count FLOPs", total=len(specs))
-        for spec in specs:
-            rows.append(describe(spec, resolution, num_classes))
-            bar.advance(task)
-
+    table = describe_variants(variant, resolution, num_classes, checkpoint)
     if json:
-        report.print_json(rows)
+        report.print_json(table.rows)
         return
-    head = f"with a {num_classes}-class head" if num_classes else "without head"
+    head = f"with a {table.num_classes}-class head" if table.num_classes else "without head"
     report.print_table(
-        f"MLP-Mixer variants at {resolution} px (parameters {head})",
+        f"MLP-Mixer variants at {table.resolution} px (parameters {head})",
         [
             report.Column("variant", "Variant", justify="left"),
             report.Column("layers", "Layers"),
@@ -94,7 +72,7 @@ def _variants(
             report.Column("params", "Params", report.millions),
             report.Column("gflops", "GFLOPs/img", lambda g: f"{g:,.2f}"),
         ],
-        rows,
+        table.rows,
     )
 
 
@@ -102,25 +80,16 @@ def _model(
     variant: str | None, resolution: int | None, num_classes: int, items: list[str], json: bool
 ) -> None:
     """One model of any family from --set options: its parameters and GFLOPs per image."""
-    from mixer_cli.config import model_config
     from mixer_cli.core import report
-    from mixer_cli.models import registry
+    from mixer_cli.tasks.info import describe_model
 
-    m = model_config(variant or "B/16", resolution or 224, "float32", items)
-    family = registry.get(m.family)
-    row = {
-        "family": m.family,
-        "model": family.parse(m),
-        "resolution": m.resolution,
-        "num_classes": num_classes,
-        **family.count(m, num_classes),
-    }
+    row = describe_model(variant, resolution, num_classes, items)
     if json:
         report.print_json([row])
         return
     head = f"with a {num_classes}-class head" if num_classes else "without head"
     report.print_table(
-        f"{row['model']} at {m.resolution} px (parameters {head})",
+        f"{row['model']} at {row['resolution']} px (parameters {head})",
         [
             report.Column("family", "Family", justify="left"),
             report.Column("model", "Model", justify="left"),
@@ -133,18 +102,9 @@ def _model(
 
 def _released(json: bool) -> None:
     from mixer_cli.core import report
-    from mixer_cli.weights import released
+    from mixer_cli.tasks.info import released_checkpoints
 
-    rows = []
-    for name in released.NAMES:
-        path = released.cache_path(name)
-        rows.append(
-            {
-                "name": name,
-                "source": f"{released.base_url()}/{name}.npz",
-                "cached": f"{path.stat().st_size / 2**20:,.0f} MiB" if path.exists() else "-",
-            }
-        )
+    rows = released_checkpoints()
     if json:
         report.print_json(rows)
         return
@@ -161,27 +121,18 @@ def _released(json: bool) -> None:
 
 def _dataset(data: str, data_dir: Any, json: bool) -> None:
     from mixer_cli.core import report
-    from mixer_cli.data import open_dataset
+    from mixer_cli.tasks.info import describe_dataset
 
-    source = open_dataset(data, data_dir, task=None)
-    height, width, channels = source.image_shape
-    summary = {
-        "dataset": source.name,
-        "task": source.task,
-        "num_classes": source.num_classes,
-        "image_shape": [height, width, channels],
-        "train_split": source.train_split,
-        "eval_split": source.eval_split,
-        "splits": source.splits,
-    }
+    summary = describe_dataset(data, data_dir)
     if json:
         report.print_json(summary)
         return
+    height, width, _ = summary["image_shape"]
     size = "varied" if height is None else f"{height}x{width}"
     report.print_table(
-        f"{source.name}: {source.num_classes} classes"
-        f"{' (per-pixel masks)' if source.task == 'segment' else ''}, images {size} "
-        f"(train on {source.train_split!r}, evaluate on {source.eval_split!r})",
+        f"{summary['dataset']}: {summary['num_classes']} classes"
+        f"{' (per-pixel masks)' if summary['task'] == 'segment' else ''}, images {size} "
+        f"(train on {summary['train_split']!r}, evaluate on {summary['eval_split']!r})",
         [report.Column("split", "Split", justify="left"), report.Column("examples", "Examples")],
-        [{"split": name, "examples": f"{n:,}"} for name, n in source.splits.items()],
+        [{"split": name, "examples": f"{n:,}"} for name, n in summary["splits"].items()],
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -57,43 +56,27 @@ def permute(
     permute.png (curves + example images) and results.json. --set model.KEY=VALUE makes
     the Mixer arm a hybrid (e.g. --set model.stem=conv).
     """
-    from mixer_cli import figures
     from mixer_cli.core import report
-    from mixer_cli.figures.permute import draw_permute
-    from mixer_cli.tasks import permute as experiment_lib
-    from mixer_cli.train.engine import build
-    from mixer_cli.train.workdir import default_workdir
+    from mixer_cli.tasks.permute import PermuteSettings, print_summary, run_permute
 
-    modes = experiment_lib.parse_modes(mode, reference=not no_reference)
-    name = data or experiment_lib.DEFAULT_DATA
-    defaults = experiment_lib.defaults_for(name)
-    resolution = resolution or defaults.resolution
-    variant = variant or defaults.variant
-    baseline_name, width = experiment_lib.baseline_for(baseline, resolution)
-    experiment = experiment_lib.Experiment(
-        data=name,
+    settings = PermuteSettings(
+        mode=mode,
+        data=data,
         data_dir=None if data_dir is None else str(data_dir),
         variant=variant,
         resolution=resolution,
-        baseline=baseline_name,
-        baseline_width=width,
-        steps=steps or defaults.steps,
-        batch_size=batch_size or defaults.batch_size,
-        seed=seed or 0,
+        baseline=baseline,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        reference=not no_reference,
         model_options=tuple(set_ or ()),
-        mixer_lr=defaults.mixer_lr,
+        workdir=workdir,
+        stop_after=stop_after,
     )
-    for model in experiment_lib.MODELS:  # every configuration checked before any training
-        for each in modes:
-            build(experiment_lib.config_for(experiment, model, each))
-    workdir = Path(workdir or default_workdir("permute", variant, name))
-    results = experiment_lib.run_experiment(experiment, modes, workdir, stop_after)
-    if results is None:
+    run = run_permute(settings)
+    if run.results is None:
         report.stderr.print("stopped early; the same command resumes")
         return
-    examples = experiment_lib.example_images(experiment, modes)
-    figure = draw_permute(results, examples)
-    results["figure"] = str(figures.save(figure, workdir / "permute.png", dpi=110))
-    experiment_lib.print_summary(results)
-    report.write_json(workdir / "results.json", results)
-    report.stderr.print(f"figure and results in {workdir}")
+    print_summary(run.results)
+    report.stderr.print(f"figure and results in {run.workdir}")

@@ -27,18 +27,16 @@ Out = Annotated[
 Format = Annotated[str, typer.Option("--format", help="png or svg (when --out names no file).")]
 
 
-def _target(out: Path | None, default_dir: Path, name: str, format_: str) -> Path:
-    """Where the figure goes: --out as a file, --out as a directory, or the default."""
+def _blocks(blocks: str | None) -> list[int] | None:
+    """--blocks 0,1,2 -> [0, 1, 2] (duplicates dropped, order kept); None: not given."""
     from mixer_cli.core.errors import ConfigError
-    from mixer_cli.figures import FORMATS
 
-    if format_ not in FORMATS:
-        raise ConfigError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")
-    if out is not None and out.suffix:
-        if out.suffix.lstrip(".").lower() not in FORMATS:
-            raise ConfigError(f"--out {out}: a figure is .png or .svg")
-        return out
-    return (out if out is not None else default_dir) / f"{name}.{format_}"
+    if blocks is None:
+        return None
+    parts = [b.strip() for b in blocks.split(",") if b.strip()]
+    if not parts or not all(b.isdigit() for b in parts):
+        raise ConfigError(f"--blocks expects block numbers from 0 such as 0,1,2, got {blocks!r}")
+    return list(dict.fromkeys(int(b) for b in parts))
 
 
 @app.command("weights")
@@ -75,55 +73,29 @@ def weights(
     A checkpoint at K times its pre-training resolution shows each unit in one of its
     K x K parts. `mixer plot weights --init imagenet21k/Mixer-B_16` draws Google's.
     """
-    import numpy as np
-
-    from mixer_cli import figures
     from mixer_cli.core import report
-    from mixer_cli.core.errors import ConfigError
-    from mixer_cli.figures.weights import block_units, choose_blocks, draw_weights, token_kernels
-    from mixer_cli.models.registry import load_checkpoint
-    from mixer_cli.train.workdir import latest_run
-    from mixer_cli.weights.arrays import flat_params
+    from mixer_cli.tasks.plot import WeightsSettings, plot_weights
 
-    chosen = None
-    if blocks is not None:
-        parts = [b.strip() for b in blocks.split(",") if b.strip()]
-        if not parts or not all(b.isdigit() for b in parts):
-            raise ConfigError(
-                f"--blocks expects block numbers from 0 such as 0,1,2, got {blocks!r}"
-            )
-        chosen = list(dict.fromkeys(int(b) for b in parts))
-    if init is None:
-        init = str(latest_run(Path("runs")))
-        report.stderr.print(f"drawing {init} (the newest finished run; --init picks another)")
-    loaded = load_checkpoint(init, resolution)
-    kernels = token_kernels(flat_params(loaded.params))
-    shown = [block_units(b, kernels[b], units) for b in choose_blocks(kernels, chosen)]
-    title = f"{loaded.name} at {loaded.resolution} px ({Path(str(init)).name}): token-mixing units"
-    source = Path(str(init))
-    default_dir = source if source.is_dir() else Path(".")
-    name = "weights" if source.is_dir() else f"weights-{source.stem or 'model'}"
-    path = figures.save(draw_weights(shown, title), _target(out, default_dir, name, format_))
-    rows = [
-        {
-            "block": u.block,
-            "units": len(u.order),
-            "pairs": u.pairs,
-            "freq": float(np.median(u.frequency)),
-        }
-        for u in shown
-    ]
+    settings = WeightsSettings(
+        init=init,
+        blocks=_blocks(blocks),
+        units=units,
+        resolution=resolution,
+        out=out,
+        format=format_,
+    )
+    drawn = plot_weights(settings)
     report.print_table(
-        f"{loaded.name}: first token-mixing layer",
+        f"{drawn.model}: first token-mixing layer",
         [
             report.Column("block", "block"),
             report.Column("units", "units shown"),
             report.Column("pairs", "opposite pairs"),
             report.Column("freq", "median frequency (cycles/side)", lambda v: f"{v:.2f}"),
         ],
-        rows,
+        drawn.rows,
     )
-    report.print_written(path)
+    report.print_written(drawn.path)
 
 
 @app.command("curves")
@@ -138,13 +110,10 @@ def curves(
 ) -> None:
     """Training loss, learning rate, test top-1 and every evaluator metric against steps
     (or epochs), the runs overlaid with their names: `mixer plot curves runs/a runs/b`."""
-    from mixer_cli import figures
     from mixer_cli.core import report
-    from mixer_cli.figures.curves import draw_curves, read_run
+    from mixer_cli.tasks.plot import plot_curves
 
-    loaded = [read_run(run) for run in runs]
-    figure = draw_curves(loaded, x=x, smooth=smooth)
-    report.print_written(figures.save(figure, _target(out, Path(runs[0]), "curves", format_)))
+    report.print_written(plot_curves(runs, x, smooth, out, format_))
 
 
 @app.command("fewshot")
@@ -157,13 +126,7 @@ def fewshot(
 ) -> None:
     """Linear few-shot accuracy against shots, one panel per dataset, one line per result
     (mean, shaded +- std over seeds, each seed a dot): `mixer plot fewshot runs/fewshot-*`."""
-    from mixer_cli import figures
     from mixer_cli.core import report
-    from mixer_cli.figures.fewshot import draw_fewshot, read_result
+    from mixer_cli.tasks.plot import plot_fewshot
 
-    loaded = [read_result(r) for r in results]
-    first = Path(results[0])
-    default_dir = first if first.is_dir() else first.parent
-    report.print_written(
-        figures.save(draw_fewshot(loaded), _target(out, default_dir, "fewshot", format_))
-    )
+    report.print_written(plot_fewshot(results, out, format_))

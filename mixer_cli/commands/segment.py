@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -36,10 +36,6 @@ Examples = Annotated[
         "--examples", help="Test images in the figure (segmentation.png); 0 = none.", min=0
     ),
 ]
-# What --init decides (the checkpoint, checked when loaded): not settable with --set.
-INIT_KEYS = tuple(
-    f"model.{key}=" for key in ("family", "variant", "grid_factor", "init", "init_scope")
-)
 
 
 @opts.training_command
@@ -65,37 +61,30 @@ def segment(
     their true and predicted masks.
     """
     from mixer_cli.commands.options import resolve_config
-    from mixer_cli.config import read_yaml, recipe_path
     from mixer_cli.core import report
     from mixer_cli.core.errors import ConfigError
-    from mixer_cli.models.registry import load_checkpoint
-    from mixer_cli.tasks import finetune as transfer
-    from mixer_cli.tasks.segment import draw_examples
-    from mixer_cli.tasks.train import run_training
-    from mixer_cli.train.workdir import default_workdir
+    from mixer_cli.tasks.finetune import refused_key
+    from mixer_cli.tasks.segment import INIT_KEYS, SegmentSettings, run_segment
 
     options.start_processes()
-    flags: dict[str, Any] = {"model.head": "segment"}
-    extra: dict[str, Any] = {}
     if init is not None:
         if variant is not None:
             raise ConfigError("--variant: with --init the model is the checkpoint's")
-        for item in options.set_ or []:
-            if item.replace(" ", "").startswith(INIT_KEYS):
-                key = item.split("=", 1)[0].strip()
-                raise ConfigError(f"--set {key}: with --init the model comes from the checkpoint")
-        loaded = load_checkpoint(init)  # a bad checkpoint fails here, before any run directory
-        flags.update({f"model.{key}": value for key, value in loaded.config.items()})
-        flags.update(transfer.model_settings(loaded, resolution))
-        flags.update({"model.init": str(init), "model.init_scope": "backbone"})
-        extra["native_resolution"] = loaded.details.get("native_resolution", loaded.resolution)
-    else:
-        flags.update({"model.variant": variant, "model.resolution": resolution})
-    base = [("recipe segment", read_yaml(recipe_path("segment")))]
-    config = resolve_config(options, flags, base=base, default_recipe=None)
-    workdir = options.workdir or default_workdir("segment", config.model.variant, config.data.name)
-    results = run_training(
-        "segment", config, workdir=workdir, stop_after=options.stop_after, extra=extra
+        key = refused_key(options.set_, INIT_KEYS)
+        if key is not None:
+            raise ConfigError(f"--set {key}: with --init the model comes from the checkpoint")
+    settings = SegmentSettings(
+        init=init,
+        variant=variant,
+        resolution=resolution,
+        examples=examples,
+        workdir=options.workdir,
+        stop_after=options.stop_after,
     )
-    if examples and results["finished"]:
-        report.print_written(draw_examples(config, workdir, examples))
+
+    def resolve(flags: dict, base: list[tuple[str, dict]]):
+        return resolve_config(options, flags, base=base, default_recipe=None)
+
+    run = run_segment(settings, resolve)
+    if run.figure is not None:
+        report.print_written(run.figure)

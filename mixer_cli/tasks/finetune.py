@@ -24,6 +24,14 @@ from mixer_cli.models import registry
 from mixer_cli.models.registry import Loaded
 
 RECIPE = "finetune"  # recipes/finetune.yaml: SGD momentum, cosine, clip 1, batch 512
+# What --init decides (the checkpoint, checked when loaded): not settable with --set.
+MODEL_KEYS = tuple(
+    f"model.{key}="
+    for key in ("family", "variant", "resolution", "grid_factor", "init", "init_scope")
+)
+# (command-line settings, base layers of the config) -> the config: how the command's
+# options (--recipe, --config, flags, --set) resolve over what a task chooses.
+Resolver = Callable[[dict[str, Any], list[tuple[str, dict[str, Any]]]], Config]
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,98 @@ def model_settings(loaded: Loaded, resolution: int | None) -> dict[str, Any]:
     return registry.settings_at_resolution(loaded, resolution)
 
 
+def refused_key(items: Sequence[str] | None, keys: tuple[str, ...]) -> str | None:
+    """The first --set KEY=VALUE of `items` whose key is one of `keys` (``model.KEY=``)."""
+    for item in items or []:
+        if item.replace(" ", "").startswith(keys):
+            return item.split("=", 1)[0].strip()
+    return None
+
+
+def backbone_settings(loaded: Loaded, init: Any, resolution: int | None) -> dict[str, Any]:
+    """The model.* settings of training from a checkpoint's backbone at `resolution`: its
+    family, variant, resolution, GELU form, ... (--set model.gelu etc. override them)."""
+    return {
+        **{f"model.{key}": value for key, value in loaded.config.items()},
+        **model_settings(loaded, resolution),
+        "model.init": str(init),
+        "model.init_scope": "backbone",
+    }
+
+
+def native_resolution(loaded: Loaded) -> int:
+    """The resolution a checkpoint was pre-trained at (before any adaptation)."""
+    return loaded.details.get("native_resolution", loaded.resolution)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """What `mixer finetune` was asked beyond the config's own settings."""
+
+    init: Path | None  # None: the newest finished pretrain run under ./runs
+    resolution: int | None  # None: the checkpoint's
+    lrs: Sequence[float] | None  # an lr sweep's candidates
+    holdout: float | None  # None: the dataset preset's
+    workdir: Path | None
+    stop_after: int | None
+
+
+def run_finetune(settings: FinetuneSettings, resolve: Resolver) -> dict[str, Any] | None:
+    """Fine-tune a checkpoint (after an lr sweep, if asked); results, or None when stopped
+    during the sweep (the same command resumes it)."""
+    from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.tasks.train import run_training
+    from mixer_cli.train.workdir import default_workdir, latest_run
+
+    init = settings.init
+    if init is None:
+        init = latest_run(Path("runs"), command="pretrain")
+        report.stderr.print(f"fine-tuning {init} (the newest pretrain run; --init picks another)")
+    loaded = load_checkpoint(init)  # a bad checkpoint fails here, before any run directory
+    config, preset = finetune_config(backbone_settings(loaded, init, settings.resolution), resolve)
+    workdir = settings.workdir or default_workdir(
+        "finetune", config.model.variant, config.data.name
+    )
+    extra: dict[str, Any] = {"native_resolution": native_resolution(loaded)}
+    if settings.lrs is not None:
+        holdout = preset.holdout if settings.holdout is None else settings.holdout
+        config, record = sweep_with_engine(
+            config, workdir, settings.lrs, holdout, settings.stop_after
+        )
+        if record.get("stopped_in_sweep"):
+            return None
+        extra.update(record)
+    return run_training(
+        "finetune", config, workdir=workdir, stop_after=settings.stop_after, extra=extra
+    )
+
+
+def finetune_config(flags: dict[str, Any], resolve: Resolver) -> tuple[Config, Preset]:
+    """The config of fine-tuning: the recipe < the dataset's preset < the user's settings."""
+    from mixer_cli.config import read_yaml, recipe_path
+
+    base = [(str(recipe_path(RECIPE)), read_yaml(recipe_path(RECIPE)))]
+    preset = preset_for(resolve(flags, base).data.name)
+    config = resolve(flags, [*base, ("the dataset's fine-tuning preset", preset.settings)])
+    return config, preset
+
+
+def sweep_with_engine(
+    config: Config,
+    workdir: Path,
+    lrs: Sequence[float],
+    holdout: float,
+    stop_after: int | None,
+) -> tuple[Config, dict[str, Any]]:
+    """`lr_sweep` with each trial trained by the engine (stopping as --stop-after says)."""
+    from mixer_cli.train.engine import train_and_evaluate
+
+    def trial(trial_config: Config, where: Path) -> dict[str, Any]:
+        return train_and_evaluate(trial_config, where, stop_after=stop_after)
+
+    return lr_sweep(config, workdir, lrs, holdout, trial)
+
+
 def holdout_splits(config: Config, fraction: float) -> tuple[str, str]:
     """(fit, held-out) slices of the training split: the held-out one is its last `fraction`
     (sources store splits shuffled, so that is a random subset)."""
@@ -108,12 +208,8 @@ def lr_sweep(
     fit, held = holdout_splits(config, holdout)
     trials = []
     for lr in lrs:
-        trial = dataclasses.replace(
-            config,
-            optim=dataclasses.replace(config.optim, lr=lr),
-            data=dataclasses.replace(config.data, train_split=fit, eval_split=held),
-        )
-        results = train(trial, workdir / "sweep" / f"lr-{lr:g}")
+        where = workdir / "sweep" / f"lr-{lr:g}"
+        results = train(_with_lr(config, lr, train_split=fit, eval_split=held), where)
         if not results["finished"]:
             return config, {"lr_sweep": trials, "stopped_in_sweep": True}
         trials.append(
@@ -121,10 +217,30 @@ def lr_sweep(
                 "lr": lr,
                 "holdout_top1": results["test/top1"],
                 "final_train_loss": results["final_train_loss"],
-                "workdir": str(workdir / "sweep" / f"lr-{lr:g}"),
+                "workdir": str(where),
             }
         )
     best = max(trials, key=lambda trial: (trial["holdout_top1"], -trial["lr"]))
+    print_sweep(trials, best, fit, held)
+    record = {
+        "lr_sweep": trials,
+        "selected_lr": best["lr"],
+        "holdout_fraction": holdout,
+        "holdout_split": held,
+    }
+    return _with_lr(config, best["lr"]), record
+
+
+def _with_lr(config: Config, lr: float, **data: Any) -> Config:
+    """`config` with another learning rate (and data.* settings, e.g. its splits)."""
+    optim = dataclasses.replace(config.optim, lr=lr)
+    if not data:
+        return dataclasses.replace(config, optim=optim)
+    return dataclasses.replace(config, optim=optim, data=dataclasses.replace(config.data, **data))
+
+
+def print_sweep(trials: list[dict[str, Any]], best: dict[str, Any], fit: str, held: str) -> None:
+    """The sweep's table: each lr's held-out top-1 and train loss, the chosen one marked."""
     report.print_table(
         f"lr sweep: trained on {fit}, chosen on {held}",
         [
@@ -135,11 +251,3 @@ def lr_sweep(
         ],
         [{**trial, "chosen": "<- best" if trial is best else ""} for trial in trials],
     )
-    record = {
-        "lr_sweep": trials,
-        "selected_lr": best["lr"],
-        "holdout_fraction": holdout,
-        "holdout_split": held,
-    }
-    chosen = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=best["lr"]))
-    return chosen, record

@@ -83,6 +83,92 @@ class Experiment:
     mixer_lr: float = OTHER.mixer_lr
 
 
+@dataclass(frozen=True)
+class PermuteSettings:
+    """What `mixer permute` was asked; None: the data's default (`defaults_for`)."""
+
+    mode: str = "global"
+    data: str | None = None
+    data_dir: str | None = None
+    variant: str | None = None
+    resolution: int | None = None
+    baseline: str = "resnet"
+    steps: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    reference: bool = True  # also train on the original images
+    model_options: tuple[str, ...] = ()
+    workdir: Path | None = None
+    stop_after: int | None = None
+
+
+@dataclass(frozen=True)
+class PermuteRun:
+    workdir: Path
+    results: dict[str, Any] | None  # None: stopped early (the same command resumes)
+
+
+def run_permute(settings: PermuteSettings) -> PermuteRun:
+    """The whole experiment: every configuration checked before any training, then each
+    (model, mode) trained and probed, permute.png drawn and results.json written."""
+    from mixer_cli.train.workdir import default_workdir
+
+    experiment, modes = plan(settings)
+    check_configs(experiment, modes)
+    workdir = Path(
+        settings.workdir or default_workdir("permute", experiment.variant, experiment.data)
+    )
+    results = run_experiment(experiment, modes, workdir, settings.stop_after)
+    if results is not None:
+        results["figure"] = str(draw_figure(experiment, modes, results, workdir))
+        report.write_json(workdir / "results.json", results)
+    return PermuteRun(workdir, results)
+
+
+def plan(settings: PermuteSettings) -> tuple[Experiment, list[str]]:
+    """The experiment and its modes: what was asked, the data's defaults for the rest."""
+    s = settings
+    modes = parse_modes(s.mode, reference=s.reference)
+    name = s.data or DEFAULT_DATA
+    defaults = defaults_for(name)
+    resolution = s.resolution or defaults.resolution
+    baseline, width = baseline_for(s.baseline, resolution)
+    experiment = Experiment(
+        data=name,
+        data_dir=s.data_dir,
+        variant=s.variant or defaults.variant,
+        resolution=resolution,
+        baseline=baseline,
+        baseline_width=width,
+        steps=s.steps or defaults.steps,
+        batch_size=s.batch_size or defaults.batch_size,
+        seed=s.seed or 0,
+        model_options=s.model_options,
+        mixer_lr=defaults.mixer_lr,
+    )
+    return experiment, modes
+
+
+def check_configs(experiment: Experiment, modes: list[str]) -> None:
+    """Build every (model, mode) configuration's model, so a bad one fails before training."""
+    from mixer_cli.train.engine import build
+
+    for model in MODELS:
+        for mode in modes:
+            build(config_for(experiment, model, mode))
+
+
+def draw_figure(
+    experiment: Experiment, modes: list[str], results: dict[str, Any], workdir: Path
+) -> Path:
+    """permute.png in `workdir`: the probes' curves and each mode's example image."""
+    from mixer_cli import figures
+    from mixer_cli.figures.permute import draw_permute
+
+    figure = draw_permute(results, example_images(experiment, modes))
+    return figures.save(figure, workdir / "permute.png", dpi=110)
+
+
 def parse_modes(mode: str, reference: bool) -> list[str]:
     """'all' or one mode -> the modes to run, `original` first as the reference."""
     if mode == "all":
@@ -194,26 +280,12 @@ def run_experiment(
     experiment: Experiment, modes: list[str], workdir: Path, stop_after: int | None = None
 ) -> dict[str, Any] | None:
     """Train and probe every (model, mode); returns results (None if stopped early)."""
-    from mixer_cli.train.engine import train_and_evaluate
-
     models: dict[str, Any] = {}
     for model in MODELS:
-        runs, name = {}, None
-        for mode in modes:
-            where = workdir / f"{model}-{mode}"
-            results = train_and_evaluate(
-                config_for(experiment, model, mode), where, stop_after=stop_after
-            )
-            if not results["finished"]:
-                return None
-            runs[mode] = {
-                **{metric: results[metric] for metric in METRICS},
-                "curve": curve(where),
-                "workdir": str(where),
-                "train_seconds": results["train_seconds"],
-            }
-            name = results["variant"]
-        models[model] = {"name": name, "runs": runs}
+        arm = train_arm(experiment, model, modes, workdir, stop_after)
+        if arm is None:
+            return None
+        models[model] = arm
     return {
         "command": "permute",
         **dataclasses.asdict(experiment),
@@ -221,6 +293,34 @@ def run_experiment(
         "models": models,
         "relative_drop": relative_drops(models, modes),
     }
+
+
+def train_arm(
+    experiment: Experiment,
+    model: str,
+    modes: list[str],
+    workdir: Path,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """One arm trained and probed in every mode: {name, runs} (None if stopped early)."""
+    from mixer_cli.train.engine import train_and_evaluate
+
+    runs, name = {}, None
+    for mode in modes:
+        where = workdir / f"{model}-{mode}"
+        results = train_and_evaluate(
+            config_for(experiment, model, mode), where, stop_after=stop_after
+        )
+        if not results["finished"]:
+            return None
+        runs[mode] = {
+            **{metric: results[metric] for metric in METRICS},
+            "curve": curve(where),
+            "workdir": str(where),
+            "train_seconds": results["train_seconds"],
+        }
+        name = results["variant"]
+    return {"name": name, "runs": runs}
 
 
 def relative_drops(models: dict[str, Any], modes: list[str]) -> dict[str, dict[str, float]]:

@@ -1,0 +1,103 @@
+"""`mixer info`'s descriptions: the variant table (parameters and measured FLOPs), one
+model of any family, Google's released checkpoints, a dataset. Rows only; the command
+renders them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mixer_cli.core import report
+
+
+@dataclass(frozen=True)
+class VariantTable:
+    """Mixer variants described at one resolution, with or without a head."""
+
+    rows: list[dict[str, Any]]
+    resolution: int
+    num_classes: int
+
+
+def describe_variants(
+    variant: str | None, resolution: int | None, num_classes: int, checkpoint: Any
+) -> VariantTable:
+    """The listed variants (or `variant`, or the one a checkpoint's shapes say), each
+    compiled to count its FLOPs."""
+    from mixer_cli.core.errors import ConfigError
+    from mixer_cli.models import LISTED_VARIANTS, parse_variant
+    from mixer_cli.models.costs import describe
+    from mixer_cli.models.mixer_checkpoint import read_checked
+
+    if checkpoint is not None:
+        _, arch = read_checked(checkpoint)
+        if resolution not in (None, arch.resolution):
+            raise ConfigError(
+                f"{checkpoint} was trained at {arch.resolution} px; --resolution must match"
+            )
+        specs, resolution, num_classes = [arch.spec], arch.resolution, arch.num_classes
+    else:
+        specs = [parse_variant(name) for name in ([variant] if variant else LISTED_VARIANTS)]
+        resolution = 224 if resolution is None else resolution
+        for spec in specs:
+            spec.check_resolution(resolution)
+
+    rows = []
+    with report.progress() as bar:
+        task = bar.add_task("compiling to count FLOPs", total=len(specs))
+        for spec in specs:
+            rows.append(describe(spec, resolution, num_classes))
+            bar.advance(task)
+    return VariantTable(rows, resolution, num_classes)
+
+
+def describe_model(
+    variant: str | None, resolution: int | None, num_classes: int, items: list[str]
+) -> dict[str, Any]:
+    """One model of any family from --set options: its parameters and GFLOPs per image."""
+    from mixer_cli.config import model_config
+    from mixer_cli.models import registry
+
+    m = model_config(variant or "B/16", resolution or 224, "float32", items)
+    family = registry.get(m.family)
+    return {
+        "family": m.family,
+        "model": family.parse(m),
+        "resolution": m.resolution,
+        "num_classes": num_classes,
+        **family.count(m, num_classes),
+    }
+
+
+def released_checkpoints() -> list[dict[str, str]]:
+    """Google's released checkpoints: name, source and the size of the cached copy."""
+    from mixer_cli.weights import released
+
+    rows = []
+    for name in released.NAMES:
+        path = released.cache_path(name)
+        rows.append(
+            {
+                "name": name,
+                "source": f"{released.base_url()}/{name}.npz",
+                "cached": f"{path.stat().st_size / 2**20:,.0f} MiB" if path.exists() else "-",
+            }
+        )
+    return rows
+
+
+def describe_dataset(data: str, data_dir: Any) -> dict[str, Any]:
+    """A dataset's task, classes, image shape and splits."""
+    from mixer_cli.data import open_dataset
+
+    source = open_dataset(data, data_dir, task=None)
+    height, width, channels = source.image_shape
+    return {
+        "dataset": source.name,
+        "task": source.task,
+        "num_classes": source.num_classes,
+        "image_shape": [height, width, channels],
+        "train_split": source.train_split,
+        "eval_split": source.eval_split,
+        "splits": source.splits,
+    }
