@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,6 @@ import optax
 from jax.sharding import NamedSharding
 
 from mixer_cli.evals.losses import per_example_loss
-from mixer_cli.models import MlpMixer
 
 
 @flax.struct.dataclass
@@ -60,7 +60,7 @@ def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
     *,
-    model: MlpMixer,
+    model: nn.Module,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     loss_kind: str,
