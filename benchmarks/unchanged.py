@@ -52,6 +52,8 @@ COMMANDS = [
 # Keys whose values measure the machine or name places, not results.
 UNCOMPARED = {
     "seconds",
+    "solve_seconds",
+    "figure",
     "train_seconds",
     "images_per_sec",
     "img_per_sec",
