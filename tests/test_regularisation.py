@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from training import params_of, tiny
+from training import params_of, shared_run, tiny
 
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.core.tf_cpu import tf
@@ -160,11 +160,9 @@ OPTIONS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def with_options(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("options")
-    train_and_evaluate(tiny(**OPTIONS), workdir)
-    return workdir
+    return shared_run(tmp_path_factory, "options", lambda w: train_and_evaluate(tiny(**OPTIONS), w))
 
 
 def test_a_run_with_every_option_records_them_and_its_average(with_options: Path) -> None:
