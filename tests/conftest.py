@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numpy_mixer import official_layout_params
-from training import tiny
+from training import shared_run, tiny
 
 from mixer_cli.train.engine import train_and_evaluate
 
@@ -53,9 +53,15 @@ def official_npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[st
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny digits run, trained once without a stop: what every resume must equal."""
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    train_and_evaluate(tiny(), workdir)
-    return workdir
+    return shared_run(tmp_path_factory, "uninterrupted", lambda w: train_and_evaluate(tiny(), w))
+
+
+@pytest.fixture(scope="session")
+def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run stopped at step 10: complete checkpoints at steps 5 and 10."""
+    return shared_run(
+        tmp_path_factory, "stopped", lambda w: train_and_evaluate(tiny(), w, stop_after=10)
+    )
 
 
 TIMM_REPO = "timm/mixer_custom_test.in1k"  # a hand-made timm Mixer in a hub cache

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from training import params_of, tiny
+from training import params_of, shared_run, tiny
 
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.core.tf_cpu import tf
@@ -87,7 +87,7 @@ def test_label_smoothing_moves_only_the_training_targets() -> None:
         loss_kind="softmax", accum_steps=1, label_smoothing=0.2,
     )  # fmt: skip
     _, metrics = jax.jit(step)(state, batch)
-    logits, _ = built.model.apply({"params": state.params}, batch["image"])
+    logits, _ = jax.jit(built.model.apply)({"params": state.params}, batch["image"])
     want = optax.softmax_cross_entropy(logits, 0.8 * batch["label"] + 0.02).mean()
     np.testing.assert_allclose(metrics["loss"], want, rtol=1e-5)
 
@@ -131,12 +131,13 @@ def test_sam_steps_with_the_gradient_at_the_adversarial_point() -> None:
                                       rngs={"dropout": key})  # fmt: skip
         return optax.softmax_cross_entropy(logits, batch["label"]).mean()
 
-    g = jax.grad(loss)(state.params)
+    grad = jax.jit(jax.grad(loss))  # one compile for both points, not an op at a time
+    g = grad(state.params)
     norm = optax.tree.norm(g)
     uphill = jax.tree.map(lambda w, gi: w + 0.05 * gi / norm, state.params, g)
-    g_adv = jax.grad(loss)(uphill)
-    want, _ = plain.tx.update(g_adv, plain.tx.init(state.params), state.params)
-    at_w, _ = plain.tx.update(g, plain.tx.init(state.params), state.params)  # no SAM
+    g_adv = grad(uphill)
+    update = jax.jit(lambda g: plain.tx.update(g, plain.tx.init(state.params), state.params)[0])
+    want, at_w = update(g_adv), update(g)  # at_w: the step without SAM
     step = partial(
         train_step, model=built.model, tx=built.tx, schedule=built.schedule,
         loss_kind="softmax", accum_steps=1, sam=True,
@@ -160,11 +161,9 @@ OPTIONS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def with_options(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("options")
-    train_and_evaluate(tiny(**OPTIONS), workdir)
-    return workdir
+    return shared_run(tmp_path_factory, "options", lambda w: train_and_evaluate(tiny(**OPTIONS), w))
 
 
 def test_a_run_with_every_option_records_them_and_its_average(with_options: Path) -> None:

@@ -32,14 +32,6 @@ from mixer_cli.train.engine import train_and_evaluate
 from mixer_cli.train.workdir import check_free_space
 
 
-@pytest.fixture(scope="module")
-def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny run stopped at step 10: complete checkpoints at steps 5 and 10."""
-    workdir = tmp_path_factory.mktemp("stopped")
-    train_and_evaluate(tiny(), workdir, stop_after=10)
-    return workdir
-
-
 def copy_of(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / "run"))
 
@@ -189,6 +181,60 @@ def _wait(proc: subprocess.Popen, condition, what: str, timeout: float = 300) ->
         time.sleep(0.002)
 
 
+def _strike_after_a_new_checkpoint(workdir: Path, sig: signal.Signals, code: int) -> int:
+    """Start the run (a checkpoint after every step), let it save one new checkpoint (so
+    it is past start-up), send `sig`: it must save the step it is on and exit `code`.
+    Returns the step it stopped at."""
+    resume_from = max(complete_steps(workdir), default=0)
+    cmd = pretrain_command(workdir, "--set=train.checkpoint_every=1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait(proc, lambda: max(complete_steps(workdir), default=0) > resume_from, "a checkpoint")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err[-2000:]
+    assert f"resuming from step {resume_from} " in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    step = int(re.search(r"interrupted at step (\d+); checkpoint saved", last).group(1))
+    assert step == max(complete_steps(workdir))
+    return step
+
+
+def test_kill_9_mid_write_sigterm_and_ctrl_c_then_resuming_equals_an_uninterrupted_run(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the moment a checkpoint write begins (its partial directory is never
+    picked), then a scheduler's SIGTERM (a checkpoint, exit 143), then Ctrl-C (a
+    checkpoint, exit 130), resuming each time: the end is the uninterrupted run's.
+    The soak with kills at random moments: test_kill_9_at_random_moments... (-m slow)."""
+    workdir = tmp_path / "run"
+    checkpoints = workdir / "checkpoints"
+    cmd = pretrain_command(workdir, "--set=train.checkpoint_every=1")  # a write every step
+    for attempt in range(4):  # a write that ends between seeing it and the kill: again
+        resume_from = max(complete_steps(workdir), default=0)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _wait(proc, lambda past=resume_from: max(complete_steps(workdir), default=0) > past,
+              "a checkpoint")  # fmt: skip
+        _wait(proc, lambda: any(checkpoints.glob("*.orbax-checkpoint-tmp*")), "a write")
+        proc.kill()
+        proc.wait()
+        if attempt:
+            assert f"resuming from step {resume_from} " in proc.stderr.read()
+        if any(checkpoints.glob("*.orbax-checkpoint-tmp*")):
+            break  # killed mid-write
+    else:
+        raise AssertionError("no kill landed during a checkpoint write")
+    # each resumes from the newest complete checkpoint, never from a partial one
+    _strike_after_a_new_checkpoint(workdir, signal.SIGTERM, 143)
+    stopped = _strike_after_a_new_checkpoint(workdir, signal.SIGINT, 130)
+    # to the end at the usual cadence (a resume may change it)
+    proc = subprocess.run(pretrain_command(workdir), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming from step {stopped} " in proc.stderr, proc.stderr[-2000:]
+    assert not list(checkpoints.glob("*.orbax-checkpoint-tmp*"))  # cleaned up on restart
+    assert_same_results(workdir, uninterrupted)
+
+
+@pytest.mark.slow
 def test_kill_9_at_random_moments_and_resuming_equals_an_uninterrupted_run(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
@@ -347,9 +393,10 @@ def test_a_lost_or_preempted_process_stops_its_peer_and_both_resume_to_the_same_
 
 
 def test_a_second_run_on_a_busy_directory_is_refused_and_readers_are_not(tmp_path: Path) -> None:
-    """Two real processes: the second `pretrain` on the directory exits at once with
-    code 2 naming the holder; `mixer eval` of the same run still works; once the holder is
-    killed (-9: the kernel drops the lock) the same command resumes."""
+    """Real processes: while a run holds the directory (suspended after its first
+    checkpoint), a second `pretrain` on it exits at once with code 2 naming the holder and
+    `mixer eval` of the same run still works; once the holder is killed (-9: the kernel
+    drops the lock) the same command resumes."""
     workdir = tmp_path / "run"
     # Long enough to be running throughout; no checkpoint deleted under the reader.
     long_run = ("--set=train.steps=2000", "--set=train.keep_checkpoints=400")
@@ -361,23 +408,23 @@ def test_a_second_run_on_a_busy_directory_is_refused_and_readers_are_not(tmp_pat
     )
     try:
         _wait(holder, lambda: complete_steps(workdir), "the first checkpoint")
-        second = subprocess.run(
-            pretrain_command(workdir, *long_run),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert second.returncode == 2, second.stderr[-2000:]
-        last = second.stderr.strip().splitlines()[-1]
-        assert f"is in use by another run (pid {holder.pid} on " in last, last
-        reader = subprocess.run(
-            [sys.executable, "-m", "mixer_cli", "eval", "--init", str(workdir),
-             "--workdir", str(tmp_path / "eval")],
-            capture_output=True,
-            text=True,
-            timeout=300,
+        # Suspended (as by Ctrl-Z), the holder keeps its lock but leaves the CPUs to the
+        # two processes below, started together.
+        holder.send_signal(signal.SIGSTOP)
+        second, reader = (
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for command in (
+                pretrain_command(workdir, *long_run),
+                [sys.executable, "-m", "mixer_cli", "eval", "--init", str(workdir),
+                 "--workdir", str(tmp_path / "eval")],
+            )
         )  # fmt: skip
-        assert reader.returncode == 0, reader.stderr[-2000:]
+        _, second_err = second.communicate(timeout=120)
+        assert second.returncode == 2, second_err[-2000:]
+        last = second_err.strip().splitlines()[-1]
+        assert f"is in use by another run (pid {holder.pid} on " in last, last
+        _, reader_err = reader.communicate(timeout=300)
+        assert reader.returncode == 0, reader_err[-2000:]
     finally:
         holder.kill()
         holder.wait()

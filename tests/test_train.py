@@ -18,6 +18,7 @@ from mixer_cli.cli import run
 from mixer_cli.core.atomic import current_umask
 from mixer_cli.core.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.core.errors import TrainingDiverged
+from mixer_cli.models.checkpoints import read_params
 from mixer_cli.train import engine
 from mixer_cli.train.engine import build, train_and_evaluate
 from mixer_cli.train.steps import compile_steps, initial_state, train_step
@@ -82,9 +83,12 @@ def test_init_warm_starts_from_a_finished_run(uninterrupted: Path, tmp_path: Pat
         np.testing.assert_allclose(params_of(tmp_path)[key], value, rtol=0, atol=1e-8)
 
 
-def test_one_device_and_eight_devices_agree(uninterrupted: Path, tmp_path: Path) -> None:
-    train_and_evaluate(tiny(), tmp_path, devices=jax.devices()[:1])
-    assert_same_training(params_of(tmp_path), params_of(uninterrupted))
+def test_one_device_and_eight_devices_agree(stopped: Path, tmp_path: Path) -> None:
+    """Ten steps on one device end where the eight-device run stopped at step 10 did."""
+    train_and_evaluate(tiny(), tmp_path, devices=jax.devices()[:1], stop_after=10)
+    (ours, at), (theirs, want_at) = read_params(tmp_path), read_params(stopped)
+    assert at.endswith("checkpoints/10") and want_at.endswith("checkpoints/10")
+    assert_same_training(ours, theirs)
 
 
 def test_accumulated_micro_batches_equal_one_large_batch() -> None:

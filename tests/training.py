@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from mixer_cli.config import Config, resolve
 
 TINY = {
+    "train.batch_size": 32,  # the demo's 64 halved: 4 per device, and the loss still falls
     "train.steps": 20,
     "train.log_every": 5,
     "train.checkpoint_every": 5,
@@ -70,3 +75,23 @@ def assert_same_results(workdir: Path, uninterrupted: Path) -> None:
     ours, theirs = params_of(workdir), params_of(uninterrupted)
     for key in theirs:
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7)
+
+
+def shared_run(
+    tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]
+) -> Path:
+    """The directory `make` fills, made once for the whole session: under pytest-xdist the
+    first worker to ask makes it (in the base directory all workers share) while the others
+    wait on a file lock, instead of each worker training the same run again. Tests only
+    read it (or copy it)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # .../pytest-N/popen-gwK -> .../pytest-N, common to the workers
+    workdir, done = base / f"shared-{name}", base / f"shared-{name}.done"
+    with FileLock(str(base / f"shared-{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # what a crashed maker left
+            workdir.mkdir()
+            make(workdir)
+            done.touch()
+    return workdir
