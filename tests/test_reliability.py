@@ -343,6 +343,22 @@ def test_processes_agree_on_complete_checkpoints_when_a_peer_lists_late(tmp_path
     assert complete_steps(tmp_path) == [3]
 
 
+def test_two_processes_train_as_one_eight_device_process(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """Two processes on loopback (jax.distributed, gloo, 4 devices each) read their own
+    rows of the same global batches and end as one 8-device process does. The default
+    suite's multi-process run; the lost peer and the preemption sync point are the slow
+    test below."""
+    procs = _launch_two(tmp_path)
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    assert_same_training(params_of(tmp_path), params_of(uninterrupted))
+    assert json.loads((tmp_path / "results.json").read_text())["test/examples"] == 360
+
+
+@pytest.mark.slow  # three rounds of two process launches: 107 s of the default suite
 def test_a_lost_or_preempted_process_stops_its_peer_and_both_resume_to_the_same_end(
     uninterrupted: Path, tmp_path: Path
 ) -> None:

@@ -2,7 +2,8 @@
 
 Tests run tiny models for a few steps, so XLA's compile time, not the run, is most of
 their cost: backend optimisation level 0 compiles a ResNet14 init in ~3 s instead of
-~10 s, and the tests compare runs made under the same setting. No JAX import here:
+~10 s, LLVM's expensive passes off takes another ~10% off a CLI run's compiles, and the
+tests compare runs made under the same settings. No JAX import here:
 this must be read before JAX starts.
 """
 
@@ -13,7 +14,7 @@ import os
 import shutil
 import tempfile
 
-QUICK_COMPILE = "--xla_backend_optimization_level=0"
+QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def xla_flags(devices: int) -> str:
