@@ -88,31 +88,27 @@ def bench(
     from mixer_cli.tasks.bench import BenchSettings
     from mixer_cli.tasks.latency import LatencySettings
 
+    model = {  # what both modes measure: B/16 at 224 px in float32 unless told
+        "variant": variant or "B/16",
+        "resolution": resolution or 224,
+        "dtype": dtype or "float32",
+        "num_classes": num_classes,
+        "model_options": tuple(set_ or ()),
+    }
     if mode == "latency" or exported is not None:
         latency_settings = LatencySettings(
-            variant=variant or "B/16",
-            resolution=resolution or 224,
-            batch_size=batch_size or 1,
-            dtype=dtype or "float32",
-            num_classes=num_classes,
-            model_options=tuple(set_ or ()),
-            exported=exported,
-            calls=calls,
+            **model, batch_size=batch_size or 1, exported=exported, calls=calls
         )
         latency(latency_settings, workdir, json)
         return
     settings = BenchSettings(
-        variant=variant or "B/16",
-        resolution=resolution or 224,
+        **model,
         batch_size=batch_size or 32,
-        dtype=dtype or "float32",
         mode=mode,
-        num_classes=num_classes,
         windows=windows,
         steps=steps or 0,
         peak_size=peak_size or 0,
         steps_per_execution=steps_per_execution or BenchSettings.steps_per_execution,
-        model_options=tuple(set_ or ()),
     )
     throughput(settings, workdir, json)
 

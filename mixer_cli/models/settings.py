@@ -61,7 +61,6 @@ MODEL_NON_NEGATIVE = ("model.heads",)
 # The follow-up architectures' options (models/hybrid.py): any of them set on a Mixer
 # makes it the `hybrid` family.
 HYBRID_KEYS = ("stem", "pattern", "token_mixing", "conv_after", "heads")
-HYBRID_BASES = ("mixer", "hybrid")  # the families those options apply to
 
 
 def implied_family(m: ModelConfig) -> ModelConfig:
@@ -69,11 +68,11 @@ def implied_family(m: ModelConfig) -> ModelConfig:
     conv_after, heads) is the `hybrid` family; another family refuses them."""
     defaults = ModelConfig()
     given = [k for k in HYBRID_KEYS if getattr(m, k) != getattr(defaults, k)]
-    if not given or m.family == HYBRID_BASES[1]:
+    if not given or m.family == "hybrid":
         return m
-    if m.family != HYBRID_BASES[0]:
+    if m.family != "mixer":
         raise ConfigError(
-            f"model.{given[0]} is an option of Mixers (families {', '.join(HYBRID_BASES)}), "
-            f"not of model.family {m.family}"
+            f"model.{given[0]} is an option of Mixers (families mixer, hybrid), not of "
+            f"model.family {m.family}"
         )
-    return dataclasses.replace(m, family=HYBRID_BASES[1])
+    return dataclasses.replace(m, family="hybrid")

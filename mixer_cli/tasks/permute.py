@@ -178,10 +178,7 @@ def parse_modes(mode: str, reference: bool) -> list[str]:
     return ["original", mode] if reference and mode != "original" else [mode]
 
 
-# `--baseline resnet`: the paper's ResNet50x1 from 128 px, else a CPU-sized ResNet14.
-DEFAULT_BASELINES = {
-    "resnet": lambda resolution: ("ResNet50x1", 64) if resolution >= 128 else ("ResNet14", 16)
-}
+DEFAULT_BASELINE = "resnet"  # --baseline's default: a ResNet sized to the resolution
 
 
 def baseline_for(name: str, resolution: int) -> tuple[str, int]:
@@ -189,9 +186,8 @@ def baseline_for(name: str, resolution: int) -> tuple[str, int]:
     or an explicit ResNet{depth}x{factor} at BiT's width."""
     from mixer_cli.models.resnet import parse_resnet
 
-    default = DEFAULT_BASELINES.get(name.lower())
-    if default is not None:
-        return default(resolution)
+    if name.lower() == DEFAULT_BASELINE:
+        return ("ResNet50x1", 64) if resolution >= 128 else ("ResNet14", 16)
     try:
         parse_resnet(name)
     except ConfigError:
