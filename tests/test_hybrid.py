@@ -105,15 +105,18 @@ def test_any_follow_up_option_makes_a_mixer_a_hybrid_and_position_codes_differ()
     assert codes.shape == (16, 16) and len({tuple(row) for row in codes.round(6)}) == 16
 
 
-def test_a_hybrid_pretrains_fine_tunes_few_shots_and_benchmarks(capsys, tmp_path: Path) -> None:
-    # every option at once on the demo's N/2 at 8 px: conv stem (one stride-2 layer),
-    # a Mixer/attention pattern, summed token mixing, a conv after block 1
-    options = [
-        "--set=model.stem=conv",
-        "--set=model.pattern=MAMM",
-        "--set=model.token_mixing=sum",
-        "--set=model.conv_after=1",
-    ]
+# every option at once on the demo's N/2 at 8 px: conv stem (one stride-2 layer),
+# a Mixer/attention pattern, summed token mixing, a conv after block 1
+EVERY_OPTION = [
+    "--set=model.stem=conv",
+    "--set=model.pattern=MAMM",
+    "--set=model.token_mixing=sum",
+    "--set=model.conv_after=1",
+]
+
+
+def test_a_hybrid_pretrains_fine_tunes_and_few_shots(capsys, tmp_path: Path) -> None:
+    options = EVERY_OPTION
     fast = ["--steps=4", "--batch-size=16", "--set=optim.warmup_steps=1"]
     fast += ["--set=train.log_every=2", "--set=evals.fewshot=none"]
     assert run(["pretrain", "--workdir", str(tmp_path / "pre"), *fast, *options]) == 0
@@ -134,9 +137,12 @@ def test_a_hybrid_pretrains_fine_tunes_few_shots_and_benchmarks(capsys, tmp_path
     assert probe["variant"] == "N/2+conv-stem+MAMM+sum+conv@1"
     assert 0 <= probe["average"]["2"] <= 1
 
+
+@pytest.mark.slow  # its compile is 8 s; test_bench covers the command for the Mixer
+def test_a_hybrid_benchmarks(capsys, tmp_path: Path) -> None:
     bench = ["bench", "--variant", "N/2", "--resolution", "8", "--batch-size", "16"]
     bench += ["--windows", "1", "--steps", "2", "--mode", "forward", "--peak-size", "64"]
-    bench += options
+    bench += EVERY_OPTION
     assert run([*bench, "--workdir", str(tmp_path / "bench"), "--json"]) == 0
     timed = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert timed["family"] == "hybrid" and timed["forward"]["images_per_sec"] > 0

@@ -111,6 +111,26 @@ def test_accumulated_micro_batches_equal_one_large_batch() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_a_second_run_of_the_same_settings_reuses_the_traced_steps() -> None:
+    """Runs in one process (a sweep's final run, permute's modes, these tests) share the
+    optimizer, the jitted steps and the first-state function of equal settings: JAX then
+    finds their traces in its cache instead of tracing again. Other settings get their own."""
+    first, again, other = build(tiny()), build(tiny()), build(tiny(**{"optim.lr": 0.1}))
+    assert (again.tx, again.schedule) == (first.tx, first.schedule)
+    assert other.tx is not first.tx
+    mesh = make_mesh()
+    options = dict(loss_kind="softmax", accum_steps=1, replicated=replicated(mesh))
+
+    def steps_of(built):
+        return compile_steps(
+            built.model, built.tx, built.schedule, **options, rows=batch_sharding(mesh)
+        )
+
+    assert steps_of(again) is steps_of(first) and steps_of(other) is not steps_of(first)
+    starts = [engine.Start(built, mesh).fresh for built in (first, again, other)]
+    assert starts[1] is starts[0] and starts[2] is not starts[0]
+
+
 def test_steps_in_one_program_equal_one_program_per_step() -> None:
     """`train_many` (a scan over steps) updates the state bit for bit as `train` does."""
     built, mesh = build(tiny()), make_mesh()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import signal
 import threading
@@ -220,6 +221,13 @@ def _mesh(config: Config, devices: list[jax.Device] | None) -> Any:
     return mesh
 
 
+@functools.lru_cache(maxsize=8)
+def _initialise(model: Any, tx: optax.GradientTransformation, resolution: int, ema: bool) -> Any:
+    """The first-state function of a model and optimizer, one object per combination (so
+    that its traces are reused by the next run of the same settings in this process)."""
+    return partial(initial_state, model, tx, resolution, ema=ema)
+
+
 class Start:
     """A run's first state: initialised on the mesh, warm-started from `model.init` if the
     config names one; `abstract` is its shape (what a checkpoint restores into)."""
@@ -228,22 +236,25 @@ class Start:
         t = run.config.train
         self.config, self.repl = run.config, replicated(mesh)
         self.key = jax.random.key(t.seed)
-        self.fresh = partial(
-            initial_state, run.model, run.tx, run.config.model.resolution, ema=t.ema_decay > 0
-        )
+        self.fresh = _initialise(run.model, run.tx, run.config.model.resolution, t.ema_decay > 0)
         abstract = jax.eval_shape(self.fresh, self.key)
         self.abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.repl), abstract
         )
 
     def state(self) -> TrainState:
-        state = jax.jit(self.fresh, out_shardings=self.repl)(self.key)
+        state = _jitted_init(self.fresh, self.repl)(self.key)
         if self.config.model.init is None:
             return state
         params = registry.warm_start(self.config.model, jax.device_get(state.params))
         params = jax.device_put(params, self.repl)
         ema = None if state.ema is None else jax.tree.map(jnp.copy, params)  # own buffers
         return state.replace(params=params, ema=ema)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(fresh: Any, repl: Any) -> Any:
+    return jax.jit(fresh, out_shardings=repl)
 
 
 def _restore_or_start(

@@ -9,6 +9,8 @@ gradient at the adversarial point rho * g / |g| away, on the same batch (twice t
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import optax
 import optax.contrib
@@ -33,9 +35,13 @@ def _kernels(params: optax.Params) -> optax.Params:
     return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
 
 
+@functools.lru_cache(maxsize=8)
 def make_optimizer(
     cfg: OptimConfig, total_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The run's optimizer and schedule; the same objects for the same settings, so that
+    runs in one process (a sweep's trials, permute's modes) reuse each other's traced
+    steps (`steps.compile_steps` is keyed on them)."""
     schedule = make_schedule(cfg, total_steps)
     if cfg.optimizer == "sgd":
         core = optax.sgd(schedule, momentum=cfg.momentum)

@@ -12,6 +12,7 @@ updates are the same, bit for bit, as one execution per step.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -150,6 +151,7 @@ class Steps:
     train_many: Any
 
 
+@functools.lru_cache(maxsize=8)
 def compile_steps(
     model: Any,
     tx: optax.GradientTransformation,
@@ -161,7 +163,9 @@ def compile_steps(
 ) -> Steps:
     """The jitted steps over a mesh: state and params replicated, batches split by rows,
     the train state's buffers donated. `options` are `train_step`'s (loss_kind and
-    accum_steps; label_smoothing, sam, ema_decay). Training and `mixer bench` use these."""
+    accum_steps; label_smoothing, sam, ema_decay). Training and `mixer bench` use these.
+    Memoised: another run of the same model and optimizer in this process (a sweep's
+    final run, permute's next mode) reuses the traced steps instead of tracing again."""
     step_args = dict(model=model, tx=tx, schedule=schedule, **options)
     train_jit = partial(
         jax.jit,
