@@ -50,7 +50,7 @@ class DataConfig:
     permutation: str = "none"  # the shuffle experiment: none, patch or global (train and test)
     permutation_patch: int = 0  # patch mode's patch size; 0 = the Mixer's
     permutation_seed: int = 0
-    skip_corrupt: bool = False  # image folders: train without damaged files (else refuse)
+    skip_corrupt: bool = False  # image folders: leave damaged files out (else refuse them)
 
 
 @dataclass(frozen=True)

@@ -39,3 +39,12 @@ def flip_bit_in_largest_file(directory: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x04
     path.write_bytes(bytes(data))
+
+
+def damage_inside(path: Path) -> Path:
+    """Invert the byte in the middle of a file: its header and end stay intact (what a
+    check of a file's size, header and end cannot see; decoding fails)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path

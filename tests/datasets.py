@@ -34,7 +34,7 @@ def write_image_folder(
                     image = rng.integers(0, 256, (h, w, 1), dtype=np.uint8)
                     write_image(root / split / name / f"{i}.png", image)
                 else:
-                    image = np.full((h, w, 3), 40 * c, np.uint8)
+                    image = np.full((h, w, 3), 40 * c % 256, np.uint8)
                     write_image(root / split / name / f"{i}.jpg", image)
     return root
 

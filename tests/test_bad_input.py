@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from damage import flip_npz_array_bit, truncate
+from damage import damage_inside, flip_npz_array_bit, truncate
 from datasets import write_image, write_image_folder, write_mask_folder
+from PIL import Image
 from safetensors.numpy import save_file
 from test_cli import run_cli
 
@@ -183,6 +184,45 @@ CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--data", "digit-scenes"], "digit-scenes is a segmentation set"),
     (["segment", "--data", "digits-placed"], "digits-placed has no masks"),
     (["no-such-command"], "no-such-command"),
+    (["segment", "--data", "folder:{mask_16bit}"], "1.png': a 16-bit PNG (TensorFlow reads its 1"),
+    (["segment", "--data", "folder:{mask_palette}"], "0.png': a palette PNG"),
+    (["eval", "--init", "{npz}", "--data", "digits", "--split", "test[:0]"], "no images to eval"),
+    (["pretrain", "--data", "cifar-10"], "not a TFDS name (NAME[/CONFIG][:VERSION]); did you mean"),
+    (["pretrain", "--data", "cifar10:9.9.9"], "cannot be loaded at version 9.9.9, only: 3.0.2"),
+    (["pretrain", "--data", "cifar10/nosuchconfig"], "cifar10 has no config 'nosuchconfig'"),
+    (["pretrain", "--data", "cifar10:abc"], "'abc' is not a version (MAJOR.MINOR.PATCH"),
+    (
+        [
+            "predict",
+            "{unreadable}/a.webp",
+            "{unreadable}/b.pdf",
+            "{unreadable}/c.png",
+            "{unreadable}/d.png",
+            "--init",
+            "{npz}",
+        ],
+        "none of the 4 file(s) is a readable image: '{unreadable}/a.webp' (not a JPEG, PNG, "
+        "GIF or BMP image), '{unreadable}/b.pdf' (not a JPEG, PNG, GIF or BMP image), "
+        "'{unreadable}/c.png' (cannot be decoded (Invalid PNG data",
+    ),
+    (
+        ["eval", "--init", "{npz}", "--data", "folder:{damaged10}", "--split", "train"],
+        "first '{damaged10}/train/c3/0.jpg': a truncated JPEG",
+    ),
+    (
+        [
+            "export",
+            "--init",
+            "{npz}",
+            "--int8",
+            "static",
+            "--data",
+            "folder:{damaged10}",
+            "--out",
+            "{workdir}/x",
+        ],
+        "first '{damaged10}/train/c3/0.jpg': a truncated JPEG",
+    ),
 ]
 
 
@@ -214,6 +254,23 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     (root / "mask_values" / "classes.txt").write_text("a\nb\n")
     write_mask_folder(root / "mask_size", {"train": [(8, 8), (8, 8)]})
     write_image(root / "mask_size" / "train" / "masks" / "1.png", np.zeros((8, 6, 1), np.uint8))
+    for name, damaged_mask in (("mask_16bit", "1.png"), ("mask_palette", "0.png")):
+        masks = write_mask_folder(root / name, {"train": [(8, 8), (8, 8)]}, classes=2)["train"]
+        path, mask = root / name / "train" / "masks" / damaged_mask, masks[int(damaged_mask[0])]
+        if name == "mask_16bit":  # Pillow reads its 0s and 1s; TensorFlow reads only 0s
+            Image.fromarray(mask.astype(np.uint16)).save(path)
+        else:  # Pillow reads its indices; TensorFlow its colours (3 channels)
+            Image.fromarray(mask, mode="L").convert("P").save(path)
+    ten = tuple(f"c{i}" for i in range(10))  # the classes of {npz}'s head
+    write_image_folder(root / "damaged10", {"train": 1, "test": 1}, classes=ten)
+    (root / "damaged10" / "train" / "c3" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    unreadable = root / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "a.webp").write_bytes(b"RIFF\x24\x00\x00\x00WEBPVP8 not really")
+    (unreadable / "b.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    write_image(unreadable / "c.png", np.full((16, 16, 3), 9, np.uint8))
+    damage_inside(unreadable / "c.png")
+    (unreadable / "d.png").write_bytes(b"")
     model = create_model("N/4", num_classes=10)
     write_npz(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"], root / "n4.npz")
     return {
@@ -223,7 +280,12 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "one_class": str(root / "one_class"),
         "extra_class": str(root / "extra_class"),
         "damaged": str(root / "damaged"),
-        **{k: str(root / k) for k in ("mask_missing", "mask_values", "mask_size")},
+        **{
+            k: str(root / k)
+            for k in ("mask_missing", "mask_values", "mask_size", "mask_16bit", "mask_palette")
+        },
+        "damaged10": str(root / "damaged10"),
+        "unreadable": str(unreadable),
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),
         "vit": str(root / "vit.safetensors"),
@@ -282,3 +344,28 @@ def test_a_cache_directory_that_is_a_file_is_refused_up_front(capsys, monkeypatc
     assert code == 2 and err.count("\n") == 1, err
     assert f"{str(blocker)!r} is a file (set MIXER_CACHE_DIR to a directory)" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("damaged", "words"),
+    [
+        ("train/owl", "class 'owl' has no readable training images in 'train' (its 2 damaged"),
+        ("test", "split 'test' has no images to evaluate"),
+    ],
+)
+def test_skipping_damaged_files_refuses_a_class_or_split_it_empties(
+    capsys, tmp_path, damaged: str, words: str
+) -> None:
+    """data.skip_corrupt leaves damaged files out before the classes and the evaluation
+    split are judged: what it empties is refused before step 1, after its warning."""
+    root = write_image_folder(tmp_path / "imgs", {"train": 2, "test": 1})
+    for path in (root / damaged).rglob("*.*"):
+        truncate(path, path)
+    workdir = tmp_path / "run"
+    argv = ["pretrain", "--data", f"folder:{root}", "--set", "data.skip_corrupt=true"]
+    code, _, err = run_cli(capsys, *argv, "--workdir", str(workdir))
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 2, err
+    assert lines[0].startswith("warning: left out") and str(root / damaged) in lines[0]
+    assert lines[1].startswith("error: ") and words in lines[1], err
+    assert not workdir.exists() or not any(workdir.rglob("*"))

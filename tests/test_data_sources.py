@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from damage import damage_inside
 from datasets import mock_tfds, write_image_folder, write_prepared_tfds
 
 from mixer_cli.core.errors import DataError, DatasetNotFound
@@ -172,19 +173,58 @@ def test_damaged_image_files_are_told_from_whole_ones(tmp_path: Path) -> None:
 def test_a_folder_with_damaged_files_is_refused_or_trained_without_them(
     tmp_path: Path, capsys
 ) -> None:
-    from mixer_cli.core.errors import DataError
+    from mixer_cli.data.image_files import find_damaged
 
     root = write_image_folder(tmp_path / "imgs", {"train": 6, "test": 3})
     jpeg = root / "train" / "dog" / "0.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[:100])  # a truncated JPEG
     (root / "test" / "cat" / "zero.png").write_bytes(b"")
     source = open_dataset(f"folder:{root}")
-    with pytest.raises(DataError, match=r"2 damaged image file\(s\) in .*first .*: an empty"):
-        source.check_images(skip=False)
-    before = {split: source.num_examples(split) for split in ("train", "test")}
-    source.check_images(skip=True)
-    assert source.num_examples("train") == before["train"] - 1
-    assert source.num_examples("test") == before["test"] - 1
-    assert "left out 2 damaged image file(s)" in capsys.readouterr().err
-    assert str(jpeg) not in {str(p) for p in source._raw}
-    source.check_images(skip=False)  # what is left is whole
+    with pytest.raises(DataError, match=r"1 damaged image file\(s\) in .*first .*0.jpg'"):
+        source.num_examples("train")  # any use of a split checks its files first
+    with pytest.raises(DataError, match=r"1 damaged image file\(s\) in .*first .*: an empty"):
+        source.eval_stream("test", 0, 1)
+    skipping = open_dataset(f"folder:{root}", skip_corrupt=True)
+    assert skipping.num_examples("train") == 3 * 6 - 1
+    assert skipping.num_examples("test[:100%]") == 3 * 3  # the test split is checked now
+    assert "left out 1 damaged image file(s)" in capsys.readouterr().err
+    assert str(jpeg) not in {str(p) for p in skipping._raw}
+    assert not find_damaged([str(p) for p in skipping._raw])  # what is left is whole
+
+
+def test_masks_that_tensorflow_reads_otherwise_and_undecodable_images_are_named(tmp_path):
+    from PIL import Image
+
+    from mixer_cli.core.tf_cpu import tf
+    from mixer_cli.data.image_files import listing, mask_damage, undecodable
+
+    values = np.array([[0, 1], [1, 0]], np.uint8)
+    palette = Image.fromarray(values, mode="P")
+    palette.putpalette([0, 0, 0, 128, 0, 0])  # Pascal VOC's first colours
+    forms = {  # how Pillow saves it -> what mask_damage says
+        "8-bit": (Image.fromarray(values), None),
+        "1-bit": (
+            Image.fromarray(values.astype(bool)),
+            "a 1-bit PNG (TensorFlow reads its 1 as 255)",
+        ),
+        "16-bit": (
+            Image.fromarray(values.astype(np.uint16)),
+            "a 16-bit PNG (TensorFlow reads its 1 as 0)",
+        ),
+        "palette": (palette, "a palette PNG"),
+        "rgb": (Image.fromarray(values * 9).convert("RGB"), "an RGB PNG (3 channels)"),
+    }
+    for form, (image, why) in forms.items():
+        path = tmp_path / f"{form}.png"
+        image.save(path)
+        decoded = tf.io.decode_png(path.read_bytes(), channels=1).numpy()[..., 0]
+        same = np.array_equal(np.array(Image.open(path)), decoded)
+        got = mask_damage(str(path))
+        assert (got is None) == same and (got or "").startswith(why or ""), (form, got)
+    image = tmp_path / "inside.png"
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(image)
+    assert undecodable(str(image)) is None
+    damage_inside(image)
+    assert undecodable(str(image)).startswith("cannot be decoded (Invalid PNG data")
+    pairs = [(f"{i}.png", "why") for i in range(5)]
+    assert listing(pairs) == "'0.png' (why), '1.png' (why), '2.png' (why) and 2 more"

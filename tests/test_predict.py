@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from damage import damage_inside
 from datasets import write_image
 from numpy_mixer import numpy_mixer
 
@@ -24,11 +25,15 @@ def test_predict_gives_the_models_top_classes_and_skips_a_damaged_file(
             tmp_path / "in" / "sub" / f"{i:02d}.png", rng.integers(0, 256, (16, 16, 3), np.uint8)
         )
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    inside = tmp_path / "in" / "inside.png"  # damaged inside, its header and end intact
+    write_image(inside, rng.integers(0, 256, (16, 16, 3), np.uint8))
+    damage_inside(inside)
     argv = ["predict", str(tmp_path / "in"), "--init", path, "--top", "3", "--batch-size", "8"]
     code = run([*argv, "--workdir", str(tmp_path / "run"), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "skipped" in err and "broken.jpg" in err and "truncated JPEG" in err
+    assert f"skipped {inside}: cannot be decoded (Invalid PNG data" in err
     records = [json.loads(line) for line in out.splitlines()]
     assert [Path(r["path"]).name for r in records] == [f"{i:02d}.png" for i in range(11)]
     images = np.stack(
@@ -43,7 +48,8 @@ def test_predict_gives_the_models_top_classes_and_skips_a_damaged_file(
         assert [t["label"] for t in top] == [str(t["index"]) for t in top]  # no names known
         assert [t["probability"] for t in top] == pytest.approx(np.sort(want)[::-1][:3], abs=1e-5)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["predictions"] == records and saved["skipped"][0]["path"].endswith("broken.jpg")
+    assert saved["predictions"] == records
+    assert [Path(s["path"]).name for s in saved["skipped"]] == ["broken.jpg", "inside.png"]
 
 
 def test_predict_names_the_classes_of_the_run(capsys, tmp_path: Path, uninterrupted) -> None:

@@ -72,4 +72,14 @@ tf.config.set_visible_devices([], "GPU")
 # each time) and left generated files in /tmp whenever a run was killed.
 no_autograph = tf.autograph.experimental.do_not_convert
 
-__all__ = ["no_autograph", "tf"]
+# What TensorFlow wraps an op's error in: {{function_node ...}} before, [Op:Name] after.
+_OP_INTERNALS = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]")
+
+
+def op_error_line(err: tf.errors.OpError) -> str:
+    """The first line of a TensorFlow op's error, without TensorFlow's internals."""
+    message = _OP_INTERNALS.sub("", err.message).strip()
+    return message.splitlines()[0] if message else type(err).__name__
+
+
+__all__ = ["no_autograph", "op_error_line", "tf"]

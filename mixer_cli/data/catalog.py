@@ -1,17 +1,23 @@
 """The catalog: a dataset's name on the command line -> its source.
 
 ``digits``, ``digits-placed`` and ``digit-scenes`` are embedded; ``folder:PATH`` (or an
-existing directory) is an image folder, with masks/ a segmentation folder; anything else
-is a TFDS name[:version]. A new dataset kind is its source module plus a line here.
+existing directory) is an image folder, with masks/ a segmentation folder, and so is a
+path (see TFDS_NAME); anything else is a TFDS name[/config][:version]. A new dataset kind
+is its source module plus a line here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from mixer_cli.core.errors import DataError
 from mixer_cli.data.sources import DataSource
+
+# What is read as a TFDS name[/config][:version] (TFDS itself judges the rest) rather than
+# a folder's path: no leading '/', '.' or '~', at most one '/'.
+TFDS_NAME = re.compile(r"[^/.~][^/]*(/[^/]*)?$")
 
 
 def open_dataset(
@@ -20,11 +26,13 @@ def open_dataset(
     *,
     download: bool = True,
     task: str | None = "classify",
+    skip_corrupt: bool = False,
 ) -> DataSource:
     """``digits``, ``digit-scenes``, ``folder:PATH`` (or an existing directory), or a TFDS
-    name[:version]; `task` says whether labels are classes or masks (``segment``: a
-    folder of images/ and masks/, or a TFDS set whose masks mixer knows; None: what the
-    dataset holds, a folder by its layout, for describing it)."""
+    name[/config][:version]; `task` says whether labels are classes or masks (``segment``:
+    a folder of images/ and masks/, or a TFDS set whose masks mixer knows; None: what the
+    dataset holds, a folder by its layout, for describing it). `skip_corrupt`: an image
+    folder leaves damaged files out (with a warning) instead of refusing them."""
     spec = spec.strip()
     if task is None:
         root = Path(spec.removeprefix("folder:")).expanduser()
@@ -48,7 +56,7 @@ def open_dataset(
         from mixer_cli.data.digit_scenes import DigitScenesSource
 
         return DigitScenesSource()
-    if spec.startswith("folder:") or os.sep in spec or Path(spec).is_dir():
+    if spec.startswith("folder:") or Path(spec).expanduser().is_dir() or not TFDS_NAME.match(spec):
         root = Path(spec.removeprefix("folder:")).expanduser()
         if task == "segment":
             from mixer_cli.data.mask_folder import MaskFolderSource
@@ -56,7 +64,7 @@ def open_dataset(
             return MaskFolderSource(root)
         from mixer_cli.data.folder import FolderSource
 
-        return FolderSource(root)
+        return FolderSource(root, skip_corrupt)
     from mixer_cli.data.tfds_source import open_tfds
 
     return open_tfds(spec, data_dir, download=download, task=task)

@@ -4,10 +4,11 @@ JPEG, PNG, GIF and BMP files, grayscale or colour, of any sizes. Classes are the
 sorted union of class folder names over all splits, so a label means the same in
 every split. Each split is listed in one fixed pseudo-random order (TFDS stores its
 splits shuffled too), so a slice such as ``train[98%:]`` is a random subset with
-every class in it, not the last class folder. Before training, every file's size, header
-and end are checked (`image_files.py`): a damaged or non-image file stops the run before
-the first step naming it (we fail rather than skip, unless `data.skip_corrupt` says so:
-a silently smaller dataset hides mistakes).
+every class in it, not the last class folder. Before a split is first used (its size, a
+stream, its label counts: whatever reads it, training, evaluation or an export's
+calibration), its files' sizes, headers and ends are checked once (`image_files.py`): a
+damaged or non-image file stops the command before any step naming it (we fail rather
+than skip, unless `skip_corrupt` says so: a silently smaller dataset hides mistakes).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from mixer_cli.core.errors import DataError, DatasetNotFound
 from mixer_cli.core.tf_cpu import tf
-from mixer_cli.data.image_files import find_damaged
+from mixer_cli.data.image_files import find_damaged, listing
 from mixer_cli.data.sources import IndexedSource
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp"})
@@ -28,8 +29,8 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM")
 class FolderSource(IndexedSource):
     encoded = True
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, skip_corrupt: bool = False) -> None:
+        self.root, self.skip_corrupt = root, skip_corrupt
         self.name = f"folder:{root}"
         if not root.is_dir():
             raise DatasetNotFound(
@@ -73,38 +74,75 @@ class FolderSource(IndexedSource):
             (s for s in ("test", "validation", "val") if s in raw), self.train_split
         )
         super().__init__(raw, labels)
+        self._checked: set[str] = set()  # splits whose files were checked
+        self._left_out: dict[str, list[tuple[str, int]]] = {}  # (path, label) skipped, by split
 
-    def check_images(self, skip: bool) -> None:
-        damaged = find_damaged([str(p) for p in self._raw])
-        if not damaged:
-            return
-        first, why = damaged[0]
-        if not skip:
+    def _indices(self, split: str) -> np.ndarray:
+        """The rows `split` reads, its named splits' files checked first (once each)."""
+        unchecked = sorted({p.splitname for p in self._parts(split)} - self._checked)
+        if unchecked:
+            self._check_files(unchecked)
+        return super()._indices(split)
+
+    def _check_files(self, splits: list[str]) -> None:
+        """Refuse damaged files of `splits` naming the first, or with `skip_corrupt` leave
+        them out with a warning."""
+        rows = np.concatenate([self._rows(name) for name in splits])
+        damaged = find_damaged([str(p) for p in self._raw[rows]])
+        if damaged and not self.skip_corrupt:
+            first, why = damaged[0]
             raise DataError(
                 f"{len(damaged)} damaged image file(s) in {str(self.root)!r}, first {first!r}: "
-                f"{why}; replace or remove them, or set data.skip_corrupt=true to train "
-                "without them"
+                f"{why}; replace or remove them (training can leave them out: "
+                "data.skip_corrupt=true)"
             )
+        self._checked.update(splits)
+        if not damaged:
+            return
         bad = {path for path, _ in damaged}
         raw, labels = {}, {}
-        for split, offset in self._offsets.items():
-            rows = np.arange(offset, offset + self._sizes[split])
-            rows = rows[[str(p) not in bad for p in self._raw[rows]]]
-            raw[split], labels[split] = self._raw[rows], self._labels[rows]
+        for name in self._sizes:
+            rows = self._rows(name)
+            keep = np.array([str(p) not in bad for p in self._raw[rows]], bool)
+            if not keep.all():
+                self._left_out[name] = list(
+                    zip(map(str, self._raw[rows[~keep]]), self._labels[rows[~keep]], strict=True)
+                )
+            raw[name], labels[name] = self._raw[rows[keep]], self._labels[rows[keep]]
         IndexedSource.__init__(self, raw, labels)
         import jax
 
         if jax.process_index() == 0:
             from mixer_cli.core import report
 
-            names = ", ".join(repr(path) for path, _ in damaged[:3])
             report.stderr.print(
                 f"[yellow]warning:[/] left out {len(damaged)} damaged image file(s) of "
-                f"{self.name} (data.skip_corrupt): {names}{', ...' if len(damaged) > 3 else ''}"
+                f"{self.name} {'+'.join(splits)} (data.skip_corrupt): {listing(damaged)}",
+                soft_wrap=True,
             )
+
+    def check_classes(self, train_split: str, eval_split: str) -> None:
+        """Also refuse a class whose every training image was left out as damaged."""
+        train = self.label_counts(train_split)  # the split's files are checked first
+        for c in np.flatnonzero(train == 0) if train is not None else ():
+            lost = [
+                path
+                for p in self._parts(train_split)
+                for path, label in self._left_out.get(p.splitname, [])
+                if label == c
+            ]
+            if lost:
+                raise DataError(
+                    f"{self.name}: class {self.classes[c]!r} has no readable training images "
+                    f"in {train_split!r} (its {len(lost)} damaged file(s) were left out, first "
+                    f"{lost[0]!r}); replace them, or remove the class folder"
+                )
+        super().check_classes(train_split, eval_split)
 
     def shorter_side(self) -> int | None:
         """The first training image's shorter side: folders rarely mix sizes much."""
+        if not self._sizes.get(self.train_split):
+            return None
         try:
             data = tf.io.read_file(self._raw[self._offsets[self.train_split]])
             shape = tf.io.decode_image(data, channels=3, expand_animations=False).shape

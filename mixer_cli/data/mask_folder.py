@@ -4,9 +4,11 @@ A mask is an 8-bit single-channel (grayscale) PNG of the image's size whose valu
 class indices, 255 for pixels that count nowhere (a border, an unlabelled region). Class
 names come from ``ROOT/classes.txt`` (one per line, line i names value i) when it is
 there; otherwise the classes are 0..the largest value found. Every mask (and every
-image's header) is read once when the folder is opened: an image without its mask, a mask
-of another size than its image, a colour (RGB or palette) mask or a mask value outside
-the classes stops the run before anything is written, naming the file.
+image's header) is read once when the folder is opened: a damaged image or mask, an image
+without its mask, a mask of another size than its image, a mask TensorFlow would read
+other values from than those stored (a palette, colour, or 1-, 2-, 4- or 16-bit PNG) or a
+mask value outside the classes stops the run before anything is written, naming the file
+(damaged files are never left out: a mask's image cannot be dropped quietly).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from mixer_cli.core.errors import DataError, DatasetNotFound
-from mixer_cli.core.tf_cpu import tf
+from mixer_cli.core.tf_cpu import op_error_line, tf
 from mixer_cli.data.folder import IMAGE_SUFFIXES, FolderSource
-from mixer_cli.data.image_files import find_damaged
+from mixer_cli.data.image_files import damage, find_damaged, mask_damage
 from mixer_cli.data.sources import IGNORE, IndexedSource
 
 LAYOUT = "ROOT/<split>/images/<name>.<ext> and ROOT/<split>/masks/<name>.png"
@@ -53,8 +55,7 @@ def scan(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
     try:
         parts = list(ds.as_numpy_iterator())
     except tf.errors.OpError as err:
-        message = err.message.strip().splitlines()[0]
-        raise DataError(f"an image or mask cannot be read: {message}") from None
+        raise DataError(f"an image or mask cannot be read: {op_error_line(err)}") from None
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
@@ -90,6 +91,8 @@ class MaskFolderSource(FolderSource):
             raw[split.name] = np.array([str(f) for f in images])[order]
             labels[split.name] = np.array([str(m) for m in masks])[order]
         IndexedSource.__init__(self, raw, labels)
+        self.skip_corrupt, self._left_out = False, {}
+        self._checked = set(raw)  # every file is checked now, by `_classes`
         self.classes = self._classes()
         self.num_classes = len(self.classes)
         self.image_shape = (None, None, 3)
@@ -99,11 +102,13 @@ class MaskFolderSource(FolderSource):
         )
 
     def _classes(self) -> tuple[str, ...]:
-        damaged = find_damaged([str(p) for p in (*self._raw, *self._labels)])
+        damaged = find_damaged([str(p) for p in self._raw], damage)
+        damaged += find_damaged([str(p) for p in self._labels], mask_damage)
         if damaged:
             first, why = damaged[0]
             raise DataError(
-                f"{len(damaged)} damaged file(s) in {str(self.root)!r}, first {first!r}: {why}"
+                f"{len(damaged)} damaged or unusable file(s) in {str(self.root)!r}, first "
+                f"{first!r}: {why}"
             )
         found = scan(self._raw, self._labels)
         channels, largest = found["channels"], found["largest"]
@@ -135,11 +140,6 @@ class MaskFolderSource(FolderSource):
         if len(names) < 2:
             raise DataError(f"{listed} names {len(names)} class(es); segmentation needs at least 2")
         return names
-
-    def check_images(self, skip: bool) -> None:
-        """Done when the folder was opened (damaged files are refused: a mask's image
-        cannot be left out quietly)."""
-        del skip
 
     def read_mask(self, label: tf.Tensor) -> tf.Tensor:
         """Mask path -> its [H, W] label map."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import math
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,12 +19,11 @@ from jax.sharding import Mesh
 
 from mixer_cli.core.distributed import batch_sharding, local_batch_size, to_global
 from mixer_cli.core.errors import DataError
-from mixer_cli.core.tf_cpu import tf
+from mixer_cli.core.tf_cpu import op_error_line, tf
 from mixer_cli.data.preprocess import Preprocessing, Transforms
 from mixer_cli.data.sources import DataSource
 
 AUTOTUNE = tf.data.AUTOTUNE
-TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}\s*")
 DEVICE_PREFETCH = 2
 
 
@@ -38,9 +36,7 @@ def _numpy_batches(dataset: tf.data.Dataset, what: str) -> Iterator[dict[str, np
         except StopIteration:
             return
         except tf.errors.OpError as err:
-            # TensorFlow prefixes its op's internals ({{function_node ...}}); drop them.
-            message = TF_INTERNALS.sub("", err.message).strip().splitlines()[0]
-            raise DataError(f"reading {what} failed: {message}") from None
+            raise DataError(f"reading {what} failed: {op_error_line(err)}") from None
         yield batch
 
 

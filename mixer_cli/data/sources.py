@@ -95,19 +95,13 @@ class DataSource(abc.ABC):
         """Examples per class where known without reading the split (None otherwise)."""
         return None
 
-    def check_images(self, skip: bool) -> None:
-        """Find damaged image files before training (where the source can do so cheaply):
-        refuse them naming the first, or with `skip` leave them out with a warning. TFDS
-        and digits hold decoded or verified records: nothing to check."""
-        del skip
-
     def check_classes(self, train_split: str, eval_split: str) -> None:
         """Refuse an evaluation split with a class that training never sees (its accuracy
         would be wrong without a word); warn of a class the evaluation split lacks. Only
         where the label counts are known without reading the data (folders, digits)."""
         train, held = self.label_counts(train_split), self.label_counts(eval_split)
-        if train is None or held is None or train_split == eval_split:
-            return
+        if train is None or held is None or train_split == eval_split or not held.any():
+            return  # an empty evaluation split: its evaluators refuse it
         names = list(getattr(self, "classes", range(self.num_classes)))
         unseen = np.flatnonzero((held > 0) & (train == 0))
         if len(unseen):
@@ -154,23 +148,25 @@ class IndexedSource(DataSource):
         if self._labels.dtype.kind in "iub":  # class indices (masks keep their own type)
             self._labels = self._labels.astype(np.int64)
 
-    def _indices(self, split: str) -> np.ndarray:
+    def _parts(self, split: str) -> list:
+        """`split` (TFDS syntax) as absolute instructions: splitname, from_, to."""
         import tensorflow_datasets as tfds
 
         infos = {name: SimpleNamespace(num_examples=n) for name, n in self._sizes.items()}
         try:
-            parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+            return tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
         except (ValueError, AssertionError) as err:
             raise DataError(
                 f"{self.name} has no split {split!r} (splits: {', '.join(self._sizes)}; "
                 f"slices like 'train[:90%]' work too)"
             ) from err
-        return np.concatenate(
-            [
-                self._offsets[p.splitname] + np.arange(self._sizes[p.splitname])[p.from_ : p.to]
-                for p in parts
-            ]
-        )
+
+    def _rows(self, name: str) -> np.ndarray:
+        """The rows of the named split (no slice) in the concatenated arrays."""
+        return self._offsets[name] + np.arange(self._sizes[name])
+
+    def _indices(self, split: str) -> np.ndarray:
+        return np.concatenate([self._rows(p.splitname)[p.from_ : p.to] for p in self._parts(split)])
 
     @property
     def splits(self) -> dict[str, int]:
@@ -182,7 +178,8 @@ class IndexedSource(DataSource):
     def label_counts(self, split: str) -> np.ndarray | None:
         if self.task != "classify":  # masks: the classes of pixels, not of examples
             return None
-        return np.bincount(self._labels[self._indices(split)], minlength=self.num_classes)
+        rows = self._indices(split)  # first: a folder may leave damaged files out here
+        return np.bincount(self._labels[rows], minlength=self.num_classes)
 
     def steps_per_epoch(self, split: str, global_batch: int, processes: int) -> int:
         examples = len(self._indices(split))

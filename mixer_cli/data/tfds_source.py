@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,47 @@ def _prepared_copy(name: str, version: str, data_dir: str):  # -> DatasetBuilder
         if (path / "dataset_info.json").exists():
             return tfds.builder_from_directory(str(path))
     return None
+
+
+def _unknown(spec: str, err: Exception, data_dir: str, how_to: str) -> DatasetNotFound:
+    """TFDS's refusal of `spec` (a parse error, an unknown name, config or version) as one
+    line: why, and the close names (builders or configs)."""
+    import tensorflow_datasets as tfds
+
+    name, _, version = spec.partition(":")
+    name, _, config = name.partition("/")
+    known = tfds.list_builders(with_community_datasets=False)  # offline: no GCS lookups
+    if name not in known:
+        close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.7)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        path = " (nor an image folder of that path: folder:PATH)" if "/" in spec else ""
+        if not re.fullmatch(r"\w+", name):
+            return DatasetNotFound(
+                f"unknown dataset {spec!r}: not a TFDS name (NAME[/CONFIG][:VERSION]){path}{hint}"
+            )
+        return DatasetNotFound(
+            f"unknown dataset {spec!r}: no TFDS builder of that name and no prepared copy in "
+            f"{Path(data_dir) / name}{path}{hint or ';'} for a manual dataset, {how_to}"
+        )
+    builder = tfds.builder_cls(name)
+    configs = [c.name for c in builder.BUILDER_CONFIGS or ()]
+    if config and config not in configs:
+        close = difflib.get_close_matches(config, configs, n=3, cutoff=0.5) or configs[:5]
+        more = ", ..." if len(configs) > len(close) else ""
+        listed = f"configs: {', '.join(close)}{more}" if configs else "it has none"
+        return DatasetNotFound(f"cannot load {spec!r}: {name} has no config {config!r} ({listed})")
+    if not re.fullmatch(r"(\d+\.\d+\.\d+)?", version) or (":" in spec and not version):
+        return DatasetNotFound(
+            f"cannot load {spec!r}: {version!r} is not a version (MAJOR.MINOR.PATCH, e.g. "
+            f"{name}:{builder.VERSION})"
+        )
+    # TFDS wraps a builder's own refusal: 'Failed to construct dataset "x", builder_kwargs
+    # "{...}": WHY' (such as a version it does not have).
+    why = re.sub(r'^Failed to construct dataset "[^"]*", builder_kwargs "[^"]*": ', "", str(err))
+    why = next((line for line in why.splitlines() if line.strip()), type(err).__name__)
+    if why.startswith("Parsing builder name string"):
+        why = f"not a TFDS name (NAME[/CONFIG][:VERSION], e.g. {name}:{builder.VERSION})"
+    return DatasetNotFound(f"cannot load {spec!r}: {why.strip().rstrip(':')}")
 
 
 @dataclass(frozen=True)
@@ -87,18 +129,10 @@ def open_tfds(
     )
     try:
         builder = tfds.builder(spec, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
+    except Exception as err:  # TFDS refuses a name in many ways: parse, name, config, version
         builder = _prepared_copy(name, version, data_dir)
         if builder is None:
-            known = tfds.list_builders(with_community_datasets=False)  # offline: no GCS lookups
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise DatasetNotFound(
-                f"unknown dataset {spec!r}: no TFDS builder of that name and no prepared copy "
-                f"in {Path(data_dir) / name}; {hint}for a manual dataset, {how_to}"
-            ) from None
-    except AssertionError as err:  # e.g. a version TFDS does not know
-        raise DatasetNotFound(f"cannot load {spec!r}: {str(err).splitlines()[0]}") from err
+            raise _unknown(spec, err, data_dir, how_to) from None
     if not builder.is_prepared():
         if not download:
             raise DatasetNotFound(f"{spec!r} is not prepared in {builder.data_dir}; {how_to}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mixer_cli.core.errors import ConfigError
+from mixer_cli.core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # TensorFlow stays unimported until an evaluator runs
     from mixer_cli.data.preprocess import Preprocessing
@@ -105,6 +105,7 @@ class Context:
     batch_size: int  # the default global evaluation batch
     resolution: int
     data_dir: str | None = None
+    skip_corrupt: bool = False  # image folders leave damaged files out (else refuse them)
     opened: dict[tuple[str, str | None, str], DataSource] = field(default_factory=dict)
 
     def open(
@@ -117,7 +118,7 @@ class Context:
             return self.source
         key = (name, data_dir or self.data_dir, task)
         if key not in self.opened:
-            self.opened[key] = open_dataset(name, key[1], task=task)
+            self.opened[key] = open_dataset(name, key[1], task=task, skip_corrupt=self.skip_corrupt)
         return self.opened[key]
 
     def split(self, source: DataSource, split: str) -> Split:
@@ -125,7 +126,14 @@ class Context:
         dataset (the shuffle experiment's permutation included), else a plain one."""
         from mixer_cli.data.preprocess import Preprocessing
 
-        source.num_examples(split)  # a split that does not exist fails here, naming the splits
+        # A split that does not exist fails here, naming the splits; so does an empty one
+        # (a slice such as test[:0], or an image folder's split whose files were all
+        # damaged and left out), which has no accuracy to measure.
+        if source.num_examples(split) == 0:
+            raise DataError(
+                f"{source.name} split {split!r} has no images to evaluate; choose another "
+                "split or add images to it"
+            )
         pre = self.preprocessing if source is self.source else Preprocessing(self.resolution)
         return Split(source, split, eval_preprocessing(pre))
 

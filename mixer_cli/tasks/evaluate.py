@@ -81,10 +81,12 @@ def evaluate(request: EvalRequest) -> EvalResult:
         init = latest_run(Path("runs"))
         report.stderr.print(f"evaluating {init} (the newest finished run; --init picks another)")
     loaded = load_checkpoint(init, request.resolution)
+    skip_corrupt = False  # the run's own data is read as the run read it
     if data is None:
         run_data = saved_run_config(init).get("data", {})
         data, data_dir = run_data.get("name", "digits"), data_dir or run_data.get("data_dir")
-    source = open_dataset(data, data_dir)
+        skip_corrupt = bool(run_data.get("skip_corrupt", False))
+    source = open_dataset(data, data_dir, skip_corrupt=skip_corrupt)
     split = request.split or source.eval_split
     context = checkpoint_context(loaded, source, request.batch_size, data_dir, name=data)
     evals: dict[str, EvalSettings] = {}

@@ -6,6 +6,7 @@ this module runs the steps every format goes through.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -67,8 +68,9 @@ def check_inputs(
 
     images, labels = test_images(data, data_dir, loaded.resolution, count)
     calibration = None
-    if int8 == "static":
-        calibration = calibration_batches(data, data_dir, loaded.resolution)
+    if int8 == "static":  # its first batch read now: unusable data is refused before any file
+        batches = calibration_batches(data, data_dir, loaded.resolution)
+        calibration = itertools.chain([next(batches)], batches)
     return images, labels, calibration
 
 

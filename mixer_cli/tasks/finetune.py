@@ -175,8 +175,9 @@ def holdout_splits(config: Config, fraction: float) -> tuple[str, str]:
     (sources store splits shuffled, so that is a random subset)."""
     if not 0 < fraction < 1:
         raise ConfigError(f"the held-out fraction must be in (0, 1), got {fraction}")
-    source = open_dataset(config.data.name, config.data.data_dir)
-    split = config.data.train_split or source.train_split
+    d = config.data
+    source = open_dataset(d.name, d.data_dir, skip_corrupt=d.skip_corrupt)  # as training reads it
+    split = d.train_split or source.train_split
     if any(c in split for c in "[]+"):
         raise ConfigError(
             f"an lr sweep holds out a slice of a plain training split, got {split!r}; "

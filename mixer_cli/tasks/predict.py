@@ -3,11 +3,12 @@
 Files go through the reference evaluation transform (resize to 256/224 of the resolution
 and centre crop; an image already at the resolution is left as it is; values in [-1, 1]),
 each process reading its share of the files (`ImageFiles`), in padded batches sharded
-over all devices through the forward loop (`evals.forward`). A damaged or unreadable
-file is reported by name and left out; the others still run. Class names come from what
-the checkpoint was trained on where that is known: a run directory's dataset, or
-ImageNet-1k's synsets (TFDS ships their list) for a 1,000-class head; else the class
-index. `run_predict` is the task (it writes results.json); `print_predictions` renders
+over all devices through the forward loop (`evals.forward`). Every file is checked
+first, its header and end and then a full decode (`data.image_files.undecodable`): a
+damaged or unreadable one is reported by name and left out; the others still run. Class
+names come from what the checkpoint was trained on where that is known: a run directory's
+dataset, or ImageNet-1k's synsets (TFDS ships their list) for a 1,000-class head; else the
+class index. `run_predict` is the task (it writes results.json); `print_predictions` renders
 what it found.
 """
 
@@ -21,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.core.errors import ConfigError
+from mixer_cli.core.errors import ConfigError, DataError
 from mixer_cli.data.folder import IMAGE_SUFFIXES
-from mixer_cli.data.image_files import find_damaged
+from mixer_cli.data.image_files import find_damaged, listing, undecodable
 
 IMAGENET_CLASSES = 1000
 
@@ -117,11 +118,11 @@ def predict(
     from mixer_cli.core.distributed import make_mesh
     from mixer_cli.evals.forward import PROBABILITIES, TopK, forward_function, forward_loop
 
-    damaged = find_damaged([str(p) for p in paths])
+    damaged = find_damaged([str(p) for p in paths], undecodable)  # decoded: they are few
     bad = {path for path, _ in damaged}
     good = [p for p in paths if str(p) not in bad]
     if not good:
-        raise ConfigError(f"none of the {len(paths)} file(s) is a readable image")
+        raise DataError(f"none of the {len(paths)} file(s) is a readable image: {listing(damaged)}")
     mesh = make_mesh()
     batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size  # whole rows per device
     files = ImageFiles(good, loaded.resolution, batch_size, mesh)

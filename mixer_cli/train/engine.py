@@ -106,6 +106,7 @@ def build(config: Config) -> Run:
         batch_size=t.eval_batch_size or t.batch_size,
         resolution=m.resolution,
         data_dir=d.data_dir,
+        skip_corrupt=d.skip_corrupt,
     )
     evals = EvalSuite.from_config(config.evals, context, t.eval_every)
     return Run(
@@ -126,14 +127,13 @@ def build(config: Config) -> Run:
 
 
 def _checked_source(config: Config) -> tuple[DataSource, str, str]:
-    """The training data and its splits, checked (classes, damaged files) before a run
-    starts."""
+    """The training data and its splits, checked (damaged files, then classes) before a
+    run starts: a source checks a split's files when it is first read, sized or counted."""
     m, d = config.model, config.data
-    source = open_dataset(d.name, d.data_dir, task=m.head)
+    source = open_dataset(d.name, d.data_dir, task=m.head, skip_corrupt=d.skip_corrupt)
     train_split = d.train_split or source.train_split
     eval_split = d.eval_split or source.eval_split
     source.check_classes(train_split, eval_split)
-    source.check_images(d.skip_corrupt)  # damaged files stop the run now, not part-way
     return source, train_split, eval_split
 
 
