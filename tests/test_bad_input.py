@@ -209,6 +209,10 @@ CASES: list[tuple[list[str], str]] = [
         ["eval", "--init", "{npz}", "--data", "folder:{damaged10}", "--split", "train"],
         "first '{damaged10}/train/c3/0.jpg': a truncated JPEG",
     ),
+    (  # broken inside: met by the pipeline, then named by decoding the split's files
+        ["eval", "--init", "{npz}", "--data", "folder:{inside10}"],
+        "1 file(s) cannot be decoded: '{inside10}/test/c3/0.png' (cannot be decoded (Invalid PNG",
+    ),
     (
         [
             "export",
@@ -264,6 +268,11 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     ten = tuple(f"c{i}" for i in range(10))  # the classes of {npz}'s head
     write_image_folder(root / "damaged10", {"train": 1, "test": 1}, classes=ten)
     (root / "damaged10" / "train" / "c3" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    inside = write_image_folder(root / "inside10", {"train": 1, "test": 1}, classes=ten)
+    broken = inside / "test" / "c3" / "0.png"  # header and end intact: only decoding fails
+    write_image(broken, np.full((16, 16, 3), 9, np.uint8))
+    (inside / "test" / "c3" / "0.jpg").unlink()
+    damage_inside(broken)
     unreadable = root / "unreadable"
     unreadable.mkdir()
     (unreadable / "a.webp").write_bytes(b"RIFF\x24\x00\x00\x00WEBPVP8 not really")
@@ -285,6 +294,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
             for k in ("mask_missing", "mask_values", "mask_size", "mask_16bit", "mask_palette")
         },
         "damaged10": str(root / "damaged10"),
+        "inside10": str(root / "inside10"),
         "unreadable": str(unreadable),
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),

@@ -84,10 +84,20 @@ def save_results(workdir: str | os.PathLike, results: Any) -> Path:
     return path
 
 
+class _TransientProgress(Progress):
+    """rich's Progress, without the empty line it prints when it stops on a console that
+    is not a terminal (a log, a pipe, a test's capture): a bar that disappears leaves
+    nothing, so an error raised under it is still the output's one line."""
+
+    def stop(self) -> None:
+        if not self.disable:
+            self.live.stop()
+
+
 def progress(enabled: bool = True) -> Progress:
     """A progress bar on stderr that disappears when done (use as a context manager);
     disabled where another one is live (an evaluation inside training's bar)."""
-    return Progress(
+    return _TransientProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -8,7 +8,9 @@ every class in it, not the last class folder. Before a split is first used (its 
 stream, its label counts: whatever reads it, training, evaluation or an export's
 calibration), its files' sizes, headers and ends are checked once (`image_files.py`): a
 damaged or non-image file stops the command before any step naming it (we fail rather
-than skip, unless `skip_corrupt` says so: a silently smaller dataset hides mistakes).
+than skip, unless `skip_corrupt` says so: a silently smaller dataset hides mistakes). A
+file broken only inside stops the read where it is met; the error then names it (every
+file of the split decoded once, on that path only).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from mixer_cli.core.errors import DataError, DatasetNotFound
 from mixer_cli.core.tf_cpu import tf
-from mixer_cli.data.image_files import find_damaged, listing
+from mixer_cli.data.image_files import find_damaged, listing, undecodable
 from mixer_cli.data.sources import IndexedSource
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp"})
@@ -120,6 +122,12 @@ class FolderSource(IndexedSource):
                 f"{self.name} {'+'.join(splits)} (data.skip_corrupt): {listing(damaged)}",
                 soft_wrap=True,
             )
+
+    def undecodable(self, split: str) -> str | None:
+        """Damage the check before the run cannot see (header and end intact, broken
+        inside): every file of the split decoded, as the pipeline does."""
+        found = find_damaged([str(p) for p in self._raw[self._indices(split)]], undecodable)
+        return f"{len(found)} file(s) cannot be decoded: {listing(found)}" if found else None
 
     def check_classes(self, train_split: str, eval_split: str) -> None:
         """Also refuse a class whose every training image was left out as damaged."""

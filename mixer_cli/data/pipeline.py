@@ -27,8 +27,11 @@ AUTOTUNE = tf.data.AUTOTUNE
 DEVICE_PREFETCH = 2
 
 
-def _numpy_batches(dataset: tf.data.Dataset, what: str) -> Iterator[dict[str, np.ndarray]]:
-    """Iterate a tf.data pipeline, turning its runtime errors into one clear DataError."""
+def _numpy_batches(
+    dataset: tf.data.Dataset, source: DataSource, split: str
+) -> Iterator[dict[str, np.ndarray]]:
+    """Iterate a tf.data pipeline, turning its runtime errors into one clear DataError
+    (naming the files that cannot be decoded, where the source can find them)."""
     iterator = dataset.as_numpy_iterator()
     while True:
         try:
@@ -36,7 +39,11 @@ def _numpy_batches(dataset: tf.data.Dataset, what: str) -> Iterator[dict[str, np
         except StopIteration:
             return
         except tf.errors.OpError as err:
-            raise DataError(f"reading {what} failed: {op_error_line(err)}") from None
+            why = source.undecodable(split)
+            fix = "; replace or remove them" if why else ""
+            raise DataError(
+                f"reading {source.name} {split} failed: {why or op_error_line(err)}{fix}"
+            ) from None
         yield batch
 
 
@@ -103,9 +110,7 @@ class TrainBatches:
             stream = self.source.train_stream(
                 self.split, epoch, self.seed, self.global_batch, self.process, self.processes
             )
-            yield from _numpy_batches(
-                self._pipeline(stream.dataset, skip), f"{self.source.name} {self.split}"
-            )
+            yield from _numpy_batches(self._pipeline(stream.dataset, skip), self.source, self.split)
             epoch, skip = epoch + stream.num_epochs, 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -146,7 +151,7 @@ class EvalBatches:
         return ds.batch(self.local_batch).prefetch(AUTOTUNE)
 
     def host_batches(self) -> Iterator[dict[str, np.ndarray]]:
-        return _numpy_batches(self._dataset(), f"{self.source.name} {self.split}")
+        return _numpy_batches(self._dataset(), self.source, self.split)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return _on_devices(self.host_batches(), self.mesh)

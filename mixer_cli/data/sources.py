@@ -95,6 +95,11 @@ class DataSource(abc.ABC):
         """Examples per class where known without reading the split (None otherwise)."""
         return None
 
+    def undecodable(self, split: str) -> str | None:
+        """After reading `split` failed: which of its files cannot be decoded and why
+        (None where the source cannot tell). Called only then: it may read every file."""
+        return None
+
     def check_classes(self, train_split: str, eval_split: str) -> None:
         """Refuse an evaluation split with a class that training never sees (its accuracy
         would be wrong without a word); warn of a class the evaluation split lacks. Only
