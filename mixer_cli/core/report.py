@@ -86,7 +86,8 @@ def save_results(workdir: str | os.PathLike, results: Any) -> Path:
 
 def progress(enabled: bool = True) -> Progress:
     """A progress bar on stderr that disappears when done (use as a context manager);
-    disabled where another one is live (an evaluation inside training's bar)."""
+    disabled where another one is live (an evaluation inside training's bar) and where
+    stderr is no terminal (rich would leave a blank line there, before an error's line)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -94,7 +95,7 @@ def progress(enabled: bool = True) -> Progress:
         TimeElapsedColumn(),
         console=stderr,
         transient=True,
-        disable=not enabled,
+        disable=not enabled or not stderr.is_interactive,
     )
 
 
