@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from mixer_cli.core import files
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.models.settings import (
     MODEL_CHOICES,
@@ -338,12 +339,11 @@ def _flatten(tree: Any, origin: str) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """A recipe or --config file as flat `section.key` settings (validated later)."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        return _flatten(yaml.safe_load(path.read_text()) or {}, str(path))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"malformed YAML in {path}: {' '.join(str(err).split())}") from None
+    what = "a mixer config (sections model, data, optim, train, evals of keys)"
+    return _flatten(files.read_yaml(path, what), str(path))
 
 
 def recipe_path(name: str) -> Path:

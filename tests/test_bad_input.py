@@ -4,7 +4,11 @@ an earlier run's included, is byte-identical afterwards)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
+import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -13,11 +17,13 @@ import numpy as np
 import pytest
 from damage import damage_inside, flip_npz_array_bit, truncate
 from datasets import write_image, write_image_folder, write_mask_folder
+from numpy_timm import timm_state_dict
 from PIL import Image
 from safetensors.numpy import save_file
 from test_cli import run_cli
 
-from mixer_cli.models import create_model
+from mixer_cli.models import create_model, registry
+from mixer_cli.models.settings import ModelConfig
 from mixer_cli.weights.arrays import write_npz
 
 # Each case: (arguments, words the error line must contain). {npz}: a hand-made official
@@ -227,6 +233,23 @@ CASES: list[tuple[list[str], str]] = [
         ],
         "first '{damaged10}/train/c3/0.jpg': a truncated JPEG",
     ),
+    # files, weights, export and convert (issue 36)
+    (["convert", "{npz}", "{n4}"], "n4.npz exists: choose another output or pass --overwrite"),
+    (["convert", "{npz}", "{dir_npz}", "--overwrite"], "dir.npz is a directory"),
+    (["info", "--checkpoint", "hf-hub:timm/a..b"], "is no Hugging Face repository name"),
+    (["info", "--checkpoint", "hf-hub:../x"], "is no Hugging Face repository name"),
+    (["bench", "--mode", "latency", "--exported", "{export_list}"], "expected a mapping, found a"),
+    (["bench", "--mode", "latency", "--exported", "{export_foreign}"], "it has no 'model'"),
+    (["plot", "fewshot", "{list_json}"], "list.json is not a `mixer fewshot` result: expected"),
+    (["plot", "fewshot", "{fewshot_odd}"], "'datasets.digits.shots.5.mean' should be a number"),
+    (["plot", "curves", "{run_odd}"], "results.json is not a mixer run's results: expected a"),
+    (["plot", "curves", "{metrics_odd}"], "jsonl line 2 is not a metrics record: expected a"),
+    (["eval", "--init", "{run_odd}"], "config.yaml is not a mixer run's config: 'model' should"),
+    (["pretrain", "--config", "{list_yaml}"], "list.yaml is not a mixer config (sections model"),
+    (["info", "--checkpoint", "{gelu_odd}"], "'gelu' should be one of exact, tanh, found a string"),
+    (["info", "--checkpoint", "{mean_odd}"], "mean_odd.safetensors: 'mean' is not JSON"),
+    (["info", "--checkpoint", "{hub_odd}"], "config.json is not a timm model config: expected a"),
+    (["eval", "--init", "{hybrid}", "--resolution", "32"], "only a plain Mixer (mixer family)"),
 ]
 
 
@@ -282,7 +305,13 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     (unreadable / "d.png").write_bytes(b"")
     model = create_model("N/4", num_classes=10)
     write_npz(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"], root / "n4.npz")
+    hybrid = registry.build(ModelConfig("hybrid", "N/4", 16, token_mixing="sum"), 10)
+    params = hybrid.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    write_npz(params, root / "hybrid.npz")
+    odd = write_odd_files(root, official_npz[0])
     return {
+        **odd,
+        "hybrid": str(root / "hybrid.npz"),
         "npz": official_npz[0],
         "n4": str(root / "n4.npz"),
         "empty": str(root / "empty"),
@@ -301,6 +330,41 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "vit": str(root / "vit.safetensors"),
         "truncated": str(truncate(official_npz[0], root / "truncated.npz")),
         "flipped": str(flip_npz_array_bit(official_npz[0], root / "flipped.npz")),
+    }
+
+
+def write_odd_files(root: Path, npz: str) -> dict[str, str]:
+    """Files that parse but are not what the command reading them expects."""
+    (root / "list.json").write_text("[]")
+    (root / "list.yaml").write_text("- model\n- data\n")
+    for name, record in {"export_list": [], "export_foreign": {"file": "model.onnx"}}.items():
+        (root / name).mkdir()
+        (root / name / "model.onnx").write_bytes(b"")
+        (root / name / "export.json").write_text(json.dumps(record))
+    (root / "fewshot_odd.json").write_text(json.dumps({"command": "fewshot", "datasets": {
+        "digits": {"shots": {"5": {"mean": "high", "std": 0.1}}}}}))  # fmt: skip
+    (root / "dir.npz").mkdir()
+    record = '{"step": 1, "train/loss": 2.3}'
+    for run, results, lines in (("run_odd", "[]", [record]), ("metrics_odd", "{}", [record, "[]"])):
+        (root / run).mkdir()
+        shutil.copy(npz, root / run / "params.npz")
+        (root / run / "config.yaml").write_text("model: [mixer]\n")
+        (root / run / "results.json").write_text(results)
+        (root / run / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    state = timm_state_dict(4, 2, 16, 16, 8, 32, 10, seed=3)
+    save_file(state, str(root / "gelu_odd.safetensors"), metadata={"gelu": "fast"})
+    save_file(state, str(root / "mean_odd.safetensors"), metadata={"mean": "half", "std": "1"})
+    (root / "hub_odd").mkdir()
+    save_file(state, str(root / "hub_odd" / "model.safetensors"), metadata={"format": "pt"})
+    (root / "hub_odd" / "config.json").write_text("[]")
+    return {
+        **{k: str(root / k) for k in ("export_list", "export_foreign", "run_odd", "metrics_odd")},
+        **{k: str(root / f"{k}.safetensors") for k in ("gelu_odd", "mean_odd")},
+        "dir_npz": str(root / "dir.npz"),
+        "list_json": str(root / "list.json"),
+        "list_yaml": str(root / "list.yaml"),
+        "fewshot_odd": str(root / "fewshot_odd.json"),
+        "hub_odd": str(root / "hub_odd" / "model.safetensors"),
     }
 
 
@@ -379,3 +443,46 @@ def test_skipping_damaged_files_refuses_a_class_or_split_it_empties(
     assert lines[0].startswith("warning: left out") and str(root / damaged) in lines[0]
     assert lines[1].startswith("error: ") and words in lines[1], err
     assert not workdir.exists() or not any(workdir.rglob("*"))
+
+
+def _no_room(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _half_then_no_room(request: object, path: Path) -> None:  # an export format's writer
+    path.write_bytes(b"half of a model")
+    _no_room()
+
+
+@pytest.mark.parametrize("command", ["convert", "export"])
+def test_a_full_disk_is_one_line_keeps_the_previous_output_and_the_rerun_completes(
+    capsys, monkeypatch, tmp_path, official_npz, command
+) -> None:
+    """A write the disk refuses half-way (ENOSPC) over an earlier output: one line naming
+    it, exit 2, the earlier output byte-identical and nothing left beside it; with room
+    again the same command completes."""
+    from dataclasses import replace
+
+    from mixer_cli.export import formats
+
+    out = tmp_path / ("out.npz" if command == "convert" else "export")
+    argv = ["convert", official_npz[0], str(out)] if command == "convert" else [
+        "export", "--init", official_npz[0], "--out", str(out)]  # fmt: skip
+    if command == "convert":  # the earlier output
+        shutil.copy(official_npz[0], out)
+    else:
+        out.mkdir()
+        (out / "export.json").write_text("{}\n")
+    before = snapshot(tmp_path)
+    with monkeypatch.context() as patch:
+        if command == "convert":
+            patch.setattr(np, "savez", lambda file, **arrays: (file.write(b"PK"), _no_room()))
+        else:
+            onnx = replace(formats.REGISTRY["onnx"], write=_half_then_no_room)
+            patch.setitem(formats.REGISTRY, "onnx", onnx)
+        code, _, err = run_cli(capsys, *argv, "--overwrite")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"error: could not write {out}: No space left on device; the existing {out} is " in err
+    assert snapshot(tmp_path) == before and [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert run_cli(capsys, *argv, "--overwrite")[0] == 0
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]

@@ -92,6 +92,35 @@ def test_stablehlo_runs_with_jax_alone_at_any_batch_and_uint8_onnx_takes_pixels(
     assert contract["dtype"] == "uint8" and contract["shape"] == [4, 16, 16, 3]
 
 
+def test_static_int8_calibrates_on_what_a_fixed_batch_uint8_graph_takes(
+    tmp_path: Path, official_npz
+) -> None:
+    """Calibration batches of 3 images in [-1, 1] reach a batch-4 uint8 graph as batches of
+    4 uint8 pixels (the last filled up with its own images): ONNX Runtime takes them."""
+    from mixer_cli.tasks.export import ExportSettings, write_export
+
+    loaded = load_checkpoint(official_npz[0])
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32)
+    calibration = iter([rng.uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)] * 3)
+    settings = ExportSettings("onnx", tmp_path / "q", "static", 4, uint8_input=True)
+    record = write_export(loaded, settings, images, None, calibration, official_npz[0])
+    assert record["int8"]["mode"] == "static" and record["input"]["shape"][0] == 4
+    assert record["int8"]["max_abs_diff"] < 0.5, record["int8"]  # int8, yet close to float
+
+
+def test_overwrite_replaces_a_file_or_a_directory_and_keeps_no_copy(
+    tmp_path: Path, official_npz
+) -> None:
+    out = tmp_path / "old_export"
+    out.write_text("a file where the export goes")
+    argv = ["export", "--init", official_npz[0], "--out", str(out), "--overwrite"]
+    for _ in ("over a file", "over a directory"):
+        assert run(argv) == 0
+        assert [p.name for p in tmp_path.iterdir()] == ["old_export"]  # no .old_export.*
+        assert json.loads((out / "export.json").read_text())["file"] == "model.onnx"
+
+
 @pytest.mark.slow  # TensorFlow's converter: ~10 s; the default suite must stay under 10 min
 def test_tflite_float_and_dynamic_int8_run_in_the_tflite_interpreter(
     tmp_path: Path, official_npz

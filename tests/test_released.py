@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mixer_cli.cli import run
+from mixer_cli.weights.released import fetch as fetch_released
 
 NAME = "imagenet21k/Mixer-B_16"
 FAST = ["--steps=2", "--batch-size=16", "--set=optim.warmup_steps=1", "--set=train.log_every=1"]
@@ -37,6 +43,13 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if server.stall_next is not None:  # half, then nothing until the test says so
+            stall, server.stall_next = server.stall_next, None
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            stall.wait(60)
+            self.close_connection = True
+            return
         self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
@@ -47,7 +60,7 @@ class Handler(BaseHTTPRequestHandler):
 def bucket(official_npz, monkeypatch, tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.files = {f"/{NAME}.npz": Path(official_npz[0]).read_bytes()}
-    server.requests, server.cut_next = [], False
+    server.requests, server.cut_next, server.stall_next = [], False, None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("MIXER_CHECKPOINTS_URL", f"http://127.0.0.1:{server.server_port}")
@@ -104,3 +117,88 @@ def test_missing_and_unknown_names_are_one_line(capsys, bucket, name, needle) ->
     assert run(["info", "--checkpoint", name]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err, err
+
+
+def test_a_local_directory_is_a_mirror_and_a_missing_one_is_one_line(
+    capsys, monkeypatch, tmp_path, official_npz
+) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "imagenet21k").mkdir(parents=True)
+    (mirror / f"{NAME}.npz").write_bytes(Path(official_npz[0]).read_bytes())
+    monkeypatch.setenv("MIXER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MIXER_CHECKPOINTS_URL", str(mirror))
+    assert run(["info", "--checkpoint", NAME]) == 0, capsys.readouterr().err
+    cached = tmp_path / "cache" / "mixer" / "checkpoints" / f"{NAME}.npz"
+    assert cached.read_bytes() == (mirror / f"{NAME}.npz").read_bytes()
+    record = cached.with_name(f"{cached.name}.json")
+    assert json.loads(record.read_text())["url"] == (mirror / f"{NAME}.npz").as_uri()
+    capsys.readouterr()
+    assert run(["info", "--checkpoint", "sam/Mixer-B_16"]) == 2  # not in the mirror
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"has no {mirror}/sam/Mixer-B_16.npz" in err, err
+    record.write_text("[]")  # a record that parses but is no record
+    assert run(["info", "--checkpoint", NAME]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{record} is not a download record: expected" in err, err
+    monkeypatch.setenv("MIXER_CHECKPOINTS_URL", str(tmp_path / "nowhere"))
+    assert run(["info", "--checkpoint", "sam/Mixer-B_16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"MIXER_CHECKPOINTS_URL={tmp_path}/nowhere: no such" in err
+
+
+def test_a_file_put_where_the_offline_advice_says_is_verified_recorded_and_used(
+    capsys, monkeypatch, tmp_path, official_npz
+) -> None:
+    """Offline, the error names where to put the file; a wrong file there is refused naming
+    it, the released one (here S/32's arrays, zeros) is checked, recorded and used."""
+    from mixer_cli.models.mixer import abstract_params, create_model
+    from mixer_cli.weights.arrays import flatten
+
+    name = "gsam/Mixer-S_32"
+    monkeypatch.setenv("MIXER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MIXER_CHECKPOINTS_URL", "http://127.0.0.1:1")  # nothing listens
+    assert run(["info", "--checkpoint", name]) == 2
+    err = capsys.readouterr().err
+    place = Path(err.split("put it at ")[1].split(",")[0])
+    assert place == tmp_path / "cache" / "mixer" / "checkpoints" / f"{name}.npz", err
+    record = place.with_name(f"{place.name}.json")
+    place.parent.mkdir(parents=True, exist_ok=True)
+    place.write_bytes(Path(official_npz[0]).read_bytes())  # some other Mixer
+    assert run(["info", "--checkpoint", name]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{place}: 'stem/kernel' has shape (4, 4, 3, 16)" in err
+    assert f"is no copy of {name}" in err and not record.exists()
+    shapes = flatten(abstract_params(create_model("S/32", num_classes=1000), 224))
+    np.savez(place, **{k: np.zeros(v.shape, np.float32) for k, v in shapes.items()})
+    assert run(["info", "--checkpoint", name, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"note: {place} had no download record" in captured.err
+    assert json.loads(captured.out)[0]["variant"] == "S/32"
+    assert json.loads(record.read_text())["size"] == place.stat().st_size  # checked from now on
+
+
+def test_a_download_killed_mid_transfer_leaves_only_its_part_and_the_rerun_completes(
+    tmp_path, bucket
+) -> None:
+    """kill -9 of a process downloading a released name: no file where the checkpoint goes,
+    and the next use continues the part to the very file served."""
+    cached = tmp_path / "cache" / "mixer" / "checkpoints" / f"{NAME}.npz"
+    part = cached.with_name(f"{cached.name}.part")
+    bucket.stall_next = stall = threading.Event()
+    fetch = f"from mixer_cli.weights.released import fetch; fetch({NAME!r})"
+    child = subprocess.Popen([sys.executable, "-c", fetch], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert part.stat().st_size > 0
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        stall.set()
+    assert child.returncode == -signal.SIGKILL and not cached.exists()
+    have = part.stat().st_size
+    assert 0 < have <= len(bucket.files[f"/{NAME}.npz"]) // 2
+    assert fetch_released(NAME) == cached
+    assert cached.read_bytes() == bucket.files[f"/{NAME}.npz"] and not part.exists()
+    assert bucket.requests[-1][1] == f"bytes={have}-"

@@ -301,6 +301,52 @@ def test_kill_9_at_random_moments_and_resuming_equals_an_uninterrupted_run(
     assert_same_results(workdir, uninterrupted)
 
 
+# In the child: the write stops half-way and waits for the kill (MARK says it is there).
+_STOP_MID_WRITE = {
+    "convert": "import numpy as np\n"
+    "def stop(file, **arrays):\n"
+    "    file.write(b'PK half an archive'); file.flush(); Path(MARK).touch(); time.sleep(600)\n"
+    "np.savez = stop\n",
+    "export": "import mixer_cli.tasks.export as export\n"
+    "def stop(*args, **kwargs):  # the model file is written, export.json is next\n"
+    "    Path(MARK).touch(); time.sleep(600)\n"
+    "export.describe = stop\n",
+}
+
+
+@pytest.mark.slow  # a child process importing JAX: ~8 s each (the in-process default test of
+# the same property: test_bad_input.py::test_a_full_disk_is_one_line_keeps_the_previous...)
+@pytest.mark.parametrize("command", ["convert", "export"])
+def test_kill_9_mid_write_of_convert_or_export_keeps_the_old_output_and_the_rerun_completes(
+    capsys, tmp_path: Path, official_npz, command: str
+) -> None:
+    out = tmp_path / ("out.npz" if command == "convert" else "out")
+    argv = ["convert", official_npz[0], str(out)] if command == "convert" else [
+        "export", "--init", official_npz[0], "--out", str(out)]  # fmt: skip
+    assert run_cli(capsys, *argv)[0] == 0
+    contents = (lambda: out.read_bytes()) if command == "convert" else (lambda: digest(out))
+    before = contents()
+    mark = tmp_path.parent / f"{tmp_path.name}-mid-write"
+    script = (
+        f"import sys, time\nfrom pathlib import Path\nMARK = {str(mark)!r}\n"
+        f"{_STOP_MID_WRITE[command]}from mixer_cli.cli import run\n"
+        f"sys.exit(run({[*argv, '--overwrite']!r}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    _wait(proc, mark.exists, "the write")
+    proc.kill()
+    proc.wait()
+    assert contents() == before  # the old output, whole; the new one half-written beside it
+    others = {p.name for p in tmp_path.iterdir()} - {out.name}
+    assert others and all(n.startswith(f".{out.name}.") and n.endswith(".tmp") for n in others)
+    code, _, err = run_cli(capsys, *argv, "--overwrite")
+    assert code == 0, err
+    if command == "convert":
+        assert read_params(out)[0].keys() == official_npz[1].keys()
+    else:
+        assert json.loads((out / "export.json").read_text())["file"] == "model.onnx"
+
+
 # --- a lost process in a multi-process run --------------------------------------------
 
 

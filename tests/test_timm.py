@@ -160,3 +160,12 @@ def test_mixer_convert_writes_either_layout_and_back_exactly(
     via_npz = load_pretrained(out, gelu="exact")(x01 * 2 - 1)
     np.testing.assert_array_equal(np.asarray(direct), np.asarray(via_npz))
     assert run(["convert", str(out), str(tmp_path / "x.onnx")]) == 2
+    timm_file = tmp_path / "timm.safetensors"
+    capsys.readouterr()
+    assert run(["convert", str(out), str(timm_file)]) == 2  # exists: refused, untouched
+    assert "timm.safetensors exists: choose another output or pass --overwrite" in (
+        capsys.readouterr().err
+    )
+    assert timm_layout.read_settings(timm_file) == {"gelu": "tanh"}  # written from the npz
+    assert run(["convert", timm_hub["name"], str(timm_file), "--overwrite"]) == 0
+    assert timm_layout.read_settings(timm_file) == {"gelu": "exact"}  # now timm's weights

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mixer_cli.commands import options
+
 Source = Annotated[
     str,
     typer.Argument(
@@ -25,7 +27,7 @@ Output = Annotated[
 ]
 
 
-def convert(source: Source, output: Output) -> None:
+def convert(source: Source, output: Output, overwrite: options.Overwrite = False) -> None:
     """Write a Mixer's weights in Google's npz layout or as a timm state dict.
 
     Input normalisation is folded into the stem when reading, so every output takes
@@ -36,7 +38,7 @@ def convert(source: Source, output: Output) -> None:
     from mixer_cli.core import report
     from mixer_cli.tasks.convert import convert_checkpoint, gelu_of
 
-    loaded = convert_checkpoint(source, output)
+    loaded = convert_checkpoint(source, output, overwrite)
     gelu = gelu_of(loaded)
     report.stderr.print(
         f"wrote {output}: {loaded.family} {loaded.name}, {loaded.resolution} px, "

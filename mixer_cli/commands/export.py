@@ -37,9 +37,6 @@ Batch = Annotated[
     str, typer.Option("--batch-size", help="A fixed batch size, or dynamic (any batch).")
 ]
 Out = Annotated[Path, typer.Option("--out", help="The export directory to write.")]
-Overwrite = Annotated[
-    bool, typer.Option("--overwrite", help="Replace --out if it exists (only once complete).")
-]
 Uint8Input = Annotated[
     bool,
     typer.Option(
@@ -72,7 +69,7 @@ def export(
     data: options.Data = None,
     data_dir: options.DataDir = None,
     check: Check = 512,
-    overwrite: Overwrite = False,
+    overwrite: options.Overwrite = False,
     json: options.Json = False,
 ) -> None:
     """Export a checkpoint as ONNX (Mixers), StableHLO or TFLite (any family), optionally

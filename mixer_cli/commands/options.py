@@ -51,6 +51,12 @@ Checkpoint = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Replace the output if it exists (only once the new one is complete)."
+    ),
+]
 Data = Annotated[
     Optional[str],
     typer.Option(

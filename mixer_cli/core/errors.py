@@ -35,6 +35,11 @@ class CheckpointSaveFailed(MixerError):
     exit_code = 1
 
 
+class WriteFailed(MixerError, OSError):
+    """A file or directory could not be written (disk full, read-only); what was there
+    before is intact. An OSError too, so code that tolerates a failed write still does."""
+
+
 class DataError(MixerError):
     """A dataset that cannot be found, read or used as asked."""
 

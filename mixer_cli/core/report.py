@@ -104,7 +104,7 @@ def progress(enabled: bool = True) -> Progress:
         TimeElapsedColumn(),
         console=stderr,
         transient=True,
-        disable=not enabled,
+        disable=not enabled or not stderr.is_interactive,
     )
 
 

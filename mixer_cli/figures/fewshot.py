@@ -4,13 +4,19 @@ and each seed's accuracy as a dot."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mixer_cli.core import files
 from mixer_cli.core.errors import ConfigError
+
+# What the figure reads of a `mixer fewshot` results.json.
+RESULT = {"command": {"fewshot"}, "datasets": dict, "datasets.*.shots": dict,
+          "datasets.*.shots.*.mean": files.NUMBER, "datasets.*.shots.*.std": files.NUMBER,
+          "datasets.*.shots.*.per_seed?": dict, "datasets.*.shots.*.per_seed.*?": files.NUMBER,
+          "variant?": str, "init?": str}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -25,12 +31,10 @@ def read_result(path: Path) -> Result:
     file = path / "results.json" if path.is_dir() else path
     if not file.is_file():
         raise ConfigError(f"{path}: no results.json there")
-    try:
-        results = json.loads(file.read_text())
-    except ValueError:
-        raise ConfigError(f"{file} is not JSON") from None
-    if results.get("command") != "fewshot" or not isinstance(results.get("datasets"), dict):
-        raise ConfigError(f"{file} is not a `mixer fewshot` result (no per-dataset shots)")
+    results = files.read_json(file, "a `mixer fewshot` result", RESULT)
+    odd = next((k for d in results["datasets"].values() for k in d["shots"] if not k.isdigit()), 0)
+    if odd:
+        raise ConfigError(f"{file} is not a `mixer fewshot` result: shots {odd!r} is no number")
     init = str(results.get("init", file.parent.name))
     name = f"{results.get('variant', '?')} ({Path(init).name})"
     return Result(name, results["datasets"])

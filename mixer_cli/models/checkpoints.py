@@ -1,5 +1,6 @@
 """A checkpoint's arrays as models read them: a segmentation model's backbone
-unwrapped, checked against the model that will run them."""
+unwrapped, checked against the model that will run them; a released checkpoint copied
+into the cache by hand checked against the Mixer its name gives before it is used."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from mixer_cli.core.errors import CheckpointError
+from mixer_cli.weights import released
 from mixer_cli.weights.arrays import Params, as_tree, check_compatible
 from mixer_cli.weights.forms import read_arrays
+
+RELEASED_RESOLUTION = 224  # every released Mixer was trained (or fine-tuned) at 224 px
 
 SEGMENTER_PARTS = ("backbone", "segment_head")  # a `mixer segment` model's two subtrees
 
@@ -24,10 +29,33 @@ def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     """`read_arrays`, with a segmentation model read as its backbone alone (a headless
     classifier's arrays): what eval, fewshot, finetune, export and a new `mixer segment`
     take from it."""
+    name = released.unrecorded(path)
+    if name is not None:
+        return _adopted(name, path)
     flat, source = read_arrays(path)
     if is_segmenter(flat):
         prefix = f"{SEGMENTER_PARTS[0]}/"
         flat = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
+    return flat, source
+
+
+def _adopted(name: str, path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of a released checkpoint put in the cache by hand (the offline advice),
+    used, and recorded like a download, only when they are exactly that Mixer's: the
+    variant its name gives at 224 px, with its head (21,843 classes for ImageNet-21k)."""
+    from mixer_cli.models.mixer import abstract_params, create_model
+
+    variant = name.partition("Mixer-")[2].replace("_", "/")  # Mixer-B_16 -> B/16
+    classes = released.head_classes(name)
+    try:
+        flat, source = read_arrays(path)
+        expected = abstract_params(create_model(variant, num_classes=classes), RELEASED_RESOLUTION)
+        check_compatible(expected, flat, source, f"{name} ({variant}, {classes:,} classes)")
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{err}; it is no copy of {name}: delete it or put the released file there"
+        ) from None
+    released.adopt(name)
     return flat, source
 
 

@@ -20,7 +20,7 @@ from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.hybrid import HybridMixer, check_options
 from mixer_cli.models.mixer import abstract_params, compute_dtype
-from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.registry import Family, Loaded, fixed_resolution
 from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.variants import MixerSpec, parse_variant, spec_from_dims
 from mixer_cli.weights.arrays import as_tree, check_compatible, flatten
@@ -99,6 +99,8 @@ def infer_config(
         known = {k: v for k, v in settings.items() if k in keys and k not in ("init",)}
         known["conv_after"] = tuple(known.get("conv_after") or ())
         m = ModelConfig(**{**known, "init": None, "init_scope": "all"})
+        if resolution is not None and resolution != m.resolution and "M" in (m.pattern or "M"):
+            raise fixed_resolution("hybrid", resolution, m.resolution)  # token MLPs fix it
         return m if resolution is None else _replace(m, resolution=resolution)
     blocks = sum(1 for k in flat if re.fullmatch(r"MixerBlock_\d+/LayerNorm_0/scale", k))
     mlp_blocks = [i for i in range(blocks) if f"MixerBlock_{i}/token_mixing/Dense_0/kernel" in flat]
@@ -113,6 +115,8 @@ def infer_config(
     if mlp_blocks:
         seq_len, tokens_mlp = flat[f"MixerBlock_{mlp_blocks[0]}/token_mixing/Dense_0/kernel"].shape
         side = math.isqrt(int(seq_len))
+        if resolution is not None and resolution != side * patch:
+            raise fixed_resolution("hybrid", resolution, side * patch)
     if resolution is None:
         if side is None:
             raise ConfigError(

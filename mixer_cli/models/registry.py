@@ -115,10 +115,7 @@ def settings_at_resolution(loaded: Loaded, resolution: int | None) -> dict[str, 
     if resolution is None or resolution == loaded.resolution:
         return {}
     if not get(loaded.family).adapts_resolution:
-        raise ConfigError(
-            f"--resolution {resolution}: only a plain Mixer adapts to another resolution; this "
-            f"{loaded.family} checkpoint runs at {loaded.resolution} px"
-        )
+        raise fixed_resolution(loaded.family, resolution, loaded.resolution)
     from mixer_cli.models.mixer_checkpoint import resolution_factor
 
     factor = resolution_factor(loaded, resolution)
@@ -126,6 +123,17 @@ def settings_at_resolution(loaded: Loaded, resolution: int | None) -> dict[str, 
         "model.resolution": loaded.resolution * factor,
         "model.grid_factor": loaded.config["grid_factor"] * factor,
     }
+
+
+def fixed_resolution(family: str, resolution: int, native: int) -> ConfigError:
+    """The refusal of --resolution for a checkpoint of a family that does not
+    `adapts_resolution`."""
+    adapting = " or ".join(families_that("adapts_resolution"))
+    return ConfigError(
+        f"--resolution {resolution}: only a plain Mixer ({adapting} family) adapts to another "
+        f"resolution; this {family} checkpoint runs at {native} px: leave --resolution out "
+        f"or give {native}"
+    )
 
 
 def load_checkpoint(path: Any, resolution: int | None = None) -> Loaded:

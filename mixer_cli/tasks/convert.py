@@ -12,9 +12,10 @@ from mixer_cli.models.registry import Loaded
 FORMATS = (".npz", ".safetensors")
 
 
-def convert_checkpoint(source: Any, output: Path) -> Loaded:
-    """Write `source` (any form --init takes) to `output` in the layout its suffix names;
-    returns the checkpoint as read (its GELU form in `details`, default tanh)."""
+def convert_checkpoint(source: Any, output: Path, overwrite: bool = False) -> Loaded:
+    """Write `source` (any form --init takes) to `output` in the layout its suffix names
+    (an existing `output` only when `overwrite`); returns the checkpoint as read (its GELU
+    form in `details`, default tanh)."""
     from mixer_cli.models import registry
     from mixer_cli.models.registry import load_checkpoint
     from mixer_cli.weights import timm as timm_layout
@@ -22,6 +23,10 @@ def convert_checkpoint(source: Any, output: Path) -> Loaded:
 
     if output.suffix not in FORMATS:
         raise ConfigError(f"{output}: the output's suffix must be one of {', '.join(FORMATS)}")
+    if output.is_dir():
+        raise ConfigError(f"{output} is a directory: name the file to write")
+    if output.exists() and not overwrite:
+        raise ConfigError(f"{output} exists: choose another output or pass --overwrite")
     loaded = load_checkpoint(source)
     if output.suffix == ".safetensors":
         if not registry.get(loaded.family).timm_layout:

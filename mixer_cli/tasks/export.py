@@ -111,12 +111,13 @@ def write_export(
     fmt = check_request(loaded, settings, calibration, source)
     feed = _as_input(check_images.astype(np.float32), settings.uint8_input)
     want = np.asarray(loaded.model.apply({"params": loaded.params}, _as_model_input(feed))[0])
+    batch = settings.batch_size or fmt.default_batch
     request = WriteRequest(
         loaded=loaded,
-        batch=settings.batch_size or fmt.default_batch,
+        batch=batch,
         uint8_input=settings.uint8_input,
         int8=settings.int8,
-        calibration=calibration,
+        calibration=None if calibration is None else graph_inputs(calibration, batch, feed.dtype),
         float_token_mixing=settings.float_token_mixing,
     )
     with atomic_directory(settings.out) as staging:
@@ -132,6 +133,26 @@ def write_export(
             record["top1"] = _top1(want, labels)
         (staging / "export.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def graph_inputs(
+    batches: Iterator[np.ndarray], batch: int | None, dtype: np.dtype
+) -> Iterator[np.ndarray]:
+    """Calibration images as the graph takes them: its input dtype (uint8 pixels with
+    --uint8-input) and, for a fixed batch, batches of exactly that size (the last one
+    filled up with its own images again)."""
+    pending = None
+    for images in batches:
+        images = _as_input(images.astype(np.float32), dtype == np.uint8)
+        if batch is None:
+            yield images
+            continue
+        pending = images if pending is None else np.concatenate([pending, images])
+        while len(pending) >= batch:
+            yield pending[:batch]
+            pending = pending[batch:]
+    if pending is not None and len(pending):
+        yield np.resize(pending, (batch, *pending.shape[1:]))  # repeats whole images
 
 
 def check_request(

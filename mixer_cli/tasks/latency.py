@@ -22,10 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from mixer_cli.core import files
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.export import formats
 
 PERCENTILES = (50, 90, 99)
+# What timing an export reads of its export.json (`tasks.export.describe` writes it).
+EXPORT_RECORD = {"model": str, "file": str, "input": dict, "input.shape": list,
+                 "input.shape.*": (int, str), "input.dtype": {"uint8", "float32"}}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,10 @@ def exported_file(path: Path) -> tuple[Path, dict[str, Any]]:
     record_path = (path if path.is_dir() else path.parent) / "export.json"
     if not record_path.is_file():
         raise ConfigError(f"{path} is not a mixer export (no export.json beside it)")
-    record = json.loads(record_path.read_text())
+    fix = "give --exported a directory that `mixer export` wrote"
+    record = files.read_json(record_path, "a mixer export record", EXPORT_RECORD, fix=fix)
+    if len(record["input"]["shape"]) != 4:
+        raise ConfigError(f"{record_path}: input.shape should be [batch, R, R, 3]; {fix}")
     model = path / record["file"] if path.is_dir() else path
     if not model.is_file():
         raise ConfigError(f"{path}: its export.json names {record['file']}, which is missing")

@@ -14,6 +14,7 @@ from typing import Any
 
 from tensorflow.core.framework import summary_pb2
 
+from mixer_cli.core import files
 from mixer_cli.core.atomic import atomic_write
 from mixer_cli.core.tf_cpu import tf
 
@@ -28,6 +29,9 @@ LEGACY_KEYS = {
     "fewshot_5shot": "fewshot/5shot",
 }
 LEGACY_STEP0 = "_at_step0"
+# What readers use of a metrics line and of results.json (the rest they only show).
+RECORD = {"step": files.NUMBER, "*": (*files.NUMBER, type(None))}
+RESULTS = {"command?": str, "train_examples?": files.NUMBER, "batch_size?": files.NUMBER}
 
 
 def upgrade(record: dict[str, Any]) -> dict[str, Any]:
@@ -44,18 +48,20 @@ def upgrade(record: dict[str, Any]) -> dict[str, Any]:
 
 def read_metrics(workdir: Path) -> list[dict[str, Any]]:
     """Every record of a run's metrics.jsonl in today's keys (a torn last line skipped)."""
-    records = []
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    records, path = [], workdir / "metrics.jsonl"
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            records.append(upgrade(json.loads(line)))
+            record = json.loads(line)
         except ValueError:
             continue
+        records.append(upgrade(files.check(record, RECORD, f"{path} line {number}",
+                                           "a metrics record")))  # fmt: skip
     return records
 
 
 def read_results(workdir: Path) -> dict[str, Any]:
     """A run's results.json in today's keys."""
-    return upgrade(json.loads((workdir / "results.json").read_text()))
+    return upgrade(files.read_json(workdir / "results.json", "a mixer run's results", RESULTS))
 
 
 def _step(line: str) -> float:

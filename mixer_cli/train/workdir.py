@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import socket
@@ -13,11 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
 from mixer_cli.config import Config, changeable, dump_yaml, upgrade
 from mixer_cli.core.atomic import atomic_write
-from mixer_cli.core.errors import ConfigError
+from mixer_cli.core.errors import ConfigError, MixerError
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
@@ -81,7 +78,9 @@ def prepare_workdir(workdir: Path, config: Config, write: bool) -> None:
         raise ConfigError(f"workdir {str(workdir)!r} is not writable: {err.strerror}") from None
     saved = workdir / "config.yaml"
     if saved.exists():
-        old = upgrade(yaml.safe_load(saved.read_text()) or {}, config)
+        from mixer_cli.weights.forms import saved_run_config
+
+        old = upgrade(saved_run_config(workdir), config)
         difference = _first_difference(old, config.to_dict())
         if difference:
             raise ConfigError(
@@ -116,11 +115,13 @@ def check_free_space(workdir: Path, needed: int) -> None:
 def latest_run(root: Path = Path("runs"), command: str | None = None) -> Path:
     """The newest finished run directory under `root` (of `command`, if given): the default
     checkpoint of the subcommands that start from one, right after `mixer pretrain`."""
+    from mixer_cli.train.metrics import read_results
+
     finished = []
     for params in root.glob("*/params.npz"):
         try:
-            results = json.loads((params.parent / "results.json").read_text())
-        except (OSError, ValueError):
+            results = read_results(params.parent)
+        except MixerError:  # unfinished (no results.json) or not mixer's: not a candidate
             continue
         if command is None or results.get("command") == command:
             finished.append((params.stat().st_mtime, params.parent))

@@ -13,10 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from mixer_cli.core import files
 from mixer_cli.core.errors import CheckpointError
 from mixer_cli.weights.arrays import flatten, read_npz
+
+# What readers of a run's config.yaml use before `config` validates the rest: sections
+# (mappings), the model's family and resolution, the data's name and directory.
+RUN_CONFIG = {"*": (dict, type(None)), "model.family?": str, "model.kind?": str,
+              "model.resolution?": int, "model.gelu?": str, "data.name?": str,
+              "data.data_dir?": (str, type(None))}  # fmt: skip
 
 
 def read_arrays(path: str | os.PathLike, prefix: str = "") -> tuple[dict[str, np.ndarray], str]:
@@ -76,4 +82,5 @@ def saved_run_config(path: str | os.PathLike) -> dict[str, Any]:
     saved = Path(path) / "config.yaml"
     if not saved.is_file():
         return {}
-    return yaml.safe_load(saved.read_text()) or {}
+    config = files.read_yaml(saved, "a mixer run's config", RUN_CONFIG, CheckpointError)
+    return {section: values or {} for section, values in config.items()}

@@ -52,6 +52,7 @@ def _fetch(spec: str, cache_dir: str | None, offline: bool) -> Path:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
@@ -70,6 +71,11 @@ def _fetch(spec: str, cache_dir: str | None, offline: bool) -> Path:
 
     try:
         weights = download(WEIGHTS)
+    except HFValidationError as err:  # e.g. '..' or '--' in the name, a space, a leading '.'
+        raise ConfigError(
+            f"{spec!r} is no Hugging Face repository name ({' '.join(str(err).split())}); "
+            "expected hf-hub:ORG/NAME, e.g. hf-hub:timm/mixer_b16_224.goog_in21k_ft_in1k"
+        ) from None
     except LocalEntryNotFoundError:
         where = cache_dir or "~/.cache/huggingface/hub"
         raise CheckpointNotFound(

@@ -2,10 +2,12 @@
 
 The names are the vision_transformer README's (`imagenet21k/Mixer-B_16`, `sam/Mixer-B_32`,
 `gsam/Mixer-S_8`, ...), served from the public `mixer_models` bucket; `MIXER_CHECKPOINTS_URL`
-points at a mirror instead. A download goes to `NAME.npz.part` (resumed with an HTTP range
-request when interrupted) and is renamed into place only when complete, beside a record of
-its size and sha256; every later use checks the file against that record. Google publishes
-no checksums, so the first download is the reference.
+points at a mirror instead (a URL, or a local directory laid out as the bucket). A download
+goes to `NAME.npz.part` (resumed with an HTTP range request when interrupted) and is renamed
+into place only when complete, beside a record of its size and sha256; every later use
+checks the file against that record. Google publishes no checksums, so the first download
+is the reference. A file put at the cache path by hand (fetched elsewhere, offline) has no
+record: it is used once the model loader has verified it (`unrecorded`, `adopt`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import http.client
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from mixer_cli.core import files
 from mixer_cli.core.atomic import atomic_write
-from mixer_cli.core.errors import CheckpointError, CheckpointNotFound
+from mixer_cli.core.errors import CheckpointError, CheckpointNotFound, ConfigError
 
 DEFAULT_URL = "https://storage.googleapis.com/mixer_models"
 NAMES = (
@@ -37,16 +41,33 @@ NAMES = (
     "gsam/Mixer-S_8",
 )
 CHUNK = 1 << 20
+RECORD = {"size": int, "sha256": str}  # what a download's record holds
 
 
 def base_url() -> str:
-    return os.environ.get("MIXER_CHECKPOINTS_URL", DEFAULT_URL).rstrip("/")
+    """Where released checkpoints come from: a URL, or a local mirror as a file:// URL."""
+    given = os.environ.get("MIXER_CHECKPOINTS_URL") or DEFAULT_URL
+    base = given.rstrip("/") or given
+    if "://" in base:
+        return base
+    mirror = Path(base).expanduser()
+    if not mirror.is_dir():
+        raise ConfigError(
+            f"MIXER_CHECKPOINTS_URL={base}: no such directory; give a directory laid out as "
+            f"the bucket (GROUP/Mixer-SIZE_PATCH.npz) or a URL such as {DEFAULT_URL}"
+        )
+    return mirror.resolve().as_uri()
 
 
 def name_of(spec: str) -> str | None:
     """The released name `spec` stands for (`.npz` optional), or None if it is not one."""
     stem = spec.removesuffix(".npz")
     return stem if stem in NAMES else None
+
+
+def head_classes(name: str) -> int:
+    """The classes of a released checkpoint's head: ImageNet-21k's or ImageNet-1k's."""
+    return 21843 if name.startswith("imagenet21k/") else 1000
 
 
 def looks_like_a_name(spec: str) -> bool:
@@ -93,26 +114,62 @@ def sha256(path: Path) -> str:
 
 
 def fetch(name: str) -> Path:
-    """The released checkpoint `name`, downloaded once and checked at every use."""
+    """The released checkpoint `name`, downloaded once and checked at every use (a copy
+    put in the cache by hand is returned as it is: see `unrecorded`)."""
     path = cache_path(name)
-    record = path.with_name(f"{path.name}.json")
+    record = record_path(path)
     if path.exists() and record.exists():
-        want = json.loads(record.read_text())
+        fix = "delete it to download it again"
+        want = files.read_json(record, "a download record", RECORD, CheckpointError, fix)
         size = path.stat().st_size
         if size != want["size"] or sha256(path) != want["sha256"]:
             raise CheckpointError(
                 f"the cached {name} ({path}) does not match the download's record "
-                f"({size:,} bytes, {want['size']:,} recorded, or another sha256): delete it "
-                "to download it again"
+                f"({size:,} bytes, {want['size']:,} recorded, or another sha256): {fix}"
             )
         return path
+    if path.exists():
+        return path  # put here by hand: the loader verifies it before use (`adopt`)
     url = f"{base_url()}/{name}.npz"
     part = path.with_name(f"{path.name}.part")
     _download(url, part)
-    digest = {"url": url, "size": part.stat().st_size, "sha256": sha256(part)}
+    write_record(record, url, part)
+    os.replace(part, path)  # complete: only now does it look like a checkpoint
+    return path
+
+
+def record_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.json")
+
+
+def write_record(record: Path, url: str, path: Path) -> None:
+    digest = {"url": url, "size": path.stat().st_size, "sha256": sha256(path)}
     with atomic_write(record) as f:
         f.write(json.dumps(digest) + "\n")
-    os.replace(part, path)  # complete: only now does it look like a checkpoint
+
+
+def unrecorded(spec: str | os.PathLike) -> str | None:
+    """The released name `spec` stands for when its cached file has no download record
+    (copied there by hand, as the offline advice says); else None."""
+    name = name_of(str(spec)) if not Path(spec).exists() else None
+    if name is None:
+        return None
+    path = cache_path(name)
+    return name if path.is_file() and not record_path(path).exists() else None
+
+
+def adopt(name: str) -> Path:
+    """Record a hand-placed copy of `name` that the loader verified: from now on it is
+    checked against that record like a download."""
+    from mixer_cli.core import report
+
+    path = cache_path(name)
+    write_record(record_path(path), f"copied by hand to {path}", path)
+    report.stderr.print(
+        f"note: {path} had no download record; it holds {name}'s arrays, so it is recorded "
+        "(size and sha256) and used",
+        soft_wrap=True,
+    )
     return path
 
 
@@ -134,6 +191,13 @@ def _download(url: str, part: Path) -> None:
         ) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
+        if url.startswith("file:"):
+            local = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+            raise CheckpointNotFound(
+                f"the mirror MIXER_CHECKPOINTS_URL names has no {local} "
+                f"({getattr(reason, 'strerror', None) or reason}): put the file there or "
+                "point MIXER_CHECKPOINTS_URL elsewhere"
+            ) from None
         raise CheckpointNotFound(
             f"cannot download {url} ({reason}): fetch it where the network allows and put it "
             f"at {part.with_suffix('')}, or set MIXER_CHECKPOINTS_URL to a mirror"
@@ -145,7 +209,7 @@ def _download(url: str, part: Path) -> None:
             task = bar.add_task(f"downloading {url}", total=total or None,
                                 completed=have if resumed else 0)  # fmt: skip
             try:
-                for block in iter(lambda: response.read(CHUNK), b""):
+                for block in iter(lambda: response.read1(CHUNK), b""):
                     out.write(block)
                     bar.advance(task, len(block))
             except (OSError, http.client.HTTPException) as err:

@@ -26,12 +26,22 @@ from typing import Any
 
 import numpy as np
 
+from mixer_cli.core import files
 from mixer_cli.core.atomic import atomic_write
 from mixer_cli.core.errors import CheckpointError, CheckpointMismatch, CheckpointNotFound
 
 # Inputs in [-1, 1] are (x01 - 0.5) / 0.5: what mixer feeds every model.
 MIXER_MEAN = MIXER_STD = (0.5, 0.5, 0.5)
 LAYOUT = "stem.proj.*, blocks.N.{norm1,mlp_tokens,norm2,mlp_channels}.*, norm.*, head.*"
+
+# What a safetensors file's metadata may say (timm writes {'format': 'pt'}; mixer adds the
+# GELU form, models.mixer.GELU_FORMS, and the 0.5/0.5 normalisation as JSON lists), and
+# what mixer reads of a hub repository's config.json.
+METADATA = {"gelu?": {"tanh", "exact"}, "mean?": list, "mean.*?": files.NUMBER,
+            "std?": list, "std.*?": files.NUMBER}  # fmt: skip
+HUB_CONFIG = {"pretrained_cfg?": dict, "pretrained_cfg.mean?": list,
+              "pretrained_cfg.mean.*?": files.NUMBER, "pretrained_cfg.std?": list,
+              "pretrained_cfg.std.*?": files.NUMBER}  # fmt: skip
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 # timm module inside a block -> Google's; then weight/bias -> kernel|scale / bias.
@@ -112,13 +122,17 @@ def from_timm(
     if "stem/kernel" not in flat or "stem/bias" not in flat:
         raise CheckpointMismatch(f"{source} has no 'stem.proj.weight': not a timm MLP-Mixer")
     flat["stem/kernel"], flat["stem/bias"] = fold_normalisation(
-        flat["stem/kernel"], flat["stem/bias"], mean, std
+        flat["stem/kernel"], flat["stem/bias"], mean, std, source
     )
     return flat
 
 
 def fold_normalisation(
-    kernel: np.ndarray, bias: np.ndarray, mean: Sequence[float], std: Sequence[float]
+    kernel: np.ndarray,
+    bias: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    source: str = "input normalisation",
 ) -> tuple[np.ndarray, np.ndarray]:
     """A stem for [-1, 1] inputs x from one for (x01 - mean) / std, x01 = (x + 1) / 2.
 
@@ -127,7 +141,9 @@ def fold_normalisation(
     """
     mean64, std64 = np.asarray(mean, np.float64), np.asarray(std, np.float64)
     if mean64.shape != (3,) or std64.shape != (3,) or np.any(std64 <= 0):
-        raise CheckpointError(f"input normalisation mean={mean} std={std}: need 3 values each")
+        raise CheckpointError(
+            f"{source}: input normalisation mean={mean} std={std}: need 3 values each, std > 0"
+        )
     if np.allclose(mean64, MIXER_MEAN) and np.allclose(std64, MIXER_STD):
         return kernel, bias
     k64 = kernel.astype(np.float64)  # [P, P, 3, C]
@@ -164,7 +180,7 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
         raise CheckpointNotFound(f"checkpoint {str(path)!r} does not exist")
     try:
         with safe_open(path, framework="numpy") as f:
-            metadata = dict(f.metadata() or {})
+            metadata = read_metadata(path, f.metadata())
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise CheckpointError(f"cannot read {str(path)!r} as a safetensors file: {err}") from err
@@ -183,20 +199,31 @@ def read_settings(path: str | os.PathLike) -> dict[str, str]:
 
     try:
         with safe_open(path, framework="numpy") as f:
-            return {"gelu": (f.metadata() or {}).get("gelu", "exact")}
+            return {"gelu": read_metadata(Path(path), f.metadata()).get("gelu", "exact")}
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"cannot read {str(path)!r} as a safetensors file: {err}") from err
 
 
-def _normalisation(path: Path, metadata: Mapping[str, str]) -> tuple[Any, Any]:
+def read_metadata(path: Path, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    """A safetensors header's metadata, its JSON entries parsed, checked against what timm
+    and mixer write (`METADATA`)."""
+    where = f"the metadata of {path}"
+    parsed = {
+        key: files.parse_json(value, f"{where}: {key!r}", CheckpointError)
+        if key in ("mean", "std")
+        else value
+        for key, value in (metadata or {}).items()
+    }
+    return files.check(parsed, METADATA, where, "what timm or mixer writes", CheckpointError)
+
+
+def _normalisation(path: Path, metadata: Mapping[str, Any]) -> tuple[Any, Any]:
     if "mean" in metadata and "std" in metadata:
-        return json.loads(metadata["mean"]), json.loads(metadata["std"])
+        return metadata["mean"], metadata["std"]
     config = path.parent / "config.json"
     if config.is_file():
-        try:
-            cfg = json.loads(config.read_text()).get("pretrained_cfg", {})
-        except (OSError, ValueError):
-            cfg = {}
+        cfg = files.read_json(config, "a timm model config", HUB_CONFIG, CheckpointError)
+        cfg = cfg.get("pretrained_cfg", {})
         if "mean" in cfg and "std" in cfg:
             return cfg["mean"], cfg["std"]
     return MIXER_MEAN, MIXER_STD
