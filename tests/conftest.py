@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numpy_mixer import official_layout_params
-from training import shared_run, tiny
+from training import pretrain_command, shared_run, tiny
 
+from mixer_cli.cli import run
 from mixer_cli.train.engine import train_and_evaluate
 
 
@@ -52,8 +53,13 @@ def official_npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[st
 
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny digits run, trained once without a stop: what every resume must equal."""
-    return shared_run(tmp_path_factory, "uninterrupted", lambda w: train_and_evaluate(tiny(), w))
+    """The tiny digits run, trained once without a stop (`mixer pretrain` in this process):
+    what every resume must equal, and a finished pretrain run to start others from."""
+
+    def pretrain(workdir: Path) -> None:
+        assert run(pretrain_command(workdir)[3:]) == 0
+
+    return shared_run(tmp_path_factory, "uninterrupted", pretrain)
 
 
 @pytest.fixture(scope="session")

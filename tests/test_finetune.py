@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -126,14 +127,17 @@ def test_finetune_an_official_npz(capsys, tmp_path, google_like_npz, resolution)
     assert tuned.architecture.num_classes == 10
 
 
-def test_finetune_our_own_runs_finished_or_not(capsys, tmp_path, monkeypatch) -> None:
+def test_finetune_our_own_runs_finished_or_not(
+    capsys, tmp_path, monkeypatch, stopped: Path, uninterrupted: Path
+) -> None:
     pre = tmp_path / "runs" / "pre"
-    assert run(["pretrain", "--workdir", str(pre), *FAST, "--stop-after=2"]) == 0
-    # Unfinished: no params.npz yet, so the newest training checkpoint (step 2) is used.
+    shutil.copytree(stopped, pre)  # the shared tiny run, stopped at step 10
+    # Unfinished: no params.npz yet, so the newest training checkpoint (step 10) is used.
     code, results, err = finetune(capsys, tmp_path / "a", "--init", str(pre), "--resolution=16")
     assert code == 0, err
     assert results["grid_factor"] == 2
-    assert run(["pretrain", "--workdir", str(pre), *FAST]) == 0
+    shutil.rmtree(pre)
+    shutil.copytree(uninterrupted, pre)  # the same run, finished
     # Finished, found as the newest pretrain run under ./runs when --init is not given.
     monkeypatch.chdir(tmp_path)
     code, results, err = finetune(capsys, tmp_path / "b")

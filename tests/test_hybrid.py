@@ -115,27 +115,42 @@ EVERY_OPTION = [
 ]
 
 
-def test_a_hybrid_pretrains_fine_tunes_and_few_shots(capsys, tmp_path: Path) -> None:
-    options = EVERY_OPTION
-    fast = ["--steps=4", "--batch-size=16", "--set=optim.warmup_steps=1"]
-    fast += ["--set=train.log_every=2", "--set=evals.fewshot=none"]
-    assert run(["pretrain", "--workdir", str(tmp_path / "pre"), *fast, *options]) == 0
-    results = json.loads((tmp_path / "pre" / "results.json").read_text())
+FAST = ["--steps=4", "--batch-size=16", "--set=optim.warmup_steps=1"]
+FAST += ["--set=train.log_every=2", "--set=evals.fewshot=none"]
+
+
+def pretrained_hybrid(tmp_path: Path) -> Path:
+    workdir = tmp_path / "pre"
+    assert run(["pretrain", "--workdir", str(workdir), *FAST, *EVERY_OPTION]) == 0
+    results = json.loads((workdir / "results.json").read_text())
     assert results["variant"] == "N/2+conv-stem+MAMM+sum+conv@1" and results["finished"]
     assert np.isfinite(results["final_train_loss"])
-    capsys.readouterr()
+    return workdir
 
-    finetune = ["finetune", "--init", str(tmp_path / "pre"), "--workdir", str(tmp_path / "ft")]
-    assert run([*finetune, *fast]) == 0, capsys.readouterr().err
+
+def few_shot_probe(init: Path, workdir: Path) -> None:
+    """`mixer fewshot` of a hybrid run: it rebuilds the model from the run's config.yaml."""
+    fewshot = ["fewshot", "--init", str(init), "--shots", "2", "--seeds", "1"]
+    assert run([*fewshot, "--workdir", str(workdir), "--json"]) == 0
+    probe = json.loads((workdir / "results.json").read_text())
+    assert probe["variant"] == "N/2+conv-stem+MAMM+sum+conv@1"
+    assert 0 <= probe["average"]["2"] <= 1
+
+
+def test_a_hybrid_pretrains_and_few_shots(capsys, tmp_path: Path) -> None:
+    few_shot_probe(pretrained_hybrid(tmp_path), tmp_path / "fs")
+
+
+@pytest.mark.slow  # a second compile of every option (20 s); the pretrain test reads it back
+def test_a_hybrid_fine_tunes_and_few_shots(capsys, tmp_path: Path) -> None:
+    pre = pretrained_hybrid(tmp_path)
+    capsys.readouterr()
+    finetune = ["finetune", "--init", str(pre), "--workdir", str(tmp_path / "ft")]
+    assert run([*finetune, *FAST]) == 0, capsys.readouterr().err
     saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["model"]
     assert (saved["family"], saved["stem"], saved["pattern"]) == ("hybrid", "conv", "MAMM")
     assert (saved["token_mixing"], saved["conv_after"]) == ("sum", [1])
-
-    fewshot = ["fewshot", "--init", str(tmp_path / "ft"), "--shots", "2", "--seeds", "1"]
-    assert run([*fewshot, "--workdir", str(tmp_path / "fs"), "--json"]) == 0
-    probe = json.loads((tmp_path / "fs" / "results.json").read_text())
-    assert probe["variant"] == "N/2+conv-stem+MAMM+sum+conv@1"
-    assert 0 <= probe["average"]["2"] <= 1
+    few_shot_probe(tmp_path / "ft", tmp_path / "fs")
 
 
 @pytest.mark.slow  # its compile is 8 s; test_bench covers the command for the Mixer
