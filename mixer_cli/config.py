@@ -172,7 +172,10 @@ def implied_settings(variant: str | None, data: str | None) -> tuple[str | None,
 
     if variant is None:
         return None, {}, ""
-    size = parse_variant(variant).name.split("/")[0]
+    try:
+        size = parse_variant(variant).name.split("/")[0]
+    except ConfigError:  # not a Mixer's name: the run's model family judges it
+        return None, {}, ""
     if size not in PAPER_SIZES:
         return None, {}, ""
     dataset = PAPER_DATASETS.get((data or "").split(":")[0].strip())

@@ -18,6 +18,7 @@ import pytest
 from damage import damage_inside, flip_npz_array_bit, truncate
 from datasets import write_image, write_image_folder, write_mask_folder
 from numpy_timm import timm_state_dict
+from numpy_vit import google_vit_params
 from PIL import Image
 from safetensors.numpy import save_file
 from test_cli import run_cli
@@ -29,6 +30,7 @@ from mixer_cli.weights.arrays import write_npz
 # Each case: (arguments, words the error line must contain). {npz}: a hand-made official
 # checkpoint (patch 4, 16 px, 10 classes, a custom size); {n4}: our N/4 at 16 px; {empty},
 # {one_class}, {bad_yaml}, {not_mixer}, {vit}, {truncated}, {flipped}: files made below;
+# {vit_npz}: Google's ViT layout (patch 4, 16 px, 10 classes, a custom size);
 # {workdir}: where a run would go.
 CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--variant", "Q/16"], "Q/16"),
@@ -62,7 +64,28 @@ CASES: list[tuple[list[str], str]] = [
     (["fewshot", "--init", "{workdir}/missing.npz"], "missing.npz"),
     (["pretrain", "--set", "evals.x.type=nonsense"], "unknown evaluator type 'nonsense'"),
     (["pretrain", "--set", "evals.test.shots=5"], "valid keys of a classification evaluator"),
-    (["pretrain", "--set", "model.family=vit"], "mixer, hybrid, resnet"),
+    (["pretrain", "--set", "model.family=vgg"], "mixer, hybrid, resnet, vit"),
+    (
+        ["pretrain", "--set", "model.family=vit", "--variant", "Q/16"],
+        "unknown ViT variant 'Q/16': expected SIZE/PATCH with SIZE one of N, Ti, S, B, L, H",
+    ),
+    (
+        ["pretrain", "--set", "model.family=vit", "--variant", "N/4", "--resolution", "30"],
+        "resolution 30 is not a positive multiple of ViT-N/4's patch size 4; try 28 or 32",
+    ),
+    (
+        ["finetune", "--init", "{vit_npz}", "--resolution", "18"],
+        "resolution 18 is not a positive multiple of ViT-2x16-32-2/4's patch size 4",
+    ),
+    (["finetune", "--init", "{vit_npz}", "--set", "model.classifier=gap"], "model.classifier"),
+    (
+        ["pretrain", "--set", "model.family=vit", "--set", "model.stem=conv"],
+        "model.stem is an option of Mixers (families mixer, hybrid), not of model.family vit",
+    ),
+    (
+        ["pretrain", "--set", "model.classifier=gap"],
+        "model.classifier is an option of ViTs (family vit), not of model.family mixer",
+    ),
     (["pretrain", "--set", "evals.test.split=nosuch"], "no split 'nosuch'"),
     (
         ["pretrain", "--set", "evals.f.type=fewshot", "--set", "evals.f.datasets=nosuch_xyz"],
@@ -115,6 +138,7 @@ CASES: list[tuple[list[str], str]] = [
     (["predict", "{one_class}", "--init", "hf-hub:mixer"], "expected hf-hub:ORG/NAME"),
     (["info", "--variant", "Q/16"], "Q/16"),
     (["info", "--variant", "B/16", "--data", "digits"], "at most one"),
+    (["info", "--family", "hybrid"], "the hybrid family has no variant table"),
     (["pretrain", "--set", "model.pattern=MAXM"], "unknown block letter 'X'; letters: M"),
     (["pretrain", "--set", "model.pattern=MAM"], "has 3 letters but the model has 4 blocks"),
     (["pretrain", "--set", "model.conv_after=1,7"], "block 7 does not exist; blocks are 0 to 3"),
@@ -249,7 +273,7 @@ CASES: list[tuple[list[str], str]] = [
     (["info", "--checkpoint", "{gelu_odd}"], "'gelu' should be one of exact, tanh, found a string"),
     (["info", "--checkpoint", "{mean_odd}"], "mean_odd.safetensors: 'mean' is not JSON"),
     (["info", "--checkpoint", "{hub_odd}"], "config.json is not a timm model config: expected a"),
-    (["eval", "--init", "{hybrid}", "--resolution", "32"], "only a plain Mixer (mixer family)"),
+    (["eval", "--init", "{hybrid}", "--resolution", "32"], "a hybrid checkpoint does not adapt"),
 ]
 
 
@@ -303,6 +327,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     write_image(unreadable / "c.png", np.full((16, 16, 3), 9, np.uint8))
     damage_inside(unreadable / "c.png")
     (unreadable / "d.png").write_bytes(b"")
+    vit = google_vit_params(patch=4, layers=2, width=16, mlp=32, heads=2, side=4, num_classes=10)
+    np.savez(root / "vit.npz", **vit)
     model = create_model("N/4", num_classes=10)
     write_npz(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"], root / "n4.npz")
     hybrid = registry.build(ModelConfig("hybrid", "N/4", 16, token_mixing="sum"), 10)
@@ -328,6 +354,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),
         "vit": str(root / "vit.safetensors"),
+        "vit_npz": str(root / "vit.npz"),
         "truncated": str(truncate(official_npz[0], root / "truncated.npz")),
         "flipped": str(flip_npz_array_bit(official_npz[0], root / "flipped.npz")),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -17,6 +17,15 @@ def info(
     data: options.Data = None,
     data_dir: options.DataDir = None,
     set_: options.ModelSet = None,
+    family: Annotated[
+        Optional[str],
+        typer.Option(
+            "--family",
+            help="A model family (mixer, vit, resnet, ...): its variants, or --variant in its "
+            "notation, with parameters and GFLOPs per image.",
+            show_default=False,
+        ),
+    ] = None,
     checkpoints: Annotated[
         bool,
         typer.Option("--checkpoints", help="List Google's released checkpoints by name."),
@@ -31,7 +40,7 @@ def info(
     --data, describe a dataset (classes, image shape, splits); with --checkpoints, list
     Google's released checkpoints by the names every --init takes. With --set model.KEY=V
     (e.g. model.stem=conv, model.pattern=MMMA...), the one model those options make, of
-    any family.
+    any family; with --family NAME, that family's variants (e.g. mixer info --family vit).
     """
     from mixer_cli.core.errors import ConfigError
 
@@ -40,8 +49,12 @@ def info(
         return
     if sum(x is not None for x in (variant, checkpoint, data)) > 1:
         raise ConfigError("give at most one of --variant, --checkpoint and --data")
+    if family is not None and (checkpoint is not None or data is not None):
+        raise ConfigError("--family describes a family's variants: not with --checkpoint or --data")
     if data is not None:
         _dataset(data, data_dir, json)
+    elif family is not None:
+        _family(family, variant, resolution, num_classes, set_ or [], json)
     elif set_:
         _model(variant, resolution, num_classes, set_, json)
     else:
@@ -80,23 +93,43 @@ def _model(
     variant: str | None, resolution: int | None, num_classes: int, items: list[str], json: bool
 ) -> None:
     """One model of any family from --set options: its parameters and GFLOPs per image."""
-    from mixer_cli.core import report
     from mixer_cli.tasks.info import describe_model
 
     row = describe_model(variant, resolution, num_classes, items)
+    _models(f"{row['model']} at {row['resolution']} px", [row], num_classes, json)
+
+
+def _family(
+    name: str,
+    variant: str | None,
+    resolution: int | None,
+    num_classes: int,
+    items: list[str],
+    json: bool,
+) -> None:
+    """A family's variants (or one, in its notation): parameters and GFLOPs per image."""
+    from mixer_cli.tasks.info import describe_family
+
+    rows = describe_family(name, variant, resolution, num_classes, items)
+    _models(f"{name} variants at {rows[0]['resolution']} px", rows, num_classes, json)
+
+
+def _models(title: str, rows: list[dict[str, Any]], num_classes: int, json: bool) -> None:
+    from mixer_cli.core import report
+
     if json:
-        report.print_json([row])
+        report.print_json(rows)
         return
     head = f"with a {num_classes}-class head" if num_classes else "without head"
     report.print_table(
-        f"{row['model']} at {row['resolution']} px (parameters {head})",
+        f"{title} (parameters {head})",
         [
             report.Column("family", "Family", justify="left"),
             report.Column("model", "Model", justify="left"),
             report.Column("params", "Params", report.millions),
             report.Column("gflops", "GFLOPs/img", lambda g: f"{g:,.2f}"),
         ],
-        [row],
+        rows,
     )
 
 

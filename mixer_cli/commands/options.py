@@ -19,8 +19,9 @@ Variant = Annotated[
     Optional[str],
     typer.Option(
         "--variant",
-        help="Mixer variant SIZE/PATCH: sizes N, Ti (ours, for CPUs), S, B, L, H (paper); "
-        "any patch size, e.g. B/16.",
+        help="Variant SIZE/PATCH, any patch size, e.g. B/16: Mixer sizes N, Ti (ours, for "
+        "CPUs), S, B, L, H (paper); ViT sizes (--set model.family=vit) N (ours), Ti, S, B, "
+        "L, H.",
         show_default=False,
     ),
 ]
@@ -32,8 +33,9 @@ AdaptedResolution = Annotated[
     Optional[int],
     typer.Option(
         "--resolution",
-        help="Input resolution: the checkpoint's or an integer multiple K of it (the paper's "
-        "high-resolution rule: K x K parts, block-diagonal token mixing). "
+        help="Input resolution: the checkpoint's or, for a Mixer, an integer multiple K of it "
+        "(the paper's high-resolution rule: K x K parts, block-diagonal token mixing); for a "
+        "ViT any multiple of its patch size (position embeddings interpolated). "
         "[default: the checkpoint's]",
         show_default=False,
     ),

@@ -12,10 +12,14 @@ from typing import Any
 
 from mixer_cli.models.checkpoints import load_params
 from mixer_cli.models.mixer import create_model
-from mixer_cli.models.mixer_checkpoint import pretrained_from_flat, transfer_params
+from mixer_cli.models.mixer_checkpoint import (
+    pretrained_from_flat,
+    resolution_factor,
+    transfer_params,
+)
 from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.settings import ModelConfig
-from mixer_cli.models.variants import MixerSpec, parse_variant
+from mixer_cli.models.variants import LISTED_VARIANTS, MixerSpec, parse_variant
 
 
 def _spec(m: ModelConfig) -> MixerSpec:
@@ -72,6 +76,15 @@ def load(
     )
 
 
+def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
+    """Fine-tuning at K x the checkpoint's resolution: token mixing K^2 wider (App. C)."""
+    factor = resolution_factor(loaded, resolution)
+    return {
+        "model.resolution": loaded.resolution * factor,
+        "model.grid_factor": loaded.config["grid_factor"] * factor,
+    }
+
+
 def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     if scope == "backbone":  # adapted to the fresh model's resolution, a fresh head
         return transfer_params(path, fresh)
@@ -94,7 +107,8 @@ FAMILY = Family(
     load=load,
     warm_start=warm_start,
     count=count,
-    adapts_resolution=True,
+    resolution_settings=resolution_settings,
+    variants=LISTED_VARIANTS,
     exports_onnx=True,
     timm_layout=True,
 )

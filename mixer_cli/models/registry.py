@@ -51,10 +51,19 @@ class Family:
     warm_start: Callable[[str, dict[str, Any], str], dict[str, Any]]
     # (model config, classes) -> {'params': int, 'gflops': float} per image.
     count: Callable[[ModelConfig, int], dict[str, Any]]
+    # (checkpoint, another resolution) -> the model.* settings of fine-tuning it there,
+    # refusing a resolution the family cannot take; None: it runs at its own only.
+    resolution_settings: Callable[[Loaded, int], dict[str, Any]] | None = None
+    # The variants `mixer info --family NAME` lists (none: the family has no table).
+    variants: tuple[str, ...] = ()
     # Capabilities commands ask for instead of comparing names:
-    adapts_resolution: bool = False  # a checkpoint fine-tunes at K x its resolution
     exports_onnx: bool = False  # `mixer export --format onnx` writes its graph
     timm_layout: bool = False  # its weights convert to and from timm's state dict
+
+    @property
+    def adapts_resolution(self) -> bool:
+        """A checkpoint fine-tunes (and evaluates) at another resolution than its own."""
+        return self.resolution_settings is not None
 
 
 def get(name: str) -> Family:
@@ -109,30 +118,25 @@ def warm_start(m: ModelConfig, fresh: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings_at_resolution(loaded: Loaded, resolution: int | None) -> dict[str, Any]:
-    """The model.* settings of fine-tuning a checkpoint at `resolution` (default: its own):
-    only a family that `adapts_resolution` (the plain Mixer) takes an integer multiple of
-    it (the paper's Appendix C)."""
+    """The model.* settings of fine-tuning a checkpoint at `resolution` (default: its own),
+    as its family's rule says (the Mixer: an integer multiple, the paper's Appendix C; the
+    ViT: position embeddings interpolated)."""
     if resolution is None or resolution == loaded.resolution:
         return {}
-    if not get(loaded.family).adapts_resolution:
+    family = get(loaded.family)
+    if family.resolution_settings is None:
         raise fixed_resolution(loaded.family, resolution, loaded.resolution)
-    from mixer_cli.models.mixer_checkpoint import resolution_factor
-
-    factor = resolution_factor(loaded, resolution)
-    return {
-        "model.resolution": loaded.resolution * factor,
-        "model.grid_factor": loaded.config["grid_factor"] * factor,
-    }
+    return family.resolution_settings(loaded, resolution)
 
 
 def fixed_resolution(family: str, resolution: int, native: int) -> ConfigError:
     """The refusal of --resolution for a checkpoint of a family that does not
     `adapts_resolution`."""
-    adapting = " or ".join(families_that("adapts_resolution"))
+    adapting = ", ".join(families_that("adapts_resolution"))
     return ConfigError(
-        f"--resolution {resolution}: only a plain Mixer ({adapting} family) adapts to another "
-        f"resolution; this {family} checkpoint runs at {native} px: leave --resolution out "
-        f"or give {native}"
+        f"--resolution {resolution}: a {family} checkpoint does not adapt to another "
+        f"resolution (families that do: {adapting}); this one runs at "
+        f"{native} px: leave --resolution out or give {native}"
     )
 
 

@@ -87,4 +87,5 @@ FAMILY = Family(
     load=load,
     warm_start=warm_start,
     count=count,
+    variants=tuple(f"ResNet{depth}x1" for depth in DEPTHS),
 )

@@ -5,7 +5,7 @@ A token of a P x P patch (C values, after the pre-head LayerNorm: `out["tokens"]
 projected by one Dense to P * P * K scores, which fill that patch's pixels; the token grid's
 raster order is the image's. On a model at K x its resolution the grid is K times finer
 per side and the head is unchanged. Works on any backbone whose `out` has ``tokens`` (the
-Mixer and hybrid families); `mixer segment` trains it (config `model.head: segment`).
+Mixer, hybrid and ViT families); `mixer segment` trains it (config `model.head: segment`).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def build_segmenter(family: Any, config: Any, classes: int) -> Segmenter:
     if not block:
         raise ConfigError(
             f"the {config.family} family has no token grid for a segmentation head; use a "
-            "mixer or hybrid backbone"
+            "mixer, hybrid or vit backbone"
         )
     if config.resolution % block:
         raise ConfigError(

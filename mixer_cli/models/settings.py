@@ -18,6 +18,7 @@ FAMILY_MODULES: dict[str, str] = {
     "mixer": "mixer_cli.models.mixer_family",
     "hybrid": "mixer_cli.models.hybrid_family",
     "resnet": "mixer_cli.models.resnet_family",
+    "vit": "mixer_cli.models.vit_family",
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY_MODULES)
 # What a model outputs: class scores, or per-pixel scores (`mixer segment`).
@@ -27,7 +28,7 @@ HEADS: tuple[str, ...] = ("classify", "segment")
 @dataclass(frozen=True)
 class ModelConfig:
     family: str = "mixer"  # a model family of the registry (mixer_cli.models.registry)
-    variant: str = "N/2"  # in the family's notation: Mixer SIZE/PATCH, ResNet{depth}x{factor}
+    variant: str = "N/2"  # in the family's notation: Mixer, ViT SIZE/PATCH, ResNet{depth}x{factor}
     resolution: int = 8
     dropout: float = 0.0
     stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
@@ -41,6 +42,7 @@ class ModelConfig:
     conv_after: tuple[int, ...] = ()  # blocks followed by a residual depthwise-conv branch
     heads: int = 0  # attention heads; 0 = C / 64, at least 1
     width: int = 64  # ResNet only: base channels (BiT x1 = 64)
+    classifier: str = "token"  # ViT only: the class token's output, or gap (the tokens' mean)
     init: str | None = None  # a checkpoint: .npz, .safetensors, run dir, released or hf-hub name
     init_scope: str = "all"  # all: every parameter as saved; backbone: a fresh head on it
     head: str = "classify"  # classify: class scores; segment: per-pixel scores (mixer segment)
@@ -54,6 +56,7 @@ MODEL_CHOICES = {
     "model.gelu": ("tanh", "exact"),
     "model.stem": ("linear", "conv"),
     "model.token_mixing": ("mlp", "sum"),
+    "model.classifier": ("token", "gap"),
 }
 MODEL_POSITIVE = ("model.resolution", "model.grid_factor", "model.width")
 MODEL_NON_NEGATIVE = ("model.heads",)
@@ -61,12 +64,21 @@ MODEL_NON_NEGATIVE = ("model.heads",)
 # The follow-up architectures' options (models/hybrid.py): any of them set on a Mixer
 # makes it the `hybrid` family.
 HYBRID_KEYS = ("stem", "pattern", "token_mixing", "conv_after", "heads")
+# The ViT's options (models/vit.py): refused on another family.
+VIT_KEYS = ("classifier",)
 
 
 def implied_family(m: ModelConfig) -> ModelConfig:
     """A Mixer with any follow-up option set (model.stem, pattern, token_mixing,
-    conv_after, heads) is the `hybrid` family; another family refuses them."""
+    conv_after, heads) is the `hybrid` family; another family refuses them, as a family
+    other than `vit` refuses the ViT's options."""
     defaults = ModelConfig()
+    vit_given = [k for k in VIT_KEYS if getattr(m, k) != getattr(defaults, k)]
+    if vit_given and m.family != "vit":
+        raise ConfigError(
+            f"model.{vit_given[0]} is an option of ViTs (family vit), not of model.family "
+            f"{m.family}"
+        )
     given = [k for k in HYBRID_KEYS if getattr(m, k) != getattr(defaults, k)]
     if not given or m.family == "hybrid":
         return m

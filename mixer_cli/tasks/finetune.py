@@ -27,7 +27,15 @@ RECIPE = "finetune"  # recipes/finetune.yaml: SGD momentum, cosine, clip 1, batc
 # What --init decides (the checkpoint, checked when loaded): not settable with --set.
 MODEL_KEYS = tuple(
     f"model.{key}="
-    for key in ("family", "variant", "resolution", "grid_factor", "init", "init_scope")
+    for key in (
+        "family",
+        "variant",
+        "resolution",
+        "grid_factor",
+        "classifier",
+        "init",
+        "init_scope",
+    )
 )
 # (command-line settings, base layers of the config) -> the config: how the command's
 # options (--recipe, --config, flags, --set) resolve over what a task chooses.

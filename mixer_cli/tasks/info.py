@@ -69,6 +69,33 @@ def describe_model(
     }
 
 
+def describe_family(
+    name: str, variant: str | None, resolution: int | None, num_classes: int, items: list[str]
+) -> list[dict[str, Any]]:
+    """A family's listed variants (or `variant`), each as `describe_model` describes it."""
+    from mixer_cli.core.errors import ConfigError
+    from mixer_cli.models import registry
+
+    family = registry.get(name)
+    if any(item.replace(" ", "").startswith("model.family=") for item in items):
+        raise ConfigError("give the family with --family or with --set model.family, not both")
+    variants = [variant] if variant else list(family.variants)
+    if not variants:
+        raise ConfigError(
+            f"the {name} family has no variant table; describe one of its models with "
+            "--variant and --set model.KEY=VALUE"
+        )
+    rows = []
+    with report.progress() as bar:
+        task = bar.add_task("compiling to count FLOPs", total=len(variants))
+        for one in variants:
+            rows.append(
+                describe_model(one, resolution, num_classes, [f"model.family={name}", *items])
+            )
+            bar.advance(task)
+    return rows
+
+
 def released_checkpoints() -> list[dict[str, str]]:
     """Google's released checkpoints: name, source and the size of the cached copy."""
     from mixer_cli.weights import released

@@ -13,7 +13,8 @@ from mixer_cli.tasks.finetune import Resolver
 
 # What --init decides (the checkpoint, checked when loaded): not settable with --set.
 INIT_KEYS = tuple(
-    f"model.{key}=" for key in ("family", "variant", "grid_factor", "init", "init_scope")
+    f"model.{key}="
+    for key in ("family", "variant", "grid_factor", "classifier", "init", "init_scope")
 )
 
 

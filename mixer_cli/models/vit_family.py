@@ -1,0 +1,144 @@
+"""The registry's `vit` family: the Vision Transformer in Google's parameter layout.
+
+Variants are SIZE/PATCH (`models/vit.py`), the classifier `model.classifier` (token or
+gap). Checkpoints are read in the released npz layout (linen-written names too) with the
+architecture inferred from the shapes (`vit_checkpoint.py`); at another resolution the
+position embeddings are interpolated, as vit_jax fine-tunes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models.checkpoints import read_params
+from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.settings import ModelConfig
+from mixer_cli.models.vit import LISTED_VARIANTS, ViTSpec, create_vit, parse_vit
+from mixer_cli.models.vit_checkpoint import (
+    POSEMB,
+    at_resolution,
+    infer_architecture,
+    released_names,
+    with_grid,
+)
+from mixer_cli.weights.arrays import as_tree, check_compatible, flatten, with_fresh_head
+
+
+def _spec(m: ModelConfig) -> ViTSpec:
+    spec = parse_vit(m.variant)
+    spec.check_resolution(m.resolution)
+    if m.grid_factor != 1:
+        raise ConfigError(
+            "model.grid_factor: only plain Mixers adapt to a multiple of their resolution; a "
+            "ViT interpolates its position embeddings instead (set model.resolution)"
+        )
+    return spec
+
+
+def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
+    return create_vit(
+        _spec(m),
+        num_classes=num_classes,
+        classifier=m.classifier,
+        dropout=m.dropout,
+        stoch_depth=m.stoch_depth,
+        head_bias_init=head_bias,
+        dtype=compute_dtype(m.dtype),
+    )
+
+
+def matches(flat: Mapping[str, Any]) -> bool:
+    blocks = any(key.startswith("Transformer/encoderblock_") for key in flat)
+    return "embedding/kernel" in flat and blocks
+
+
+def load(
+    flat: Mapping[str, Any], source: str, resolution: int | None, settings: Mapping[str, Any]
+) -> Loaded:
+    flat = released_names(flat)
+    arch = infer_architecture(flat, source)
+    native = arch.resolution
+    if resolution is not None and resolution != native:
+        arch, flat = at_resolution(arch, flat, resolution, source)
+    model = arch.create_model()
+    name = arch.spec.name
+    check_compatible(abstract_params(model, arch.resolution), flat, source, f"ViT-{name}")
+    return Loaded(
+        model,
+        as_tree(flat),
+        "vit",
+        name,
+        arch.resolution,
+        arch.num_classes,
+        {"classifier": arch.classifier, "native_resolution": native},
+        config={
+            "family": "vit",
+            "variant": name,
+            "resolution": arch.resolution,
+            "classifier": arch.classifier,
+        },
+    )
+
+
+def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
+    """Fine-tuning at another resolution: any the patches tile (the position embeddings
+    are interpolated when the warm start reads them)."""
+    parse_vit(loaded.config["variant"]).check_resolution(resolution)
+    return {"model.resolution": resolution}
+
+
+def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
+    """scope 'all': every array as saved. 'backbone': the checkpoint's backbone with its
+    position embeddings resized to the fresh model's grid, its `pre_logits` layer dropped
+    when the fresh model has none (as vit_jax's fine-tuning does), under a fresh head."""
+    flat, source = read_params(path)
+    if not matches(flat):
+        raise CheckpointMismatch(
+            f"{source} is not a ViT checkpoint (it has no 'embedding' and 'Transformer/"
+            "encoderblock_*' arrays): a ViT starts from a ViT; set model.family to the "
+            "checkpoint's family"
+        )
+    flat = released_names(flat)
+    fresh_flat = flatten(fresh)
+    if scope != "backbone":
+        check_compatible(fresh, flat, source, "this run's model")
+        return as_tree(flat)
+    if POSEMB in flat and POSEMB in fresh_flat:
+        rows = fresh_flat[POSEMB].shape[1] - ("cls" in fresh_flat)
+        flat = with_grid(flat, math.isqrt(rows), source)
+    if "pre_logits/kernel" not in fresh_flat:
+        flat = {k: v for k, v in flat.items() if not k.startswith("pre_logits/")}
+    return with_fresh_head(flat, fresh, source)
+
+
+def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
+    """Parameters and GFLOPs, measured on the model with one and two blocks (`by_blocks`)."""
+    from mixer_cli.models.costs import by_blocks, measure
+
+    def cost(spec: ViTSpec) -> np.ndarray:
+        model = create_vit(spec, num_classes=num_classes, classifier=m.classifier)
+        row = measure(model, m.resolution)
+        return np.array([row["params"], row["gflops"]], np.float64)
+
+    params, gflops = by_blocks(cost, _spec(m))
+    return {"params": round(params), "gflops": float(gflops)}
+
+
+FAMILY = Family(
+    name="vit",
+    parse=lambda m: _spec(m).name,
+    build=build,
+    patch_size=lambda m: parse_vit(m.variant).patch_size,
+    matches=matches,
+    load=load,
+    warm_start=warm_start,
+    count=count,
+    resolution_settings=resolution_settings,
+    variants=LISTED_VARIANTS,
+)
