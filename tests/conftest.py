@@ -95,3 +95,13 @@ def timm_hub(tmp_path, monkeypatch) -> dict:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return {"name": f"hf-hub:{TIMM_REPO}", "state": state, "mean": 0.0, "std": 1.0}
+
+
+# The longest tests (real processes; two models; every hybrid option) start first:
+# pytest-xdist hands tests out in collection order, and one of them started near the end
+# would leave the other worker idle while it finishes.
+LONGEST_FIRST = ("test_reliability.py", "test_permute.py", "test_hybrid.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable otherwise

@@ -105,14 +105,17 @@ def test_any_follow_up_option_makes_a_mixer_a_hybrid_and_position_codes_differ()
     assert codes.shape == (16, 16) and len({tuple(row) for row in codes.round(6)}) == 16
 
 
-# every option at once on the demo's N/2 at 8 px: conv stem (one stride-2 layer),
-# a Mixer/attention pattern, summed token mixing, a conv after block 1
+# every option at once on a two-block Mixer at the demo's 8 px (each block is seconds of
+# compile): conv stem (one stride-2 layer), a Mixer/attention pattern, summed token
+# mixing, a conv after block 1
 EVERY_OPTION = [
+    "--variant=2x16-8-32/2",
     "--set=model.stem=conv",
-    "--set=model.pattern=MAMM",
+    "--set=model.pattern=MA",
     "--set=model.token_mixing=sum",
     "--set=model.conv_after=1",
 ]
+VARIANT = "2x16-8-32/2+conv-stem+MA+sum+conv@1"
 
 
 FAST = ["--steps=4", "--batch-size=16", "--set=optim.warmup_steps=1"]
@@ -123,7 +126,7 @@ def pretrained_hybrid(tmp_path: Path) -> Path:
     workdir = tmp_path / "pre"
     assert run(["pretrain", "--workdir", str(workdir), *FAST, *EVERY_OPTION]) == 0
     results = json.loads((workdir / "results.json").read_text())
-    assert results["variant"] == "N/2+conv-stem+MAMM+sum+conv@1" and results["finished"]
+    assert results["variant"] == VARIANT and results["finished"]
     assert np.isfinite(results["final_train_loss"])
     return workdir
 
@@ -133,7 +136,7 @@ def few_shot_probe(init: Path, workdir: Path) -> None:
     fewshot = ["fewshot", "--init", str(init), "--shots", "2", "--seeds", "1"]
     assert run([*fewshot, "--workdir", str(workdir), "--json"]) == 0
     probe = json.loads((workdir / "results.json").read_text())
-    assert probe["variant"] == "N/2+conv-stem+MAMM+sum+conv@1"
+    assert probe["variant"] == VARIANT
     assert 0 <= probe["average"]["2"] <= 1
 
 
@@ -148,14 +151,14 @@ def test_a_hybrid_fine_tunes_and_few_shots(capsys, tmp_path: Path) -> None:
     finetune = ["finetune", "--init", str(pre), "--workdir", str(tmp_path / "ft")]
     assert run([*finetune, *FAST]) == 0, capsys.readouterr().err
     saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["model"]
-    assert (saved["family"], saved["stem"], saved["pattern"]) == ("hybrid", "conv", "MAMM")
+    assert (saved["family"], saved["stem"], saved["pattern"]) == ("hybrid", "conv", "MA")
     assert (saved["token_mixing"], saved["conv_after"]) == ("sum", [1])
     few_shot_probe(tmp_path / "ft", tmp_path / "fs")
 
 
 @pytest.mark.slow  # its compile is 8 s; test_bench covers the command for the Mixer
 def test_a_hybrid_benchmarks(capsys, tmp_path: Path) -> None:
-    bench = ["bench", "--variant", "N/2", "--resolution", "8", "--batch-size", "16"]
+    bench = ["bench", "--resolution", "8", "--batch-size", "16"]
     bench += ["--windows", "1", "--steps", "2", "--mode", "forward", "--peak-size", "64"]
     bench += EVERY_OPTION
     assert run([*bench, "--workdir", str(tmp_path / "bench"), "--json"]) == 0

@@ -184,12 +184,14 @@ def _wait(
         time.sleep(every)
 
 
-def _strike_after_a_new_checkpoint(workdir: Path, sig: signal.Signals, code: int) -> int:
-    """Start the run (a checkpoint after every step), let it save one new checkpoint (so
-    it is past start-up), send `sig`: it must save the step it is on and exit `code`.
-    Returns the step it stopped at."""
+def _strike_after_a_new_checkpoint(
+    workdir: Path, sig: signal.Signals, code: int, *extra: str
+) -> int:
+    """Start the run (`extra` settings), let it save one new checkpoint (so it is past
+    start-up), send `sig`: it must save the step it is on and exit `code`. Returns the step
+    it stopped at."""
     resume_from = max(complete_steps(workdir), default=0)
-    cmd = pretrain_command(workdir, "--set=train.checkpoint_every=1")
+    cmd = pretrain_command(workdir, *extra)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait(proc, lambda: max(complete_steps(workdir), default=0) > resume_from, "a checkpoint")
     proc.send_signal(sig)
@@ -229,8 +231,10 @@ def test_kill_9_mid_write_sigterm_and_ctrl_c_then_resuming_equals_an_uninterrupt
     else:
         raise AssertionError("no kill landed during a checkpoint write")
     # each resumes from the newest complete checkpoint, never from a partial one
-    _strike_after_a_new_checkpoint(workdir, signal.SIGTERM, 143)
-    stopped = _strike_after_a_new_checkpoint(workdir, signal.SIGINT, 130)
+    # a checkpoint a step: steps remain to interrupt after the one each strike waits for
+    every_step = "--set=train.checkpoint_every=1"
+    _strike_after_a_new_checkpoint(workdir, signal.SIGTERM, 143, every_step)
+    stopped = _strike_after_a_new_checkpoint(workdir, signal.SIGINT, 130, every_step)
     # to the end at the usual cadence (a resume may change it), here: no process start-up
     code, _, err = run_cli(capsys, *pretrain_command(workdir)[3:])
     assert code == 0, err[-3000:]

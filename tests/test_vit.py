@@ -1,6 +1,7 @@
 """The `vit` family: Google's layout against an independent NumPy ViT, the position-embedding
-interpolation vit_jax fine-tunes with, and one ViT through pretrain, the registry's round
-trip (our npz read back, and by the NumPy ViT) and a fine-tune at twice its resolution."""
+interpolation vit_jax fine-tunes with, a released-layout ViT fine-tuned at twice its
+resolution, and (slow) one ViT through pretrain and the registry's round trip (our npz read
+back, and by the NumPy ViT)."""
 
 from __future__ import annotations
 
@@ -90,16 +91,31 @@ def test_a_warm_start_resizes_the_grid_drops_pre_logits_and_refuses_other_famili
         family.warm_start(official_npz[0], as_tree(fresh), "backbone")
 
 
-def test_a_tiny_vit_pretrains_round_trips_and_fine_tunes_at_twice_its_resolution(
-    capsys, tmp_path
-) -> None:
+FAST = ["--batch-size=16", "--set=optim.warmup_steps=1", "--set=train.log_every=1"]
+FAST += ["--set=evals.fewshot=none", "--set=evals.test=none"]  # the evaluators know no family
+
+
+def test_a_vit_in_googles_layout_fine_tunes_at_twice_its_resolution(capsys, tmp_path) -> None:
+    """A ViT npz as Google releases them (one encoder block, 8 px) -> finetune at 16 px:
+    the position embeddings interpolated to the 8x8 grid, the class token kept."""
+    flat = google_vit_params(patch=2, layers=1, width=32, mlp=64, heads=2, side=4, num_classes=10)
+    np.savez(tmp_path / "vit.npz", **flat)
+    finetune = ["finetune", "--init", str(tmp_path / "vit.npz"), "--resolution", "16"]
+    code = run([*finetune, "--workdir", str(tmp_path / "ft"), *FAST, "--steps=1"])
+    assert code == 0, capsys.readouterr().err
+    saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["model"]
+    assert (saved["family"], saved["variant"], saved["resolution"]) == ("vit", "1x32-64-2/2", 16)
+    with np.load(tmp_path / "ft" / "params.npz") as tuned:
+        assert tuned[POSEMB].shape == (1, 1 + 8 * 8, 32)
+
+
+@pytest.mark.slow  # a second ViT compile (Adam, 8 px): 10 s; the test above fine-tunes one
+def test_a_tiny_vit_pretrains_and_round_trips(capsys, tmp_path) -> None:
     """pretrain -> params.npz in Google's layout (the NumPy ViT reads it: same logits) ->
-    loaded at twice the resolution -> finetune there. One encoder block (the nano N/2
-    compiles its 4 for ~4 s more per run); no evaluation (the evaluators know no family)."""
-    fast = ["--steps=2", "--batch-size=16", "--set=optim.warmup_steps=1"]
-    fast += ["--set=train.log_every=1", "--set=evals.fewshot=none", "--set=evals.test=none"]
+    loaded at twice the resolution. One encoder block (the nano N/2 compiles its 4 for ~4 s
+    more per run)."""
     pretrain = ["pretrain", "--set", "model.family=vit", "--variant", "1x32-64-2/2"]
-    assert run([*pretrain, "--workdir", str(tmp_path / "pre"), *fast]) == 0
+    assert run([*pretrain, "--workdir", str(tmp_path / "pre"), *FAST, "--steps=2"]) == 0
     results = json.loads((tmp_path / "pre" / "results.json").read_text())
     assert (results["family"], results["finished"]) == ("vit", True)
     capsys.readouterr()
@@ -123,11 +139,3 @@ def test_a_tiny_vit_pretrains_round_trips_and_fine_tunes_at_twice_its_resolution
     posemb = larger.params["Transformer"]["posembed_input"]["pos_embedding"]
     assert posemb.shape == (1, 1 + 8 * 8, 32)  # the class token and an 8x8 grid
     np.testing.assert_array_equal(posemb[:, :1], flat[POSEMB][:, :1])
-
-    finetune = ["finetune", "--init", str(tmp_path / "pre"), "--resolution", "16"]
-    code = run([*finetune, "--workdir", str(tmp_path / "ft"), *fast, "--steps=1"])
-    assert code == 0, capsys.readouterr().err
-    saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["model"]
-    assert (saved["family"], saved["variant"], saved["resolution"]) == ("vit", "1x32-64-2/2", 16)
-    with np.load(tmp_path / "ft" / "params.npz") as tuned:
-        assert tuned[POSEMB].shape == (1, 1 + 8 * 8, 32)
