@@ -79,15 +79,15 @@ def test_resnet_shapes_and_names() -> None:
     np.testing.assert_allclose(features[0], features[1], rtol=1e-4, atol=1e-5)
 
 
-def test_permute_trains_both_models_and_writes_the_figure(capsys, tmp_path: Path) -> None:
-    # One mode without its reference keeps this to two short trainings; the reference
-    # and the drops are checked on their own below.
+def run_patch_mode(capsys, tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    """One mode without its reference, one step (the reference and the drops are checked on
+    their own below): results.json and what was printed."""
     argv = ["permute", "--mode", "patch", "--no-reference", "--steps", "1", "--batch-size", "32"]
-    code = run([*argv, "--workdir", str(tmp_path)])
+    code = run([*argv, *extra, "--workdir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == 0, err
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["modes"] == ["patch"] and set(results["models"]) == {"mixer", "resnet"}
+    assert results["modes"] == ["patch"]
     # The default data: digits placed on 16 px canvases, the Mixer at lr 1e-3 there.
     assert (results["data"], results["resolution"], results["mixer_lr"]) == (
         "digits-placed",
@@ -100,7 +100,20 @@ def test_permute_trains_both_models_and_writes_the_figure(capsys, tmp_path: Path
         assert 0 <= runs["fewshot/5shot"] <= 1 and 0 <= runs["test/top1"] <= 1
         assert runs["curve"][-1]["fewshot/5shot"] == runs["fewshot/5shot"]
     assert (tmp_path / "permute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "ResNet14" in out and "patch" in out
+    assert "patch" in out
+    return results, out
+
+
+def test_permute_trains_the_mixer_arm_alone_and_writes_the_figure(capsys, tmp_path) -> None:
+    results, out = run_patch_mode(capsys, tmp_path, "--baseline", "none")
+    assert set(results["models"]) == {"mixer"} and results["baseline"] is None
+    assert "ResNet" not in out
+
+
+@pytest.mark.slow  # ResNet14's training step alone compiles for ~10 s
+def test_permute_trains_both_models_and_writes_the_figure(capsys, tmp_path: Path) -> None:
+    results, out = run_patch_mode(capsys, tmp_path)
+    assert set(results["models"]) == {"mixer", "resnet"} and "ResNet14" in out
 
 
 def test_modes_run_with_the_original_as_reference_and_drops_are_relative() -> None:
@@ -120,7 +133,7 @@ def test_modes_run_with_the_original_as_reference_and_drops_are_relative() -> No
     [
         (["--mode", "diagonal"], "unknown mode 'diagonal'"),
         (["--mode", "patch", "--variant", "N/3"], "not a positive multiple of N/3's patch size 3"),
-        (["--baseline", "vgg"], "unknown baseline 'vgg'"),
+        (["--baseline", "vgg"], "unknown baseline 'vgg': expected resnet, none or"),
         (["--data", "nosuchset"], "nosuchset"),
     ],
 )

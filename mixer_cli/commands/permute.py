@@ -20,8 +20,8 @@ Baseline = Annotated[
     str,
     typer.Option(
         "--baseline",
-        help="resnet (ResNet50x1 from 128 px, else a CPU-sized ResNet14 of width 16) or a "
-        "BiT ResNet-v2 by name, e.g. ResNet26x1.",
+        help="resnet (ResNet50x1 from 128 px, else a CPU-sized ResNet14 of width 16), a "
+        "BiT ResNet-v2 by name, e.g. ResNet26x1, or none (the Mixer arm alone).",
     ),
 ]
 NoReference = Annotated[

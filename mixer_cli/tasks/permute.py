@@ -74,7 +74,7 @@ class Experiment:
     data_dir: str | None
     variant: str  # the Mixer's
     resolution: int
-    baseline: str  # ResNet{depth}x{factor}
+    baseline: str | None  # ResNet{depth}x{factor}; None: the Mixer arm alone
     baseline_width: int
     steps: int
     batch_size: int
@@ -149,11 +149,16 @@ def plan(settings: PermuteSettings) -> tuple[Experiment, list[str]]:
     return experiment, modes
 
 
+def arms(experiment: Experiment) -> tuple[str, ...]:
+    """The models the experiment trains: the Mixer, and the baseline unless it is none."""
+    return MODELS if experiment.baseline is not None else MODELS[:1]
+
+
 def check_configs(experiment: Experiment, modes: list[str]) -> None:
     """Build every (model, mode) configuration's model, so a bad one fails before training."""
     from mixer_cli.train.engine import build
 
-    for model in MODELS:
+    for model in arms(experiment):
         for mode in modes:
             build(config_for(experiment, model, mode))
 
@@ -179,20 +184,23 @@ def parse_modes(mode: str, reference: bool) -> list[str]:
 
 
 DEFAULT_BASELINE = "resnet"  # --baseline's default: a ResNet sized to the resolution
+NO_BASELINE = "none"  # the Mixer arm alone
 
 
-def baseline_for(name: str, resolution: int) -> tuple[str, int]:
+def baseline_for(name: str, resolution: int) -> tuple[str | None, int]:
     """`resnet`: the paper's ResNet50x1 from 128 px, else a CPU-sized ResNet14 of width 16;
-    or an explicit ResNet{depth}x{factor} at BiT's width."""
+    or an explicit ResNet{depth}x{factor} at BiT's width; `none`: no baseline arm."""
     from mixer_cli.models.resnet import parse_resnet
 
+    if name.lower() == NO_BASELINE:
+        return None, 0
     if name.lower() == DEFAULT_BASELINE:
         return ("ResNet50x1", 64) if resolution >= 128 else ("ResNet14", 16)
     try:
         parse_resnet(name)
     except ConfigError:
         raise ConfigError(
-            f"unknown baseline {name!r}: expected resnet or ResNet{{depth}}[x{{factor}}] "
+            f"unknown baseline {name!r}: expected resnet, none or ResNet{{depth}}[x{{factor}}] "
             "(e.g. ResNet50x1)"
         ) from None
     return name, 64
@@ -277,7 +285,7 @@ def run_experiment(
 ) -> dict[str, Any] | None:
     """Train and probe every (model, mode); returns results (None if stopped early)."""
     models: dict[str, Any] = {}
-    for model in MODELS:
+    for model in arms(experiment):
         arm = train_arm(experiment, model, modes, workdir, stop_after)
         if arm is None:
             return None
