@@ -31,7 +31,7 @@ QUICK = [
     "--set",
     "train.log_every=2",
     "--set",
-    "train.checkpoint_every=2",
+    "train.checkpoint_every=4",
     "--set",
     "optim.warmup_steps=1",
 ]
