@@ -24,6 +24,17 @@ Dtype = Any
 GELU_FORMS: tuple[str, ...] = ("tanh", "exact")  # Google's code's approximation; timm's erf
 
 
+def check_tiles(images: jax.Array, patch: int) -> None:
+    """Refuse images that are not [B, H, W, C] with H and W multiples of the patch size
+    (what a patch embedding needs), before tracing reaches a shape error."""
+    if images.ndim != 4 or images.shape[1] % patch or images.shape[2] % patch:
+        raise ConfigError(
+            f"images of shape {tuple(images.shape)} do not tile into {patch}x{patch} patches; "
+            "expected [batch, height, width, channels] with height and width multiples of "
+            f"{patch}"
+        )
+
+
 class PatchEmbedding(nn.Module):
     """The stem: each PxP patch -> C features; tokens [B, S, C] in raster order.
 
@@ -155,11 +166,7 @@ class MlpMixer(nn.Module):
         self, images: jax.Array, *, train: bool = False
     ) -> tuple[jax.Array, dict[str, jax.Array]]:  # images: [B, H, W, 3]
         p = self.patch_size
-        if images.ndim != 4 or images.shape[1] % p or images.shape[2] % p:
-            raise ConfigError(
-                f"images of shape {tuple(images.shape)} do not tile into {p}x{p} patches; "
-                f"expected [batch, height, width, channels] with height and width multiples of {p}"
-            )
+        check_tiles(images, p)
         out: dict[str, jax.Array] = {}
         x = PatchEmbedding(self.hidden_dim, p, self.dtype, name="stem")(images)  # [B, S, C]
         out["stem"] = x

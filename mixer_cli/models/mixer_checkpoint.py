@@ -29,7 +29,14 @@ from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.mixer import MlpMixer, abstract_params, create_model
 from mixer_cli.models.variants import SIZES, MixerSpec, parse_variant, spec_from_dims
-from mixer_cli.weights.arrays import Params, as_tree, check_compatible, flatten, with_fresh_head
+from mixer_cli.weights.arrays import (
+    Params,
+    array_shape,
+    as_tree,
+    check_compatible,
+    flatten,
+    with_fresh_head,
+)
 from mixer_cli.weights.forms import saved_settings
 
 
@@ -78,13 +85,7 @@ def infer_architecture(flat: Mapping[str, np.ndarray], source: str = "checkpoint
     """Read patch size, depth, widths, native resolution and classes off the array shapes."""
 
     def shape(key: str, ndim: int) -> tuple[int, ...]:
-        if key not in flat:
-            raise CheckpointMismatch(f"{source} has no {key!r}: not an MLP-Mixer checkpoint")
-        if flat[key].ndim != ndim:
-            raise CheckpointMismatch(
-                f"{source}: {key!r} has shape {flat[key].shape}, expected {ndim} dimensions"
-            )
-        return tuple(flat[key].shape)
+        return array_shape(flat, key, ndim, source, "an MLP-Mixer")
 
     patch, patch_w, channels, hidden = shape("stem/kernel", 4)
     if patch != patch_w or channels != 3:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from mixer_cli.core.errors import ConfigError, nearby_multiples
 from mixer_cli.models.head import classifier_head
-from mixer_cli.models.mixer import PatchEmbedding
+from mixer_cli.models.mixer import PatchEmbedding, check_tiles
 
 Dtype = Any
 CLASSIFIERS: tuple[str, ...] = ("token", "gap")  # the class token's output, or the tokens' mean
@@ -216,11 +216,7 @@ class VisionTransformer(nn.Module):
         self, images: jax.Array, *, train: bool = False
     ) -> tuple[jax.Array, dict[str, jax.Array]]:  # images: [B, H, W, 3]
         p = self.patch_size
-        if images.ndim != 4 or images.shape[1] % p or images.shape[2] % p:
-            raise ConfigError(
-                f"images of shape {tuple(images.shape)} do not tile into {p}x{p} patches; "
-                f"expected [batch, height, width, channels] with height and width multiples of {p}"
-            )
+        check_tiles(images, p)
         out: dict[str, jax.Array] = {}
         x = PatchEmbedding(self.hidden_dim, p, self.dtype, name="embedding")(images)  # [B, N, D]
         out["stem"] = x

@@ -23,6 +23,7 @@ import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models.vit import VisionTransformer, ViTSpec, create_vit, spec_from_dims
+from mixer_cli.weights.arrays import array_shape
 
 POSEMB = "Transformer/posembed_input/pos_embedding"
 _BLOCK0 = "Transformer/encoderblock_0"
@@ -72,13 +73,7 @@ def infer_architecture(flat: Mapping[str, np.ndarray], source: str) -> Architect
     classifier, resolution (from the position embeddings) and classes off the shapes."""
 
     def shape(key: str, ndim: int) -> tuple[int, ...]:
-        if key not in flat:
-            raise CheckpointMismatch(f"{source} has no {key!r}: not a ViT checkpoint")
-        if flat[key].ndim != ndim:
-            raise CheckpointMismatch(
-                f"{source}: {key!r} has shape {flat[key].shape}, expected {ndim} dimensions"
-            )
-        return tuple(flat[key].shape)
+        return array_shape(flat, key, ndim, source, "a ViT")
 
     patch, patch_w, channels, width = shape("embedding/kernel", 4)
     if patch != patch_w or channels != 3:

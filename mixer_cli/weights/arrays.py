@@ -70,6 +70,18 @@ def flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
     return {"/".join(keys): leaf for keys, leaf in traverse_util.flatten_dict(tree).items()}
 
 
+def array_shape(flat: Mapping[str, Any], key: str, ndim: int, source: str, kind: str) -> tuple:
+    """The shape of `flat[key]`, refusing a missing key (not a `kind` checkpoint) or another
+    number of dimensions: what reading an architecture off a checkpoint's arrays needs."""
+    if key not in flat:
+        raise CheckpointMismatch(f"{source} has no {key!r}: not {kind} checkpoint")
+    if flat[key].ndim != ndim:
+        raise CheckpointMismatch(
+            f"{source}: {key!r} has shape {flat[key].shape}, expected {ndim} dimensions"
+        )
+    return tuple(flat[key].shape)
+
+
 def check_compatible(
     expected: Mapping[str, Any], flat: Mapping[str, np.ndarray], source: str, model_name: str
 ) -> None:
