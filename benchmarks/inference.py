@@ -92,11 +92,11 @@ def write_weights(variant: str, resolution: int, checkpoint: str | None, path: P
 
     from mixer_cli.config import model_config
     from mixer_cli.models import registry
-    from mixer_cli.weights import timm as timm_layout
+    from mixer_cli.models.timm_state import save
 
     if checkpoint:
         loaded = registry.load_checkpoint(checkpoint)
-        timm_layout.write(loaded.params, path, gelu=loaded.details.get("gelu", "tanh"))
+        save(loaded.family, loaded.params, path, gelu=loaded.details.get("gelu", "tanh"))
         return
     config = model_config(variant, resolution, "float32", ["model.gelu=exact"])
     model = registry.get("mixer").build(config, 1000, 0.0)
@@ -105,7 +105,7 @@ def write_weights(variant: str, resolution: int, checkpoint: str | None, path: P
     # a zero head (mixer's init) gives equal logits: random ones make the checks mean something
     head = params["head"]
     head["kernel"] = jax.random.normal(jax.random.key(1), head["kernel"].shape) * 0.02
-    timm_layout.write(params, path, gelu="exact")
+    save("mixer", params, path, gelu="exact")
 
 
 def timm_installed() -> bool:

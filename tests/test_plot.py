@@ -13,6 +13,7 @@ from matplotlib.image import imread
 from test_cli import run_cli
 
 from mixer_cli.figures import curves, fewshot, weights
+from mixer_cli.models.mixer_checkpoint import token_kernels
 from mixer_cli.models.registry import load_checkpoint
 from mixer_cli.weights.arrays import flat_params
 
@@ -41,7 +42,7 @@ def test_the_weight_figure_shows_the_kernel_unit_by_unit_and_pairs_opposite_phas
     capsys, tmp_path: Path, designed_npz
 ) -> None:
     path, kernel = designed_npz
-    kernels = weights.token_kernels(flat_params(load_checkpoint(path).params))
+    kernels = token_kernels(flat_params(load_checkpoint(path).params))
     assert list(kernels) == [0, 1]
     units = weights.block_units(0, kernels[0], count=8)
     assert sorted(units.order[:2]) == [0, 1] and units.pairs == 1  # the ramp pair, lowest first
@@ -71,7 +72,7 @@ def test_the_weight_figure_shows_the_kernel_unit_by_unit_and_pairs_opposite_phas
 def test_a_checkpoint_at_twice_its_resolution_shows_each_unit_in_one_part(designed_npz) -> None:
     path, _ = designed_npz
     loaded = load_checkpoint(path, 32)  # K = 2: an 8 x 8 grid, 2 x 2 parts of 4 x 4 tokens
-    kernel = weights.token_kernels(flat_params(loaded.params))[0]
+    kernel = token_kernels(flat_params(loaded.params))[0]
     units = weights.block_units(0, kernel, count=32)
     assert units.images.shape == (32, 8, 8)
     for image in units.images:

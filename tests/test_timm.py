@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 from mixer_cli import load_pretrained
 from mixer_cli.core.errors import CheckpointMismatch, CheckpointNotFound
 from mixer_cli.models.registry import load_checkpoint
+from mixer_cli.models.timm_state import save as save_timm
 from mixer_cli.weights import timm as timm_layout
 
 
@@ -60,7 +61,9 @@ def test_ours_in_timm_layout_read_back_exactly_and_run_as_timm(
     tmp_path: Path, official_npz
 ) -> None:
     npz, flat = official_npz
-    out = timm_layout.write(load_pretrained(npz).params, tmp_path / "ours.safetensors")
+    out = save_timm(
+        "mixer", load_pretrained(npz).params, tmp_path / "ours.safetensors", gelu="tanh"
+    )
     state = load_file(str(out))
     want = timm_state_dict(4, 2, 16, 16, 8, 32, 10, seed=0)
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in want.items()}
@@ -136,7 +139,7 @@ def test_logits_equal_timm_itself_for_a_random_mixer_s16_224(tmp_path: Path) -> 
     print(f"mixer_s16_224, 4 images: max |mixer - timm| = {diff:.2e}")
     assert diff < 1e-4
     # and back: our layout written, loaded by timm, timm's logits again
-    ours = timm_layout.write(model.params, tmp_path / "ours.safetensors", gelu="exact")
+    ours = save_timm("mixer", model.params, tmp_path / "ours.safetensors", gelu="exact")
     back = tmp_path / "back.npy"
     subprocess.run([python, "-c", TIMM_LOADS_OURS, ours, outputs, back], check=True)
     diff_back = float(np.abs(np.load(back) - got).max())

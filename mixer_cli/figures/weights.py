@@ -1,7 +1,9 @@
 """The paper's Fig. 5: the first token-mixing layer's hidden units, as images on the grid.
 
 Each hidden unit of a block's first token-mixing Dense (kernel [S, D_S]) is a vector over
-the S tokens: shown as a side x side image in the tokens' raster order. A model adapted
+the S tokens: shown as a side x side image in the tokens' raster order. Every all-MLP
+family has such weights (gMLP's spatial gating, ResMLP's token Linear: [S, S]); the
+family says where they are (`Family.token_weights`). A model adapted
 to K times its resolution (Appendix C) has block-diagonal kernels, so each of its units
 lights one of the K x K parts of the grid.
 
@@ -16,7 +18,6 @@ Each unit is scaled by its own largest |weight| to [-1, 1] (blue negative, red p
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,6 @@ import numpy as np
 
 from mixer_cli.core.errors import ConfigError
 
-KERNEL = re.compile(r"^(?:.*/)?MixerBlock_(\d+)/token_mixing/Dense_0/kernel$")
 PAIR_BELOW = -0.5  # correlation under which two units count as opposite in phase
 
 
@@ -38,16 +38,6 @@ class Units:
     order: list[int]  # the kernel columns shown, in order
     pairs: int  # leading pairs of opposite phase (units 2i, 2i+1 of `order`)
     frequency: np.ndarray  # per shown unit, cycles per grid side
-
-
-def token_kernels(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
-    """{block: first token-mixing kernel [S, D_S]} of a checkpoint's flat arrays."""
-    kernels = {}
-    for key, value in flat.items():
-        match = KERNEL.match(key)
-        if match:
-            kernels[int(match[1])] = np.asarray(value, np.float64)
-    return dict(sorted(kernels.items()))
 
 
 def spatial_frequency(images: np.ndarray) -> np.ndarray:
@@ -104,7 +94,7 @@ def block_units(block: int, kernel: np.ndarray, count: int) -> Units:
 def choose_blocks(kernels: Mapping[int, np.ndarray], blocks: Sequence[int] | None) -> list[int]:
     """The blocks to show (default: the first three Mixer blocks); refuses others."""
     if not kernels:
-        raise ConfigError("no token-mixing MLP in this checkpoint: not a Mixer")
+        raise ConfigError("no token-mixing weights in this checkpoint")
     if blocks is None:
         return list(kernels)[:3]
     depth = max(kernels) + 1

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointError
+from mixer_cli.models.timm_state import from_state, is_timm_state
 from mixer_cli.weights import released
 from mixer_cli.weights.arrays import Params, as_tree, check_compatible
 from mixer_cli.weights.forms import read_arrays
@@ -26,13 +27,18 @@ def is_segmenter(flat: Mapping[str, Any]) -> bool:
 
 
 def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
-    """`read_arrays`, with a segmentation model read as its backbone alone (a headless
-    classifier's arrays): what eval, fewshot, finetune, export and a new `mixer segment`
-    take from it."""
+    """`read_arrays` in our layout: a timm state dict renamed (its input normalisation
+    folded in), a segmentation model read as its backbone alone (a headless classifier's
+    arrays): what eval, fewshot, finetune, export and a new `mixer segment` take."""
     name = released.unrecorded(path)
     if name is not None:
         return _adopted(name, path)
     flat, source = read_arrays(path)
+    if is_timm_state(flat):
+        from mixer_cli.weights.released import locate
+        from mixer_cli.weights.timm import normalisation
+
+        flat = from_state(flat, source, *normalisation(locate(path)))
     if is_segmenter(flat):
         prefix = f"{SEGMENTER_PARTS[0]}/"
         flat = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}

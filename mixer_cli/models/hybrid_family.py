@@ -20,6 +20,7 @@ from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.hybrid import HybridMixer, check_options
 from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.mixer_checkpoint import token_kernels
 from mixer_cli.models.registry import Family, Loaded, fixed_resolution
 from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.variants import MixerSpec, parse_variant, spec_from_dims
@@ -243,4 +244,5 @@ FAMILY = Family(
     load=load,
     warm_start=warm_start,
     count=count,
+    token_weights=token_kernels,
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -265,3 +266,17 @@ def pretrained_from_flat(
         arch = Architecture(arch.spec, arch.num_classes, resolution, arch.grid_factor * factor)
     model = arch.create_model(dtype=dtype, gelu=gelu)
     return Pretrained(model=model, params=as_tree(flat), architecture=arch)
+
+
+TOKEN_KERNEL = re.compile(r"^(?:.*/)?MixerBlock_(\d+)/token_mixing/Dense_0/kernel$")
+
+
+def token_kernels(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
+    """{block: first token-mixing kernel [S, D_S]} of a checkpoint's flat arrays (a
+    hybrid's attention blocks have none)."""
+    kernels = {}
+    for key, value in flat.items():
+        match = TOKEN_KERNEL.match(key)
+        if match:
+            kernels[int(match[1])] = np.asarray(value, np.float64)
+    return dict(sorted(kernels.items()))

@@ -15,8 +15,10 @@ from mixer_cli.models.mixer import create_model
 from mixer_cli.models.mixer_checkpoint import (
     pretrained_from_flat,
     resolution_factor,
+    token_kernels,
     transfer_params,
 )
+from mixer_cli.models.mixer_timm import LAYOUT_OF_MIXER
 from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.variants import LISTED_VARIANTS, MixerSpec, parse_variant
@@ -109,6 +111,7 @@ FAMILY = Family(
     count=count,
     resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
+    token_weights=token_kernels,
+    timm=LAYOUT_OF_MIXER,
     exports_onnx=True,
-    timm_layout=True,
 )

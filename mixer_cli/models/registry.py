@@ -15,6 +15,7 @@ from typing import Any
 
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models.settings import FAMILY_MODULES, FAMILY_NAMES, HEADS, ModelConfig
+from mixer_cli.models.timm_state import TimmLayout
 
 
 @dataclass
@@ -56,9 +57,14 @@ class Family:
     resolution_settings: Callable[[Loaded, int], dict[str, Any]] | None = None
     # The variants `mixer info --family NAME` lists (none: the family has no table).
     variants: tuple[str, ...] = ()
+    # Flat arrays -> {block: its token-mixing weights [S, units]}, each unit a weight per
+    # input token: what `mixer plot weights` draws (the paper's Fig. 5); None: no such
+    # weights (tokens mixed by attention or convolution).
+    token_weights: Callable[[Mapping[str, Any]], dict[int, Any]] | None = None
+    # Its parameters as timm's state dicts name them (None: timm has no such design).
+    timm: TimmLayout | None = None
     # Capabilities commands ask for instead of comparing names:
     exports_onnx: bool = False  # `mixer export --format onnx` writes its graph
-    timm_layout: bool = False  # its weights convert to and from timm's state dict
 
     @property
     def adapts_resolution(self) -> bool:
@@ -74,7 +80,7 @@ def get(name: str) -> Family:
 
 
 def families_that(capability: str) -> list[str]:
-    """The names of the families with a capability (`exports_onnx`, ...), for messages."""
+    """The names of the families with a capability (`exports_onnx`, `timm`, ...)."""
     return [name for name in FAMILY_NAMES if getattr(get(name), capability)]
 
 

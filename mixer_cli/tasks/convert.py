@@ -16,9 +16,8 @@ def convert_checkpoint(source: Any, output: Path, overwrite: bool = False) -> Lo
     """Write `source` (any form --init takes) to `output` in the layout its suffix names
     (an existing `output` only when `overwrite`); returns the checkpoint as read (its GELU
     form in `details`, default tanh)."""
-    from mixer_cli.models import registry
     from mixer_cli.models.registry import load_checkpoint
-    from mixer_cli.weights import timm as timm_layout
+    from mixer_cli.models.timm_state import save
     from mixer_cli.weights.arrays import write_npz
 
     if output.suffix not in FORMATS:
@@ -29,9 +28,7 @@ def convert_checkpoint(source: Any, output: Path, overwrite: bool = False) -> Lo
         raise ConfigError(f"{output} exists: choose another output or pass --overwrite")
     loaded = load_checkpoint(source)
     if output.suffix == ".safetensors":
-        if not registry.get(loaded.family).timm_layout:
-            raise ConfigError(f"{source} is a {loaded.family}: timm's layout holds Mixers only")
-        timm_layout.write(loaded.params, output, gelu=gelu_of(loaded))
+        save(loaded.family, loaded.params, output, gelu=gelu_of(loaded))
     else:
         write_npz(loaded.params, output)
     return loaded

@@ -50,13 +50,20 @@ class WeightsFigure:
 def plot_weights(settings: WeightsSettings) -> WeightsFigure:
     """The paper's Fig. 5 of a checkpoint: its first token-mixing layer's units per block."""
     from mixer_cli import figures
-    from mixer_cli.figures.weights import block_units, choose_blocks, draw_weights, token_kernels
-    from mixer_cli.models.registry import load_checkpoint
+    from mixer_cli.figures.weights import block_units, choose_blocks, draw_weights
+    from mixer_cli.models import registry
     from mixer_cli.weights.arrays import flat_params
 
     init = settings.init if settings.init is not None else _newest_run()
-    loaded = load_checkpoint(init, settings.resolution)
-    kernels = token_kernels(flat_params(loaded.params))
+    loaded = registry.load_checkpoint(init, settings.resolution)
+    token_weights = registry.get(loaded.family).token_weights
+    if token_weights is None:
+        drawn = ", ".join(registry.families_that("token_weights"))
+        raise ConfigError(
+            f"{init} is a {loaded.family}: it mixes tokens without token-mixing weights to "
+            f"draw (families that have them: {drawn})"
+        )
+    kernels = token_weights(flat_params(loaded.params))
     shown = [
         block_units(b, kernels[b], settings.units) for b in choose_blocks(kernels, settings.blocks)
     ]

@@ -31,7 +31,8 @@ def read_arrays(path: str | os.PathLike, prefix: str = "") -> tuple[dict[str, np
 
     A finished run has params.npz; an unfinished one (or its checkpoints/ folder, or one
     step of it) gives the parameters of its newest complete training checkpoint. A
-    released checkpoint's name (`imagenet21k/Mixer-B_16`) is its verified cached copy.
+    released checkpoint's name (`imagenet21k/Mixer-B_16`) is its verified cached copy; a
+    timm safetensors file keeps timm's names (`models.timm_state` maps them).
     """
     from mixer_cli.weights.released import locate
 
@@ -39,8 +40,8 @@ def read_arrays(path: str | os.PathLike, prefix: str = "") -> tuple[dict[str, np
     if path.suffix == ".safetensors":
         from mixer_cli.weights import timm as timm_layout
 
-        flat = timm_layout.read(path)[0]
-        return {k: v for k, v in flat.items() if k.startswith(prefix)}, str(path)
+        state = timm_layout.read(path)[0]  # timm's names stay: the models map them
+        return {k: v for k, v in state.items() if k.startswith(prefix)}, str(path)
     if not path.is_dir():
         return read_npz(path, prefix), str(path)
     if (path / "params.npz").is_file():

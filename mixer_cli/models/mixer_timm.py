@@ -1,0 +1,113 @@
+"""The Mixer in timm's state dicts (`timm/models/mlp_mixer.py`'s MlpMixer with MixerBlock).
+
+timm publishes the strongest Mixer-B/16 weights (``mixer_b16_224.miil_in21k_ft_in1k``)
+and Google's converted ones: ``stem.proj`` (a PxP/stride-P conv, OIHW), ``blocks.N.{norm1,
+mlp_tokens.fc1/fc2, norm2, mlp_channels.fc1/fc2}`` (Linear weights [out, in]), ``norm``,
+``head``. Reading maps each key to Google's name and transposes the kernels, so the rest
+of mixer sees an ordinary official-layout checkpoint (run with timm's exact GELU unless
+the file says otherwise: `weights.timm`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+
+import numpy as np
+
+from mixer_cli.core.errors import CheckpointMismatch
+from mixer_cli.models.timm_state import TimmLayout
+
+LAYOUT = "stem.proj.*, blocks.N.{norm1,mlp_tokens,norm2,mlp_channels}.*, norm.*, head.*"
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# timm module inside a block -> Google's; then weight/bias -> kernel|scale / bias.
+_IN_BLOCK = {
+    "norm1": "LayerNorm_0",
+    "mlp_tokens.fc1": "token_mixing/Dense_0",
+    "mlp_tokens.fc2": "token_mixing/Dense_1",
+    "norm2": "LayerNorm_1",
+    "mlp_channels.fc1": "channel_mixing/Dense_0",
+    "mlp_channels.fc2": "channel_mixing/Dense_1",
+}
+_TOP = {"stem.proj": "stem", "norm": "pre_head_layer_norm", "head": "head"}
+
+
+def official_name(key: str) -> str | None:
+    """Google's name for one timm key, or None if the key is no part of a timm Mixer."""
+    module, _, leaf = key.rpartition(".")
+    if leaf not in ("weight", "bias"):
+        return None
+    block = _BLOCK.match(module)
+    if block:
+        inner = _IN_BLOCK.get(block.group(2))
+        prefix = f"MixerBlock_{int(block.group(1))}/{inner}" if inner else None
+    else:
+        prefix = _TOP.get(module)
+    if prefix is None:
+        return None
+    if leaf == "bias":
+        return f"{prefix}/bias"
+    is_norm = "LayerNorm" in prefix or prefix == "pre_head_layer_norm"
+    return f"{prefix}/{'scale' if is_norm else 'kernel'}"
+
+
+def timm_name(key: str) -> str:
+    """timm's name for one official key (the inverse of `official_name`)."""
+    module, _, leaf = key.rpartition("/")
+    block = re.match(r"^MixerBlock_(\d+)/(.+)$", module)
+    inner = {v: k for k, v in _IN_BLOCK.items()}.get(block.group(2)) if block else None
+    prefix = (
+        f"blocks.{block.group(1)}.{inner}" if inner else {v: k for k, v in _TOP.items()}.get(module)
+    )
+    if prefix is None or leaf not in ("kernel", "scale", "bias"):
+        raise CheckpointMismatch(
+            f"{key!r} is not a parameter of an MLP-Mixer: timm has no name for it"
+        )
+    return f"{prefix}.{'bias' if leaf == 'bias' else 'weight'}"
+
+
+def owns(keys: Collection[str]) -> bool:
+    """A timm Mixer's keys: token-mixing MLPs in its blocks."""
+    return any(".mlp_tokens." in key for key in keys)
+
+
+def from_timm(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """A timm Mixer state dict -> official flat parameters (for timm's normalisation),
+    naming the first key (in file order) that has no place in timm's Mixer layout."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        name = official_name(key)
+        if name is None:
+            raise CheckpointMismatch(
+                f"{source} is not a timm MLP-Mixer state dict: key {key!r} does not fit its "
+                f"layout ({LAYOUT})"
+            )
+        value = np.asarray(value, dtype=np.float32)
+        if name == "stem/kernel":
+            if value.ndim != 4:
+                raise CheckpointMismatch(
+                    f"{source}: {key!r} has shape {value.shape}, expected [C, 3, P, P]"
+                )
+            value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        elif name.endswith("/kernel"):
+            value = value.T  # Linear [out, in] -> Dense [in, out]
+        flat[name] = np.ascontiguousarray(value)
+    return flat
+
+
+def to_timm(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Official flat parameters -> a timm Mixer state dict."""
+    state = {}
+    for key, value in flat.items():
+        if key == "stem/kernel":
+            value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+        elif key.endswith("/kernel"):
+            value = value.T
+        state[timm_name(key)] = np.ascontiguousarray(value)
+    return state
+
+
+LAYOUT_OF_MIXER = TimmLayout(
+    design="MLP-Mixer", keys=LAYOUT, owns=owns, from_timm=from_timm, to_timm=to_timm
+)
