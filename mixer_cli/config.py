@@ -25,6 +25,7 @@ import yaml
 from mixer_cli.core import files
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.models.settings import (
+    FAMILY_NAMES,
     MODEL_CHOICES,
     MODEL_NON_NEGATIVE,
     MODEL_POSITIVE,
@@ -56,7 +57,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "adam"  # adam (decoupled weight decay) or sgd (momentum)
+    optimizer: str = "adam"  # adam (decoupled weight decay), lamb (its layer-wise form) or sgd
     lr: float = 1e-3
     end_lr: float = 1e-5  # where the decay ends
     schedule: str = "linear"  # after warmup: linear or cosine decay
@@ -121,7 +122,7 @@ class Config:
 
 CHOICES = {
     "data.permutation": ("none", "patch", "global"),
-    "optim.optimizer": ("adam", "sgd"),
+    "optim.optimizer": ("adam", "lamb", "sgd"),
     "optim.schedule": ("linear", "cosine"),
     "train.loss": ("softmax", "sigmoid"),
     "data.crop": ("inception", "resize"),
@@ -158,36 +159,35 @@ NON_NEGATIVE = (
 )
 
 
-PAPER_SIZES = ("S", "B", "L", "H")
-PAPER_RESOLUTION = 224
 # The paper's pre-training datasets -> the part of the recipe names that stands for them.
 PAPER_DATASETS = {"imagenet2012": "imagenet", "imagenet21k": "imagenet21k"}
 
 
-def implied_settings(variant: str | None, data: str | None) -> tuple[str | None, dict, str]:
-    """What `mixer pretrain --variant SIZE/P [--data D]` means without a recipe: a paper
-    size is the paper's 224 px, and on a paper dataset that dataset's paper recipe (S and
-    B take B's, L and H take L's). Returns (recipe or None, settings, a note for the user)."""
-    from mixer_cli.models.variants import parse_variant
+def implied_settings(
+    variant: str | None, data: str | None, assignments: list[str] = ()
+) -> tuple[str | None, dict, str]:
+    """What `mixer pretrain --variant V [--data D]` means without a recipe, as the model's
+    family says (`--set model.family`, default mixer): a paper size is its paper's
+    resolution, and on a paper dataset that paper's recipe (the Mixer's: B's for S and B,
+    L's for L and H). Returns (recipe or None, settings, a note for the user)."""
+    from mixer_cli.models import registry
 
-    if variant is None:
+    family = parse_assignments(list(assignments)).get("model.family", ModelConfig.family)
+    if variant is None or family not in FAMILY_NAMES:  # an unknown family: refused later
         return None, {}, ""
-    try:
-        size = parse_variant(variant).name.split("/")[0]
-    except ConfigError:  # not a Mixer's name: the run's model family judges it
-        return None, {}, ""
-    if size not in PAPER_SIZES:
-        return None, {}, ""
+    paper_setting = registry.get(family).paper_setting
     dataset = PAPER_DATASETS.get((data or "").split(":")[0].strip())
-    if dataset is not None:
-        recipe = f"{'l16' if size in ('L', 'H') else 'b16'}_{dataset}"
-        return (
-            recipe,
-            {},
-            f"recipe {recipe} (the paper's for {variant} on {data}; --recipe picks another)",
-        )
-    note = f"{variant} at the paper's {PAPER_RESOLUTION} px (--resolution picks another)"
-    return None, {"model.resolution": PAPER_RESOLUTION}, note
+    try:
+        recipe, resolution = paper_setting(variant, dataset) if paper_setting else (None, None)
+    except ConfigError:  # a variant the family refuses: the run's config says so
+        return None, {}, ""
+    if recipe is not None:
+        note = f"recipe {recipe} (the paper's for {variant} on {data}; --recipe picks another)"
+        return recipe, {}, note
+    if resolution is None:
+        return None, {}, ""
+    note = f"{variant} at the paper's {resolution} px (--resolution picks another)"
+    return None, {"model.resolution": resolution}, note
 
 
 def recipes() -> list[str]:

@@ -79,6 +79,15 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["finetune", "--init", "{vit_npz}", "--set", "model.classifier=gap"], "model.classifier"),
     (
+        ["pretrain", "--init", "{vit_npz}", "--variant", "N/4", "--resolution", "16"],
+        "vit.npz is a vit checkpoint and this run's model a mixer: set model.family=vit",
+    ),
+    (
+        ["pretrain", "--set", "model.family=vit", "--variant", "N/2", "--init", "{npz}"],
+        "is a mixer checkpoint and this run's model a vit: set model.family=mixer",
+    ),
+    (["plot", "weights", "--init", "{vit_npz}"], "is a vit: it mixes tokens without token-mixing"),
+    (
         ["pretrain", "--set", "model.family=vit", "--set", "model.stem=conv"],
         "model.stem is an option of Mixers (families mixer, hybrid), not of model.family vit",
     ),

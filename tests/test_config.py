@@ -85,6 +85,15 @@ def test_a_paper_variant_without_a_recipe_gets_the_papers_settings() -> None:
         "B/16 at the paper's 224 px (--resolution picks another)",
     )
     assert implied_settings("N/4", "imagenet2012") == (None, {}, "")  # ours: no paper size
+    # the family the run's --set names reads the variant: a ViT gets the ViT paper's recipe
+    vit = ["model.family=vit"]
+    assert implied_settings("B/16", "imagenet2012", vit)[0] == "vit_b16_imagenet"
+    assert implied_settings("Ti/16", "imagenet21k", vit)[0] == "vit_b16_imagenet21k"
+    assert implied_settings("Ti/16", "cifar10", vit)[1] == {"model.resolution": 224}
+    assert implied_settings("Ti/16", "imagenet2012") == (None, {}, "")  # no Mixer size: left
+    for recipe in ("vit_b16_imagenet", "vit_b16_imagenet21k"):
+        config = resolve(recipe, None, {"model.variant": "Ti/16"})
+        assert (config.model.family, config.model.variant) == ("vit", "Ti/16")
 
 
 def test_the_headline_command_reaches_the_dataset(capsys, tmp_path) -> None:

@@ -106,7 +106,7 @@ def run_patch_mode(capsys, tmp_path: Path, *extra: str) -> tuple[dict, str]:
 
 def test_permute_trains_the_mixer_arm_alone_and_writes_the_figure(capsys, tmp_path) -> None:
     results, out = run_patch_mode(capsys, tmp_path, "--baseline", "none")
-    assert set(results["models"]) == {"mixer"} and results["baseline"] is None
+    assert set(results["models"]) == {"mixer"} and results["baselines"] == []
     assert "ResNet" not in out
 
 
@@ -133,7 +133,13 @@ def test_modes_run_with_the_original_as_reference_and_drops_are_relative() -> No
     [
         (["--mode", "diagonal"], "unknown mode 'diagonal'"),
         (["--mode", "patch", "--variant", "N/3"], "not a positive multiple of N/3's patch size 3"),
-        (["--baseline", "vgg"], "unknown baseline 'vgg': expected resnet, none or"),
+        (["--baseline", "vgg"], "unknown baseline 'vgg': expected resnet, vit, none"),
+        (["--baseline", "cnn:ResNet14"], "unknown model family 'cnn'; families: mixer"),
+        (["--baseline", "vit:Q/4"], "unknown ViT variant 'Q/4'"),
+        (
+            ["--mode", "patch", "--set", "model.family=resnet", "--variant", "ResNet14"],
+            "a resnet has none",
+        ),
         (["--data", "nosuchset"], "nosuchset"),
     ],
 )
@@ -146,7 +152,7 @@ def test_bad_permute_input(capsys, tmp_path: Path, argv: list[str], needle: str)
 
 
 def test_plan_fills_what_was_not_asked_with_the_data_defaults() -> None:
-    from mixer_cli.tasks.permute import PermuteSettings, plan
+    from mixer_cli.tasks.permute import Baseline, PermuteSettings, arms, plan
 
     experiment, modes = plan(PermuteSettings())
     assert modes == ["original", "global"]
@@ -155,10 +161,15 @@ def test_plan_fills_what_was_not_asked_with_the_data_defaults() -> None:
         "N/4",
         16,
     )
-    assert (experiment.baseline, experiment.baseline_width, experiment.steps) == (
-        "ResNet14",
-        16,
-        300,
-    )
+    assert experiment.steps == 300 and experiment.patch_size == 4
+    assert experiment.baselines == (Baseline("resnet", "ResNet14", (("model.width", 16),)),)
+    assert list(arms(experiment)) == ["mixer", "resnet"]
     experiment, modes = plan(PermuteSettings(mode="patch", reference=False, resolution=128))
-    assert modes == ["patch"] and experiment.baseline == "ResNet50x1"
+    assert modes == ["patch"] and experiment.baselines == (Baseline("resnet", "ResNet50x1"),)
+    # any family first, any beside it; a family twice gets a numbered arm
+    settings = PermuteSettings(
+        model_options=("model.family=vit",), baselines=("vit", "mixer:S/8", "resnet")
+    )
+    experiment, _ = plan(settings)
+    assert experiment.baselines[:2] == (Baseline("vit", "N/4"), Baseline("mixer", "S/8"))
+    assert list(arms(experiment)) == ["vit", "vit-2", "mixer", "resnet"]

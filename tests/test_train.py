@@ -241,3 +241,24 @@ def test_bad_pretrain_input_is_one_line_and_exit_2(capsys, tmp_path, argv, needl
     assert lines[-1].startswith("error: ") and needle in lines[-1], err
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_lamb_scales_each_layers_first_step_to_its_weights_norm() -> None:
+    """LAMB's trust ratio: the first step moves each parameter by lr * |w| (Adam's first
+    step is sign(g), rescaled), whatever the gradient's size (a bias's too; weight decay
+    on kernels only, inside the step that is scaled)."""
+    import jax.numpy as jnp
+
+    from mixer_cli.config import OptimConfig
+    from mixer_cli.train.optim import make_optimizer
+
+    cfg = OptimConfig(optimizer="lamb", lr=0.1, end_lr=0.1, warmup_steps=0, clip_norm=0)
+    tx, _ = make_optimizer(cfg, 10)
+    params = {"dense": {"kernel": jnp.full((4, 3), 2.0), "bias": jnp.ones(3)}}
+    grads = {"dense": {"kernel": jnp.arange(12.0).reshape(4, 3) + 1, "bias": jnp.full(3, 1e-3)}}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    kernel_step = float(jnp.linalg.norm(updates["dense"]["kernel"]))
+    assert kernel_step == pytest.approx(0.1 * float(jnp.linalg.norm(params["dense"]["kernel"])))
+    assert float(jnp.linalg.norm(updates["dense"]["bias"])) == pytest.approx(
+        0.1 * float(jnp.linalg.norm(params["dense"]["bias"])), rel=1e-3
+    )

@@ -1,4 +1,5 @@
-"""`mixer permute`: the paper's pixel/patch-shuffle experiment, Mixer against a ResNet."""
+"""`mixer permute`: the paper's pixel/patch-shuffle experiment, a Mixer against a ResNet (or
+any families)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ Mode = Annotated[
     ),
 ]
 Baseline = Annotated[
-    str,
+    Optional[list[str]],
     typer.Option(
         "--baseline",
-        help="resnet (ResNet50x1 from 128 px, else a CPU-sized ResNet14 of width 16), a "
-        "BiT ResNet-v2 by name, e.g. ResNet26x1, or none (the Mixer arm alone).",
+        help="A model trained beside the first, repeatable: resnet (ResNet50x1 from 128 px, "
+        "else a CPU-sized ResNet14 of width 16), vit (ViT-B/16 from 128 px, else the nano "
+        "ViT at the first model's patch size), FAMILY:VARIANT (e.g. gmlp:S/16), a BiT "
+        "ResNet by name (ResNet26x1), or none (the first model alone). [default: resnet]",
+        show_default=False,
     ),
 ]
 NoReference = Annotated[
@@ -36,7 +40,7 @@ def permute(
     data_dir: options.DataDir = None,
     variant: options.Variant = None,
     resolution: options.Resolution = None,
-    baseline: Baseline = "resnet",
+    baseline: Baseline = None,
     steps: Annotated[
         Optional[int],
         typer.Option("--steps", help="Training steps of every model.", min=1, show_default=False),
@@ -53,8 +57,9 @@ def permute(
 
     With no arguments: the global shuffle against the original images on digits-placed
     (each embedded digit somewhere on a 16 px canvas), about 2.5 CPU minutes. Writes
-    permute.png (curves + example images) and results.json. --set model.KEY=VALUE makes
-    the Mixer arm a hybrid (e.g. --set model.stem=conv).
+    permute.png (curves + example images) and results.json. --set model.KEY=VALUE changes
+    the first model: a hybrid (--set model.stem=conv) or another family (--set
+    model.family=vit --variant N/4); --baseline vit --baseline resnet trains both beside it.
     """
     from mixer_cli.core import report
     from mixer_cli.tasks.permute import PermuteSettings, print_summary, run_permute
@@ -65,7 +70,7 @@ def permute(
         data_dir=None if data_dir is None else str(data_dir),
         variant=variant,
         resolution=resolution,
-        baseline=baseline,
+        baselines=tuple(baseline or ("resnet",)),
         steps=steps,
         batch_size=batch_size,
         seed=seed,

@@ -32,7 +32,7 @@ def pretrain(
     }
     recipe, implied, note = None, {}, ""
     if options.recipe is None and options.config is None:
-        recipe, implied, note = implied_settings(variant, options.data)
+        recipe, implied, note = implied_settings(variant, options.data, options.set_ or [])
     flags.update({k: v for k, v in implied.items() if flags.get(k) is None})
     options.start_processes()
     config = resolve_config(options, flags, default_recipe=recipe or "demo")

@@ -245,4 +245,5 @@ FAMILY = Family(
     warm_start=warm_start,
     count=count,
     token_weights=token_kernels,
+    starts_from=("mixer",),
 )

@@ -93,6 +93,20 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     return load_params(path, fresh)
 
 
+PAPER_SIZES = ("S", "B", "L", "H")  # the sizes the paper trains at 224 px
+
+
+def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | None]:
+    """A paper size at 224 px; on ImageNet(-21k) the paper's recipe, B's for S and B, L's
+    for L and H."""
+    size = parse_variant(variant).name.split("/")[0]
+    if size not in PAPER_SIZES:
+        return None, None
+    if dataset is not None:
+        return f"{'l16' if size in ('L', 'H') else 'b16'}_{dataset}", None
+    return None, 224
+
+
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     from mixer_cli.models.costs import describe
 
@@ -111,6 +125,7 @@ FAMILY = Family(
     count=count,
     resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
+    paper_setting=paper_setting,
     token_weights=token_kernels,
     timm=LAYOUT_OF_MIXER,
     exports_onnx=True,

@@ -61,8 +61,14 @@ class Family:
     # input token: what `mixer plot weights` draws (the paper's Fig. 5); None: no such
     # weights (tokens mixed by attention or convolution).
     token_weights: Callable[[Mapping[str, Any]], dict[int, Any]] | None = None
+    # (variant, paper dataset 'imagenet' | 'imagenet21k' | None) -> (the recipe its paper
+    # trains it with there, or None; its paper's resolution, or None): what `mixer pretrain
+    # --variant V [--data D]` means without --recipe. Refuses a variant (ConfigError).
+    paper_setting: Callable[[str, str | None], tuple[str | None, int | None]] | None = None
     # Its parameters as timm's state dicts name them (None: timm has no such design).
     timm: TimmLayout | None = None
+    # Other families whose checkpoints it warm-starts from (a hybrid from a Mixer's).
+    starts_from: tuple[str, ...] = ()
     # Capabilities commands ask for instead of comparing names:
     exports_onnx: bool = False  # `mixer export --format onnx` writes its graph
 
@@ -105,11 +111,23 @@ def build(m: ModelConfig, num_classes: int, head_bias: float = 0.0) -> Any:
 
 
 def check_warm_start(m: ModelConfig) -> None:
-    """Refuse a warm start the config's head cannot take (before anything is written)."""
-    if m.head == HEADS[1] and m.init is not None and m.init_scope != "backbone":
+    """Refuse a warm start the config cannot take (before anything is written): a
+    checkpoint of another family, or a whole classifier under a segmentation head."""
+    if m.init is None:
+        return
+    if m.head == HEADS[1] and m.init_scope != "backbone":
         raise ConfigError(
             "model.init_scope must be backbone for a segmentation head: the checkpoint gives "
             "the backbone (and a segmentation model's head where its classes match)"
+        )
+    from mixer_cli.models.checkpoints import read_params
+
+    flat, source = read_params(m.init)
+    found = family_of(flat, source).name
+    if found != m.family and found not in get(m.family).starts_from:
+        raise CheckpointMismatch(
+            f"{source} is a {found} checkpoint and this run's model a {m.family}: set "
+            f"model.family={found} (and its variant), or start from a {m.family} checkpoint"
         )
 
 

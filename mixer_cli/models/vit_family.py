@@ -117,6 +117,15 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     return with_fresh_head(flat, fresh, source)
 
 
+def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | None]:
+    """A size of the ViT paper (Ti, S, B, L, H) at 224 px; on ImageNet(-21k) the ViT
+    paper's recipe for it (one per dataset: the paper trains every size alike)."""
+    size = parse_vit(variant).name.split("/")[0]
+    if size not in ("Ti", "S", "B", "L", "H"):
+        return None, None
+    return (f"vit_b16_{dataset}", None) if dataset is not None else (None, 224)
+
+
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     """Parameters and GFLOPs, measured on the model with one and two blocks (`by_blocks`)."""
     from mixer_cli.models.costs import by_blocks, measure
@@ -141,4 +150,5 @@ FAMILY = Family(
     count=count,
     resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
+    paper_setting=paper_setting,
 )

@@ -1,19 +1,21 @@
-"""The shuffle experiment (paper §3.4, Fig. 4): Mixer against a ResNet on permuted pixels.
+"""The shuffle experiment (paper §3.4, Fig. 4): a Mixer against a ResNet on permuted pixels.
 
 For each mode (original images; patch + in-patch pixel shuffle; global pixel shuffle,
-one fixed seeded permutation for every image, train and test) a Mixer and a ResNet
-are trained from scratch by the shared engine with the same data budget, and probed
+one fixed seeded permutation for every image, train and test) the first model (a Mixer,
+or any family's with --set model.family=...) and its baselines (a ResNet by default, a
+ViT, any FAMILY:VARIANT, or none) are trained from scratch by the shared engine with the
+same data budget, and probed
 along training by the shared evaluators their configs declare (`PROBES`): test top-1
 and linear 5-shot accuracy of their frozen features (the paper's metric). The report
 compares each mode with `original`.
 
-Recipes (the same steps, batch and augmentation for both models): Adam (0.9, 0.999)
+Recipes (the same steps, batch and augmentation for every model): Adam (0.9, 0.999)
 with decoupled weight decay 0.1 x lr, 10% linear warmup then linear decay; lr 1e-3 for
-the ResNet (BiT ResNet-v2: GroupNorm + weight standardisation, so no batch statistics to
-carry) and 3e-3 for the Mixer (1e-3 on digits-placed, where 3e-3 stalled one seed in
-three). On the embedded sets (digits-placed, the default, at 16 px; digits at 8 px): a
-plain resize and no flips; on other data: inception crop (35-100%) + flip, as in the
-CPU CIFAR recipe.
+the baselines (the BiT ResNet-v2: GroupNorm + weight standardisation, so no batch
+statistics to carry) and 3e-3 for the first model (1e-3 on digits-placed, where 3e-3
+stalled a Mixer one seed in three). On the embedded sets (digits-placed, the default, at
+16 px; digits at 8 px): a plain resize and no flips; on other data: inception crop
+(35-100%) + flip, as in the CPU CIFAR recipe.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from mixer_cli.core import report
 from mixer_cli.core.errors import ConfigError
 
 MODES = ("original", "patch", "global")
-MODELS = ("mixer", "resnet")  # the experiment's two arms
 PERMUTATION = {"original": "none", "patch": "patch", "global": "global"}
 METRICS = ("fewshot/5shot", "test/top1")
 # The probes along training, before the first step too: test top-1 and linear 5-shot
@@ -69,18 +70,27 @@ def defaults_for(data: str) -> Defaults:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """A model trained beside the first one: its family, variant and other model.* keys."""
+
+    family: str
+    variant: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Experiment:
     data: str
     data_dir: str | None
-    variant: str  # the Mixer's
+    variant: str  # the first arm's (a Mixer unless --set model.family says otherwise)
     resolution: int
-    baseline: str | None  # ResNet{depth}x{factor}; None: the Mixer arm alone
-    baseline_width: int
+    baselines: tuple[Baseline, ...]  # the models beside it (none: the first arm alone)
     steps: int
     batch_size: int
     seed: int = 0
-    model_options: tuple[str, ...] = ()  # --set model.KEY=VALUE for the Mixer arm (hybrids)
-    mixer_lr: float = OTHER.mixer_lr
+    model_options: tuple[str, ...] = ()  # --set model.KEY=VALUE for the first arm
+    mixer_lr: float = OTHER.mixer_lr  # the first arm's; every baseline's is BASELINE_LR
+    patch_size: int = 0  # what the patch shuffle permutes by: the first arm's patch
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,7 @@ class PermuteSettings:
     data_dir: str | None = None
     variant: str | None = None
     resolution: int | None = None
-    baseline: str = "resnet"
+    baselines: tuple[str, ...] = ("resnet",)
     steps: int | None = None
     batch_size: int | None = None
     seed: int | None = None
@@ -131,36 +141,46 @@ def plan(settings: PermuteSettings) -> tuple[Experiment, list[str]]:
     modes = parse_modes(s.mode, reference=s.reference)
     name = s.data or DEFAULT_DATA
     defaults = defaults_for(name)
-    resolution = s.resolution or defaults.resolution
-    baseline, width = baseline_for(s.baseline, resolution)
     experiment = Experiment(
         data=name,
         data_dir=s.data_dir,
         variant=s.variant or defaults.variant,
-        resolution=resolution,
-        baseline=baseline,
-        baseline_width=width,
+        resolution=s.resolution or defaults.resolution,
+        baselines=(),
         steps=s.steps or defaults.steps,
         batch_size=s.batch_size or defaults.batch_size,
         seed=s.seed or 0,
         model_options=s.model_options,
         mixer_lr=defaults.mixer_lr,
     )
-    return experiment, modes
+    patch = first_patch(experiment, needed="patch" in modes)
+    first = arm_config(experiment).model
+    baselines = baselines_for(s.baselines, experiment.resolution, first.family, patch)
+    return dataclasses.replace(experiment, baselines=baselines, patch_size=patch), modes
 
 
-def arms(experiment: Experiment) -> tuple[str, ...]:
-    """The models the experiment trains: the Mixer, and the baseline unless it is none."""
-    return MODELS if experiment.baseline is not None else MODELS[:1]
+def arms(experiment: Experiment) -> dict[str, dict[str, Any]]:
+    """{arm: its settings}: the first model, under its family's name, then each baseline
+    under its own (numbered where a family appears twice): the runs' folder prefixes."""
+    from mixer_cli.models.settings import ModelConfig
+
+    first = _first_arm(experiment)
+    out = {str(first.get("model.family", ModelConfig.family)): first}
+    for baseline in experiment.baselines:
+        key, n = baseline.family, 2
+        while key in out:
+            key, n = f"{baseline.family}-{n}", n + 1
+        out[key] = _baseline_arm(baseline)
+    return out
 
 
 def check_configs(experiment: Experiment, modes: list[str]) -> None:
     """Build every (model, mode) configuration's model, so a bad one fails before training."""
     from mixer_cli.train.engine import build
 
-    for model in arms(experiment):
+    for arm in arms(experiment).values():
         for mode in modes:
-            build(config_for(experiment, model, mode))
+            build(config_for(experiment, arm, mode))
 
 
 def draw_figure(
@@ -183,61 +203,86 @@ def parse_modes(mode: str, reference: bool) -> list[str]:
     return ["original", mode] if reference and mode != "original" else [mode]
 
 
-DEFAULT_BASELINE = "resnet"  # --baseline's default: a ResNet sized to the resolution
-NO_BASELINE = "none"  # the Mixer arm alone
+NO_BASELINE = "none"  # the first arm alone
+BASELINE_LR = 1e-3  # every baseline's learning rate (the first arm's: Defaults.mixer_lr)
 
 
-def baseline_for(name: str, resolution: int) -> tuple[str | None, int]:
-    """`resnet`: the paper's ResNet50x1 from 128 px, else a CPU-sized ResNet14 of width 16;
-    or an explicit ResNet{depth}x{factor} at BiT's width; `none`: no baseline arm."""
-    from mixer_cli.models.resnet import parse_resnet
+def baselines_for(
+    names: tuple[str, ...], resolution: int, first_family: str, patch: int
+) -> tuple[Baseline, ...]:
+    """--baseline values -> the models beside the first one. `resnet`: the paper's
+    ResNet50x1 from 128 px, else a CPU-sized ResNet14 of width 16; `vit`: ViT-B/16 from
+    128 px, else the nano ViT at the first arm's patch size (the same tokens); `none`: no
+    baseline; FAMILY:VARIANT any family's model (`gmlp:S/16`); a bare BiT ResNet name
+    (`ResNet26x1`) the ResNet at BiT's width."""
+    from mixer_cli.models import registry
 
-    if name.lower() == NO_BASELINE:
-        return None, 0
-    if name.lower() == DEFAULT_BASELINE:
-        return ("ResNet50x1", 64) if resolution >= 128 else ("ResNet14", 16)
-    try:
-        parse_resnet(name)
-    except ConfigError:
-        raise ConfigError(
-            f"unknown baseline {name!r}: expected resnet, none or ResNet{{depth}}[x{{factor}}] "
-            "(e.g. ResNet50x1)"
-        ) from None
-    return name, 64
+    if [n.lower() for n in names] == [NO_BASELINE]:
+        return ()
+    if NO_BASELINE in (n.lower() for n in names):
+        raise ConfigError("--baseline none trains the first model alone: give it on its own")
+    found = []
+    for name in names:
+        family, sep, variant = name.partition(":")
+        if sep:
+            registry.get(family)  # an unknown family is refused with the families listed
+            found.append(Baseline(family, variant))
+        elif name.lower() == "resnet":
+            big = resolution >= 128
+            found.append(Baseline("resnet", "ResNet50x1" if big else "ResNet14",
+                                  () if big else (("model.width", 16),)))  # fmt: skip
+        elif name.lower() == "vit":
+            found.append(Baseline("vit", "B/16" if resolution >= 128 else f"N/{patch or 4}"))
+        elif name.lower().startswith("resnet"):
+            found.append(Baseline("resnet", name))
+        else:
+            raise ConfigError(
+                f"unknown baseline {name!r}: expected resnet, vit, none, a BiT ResNet name "
+                "(e.g. ResNet50x1) or FAMILY:VARIANT (e.g. gmlp:S/16)"
+            )
+    return tuple(found)
 
 
-def _mixer_arm(e: Experiment) -> dict[str, Any]:
+def _first_arm(e: Experiment) -> dict[str, Any]:
     options = parse_assignments(list(e.model_options))
     other = next((key for key in options if not key.startswith("model.")), None)
     if other is not None:
-        raise ConfigError(f"--set {other}: only model.* keys apply to the Mixer arm")
-    mixer = {"model.family": MODELS[0], "model.variant": e.variant, "optim.lr": e.mixer_lr}
-    return {**mixer, **options}
+        raise ConfigError(f"--set {other}: only model.* keys apply to the first model")
+    return {"model.variant": e.variant, "optim.lr": e.mixer_lr, **options}
 
 
-def _baseline_arm(e: Experiment) -> dict[str, Any]:
-    return {
-        "model.family": MODELS[1],
-        "model.variant": e.baseline,
-        "model.width": e.baseline_width,
-        "optim.lr": 1e-3,
-    }
+def _baseline_arm(b: Baseline) -> dict[str, Any]:
+    model = {"model.family": b.family, "model.variant": b.variant, **dict(b.options)}
+    return {**model, "optim.lr": BASELINE_LR}
 
 
-ARMS = dict(zip(MODELS, (_mixer_arm, _baseline_arm), strict=True))  # each arm's own settings
+def arm_config(e: Experiment) -> Config:
+    """The first arm's config (no permutation): what its model is."""
+    settings = {**_first_arm(e), "model.resolution": e.resolution, "train.steps": e.steps}
+    return resolve(None, None, settings)
 
 
-def arm_settings(experiment: Experiment, model: str) -> dict[str, Any]:
-    """What differs between the two arms: the model and its learning rate."""
-    return ARMS[model](experiment)
+def first_patch(e: Experiment, needed: bool) -> int:
+    """The first model's patch size: what the patch shuffle permutes by (refused for a
+    model without patches when the patch mode runs)."""
+    from mixer_cli.models import registry
+
+    model = arm_config(e).model
+    patch = registry.get(model.family).patch_size(model)
+    if needed and not patch:
+        raise ConfigError(
+            f"--mode patch shuffles the first model's patches and a {model.family} has none: "
+            "make the first model a patch-based one (--set model.family=...)"
+        )
+    return patch
 
 
-def config_for(experiment: Experiment, model: str, mode: str) -> Config:
-    """One training of the experiment: the arm's recipe, the mode's fixed permutation."""
+def config_for(experiment: Experiment, arm: dict[str, Any], mode: str) -> Config:
+    """One training of the experiment: the arm's model and lr, the mode's fixed permutation."""
     e = experiment
     embedded = e.data in EMBEDDED
     settings: dict[str, Any] = {
-        **arm_settings(e, model),
+        **arm,
         "model.resolution": e.resolution,
         "data.name": e.data,
         "data.data_dir": e.data_dir,
@@ -245,7 +290,7 @@ def config_for(experiment: Experiment, model: str, mode: str) -> Config:
         "data.crop_min_area": 0.35,
         "data.flip": not embedded,
         "data.permutation": PERMUTATION[mode],
-        "data.permutation_patch": _mixer_patch(e.variant),
+        "data.permutation_patch": e.patch_size or 1,
         "data.permutation_seed": e.seed,
         "optim.warmup_steps": max(1, e.steps // 10),
         "optim.weight_decay": 0.1,
@@ -259,12 +304,6 @@ def config_for(experiment: Experiment, model: str, mode: str) -> Config:
         **PROBES,
     }
     return resolve(None, None, settings)
-
-
-def _mixer_patch(variant: str) -> int:
-    from mixer_cli.models import parse_variant
-
-    return parse_variant(variant).patch_size
 
 
 def curve(workdir: Path) -> list[dict[str, float]]:
@@ -285,11 +324,11 @@ def run_experiment(
 ) -> dict[str, Any] | None:
     """Train and probe every (model, mode); returns results (None if stopped early)."""
     models: dict[str, Any] = {}
-    for model in arms(experiment):
-        arm = train_arm(experiment, model, modes, workdir, stop_after)
-        if arm is None:
+    for key, arm in arms(experiment).items():
+        trained = train_arm(experiment, key, arm, modes, workdir, stop_after)
+        if trained is None:
             return None
-        models[model] = arm
+        models[key] = trained
     return {
         "command": "permute",
         **dataclasses.asdict(experiment),
@@ -301,7 +340,8 @@ def run_experiment(
 
 def train_arm(
     experiment: Experiment,
-    model: str,
+    key: str,
+    arm: dict[str, Any],
     modes: list[str],
     workdir: Path,
     stop_after: int | None = None,
@@ -311,9 +351,9 @@ def train_arm(
 
     runs, name = {}, None
     for mode in modes:
-        where = workdir / f"{model}-{mode}"
+        where = workdir / f"{key}-{mode}"
         results = train_and_evaluate(
-            config_for(experiment, model, mode), where, stop_after=stop_after
+            config_for(experiment, arm, mode), where, stop_after=stop_after
         )
         if not results["finished"]:
             return None
@@ -323,8 +363,13 @@ def train_arm(
             "workdir": str(where),
             "train_seconds": results["train_seconds"],
         }
-        name = results["variant"]
+        name = _model_name(results["family"], results["variant"])
     return {"name": name, "runs": runs}
+
+
+def _model_name(family: str, variant: str) -> str:
+    """'mixer N/4', 'vit N/4', but 'ResNet14' (a name that says its family already)."""
+    return variant if variant.lower().startswith(family) else f"{family} {variant}"
 
 
 def relative_drops(models: dict[str, Any], modes: list[str]) -> dict[str, dict[str, float]]:
@@ -386,7 +431,7 @@ def example_images(experiment: Experiment, modes: list[str]) -> dict[str, np.nda
         pre = Preprocessing(
             resolution=experiment.resolution,
             permutation=PERMUTATION[mode],
-            permutation_patch=_mixer_patch(experiment.variant),
+            permutation_patch=experiment.patch_size or 1,
             permutation_seed=experiment.seed,
         )
         image = Transforms(source, pre, seed=0).eval_example(raw, label)["image"]

@@ -3,6 +3,8 @@
 Pre-training: Adam(0.9, 0.999) with decoupled weight decay on the kernels, linear
 warmup, then linear (or cosine) decay to a floor, global-norm clipping at 1.
 Fine-tuning: SGD with momentum 0.9, the same warmup and clipping, no weight decay.
+LAMB (You et al.; ResMLP's pre-training) takes Adam's step scaled per layer by the trust
+ratio |w| / |step|.
 Either may be wrapped in optax.contrib's SAM (`optim.sam_rho`): each step then takes its
 gradient at the adversarial point rho * g / |g| away, on the same batch (twice the cost).
 """
@@ -45,6 +47,10 @@ def make_optimizer(
     schedule = make_schedule(cfg, total_steps)
     if cfg.optimizer == "sgd":
         core = optax.sgd(schedule, momentum=cfg.momentum)
+    elif cfg.optimizer == "lamb":  # Adam's step scaled per layer to |w| (ResMLP's recipe)
+        core = optax.lamb(
+            schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_kernels
+        )
     else:
         core = optax.adamw(
             schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_kernels
