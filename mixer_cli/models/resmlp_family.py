@@ -147,6 +147,13 @@ def token_weights(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
     return dict(sorted(kernels.items()))
 
 
+def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | None]:
+    """A size of the ResMLP paper at 224 px; on ImageNet-1k the paper's recipe."""
+    if parse_resmlp(variant).name not in LISTED_VARIANTS:
+        return None, None
+    return ("resmlp_s24_imagenet", None) if dataset == "imagenet" else (None, 224)
+
+
 FAMILY = Family(
     name="resmlp",
     parse=lambda m: _spec(m).name,
@@ -157,6 +164,7 @@ FAMILY = Family(
     warm_start=warm_start,
     count=count,
     variants=LISTED_VARIANTS,
+    paper_setting=paper_setting,
     token_weights=token_weights,
     timm=LAYOUT_OF_RESMLP,
 )
