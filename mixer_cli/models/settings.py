@@ -34,7 +34,9 @@ class ModelConfig:
     stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
     dtype: str = "float32"  # compute dtype; parameters stay float32
     grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
-    gelu: str = "tanh"  # Mixer GELU: tanh (Google's weights, ours) or exact (timm's weights)
+    # GELU of the mixer, hybrid and vit families: tanh (Google's weights, ours) or exact
+    # (timm's weights; read from timm's files, so a fine-tune of one keeps it)
+    gelu: str = "tanh"
     # The follow-up architectures (models/hybrid.py; any of them makes the family hybrid):
     stem: str = "linear"  # linear: the patch projection; conv: stride-2 3x3 convolutions
     pattern: str = ""  # one letter per block, M (Mixer) or A (attention); '' = all M
