@@ -1,7 +1,8 @@
 """The registry's `vit` family: the Vision Transformer in Google's parameter layout.
 
 Variants are SIZE/PATCH (`models/vit.py`), the classifier `model.classifier` (token or
-gap), the GELU form `model.gelu`. Checkpoints are read in the released npz layout
+gap), an optional `pre_logits` layer `model.representation_size`, the GELU form
+`model.gelu`. Checkpoints are read in the released npz layout
 (linen-written names too) with the architecture inferred from the shapes
 (`vit_checkpoint.py`), or as timm's state dicts (`vit_timm.py`: exact GELU, the heads
 from the file's metadata); at another resolution the position embeddings are
@@ -50,6 +51,7 @@ def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
         _spec(m),
         num_classes=num_classes,
         classifier=m.classifier,
+        representation_size=m.representation_size,
         dropout=m.dropout,
         stoch_depth=m.stoch_depth,
         head_bias_init=head_bias,
@@ -140,7 +142,12 @@ def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     from mixer_cli.models.costs import by_blocks, measure
 
     def cost(spec: ViTSpec) -> np.ndarray:
-        model = create_vit(spec, num_classes=num_classes, classifier=m.classifier)
+        model = create_vit(
+            spec,
+            num_classes=num_classes,
+            classifier=m.classifier,
+            representation_size=m.representation_size,
+        )
         row = measure(model, m.resolution)
         return np.array([row["params"], row["gflops"]], np.float64)
 
