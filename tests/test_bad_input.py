@@ -18,7 +18,7 @@ import pytest
 from damage import damage_inside, flip_npz_array_bit, truncate
 from datasets import write_image, write_image_folder, write_mask_folder
 from numpy_resmlp import resmlp_state_dict
-from numpy_timm import timm_state_dict
+from numpy_timm import timm_state_dict, timm_vit_state_dict
 from numpy_vit import google_vit_params
 from PIL import Image
 from safetensors.numpy import save_file
@@ -297,6 +297,13 @@ CASES: list[tuple[list[str], str]] = [
     (["info", "--checkpoint", "{mean_odd}"], "mean_odd.safetensors: 'mean' is not JSON"),
     (["info", "--checkpoint", "{hub_odd}"], "config.json is not a timm model config: expected a"),
     (["eval", "--init", "{hybrid}", "--resolution", "32"], "a hybrid checkpoint does not adapt"),
+    # timm's ViTs that are not Google's ViT (issue 37)
+    (["eval", "--init", "{vit_fc_norm}"], "is timm's fc_norm, a LayerNorm after the tokens' mean"),
+    (["info", "--checkpoint", "{vit_no_embed_class}"], "class token's (timm's no_embed_class)"),
+    (
+        ["export", "--init", "{vit_npz}", "--format", "onnx", "--out", "{workdir}/x"],
+        "ONNX export covers the mixer family; {vit_npz} is a vit: use --format stablehlo",
+    ),
 ]
 
 
@@ -410,9 +417,18 @@ def write_odd_files(root: Path, npz: str) -> dict[str, str]:
     (root / "hub_odd").mkdir()
     save_file(state, str(root / "hub_odd" / "model.safetensors"), metadata={"format": "pt"})
     (root / "hub_odd" / "config.json").write_text("[]")
+    vit = timm_vit_state_dict(4, 1, 64, 32, 2, 10, class_token=False)
+    fc_norm = {"fc_norm.weight": np.ones(64, np.float32), "fc_norm.bias": np.zeros(64, "f4")}
+    save_file({**vit, **fc_norm}, str(root / "vit_fc_norm.safetensors"))
+    vit = timm_vit_state_dict(4, 1, 64, 32, 2, 10)
+    vit["pos_embed"] = vit["pos_embed"][:, 1:]  # the grid's rows alone, the class token apart
+    save_file(vit, str(root / "vit_no_embed_class.safetensors"))
     return {
         **{k: str(root / k) for k in ("export_list", "export_foreign", "run_odd", "metrics_odd")},
-        **{k: str(root / f"{k}.safetensors") for k in ("gelu_odd", "mean_odd")},
+        **{
+            k: str(root / f"{k}.safetensors")
+            for k in ("gelu_odd", "mean_odd", "vit_fc_norm", "vit_no_embed_class")
+        },
         "dir_npz": str(root / "dir.npz"),
         "list_json": str(root / "list.json"),
         "list_yaml": str(root / "list.yaml"),
