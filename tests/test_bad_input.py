@@ -98,8 +98,8 @@ CASES: list[tuple[list[str], str]] = [
         "resolution 30 is not a positive multiple of ResMLP-2x16/4's patch size 4; try 28 or 32",
     ),
     (
-        ["finetune", "--init", "{resmlp}", "--resolution", "32"],
-        "a resmlp checkpoint does not adapt to another resolution",
+        ["finetune", "--init", "{resmlp}", "--resolution", "24"],
+        "resolution 24 is not an integer multiple of the checkpoint's 16; try 16 or 32",
     ),
     (
         ["pretrain", "--set", "model.family=vit", "--set", "model.stem=conv"],
