@@ -4,6 +4,7 @@ tiny model through pretrain, eval and plot weights, and (slow) timm itself both 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpy_gmlp import timm_gmlp, timm_gmlp_state
@@ -46,11 +48,12 @@ def test_a_timm_gmlp_state_dict_gives_the_numpy_statements_logits(tmp_path: Path
     assert loaded.details["gelu"] == "exact" and loaded.num_classes == 7  # timm's GELU
     x01 = images()
     want = timm_logits(state, x01)
-    logits, out = loaded.model.apply({"params": loaded.params}, x01 * 2 - 1)
+    logits, out = jax.jit(loaded.model.apply)({"params": loaded.params}, x01 * 2 - 1)
     np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     assert out["pre_logits"].shape == (3, 16) and out["tokens"].shape == (3, 16, 16)
     tanh = registry.get("gmlp").load(flat_params(loaded.params), "x", None, {"gelu": "tanh"})
-    missed = np.abs(np.asarray(tanh.model.apply({"params": tanh.params}, x01 * 2 - 1)[0]) - want)
+    tanh_logits = jax.jit(tanh.model.apply)({"params": tanh.params}, x01 * 2 - 1)[0]
+    missed = np.abs(np.asarray(tanh_logits) - want)
     assert missed.max() > 20 * np.abs(np.asarray(logits) - want).max()  # the form matters
     # plot weights' input: each block's gate as [S in, S out], a column per output token
     gates = registry.get("gmlp").token_weights(flat_params(loaded.params))
@@ -124,6 +127,29 @@ def test_parameters_are_timms_for_the_listed_sizes() -> None:
     rows = {v: family.count(ModelConfig("gmlp", v, 224), 1000) for v in timm_counts}
     assert {v: row["params"] for v, row in rows.items()} == timm_counts
     assert 8.5 < rows["S/16"]["gflops"] < 9.5  # timm's table: 4.4 GMACs
+
+
+def test_the_run_options_and_timms_initialisation_reach_the_model() -> None:
+    m = ModelConfig("gmlp", "1x16-2/4", 16, dropout=0.5, stoch_depth=0.5)
+    model = registry.build(m, 3, -2.0)  # the head bias a sigmoid loss starts from
+    x = jnp.asarray(images(2) * 2 - 1)
+
+    @jax.jit  # one compile: eager init and apply dispatch hundreds of small programs
+    def run(key: jax.Array) -> tuple:
+        params = model.init(key, x)["params"]
+        block = model.apply({"params": params}, x)[1]["block_0"]
+        trained = model.apply({"params": params}, x, train=True, rngs={"dropout": key})[1]
+        return params, block, trained["block_0"]
+
+    params, block, trained = run(jax.random.key(0))
+    gate = params["GatingBlock_0"]["gate_proj"]
+    assert gate["kernel"].shape == (16, 16) and float(jnp.abs(gate["kernel"]).max()) < 1e-5
+    np.testing.assert_array_equal(gate["bias"], 1.0)  # each block starts near u * 1
+    np.testing.assert_array_equal(params["head"]["bias"], -2.0)
+    assert not np.allclose(trained, block)  # dropout and drop path on in training
+    bf16 = registry.build(dataclasses.replace(m, dtype="bfloat16"), 3, 0.0)
+    (logits, out), _ = jax.eval_shape(bf16.init_with_output, jax.random.key(0), x)
+    assert out["block_0"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
 
 
 FAST = ["--set=optim.warmup_steps=1", "--set=train.log_every=1"]
