@@ -19,9 +19,10 @@ Variant = Annotated[
     Optional[str],
     typer.Option(
         "--variant",
-        help="Variant SIZE/PATCH, any patch size, e.g. B/16: Mixer sizes N, Ti (ours, for "
-        "CPUs), S, B, L, H (paper); ViT sizes (--set model.family=vit) N (ours), Ti, S, B, "
-        "L, H.",
+        help="The model in its family's notation, SIZE/PATCH with any patch size, e.g. B/16: "
+        "Mixer sizes N, Ti (ours, for CPUs), S, B, L, H (paper); with --set model.family=F "
+        "another family's (vit: N, Ti, S, B, L, H; gmlp: Ti, S, B; resmlp: S12, S24, S36, "
+        "B24; resnet: ResNet50x1). `mixer info --family F` lists them.",
         show_default=False,
     ),
 ]

@@ -30,13 +30,13 @@ HEADS: tuple[str, ...] = ("classify", "segment")
 @dataclass(frozen=True)
 class ModelConfig:
     family: str = "mixer"  # a model family of the registry (mixer_cli.models.registry)
-    variant: str = "N/2"  # in the family's notation: Mixer, ViT SIZE/PATCH, ResNet{depth}x{factor}
+    variant: str = "N/2"  # in the family's notation: SIZE/PATCH (most), ResNet{depth}x{factor}
     resolution: int = 8
     dropout: float = 0.0
     stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
     dtype: str = "float32"  # compute dtype; parameters stay float32
     grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
-    # GELU of the mixer, hybrid and vit families: tanh (Google's weights, ours) or exact
+    # GELU of every family with one: tanh (JAX's and Google's weights, ours) or exact
     # (timm's weights; read from timm's files, so a fine-tune of one keeps it)
     gelu: str = "tanh"
     # The follow-up architectures (models/hybrid.py; any of them makes the family hybrid):
