@@ -191,6 +191,7 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["export", "--init", "{npz}", "--resolution", "20", "--out", "{workdir}/x"], "multiple"),
     (["export", "--init", "{not_mixer}", "--out", "{workdir}/x"], "not_mixer.npz"),
+    (["export", "--init", "{hybrid}", "--out", "{workdir}/x"], "families mixer, vit; "),
     (["export", "--init", "{npz}", "--float-token-mixing", "--out", "{workdir}/x"], "with --int8"),
     (["bench", "--mode", "latency", "--exported", "{one_class}"], "not a mixer export"),
     (["convert", "{workdir}/missing.npz", "{workdir}/out.safetensors"], "missing.npz"),

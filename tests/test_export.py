@@ -6,22 +6,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from jax import export as jax_export
+from numpy_vit import google_vit_params
 
 from mixer_cli.cli import run
-from mixer_cli.export.onnx_graph import mixer_graph
 from mixer_cli.export.quantize import quantize
+from mixer_cli.models import registry
+from mixer_cli.models.mixer_onnx import mixer_graph
 from mixer_cli.models.registry import load_checkpoint
+from mixer_cli.models.vit_onnx import vit_graph
 from mixer_cli.tasks.export import run_onnx
 from mixer_cli.weights.arrays import flat_params
 
 
 def logits(loaded, images: np.ndarray) -> np.ndarray:
-    return np.asarray(loaded.model.apply({"params": loaded.params}, images)[0])
+    return np.asarray(jax.jit(loaded.model.apply)({"params": loaded.params}, images)[0])
 
 
 @pytest.mark.parametrize("fold", [True, False], ids=["layernorms-folded", "as-trained"])
@@ -35,6 +39,45 @@ def test_the_onnx_graph_gives_jax_logits(tmp_path: Path, official_npz, fold, gel
     path.write_bytes(mixer_graph(flat, 16, gelu=gelu, fold=fold).SerializeToString())
     images = np.random.default_rng(0).uniform(-1, 1, (5, 16, 16, 3)).astype(np.float32)
     np.testing.assert_allclose(run_onnx(path, images), np.asarray(model(images)), atol=1e-4)
+
+
+VIT = {"patch": 4, "layers": 2, "width": 16, "mlp": 32, "heads": 2}  # 2 blocks, 2 heads
+
+
+@pytest.mark.parametrize(
+    ("options", "fold"),
+    [
+        ({"classifier": "gap", "num_classes": 5}, False),
+        ({"classifier": "token", "num_classes": 0}, True),
+    ],
+    ids=["gap-as-trained", "token-no-head-layernorms-folded"],
+)
+def test_the_vit_onnx_graph_gives_jax_logits(tmp_path: Path, options: dict, fold: bool) -> None:
+    flat = google_vit_params(**VIT, side=3, seed=1, **options)
+    loaded = registry.family_of(flat, "vit.npz").load(flat, "vit.npz", None, {})
+    path = tmp_path / "v.onnx"
+    path.write_bytes(vit_graph(flat, 12, fold=fold).SerializeToString())
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(path, images), logits(loaded, images), atol=1e-4)
+
+
+def test_a_vit_exports_onnx_float_and_int8_through_the_cli(tmp_path: Path) -> None:
+    """The class token and pre_logits, uint8 pixels, a fixed batch: the float file gives
+    JAX's logits; dynamic int8 makes every weight's MatMul an integer product (attention's
+    products of activations stay float) and keeps the float model's top-1."""
+    flat = google_vit_params(**VIT, side=4, num_classes=10, representation=12)
+    np.savez(tmp_path / "vit.npz", **flat)
+    out = tmp_path / "onnx"
+    argv = ["export", "--init", str(tmp_path / "vit.npz"), "--int8", "dynamic", "--uint8-input"]
+    assert run([*argv, "--batch-size", "4", "--out", str(out)]) == 0
+    record = json.loads((out / "export.json").read_text())
+    assert record["family"] == "vit" and record["input"]["shape"] == [4, 16, 16, 3]
+    assert record["max_abs_diff"] <= 1e-4, record
+    assert record["int8"]["top1_agreement"] >= 0.9, record["int8"]  # 16 random images
+    ops = [node.op_type for node in onnx.load(out / "model.int8.onnx").graph.node]
+    kernels = [k for k in flat if k.endswith("kernel")]
+    assert ops.count("MatMulInteger") == len(kernels) - 2 * 2  # q, k, v: one MatMul
+    assert ops.count("MatMul") == 2 * 2 and ops.count("Softmax") == 2  # 2 blocks
 
 
 def test_export_writes_onnx_float_and_int8_that_agree_on_real_images(
@@ -180,5 +223,5 @@ def test_one_table_entry_is_a_format_for_export_and_latency(
     (tmp_path / "f" / "export.json").write_text(json.dumps({**record, "file": "model.bin"}))
     with pytest.raises(ConfigError, match="not a file mixer export writes"):
         child({**spec, "warmup": 1})
-    with pytest.raises(ConfigError, match=r"covers the mixer family; r\.npz is a resnet: use"):
+    with pytest.raises(ConfigError, match=r"families mixer, vit; r\.npz is a resnet: use"):
         formats.check_family(formats.get("onnx"), "resnet", "r.npz")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models import vit_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.mixer import abstract_params, compute_dtype
 from mixer_cli.models.registry import Family, Loaded
@@ -151,4 +152,5 @@ FAMILY = Family(
     resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
     paper_setting=paper_setting,
+    onnx=vit_onnx.graph_of,
 )
