@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from damage import damage_inside, flip_npz_array_bit, truncate
 from datasets import write_image, write_image_folder, write_mask_folder
-from numpy_timm import timm_state_dict
+from numpy_resmlp import resmlp_state_dict
+from numpy_timm import timm_state_dict, timm_vit_state_dict
 from numpy_vit import google_vit_params
 from PIL import Image
 from safetensors.numpy import save_file
@@ -30,7 +31,8 @@ from mixer_cli.weights.arrays import write_npz
 # Each case: (arguments, words the error line must contain). {npz}: a hand-made official
 # checkpoint (patch 4, 16 px, 10 classes, a custom size); {n4}: our N/4 at 16 px; {empty},
 # {one_class}, {bad_yaml}, {not_mixer}, {vit}, {truncated}, {flipped}: files made below;
-# {vit_npz}: Google's ViT layout (patch 4, 16 px, 10 classes, a custom size);
+# {vit_npz}: Google's ViT layout (patch 4, 16 px, 10 classes, a custom size); {resmlp}: a
+# timm ResMLP state dict (patch 4, 2 blocks, 16 px, 10 classes);
 # {workdir}: where a run would go.
 CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--variant", "Q/16"], "Q/16"),
@@ -87,6 +89,18 @@ CASES: list[tuple[list[str], str]] = [
         "is a mixer checkpoint and this run's model a vit: set model.family=mixer",
     ),
     (["plot", "weights", "--init", "{vit_npz}"], "is a vit: it mixes tokens without token-mixing"),
+    (
+        ["pretrain", "--set", "model.family=resmlp", "--variant", "Q/16"],
+        "unknown ResMLP variant 'Q/16': expected SIZE/PATCH with SIZE one of S12, S24, S36, B24",
+    ),
+    (
+        ["pretrain", "--set", "model.family=resmlp", "--variant", "2x16/4", "--resolution", "30"],
+        "resolution 30 is not a positive multiple of ResMLP-2x16/4's patch size 4; try 28 or 32",
+    ),
+    (
+        ["finetune", "--init", "{resmlp}", "--resolution", "32"],
+        "a resmlp checkpoint does not adapt to another resolution",
+    ),
     (
         ["pretrain", "--set", "model.family=vit", "--set", "model.stem=conv"],
         "model.stem is an option of Mixers (families mixer, hybrid), not of model.family vit",
@@ -297,6 +311,13 @@ CASES: list[tuple[list[str], str]] = [
     (["info", "--checkpoint", "{mean_odd}"], "mean_odd.safetensors: 'mean' is not JSON"),
     (["info", "--checkpoint", "{hub_odd}"], "config.json is not a timm model config: expected a"),
     (["eval", "--init", "{hybrid}", "--resolution", "32"], "a hybrid checkpoint does not adapt"),
+    # timm's ViTs that are not Google's ViT (issue 37)
+    (["eval", "--init", "{vit_fc_norm}"], "is timm's fc_norm, a LayerNorm after the tokens' mean"),
+    (["info", "--checkpoint", "{vit_no_embed_class}"], "class token's (timm's no_embed_class)"),
+    (
+        ["export", "--init", "{vit_npz}", "--format", "onnx", "--out", "{workdir}/x"],
+        "ONNX export covers the mixer family; {vit_npz} is a vit: use --format stablehlo",
+    ),
 ]
 
 
@@ -322,6 +343,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     np.savez(root / "not_mixer.npz", weights=np.zeros((3, 3), np.float32))
     vit = {"cls_token": np.zeros((1, 1, 16), np.float32), "stem.proj.bias": np.zeros(16, "f4")}
     save_file(vit, str(root / "vit.safetensors"))
+    resmlp = resmlp_state_dict(4, 2, 16, 16, 64, 10, seed=0)  # a timm ResMLP at 16 px
+    save_file(resmlp, str(root / "resmlp.safetensors"))
     write_mask_folder(root / "mask_missing", {"train": [(8, 8), (8, 8)]})
     (root / "mask_missing" / "train" / "masks" / "1.png").unlink()
     write_mask_folder(root / "mask_values", {"train": [(8, 8), (8, 8)]}, classes=3)
@@ -377,6 +400,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "bad_yaml": str(root / "bad.yaml"),
         "not_mixer": str(root / "not_mixer.npz"),
         "vit": str(root / "vit.safetensors"),
+        "resmlp": str(root / "resmlp.safetensors"),
         "vit_npz": str(root / "vit.npz"),
         "truncated": str(truncate(official_npz[0], root / "truncated.npz")),
         "flipped": str(flip_npz_array_bit(official_npz[0], root / "flipped.npz")),
@@ -407,9 +431,18 @@ def write_odd_files(root: Path, npz: str) -> dict[str, str]:
     (root / "hub_odd").mkdir()
     save_file(state, str(root / "hub_odd" / "model.safetensors"), metadata={"format": "pt"})
     (root / "hub_odd" / "config.json").write_text("[]")
+    vit = timm_vit_state_dict(4, 1, 64, 32, 2, 10, class_token=False)
+    fc_norm = {"fc_norm.weight": np.ones(64, np.float32), "fc_norm.bias": np.zeros(64, "f4")}
+    save_file({**vit, **fc_norm}, str(root / "vit_fc_norm.safetensors"))
+    vit = timm_vit_state_dict(4, 1, 64, 32, 2, 10)
+    vit["pos_embed"] = vit["pos_embed"][:, 1:]  # the grid's rows alone, the class token apart
+    save_file(vit, str(root / "vit_no_embed_class.safetensors"))
     return {
         **{k: str(root / k) for k in ("export_list", "export_foreign", "run_odd", "metrics_odd")},
-        **{k: str(root / f"{k}.safetensors") for k in ("gelu_odd", "mean_odd")},
+        **{
+            k: str(root / f"{k}.safetensors")
+            for k in ("gelu_odd", "mean_odd", "vit_fc_norm", "vit_no_embed_class")
+        },
         "dir_npz": str(root / "dir.npz"),
         "list_json": str(root / "list.json"),
         "list_yaml": str(root / "list.yaml"),

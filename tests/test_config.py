@@ -91,6 +91,9 @@ def test_a_paper_variant_without_a_recipe_gets_the_papers_settings() -> None:
     assert implied_settings("Ti/16", "imagenet21k", vit)[0] == "vit_b16_imagenet21k"
     assert implied_settings("Ti/16", "cifar10", vit)[1] == {"model.resolution": 224}
     assert implied_settings("Ti/16", "imagenet2012") == (None, {}, "")  # no Mixer size: left
+    resmlp = ["model.family=resmlp"]
+    assert implied_settings("S12/16", "imagenet2012", resmlp)[0] == "resmlp_s24_imagenet"
+    assert implied_settings("8x96/4", "imagenet2012", resmlp) == (None, {}, "")  # ours
     for recipe in ("vit_b16_imagenet", "vit_b16_imagenet21k"):
         config = resolve(recipe, None, {"model.variant": "Ti/16"})
         assert (config.model.family, config.model.variant) == ("vit", "Ti/16")

@@ -31,7 +31,10 @@ from mixer_cli.weights.arrays import write_npz
         ({"evals.probe.shots": "5"}, "evaluator 'probe' .* has no type: set evals.probe.type"),
         ({"evals.test.every": "-1"}, "evals.test.every must be >= 0"),
         ({"evals.a/b.type": "fewshot"}, "NAME without '/'"),
-        ({"model.family": "vgg"}, "model.family must be one of mixer, hybrid, resnet, vit, got"),
+        (
+            {"model.family": "vgg"},
+            "model.family must be one of mixer, hybrid, resnet, vit, resmlp, got",
+        ),
     ],
 )
 def test_unknown_evaluators_families_and_keys_are_refused(overrides, message) -> None:

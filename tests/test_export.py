@@ -45,18 +45,18 @@ VIT = {"patch": 4, "layers": 2, "width": 16, "mlp": 32, "heads": 2}  # 2 blocks,
 
 
 @pytest.mark.parametrize(
-    ("options", "fold"),
+    ("options", "fold", "gelu"),
     [
-        ({"classifier": "gap", "num_classes": 5}, False),
-        ({"classifier": "token", "num_classes": 0}, True),
+        ({"classifier": "gap", "num_classes": 5}, False, "exact"),
+        ({"classifier": "token", "num_classes": 0}, True, "tanh"),
     ],
-    ids=["gap-as-trained", "token-no-head-layernorms-folded"],
+    ids=["gap-exact-as-trained", "token-no-head-tanh-layernorms-folded"],
 )
-def test_the_vit_onnx_graph_gives_jax_logits(tmp_path: Path, options: dict, fold: bool) -> None:
+def test_the_vit_onnx_graph_gives_jax_logits(tmp_path: Path, options, fold, gelu) -> None:
     flat = google_vit_params(**VIT, side=3, seed=1, **options)
-    loaded = registry.family_of(flat, "vit.npz").load(flat, "vit.npz", None, {})
+    loaded = registry.family_of(flat, "vit.npz").load(flat, "vit.npz", None, {"gelu": gelu})
     path = tmp_path / "v.onnx"
-    path.write_bytes(vit_graph(flat, 12, fold=fold).SerializeToString())
+    path.write_bytes(vit_graph(flat, 12, fold=fold, gelu=gelu).SerializeToString())
     images = np.random.default_rng(0).uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32)
     np.testing.assert_allclose(run_onnx(path, images), logits(loaded, images), atol=1e-4)
 

@@ -13,11 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy_vit import google_vit_params
 
 from mixer_cli.cli import run
+from mixer_cli.weights import released
 from mixer_cli.weights.released import fetch as fetch_released
 
 NAME = "imagenet21k/Mixer-B_16"
+VIT_NAME = "imagenet21k/ViT-B_16"  # served, tiny, from the ViT bucket's mirror
+TINY_VIT = {"patch": 4, "layers": 1, "width": 16, "mlp": 32, "heads": 2, "side": 2}
 FAST = ["--steps=2", "--batch-size=16", "--set=optim.warmup_steps=1", "--set=train.log_every=1"]
 
 
@@ -58,12 +62,20 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def bucket(official_npz, monkeypatch, tmp_path):
+    """One server as the mirror of both buckets: a small Mixer under NAME, a tiny ViT
+    (with a pre_logits layer) under VIT_NAME."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.files = {f"/{NAME}.npz": Path(official_npz[0]).read_bytes()}
+    vit = tmp_path / "vit.npz"
+    np.savez(vit, **google_vit_params(**TINY_VIT, num_classes=10, representation=12))
+    server.files = {
+        f"/{NAME}.npz": Path(official_npz[0]).read_bytes(),
+        f"/{VIT_NAME}.npz": vit.read_bytes(),
+    }
     server.requests, server.cut_next, server.stall_next = [], False, None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setenv("MIXER_CHECKPOINTS_URL", f"http://127.0.0.1:{server.server_port}")
+    for variable in ("MIXER_CHECKPOINTS_URL", "MIXER_VIT_CHECKPOINTS_URL"):
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{server.server_port}")
     monkeypatch.setenv("MIXER_CACHE_DIR", str(tmp_path / "cache"))
     yield server
     server.shutdown()
@@ -111,6 +123,9 @@ def test_a_released_checkpoint_by_name_downloads_resumes_and_is_verified(
     [
         ("imagenet1k/Mixer-L_16", "HTTP 404"),
         ("imagenet21k/Mixer-Q_16", "unknown released checkpoint 'imagenet21k/Mixer-Q_16'; did"),
+        ("imagenet21k+imagenet2012/ViT-L_32", "HTTP 404"),
+        ("augreg/B_16-i21k", "did you mean augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1"),
+        ("imagenet21k/ViT-B_61", "did you mean imagenet21k/ViT-B_16, imagenet21k/ViT-L_16"),
     ],
 )
 def test_missing_and_unknown_names_are_one_line(capsys, bucket, name, needle) -> None:
@@ -202,3 +217,57 @@ def test_a_download_killed_mid_transfer_leaves_only_its_part_and_the_rerun_compl
     assert fetch_released(NAME) == cached
     assert cached.read_bytes() == bucket.files[f"/{NAME}.npz"] and not part.exists()
     assert bucket.requests[-1][1] == f"bytes={have}-"
+
+
+def test_a_released_vit_comes_from_its_own_bucket_and_loads_by_name(
+    capsys, monkeypatch, tmp_path, bucket
+) -> None:
+    """MIXER_VIT_CHECKPOINTS_URL mirrors the ViT bucket (the Mixer's variable points
+    nowhere here); the file is downloaded, recorded and read as the ViT it holds (the path
+    every --init takes, `finetune --init imagenet21k/ViT-B_16` included)."""
+    monkeypatch.setenv("MIXER_CHECKPOINTS_URL", "http://127.0.0.1:1")  # nothing listens
+    out = tmp_path / "as-read.npz"
+    assert run(["convert", VIT_NAME, str(out)]) == 0, capsys.readouterr().err
+    assert bucket.requests == [(f"/{VIT_NAME}.npz", None)]
+    cached = tmp_path / "cache" / "mixer" / "checkpoints" / f"{VIT_NAME}.npz"
+    assert cached.read_bytes() == bucket.files[f"/{VIT_NAME}.npz"]
+    with np.load(cached) as served, np.load(out) as read:  # read as the ViT it holds
+        assert set(read.files) == set(served.files) and "pre_logits/kernel" in read.files
+        assert all(np.array_equal(read[k], served[k]) for k in served.files)
+    assert cached.with_name(f"{cached.name}.json").is_file()  # size and sha256, checked from now
+    assert run(["info", "--checkpoints", "--json"]) == 0
+    listed = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert listed[VIT_NAME]["source"] == f"http://127.0.0.1:{bucket.server_port}/{VIT_NAME}.npz"
+    assert (listed[VIT_NAME]["family"], listed[VIT_NAME]["variant"]) == ("vit", "B/16")
+    augreg = "augreg/Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
+    assert listed[f"{augreg}--imagenet2012-steps_20k-lr_0.03-res_384"]["resolution"] == 384
+    assert listed["gsam/Mixer-S_8"]["source"].startswith("http://127.0.0.1:1/")
+
+
+def test_a_vit_put_in_the_cache_by_hand_is_checked_against_its_catalog_entry(
+    capsys, monkeypatch, tmp_path
+) -> None:
+    """A hand-placed ViT is verified through the registry against its entry, a pre_logits
+    layer included: without that layer it is refused, naming the file; with it, adopted."""
+    name = "imagenet21k/ViT-tiny"  # a tiny entry, as the real ones are hundreds of MiB
+    entry = released.Released(
+        "vit_models", "vit", "1x16-32-2/4", 8, 10, (("representation_size", 12),)
+    )
+    monkeypatch.setitem(released.CATALOG, name, entry)
+    monkeypatch.setenv("MIXER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MIXER_VIT_CHECKPOINTS_URL", "http://127.0.0.1:1")  # offline
+    place = tmp_path / "cache" / "mixer" / "checkpoints" / f"{name}.npz"
+    place.parent.mkdir(parents=True)
+    np.savez(place, **google_vit_params(**TINY_VIT, num_classes=10))  # no pre_logits
+    out = tmp_path / "as-read.npz"
+    assert run(["convert", name, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(place) in err and f"is no copy of {name}" in err, err
+    assert "'head/kernel' has shape (16, 10) but" in err  # its head sits on no pre_logits
+    assert not out.exists() and not place.with_name(f"{place.name}.json").exists()
+    np.savez(place, **google_vit_params(**TINY_VIT, num_classes=10, representation=12))
+    assert run(["convert", name, str(out)]) == 0
+    assert f"note: {place} had no download record" in capsys.readouterr().err
+    assert place.with_name(f"{place.name}.json").is_file()  # checked from now on
+    with np.load(out) as read:
+        assert read["pre_logits/kernel"].shape == (16, 12)

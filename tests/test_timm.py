@@ -1,4 +1,4 @@
-"""timm's Mixer weights: safetensors state dicts read and written, hf-hub names offline.
+"""timm's Mixer and ViT weights: safetensors state dicts read and written, hf-hub names offline.
 
 The default suite compares against an independent NumPy statement of timm's forward
 (numpy_timm.py); the slow test against timm itself, run by the interpreter in
@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numpy_mixer import numpy_mixer
-from numpy_timm import timm_mixer, timm_state_dict
+from numpy_timm import timm_mixer, timm_state_dict, timm_vit, timm_vit_state_dict
+from numpy_vit import google_vit_params
 from safetensors.numpy import load_file, save_file
 
 from mixer_cli import load_pretrained
 from mixer_cli.core.errors import CheckpointMismatch, CheckpointNotFound
 from mixer_cli.models.registry import load_checkpoint
 from mixer_cli.models.timm_state import save as save_timm
+from mixer_cli.models.vit_timm import LAYOUT_OF_VIT
 from mixer_cli.weights import timm as timm_layout
 
 
@@ -172,3 +174,80 @@ def test_mixer_convert_writes_either_layout_and_back_exactly(
     assert timm_layout.read_settings(timm_file) == {"gelu": "tanh"}  # written from the npz
     assert run(["convert", timm_hub["name"], str(timm_file), "--overwrite"]) == 0
     assert timm_layout.read_settings(timm_file) == {"gelu": "exact"}  # now timm's weights
+
+
+@pytest.mark.parametrize(
+    ("options", "width", "heads", "metadata"),
+    [
+        ({"representation": 12}, 128, 2, {}),  # heads unrecorded: 64 wide, as timm's ViTs
+        ({"class_token": False}, 32, 4, {"attention_heads": "4"}),  # gap; heads recorded
+    ],
+    ids=["token+pre_logits", "gap+recorded-heads"],
+)
+def test_timm_vit_weights_give_timm_logits_and_map_back_exactly(
+    tmp_path: Path, options: dict, width: int, heads: int, metadata: dict
+) -> None:
+    state = timm_vit_state_dict(4, 1, width, 48, 2, 5, seed=1, **options)
+    back = LAYOUT_OF_VIT.to_timm(LAYOUT_OF_VIT.from_timm(state, "x"))
+    assert set(back) == set(state)
+    assert all(np.array_equal(back[k], state[k]) for k in state)
+    path = tmp_path / "vit.safetensors"
+    save_file(state, str(path), metadata={"format": "pt", **metadata})
+    loaded = load_checkpoint(path)
+    assert (loaded.family, loaded.details["gelu"]) == ("vit", "exact")  # timm's GELU
+    assert loaded.config["classifier"] == ("gap" if "class_token" in options else "token")
+    x01 = images(size=8)
+    got = np.asarray(loaded.model.apply({"params": loaded.params}, x01 * 2 - 1)[0])
+    nchw = ((x01 - 0.5) / 0.5).transpose(0, 3, 1, 2)
+    want = timm_vit(state, nchw, heads)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    # the heads matter: one head instead misses by far more than float32 rounding
+    assert np.abs(timm_vit(state, nchw, 1) - want).max() > 1e3 * np.abs(got - want).max()
+
+
+def test_mixer_convert_takes_a_vit_to_timms_layout_and_back_exactly(capsys, tmp_path: Path) -> None:
+    from test_cli import run_cli
+
+    flat = google_vit_params(
+        patch=4, layers=1, width=16, mlp=32, heads=2, side=2, num_classes=5, seed=2
+    )
+    npz, timm_file, back = tmp_path / "vit.npz", tmp_path / "vit.safetensors", tmp_path / "b.npz"
+    np.savez(npz, **flat)
+    assert run_cli(capsys, "convert", str(npz), str(timm_file))[0] == 0
+    state = load_file(str(timm_file))
+    want = timm_vit_state_dict(4, 1, 16, 32, 2, 5)
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in want.items()}
+    # the heads, which a state dict does not hold, and the GELU form travel in the metadata
+    assert timm_layout.read_settings(timm_file) == {"gelu": "tanh", "attention_heads": 2}
+    assert run_cli(capsys, "convert", str(timm_file), str(back))[0] == 0
+    with np.load(back) as read_back:
+        assert set(read_back.files) == set(flat)
+        assert all(np.array_equal(read_back[k], flat[k]) for k in flat)
+
+
+# timm's ViT-Ti/16 with random weights, its logits, and a file mixer wrote run by timm.
+TIMM_VIT_SCRIPT = TIMM_SCRIPT.replace("mixer_s16_224", "vit_tiny_patch16_224")
+TIMM_LOADS_OUR_VIT = TIMM_LOADS_OURS.replace("mixer_s16_224", "vit_tiny_patch16_224")
+
+
+@pytest.mark.slow
+def test_logits_equal_timm_itself_for_a_random_vit_tiny_patch16_224(tmp_path: Path) -> None:
+    python = os.environ.get("MIXER_TIMM_PYTHON", sys.executable)
+    weights, outputs = tmp_path / "model.safetensors", tmp_path / "timm.npz"
+    subprocess.run([python, "-c", TIMM_VIT_SCRIPT, weights, outputs], check=True)
+    timm_run = np.load(outputs)
+    loaded = load_checkpoint(weights)
+    assert (loaded.family, loaded.name, loaded.resolution) == ("vit", "Ti/16", 224)
+    got = np.asarray(loaded.model.apply({"params": loaded.params}, timm_run["images"] * 2 - 1)[0])
+    diff = float(np.abs(got - timm_run["logits"]).max())
+    scale = float(np.abs(timm_run["logits"]).max())
+    print(
+        f"vit_tiny_patch16_224, 4 images: max |mixer - timm| = {diff:.2e} (max |logit| {scale:.2f})"
+    )
+    assert diff <= 1e-5 * scale
+    ours = save_timm("vit", loaded.params, tmp_path / "ours.safetensors", gelu="exact")
+    back = tmp_path / "back.npy"
+    subprocess.run([python, "-c", TIMM_LOADS_OUR_VIT, ours, outputs, back], check=True)
+    diff_back = float(np.abs(np.load(back) - got).max())
+    print(f"written by mixer, run by timm: max |timm - mixer| = {diff_back:.2e}")
+    assert diff_back <= 1e-5 * scale

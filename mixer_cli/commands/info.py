@@ -142,9 +142,13 @@ def _released(json: bool) -> None:
         report.print_json(rows)
         return
     report.print_table(
-        "Google's released Mixer checkpoints (--init NAME; downloaded once, then verified)",
+        "Google's released checkpoints (--init NAME; downloaded once, then verified)",
         [
             report.Column("name", "Name", justify="left"),
+            report.Column("family", "Family", justify="left"),
+            report.Column("variant", "Variant", justify="left"),
+            report.Column("resolution", "Res."),
+            report.Column("classes", "Classes", lambda c: f"{c:,}"),
             report.Column("source", "Source", justify="left"),
             report.Column("cached", "Cached"),
         ],

@@ -112,7 +112,8 @@ Init = Annotated[
     typer.Option(
         "--init",
         help="Start from these weights: an .npz in the official layout (Google's or ours), "
-        "a released checkpoint's name (imagenet21k/Mixer-B_16; `mixer info --checkpoints`), "
+        "a released checkpoint's name (imagenet21k/Mixer-B_16, imagenet21k/ViT-B_16; "
+        "`mixer info --checkpoints`), "
         "timm's weights (.safetensors, hf-hub:timm/NAME; then set model.gelu=exact), "
         "or a run directory (finished, or its newest training checkpoint).",
         show_default=False,

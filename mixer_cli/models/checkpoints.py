@@ -1,6 +1,6 @@
 """A checkpoint's arrays as models read them: a segmentation model's backbone
 unwrapped, checked against the model that will run them; a released checkpoint copied
-into the cache by hand checked against the Mixer its name gives before it is used."""
+into the cache by hand checked against the model its name gives before it is used."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from mixer_cli.models.timm_state import from_state, is_timm_state
 from mixer_cli.weights import released
 from mixer_cli.weights.arrays import Params, as_tree, check_compatible
 from mixer_cli.weights.forms import read_arrays
-
-RELEASED_RESOLUTION = 224  # every released Mixer was trained (or fine-tuned) at 224 px
 
 SEGMENTER_PARTS = ("backbone", "segment_head")  # a `mixer segment` model's two subtrees
 
@@ -47,16 +45,31 @@ def read_params(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
 
 def _adopted(name: str, path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     """The arrays of a released checkpoint put in the cache by hand (the offline advice),
-    used, and recorded like a download, only when they are exactly that Mixer's: the
-    variant its name gives at 224 px, with its head (21,843 classes for ImageNet-21k)."""
-    from mixer_cli.models.mixer import abstract_params, create_model
+    used, and recorded like a download, only when they are exactly the model its catalog
+    entry gives: the family's variant at its resolution, with its head (21,843 classes for
+    ImageNet-21k), built through the registry."""
+    import jax
+    import jax.numpy as jnp
 
-    variant = name.partition("Mixer-")[2].replace("_", "/")  # Mixer-B_16 -> B/16
-    classes = released.head_classes(name)
+    from mixer_cli.models import registry
+    from mixer_cli.models.settings import ModelConfig
+
+    want = released.entry(name)
+    config = ModelConfig(
+        family=want.family,
+        variant=want.variant,
+        resolution=want.resolution,
+        **dict(want.settings),
+    )
+    what = (
+        f"{name} ({want.family} {want.variant} at {want.resolution} px, {want.classes:,} classes)"
+    )
     try:
         flat, source = read_arrays(path)
-        expected = abstract_params(create_model(variant, num_classes=classes), RELEASED_RESOLUTION)
-        check_compatible(expected, flat, source, f"{name} ({variant}, {classes:,} classes)")
+        model = registry.build(config, want.classes)
+        images = jax.ShapeDtypeStruct((1, want.resolution, want.resolution, 3), jnp.float32)
+        expected = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+        check_compatible(expected, flat, source, what)
     except CheckpointError as err:
         raise CheckpointError(
             f"{err}; it is no copy of {name}: delete it or put the released file there"

@@ -19,6 +19,7 @@ FAMILY_MODULES: dict[str, str] = {
     "hybrid": "mixer_cli.models.hybrid_family",
     "resnet": "mixer_cli.models.resnet_family",
     "vit": "mixer_cli.models.vit_family",
+    "resmlp": "mixer_cli.models.resmlp_family",
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY_MODULES)
 # What a model outputs: class scores, or per-pixel scores (`mixer segment`).
@@ -34,7 +35,9 @@ class ModelConfig:
     stoch_depth: float = 0.0  # drop rate at the last block, growing linearly from 0
     dtype: str = "float32"  # compute dtype; parameters stay float32
     grid_factor: int = 1  # K: token mixing K^2 wider, for K x the pre-training resolution
-    gelu: str = "tanh"  # Mixer GELU: tanh (Google's weights, ours) or exact (timm's weights)
+    # GELU of the mixer, hybrid and vit families: tanh (Google's weights, ours) or exact
+    # (timm's weights; read from timm's files, so a fine-tune of one keeps it)
+    gelu: str = "tanh"
     # The follow-up architectures (models/hybrid.py; any of them makes the family hybrid):
     stem: str = "linear"  # linear: the patch projection; conv: stride-2 3x3 convolutions
     pattern: str = ""  # one letter per block, M (Mixer) or A (attention); '' = all M
@@ -43,6 +46,9 @@ class ModelConfig:
     heads: int = 0  # attention heads; 0 = C / 64, at least 1
     width: int = 64  # ResNet only: base channels (BiT x1 = 64)
     classifier: str = "token"  # ViT only: the class token's output, or gap (the tokens' mean)
+    # ViT only: > 0, a Dense + tanh `pre_logits` layer of this width before the head
+    # (vit_jax's representation_size; Google's ImageNet-21k ViTs have one)
+    representation_size: int = 0
     init: str | None = None  # a checkpoint: .npz, .safetensors, run dir, released or hf-hub name
     init_scope: str = "all"  # all: every parameter as saved; backbone: a fresh head on it
     head: str = "classify"  # classify: class scores; segment: per-pixel scores (mixer segment)
@@ -59,13 +65,13 @@ MODEL_CHOICES = {
     "model.classifier": ("token", "gap"),
 }
 MODEL_POSITIVE = ("model.resolution", "model.grid_factor", "model.width")
-MODEL_NON_NEGATIVE = ("model.heads",)
+MODEL_NON_NEGATIVE = ("model.heads", "model.representation_size")
 
 # The follow-up architectures' options (models/hybrid.py): any of them set on a Mixer
 # makes it the `hybrid` family.
 HYBRID_KEYS = ("stem", "pattern", "token_mixing", "conv_after", "heads")
 # The ViT's options (models/vit.py): refused on another family.
-VIT_KEYS = ("classifier",)
+VIT_KEYS = ("classifier", "representation_size")
 
 
 def implied_family(m: ModelConfig) -> ModelConfig:

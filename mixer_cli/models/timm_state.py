@@ -36,6 +36,9 @@ class TimmLayout:
     # our flat arrays -> timm's state dict (for inputs normalised 0.5/0.5)
     to_timm: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
     stem: str = "stem"  # our name of the linear patch embedding ([P, P, 3, C] kernel, bias)
+    # our flat arrays -> what a state dict cannot hold, for the file's metadata (the ViT's
+    # attention heads; `weights.timm.METADATA`), which the family's `load` reads back
+    recorded: Callable[[Mapping[str, np.ndarray]], dict[str, Any]] | None = None
 
 
 def is_timm_state(flat: Mapping[str, Any]) -> bool:
@@ -91,13 +94,19 @@ def to_state(family: str, flat: Mapping[str, Any], source: str) -> dict[str, np.
 
 def save(family: str, params: Mapping[str, Any], path: str | os.PathLike, *, gelu: str) -> Path:
     """Parameters (a tree or flat) of `family` written as timm's safetensors, atomically;
-    the metadata records the GELU form and the 0.5/0.5 normalisation, so mixer reads the
-    file back exactly and timm loads its tensors as they are."""
+    the metadata records the GELU form, the 0.5/0.5 normalisation and what the layout
+    records besides (a ViT's heads), so mixer reads the file back exactly and timm loads
+    its tensors as they are."""
     from mixer_cli.weights import timm as timm_files
     from mixer_cli.weights.arrays import flat_params
 
-    state = to_state(family, flat_params(params), str(path))
-    return timm_files.write_state(state, path, gelu=gelu, mean=MIXER_MEAN, std=MIXER_STD)
+    flat = flat_params(params)
+    state = to_state(family, flat, str(path))
+    layout = layouts()[family]
+    extra = layout.recorded({k: np.asarray(v) for k, v in flat.items()}) if layout.recorded else {}
+    return timm_files.write_state(
+        state, path, gelu=gelu, mean=MIXER_MEAN, std=MIXER_STD, recorded=extra
+    )
 
 
 def fold_normalisation(

@@ -7,7 +7,8 @@ the `token` classifier), ``Transformer/posembed_input/pos_embedding`` [1, (1 +) 
 MlpBlock_3/Dense_{0,1}}`` (the pre-linen names the released files carry; query, key and
 value kernels [D, heads, D/heads], out [heads, D/heads, D]), ``Transformer/encoder_norm``,
 optional ``pre_logits`` (Dense + tanh) and ``head``. Numerics as vit_jax: LayerNorm epsilon
-1e-6 and Flax's default GELU (the tanh approximation). Like the other families it returns
+1e-6 and, by default, Flax's GELU (the tanh approximation); ``gelu='exact'`` runs timm's
+weights as timm does (its erf GELU). Like the other families it returns
 ``(logits, out)`` with ``out['pre_logits']`` and ``out['tokens']`` (the patch tokens after
 the final LayerNorm, [B, N, D]: what a dense head reads). No jit, I/O or logging here.
 
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 
 from mixer_cli.core.errors import ConfigError, nearby_multiples
 from mixer_cli.models.head import classifier_head
-from mixer_cli.models.mixer import PatchEmbedding, check_tiles
+from mixer_cli.models.mixer import GELU_FORMS, PatchEmbedding, check_tiles
 
 Dtype = Any
 CLASSIFIERS: tuple[str, ...] = ("token", "gap")  # the class token's output, or the tokens' mean
@@ -114,6 +115,7 @@ class MlpBlock(nn.Module):
     mlp_dim: int
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
+    gelu: str = "tanh"  # one of GELU_FORMS
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -122,7 +124,8 @@ class MlpBlock(nn.Module):
             "bias_init": nn.initializers.normal(stddev=1e-6),
         }
         y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="Dense_0", **init)(x)
-        y = nn.Dropout(self.dropout, deterministic=not train)(nn.gelu(y))
+        y = nn.gelu(y, approximate=self.gelu == "tanh")
+        y = nn.Dropout(self.dropout, deterministic=not train)(y)
         y = nn.Dense(x.shape[-1], dtype=self.dtype, name="Dense_1", **init)(y)
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
@@ -135,6 +138,7 @@ class EncoderBlock(nn.Module):
     dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth: probability of skipping each residual branch
     dtype: Dtype = jnp.float32
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:  # x: [B, T, D]
@@ -149,7 +153,9 @@ class EncoderBlock(nn.Module):
         )(y)
         x = x + drop_path(nn.Dropout(self.dropout, deterministic=not train)(y))
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_2")(x)
-        y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="MlpBlock_3")(y, train=train)
+        y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, self.gelu, name="MlpBlock_3")(
+            y, train=train
+        )
         return x + drop_path(y)
 
 
@@ -173,6 +179,7 @@ class Encoder(nn.Module):
     dropout: float = 0.0
     stoch_depth: float = 0.0
     dtype: Dtype = jnp.float32
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, list[jax.Array]]:
@@ -187,6 +194,7 @@ class Encoder(nn.Module):
                 self.dropout,
                 rate,
                 self.dtype,
+                self.gelu,
                 name=f"encoderblock_{i}",
             )(x, train=train)
             blocks.append(x)
@@ -210,6 +218,7 @@ class VisionTransformer(nn.Module):
     stoch_depth: float = 0.0  # drop rate of the last block; grows linearly from 0 at the first
     head_bias_init: float = 0.0
     dtype: Dtype = jnp.float32  # compute dtype; parameters stay float32
+    gelu: str = "tanh"  # one of GELU_FORMS: the form the weights were trained with
 
     @nn.compact
     def __call__(
@@ -231,6 +240,7 @@ class VisionTransformer(nn.Module):
             self.dropout,
             self.stoch_depth,
             self.dtype,
+            self.gelu,
             name="Transformer",
         )(x, train=train)  # [B, (1 +) N, D]
         out.update({f"block_{i}": block for i, block in enumerate(blocks)})
@@ -256,12 +266,15 @@ def create_vit(
     stoch_depth: float = 0.0,
     head_bias_init: float = 0.0,
     dtype: Dtype = jnp.float32,
+    gelu: str = "tanh",
 ) -> VisionTransformer:
     """A VisionTransformer of `spec`, refusing options it cannot be built with."""
     if classifier not in CLASSIFIERS:
         raise ConfigError(
             f"model.classifier: unknown {classifier!r}; choices: {', '.join(CLASSIFIERS)}"
         )
+    if gelu not in GELU_FORMS:
+        raise ConfigError(f"model.gelu: unknown {gelu!r}; choices: {', '.join(GELU_FORMS)}")
     if num_classes < 0:
         raise ConfigError(f"number of classes must be >= 0 (0 = no head), got {num_classes}")
     for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
@@ -280,4 +293,5 @@ def create_vit(
         stoch_depth=stoch_depth,
         head_bias_init=head_bias_init,
         dtype=dtype,
+        gelu=gelu,
     )

@@ -26,6 +26,7 @@ from mixer_cli.models.vit import VisionTransformer, ViTSpec, create_vit, spec_fr
 from mixer_cli.weights.arrays import array_shape
 
 POSEMB = "Transformer/posembed_input/pos_embedding"
+ATTENTION = "MultiHeadDotProductAttention_1"
 _BLOCK0 = "Transformer/encoderblock_0"
 # A linen-written block part -> its name in the released files.
 LINEN_NAMES = {
@@ -46,12 +47,13 @@ class Architecture:
     num_classes: int  # 0 when the checkpoint has no head
     resolution: int  # the input size its position embeddings fit
 
-    def create_model(self) -> VisionTransformer:
+    def create_model(self, gelu: str = "tanh") -> VisionTransformer:
         return create_vit(
             self.spec,
             num_classes=self.num_classes,
             classifier=self.classifier,
             representation_size=self.representation_size,
+            gelu=gelu,
         )
 
 
@@ -66,6 +68,29 @@ def released_names(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             key = part.group(1) + LINEN_NAMES[part.group(2)] + part.group(3)
         renamed[key] = value
     return renamed
+
+
+def with_heads(flat: Mapping[str, np.ndarray], heads: int, source: str) -> dict[str, np.ndarray]:
+    """The arrays with each block's attention split into `heads` heads. The query, key and
+    value kernels [D, H, D/H] (biases [H, D/H]) and the out kernel [H, D/H, D] are one
+    [D, D] map each with its output (input) axis cut into H contiguous blocks, so another
+    split of the width is a reshape of the same arrays: how a state dict that does not
+    record its heads (timm's) gets them from its file's metadata."""
+    out = dict(flat)
+    for key, value in flat.items():
+        if f"/{ATTENTION}/" not in key or key.endswith("out/bias"):
+            continue
+        value = np.asarray(value)
+        is_out = key.endswith("out/kernel")  # [H, K, D]; query, key, value: [D, H, K], [H, K]
+        split = value.shape[:2] if is_out else value.shape[-2:]
+        width = int(np.prod(split))
+        if heads <= 0 or width % heads:
+            raise CheckpointMismatch(
+                f"{source}: {heads} attention heads do not divide the width {width} of {key!r}"
+            )
+        new = (heads, width // heads)
+        out[key] = value.reshape(new + value.shape[2:] if is_out else value.shape[:-2] + new)
+    return out
 
 
 def infer_architecture(flat: Mapping[str, np.ndarray], source: str) -> Architecture:

@@ -1,9 +1,12 @@
 """The registry's `vit` family: the Vision Transformer in Google's parameter layout.
 
 Variants are SIZE/PATCH (`models/vit.py`), the classifier `model.classifier` (token or
-gap). Checkpoints are read in the released npz layout (linen-written names too) with the
-architecture inferred from the shapes (`vit_checkpoint.py`); at another resolution the
-position embeddings are interpolated, as vit_jax fine-tunes.
+gap), an optional `pre_logits` layer `model.representation_size`, the GELU form
+`model.gelu`. Checkpoints are read in the released npz layout
+(linen-written names too) with the architecture inferred from the shapes
+(`vit_checkpoint.py`), or as timm's state dicts (`vit_timm.py`: exact GELU, the heads
+from the file's metadata); at another resolution the position embeddings are
+interpolated, as vit_jax fine-tunes.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from mixer_cli.models.vit_checkpoint import (
     infer_architecture,
     released_names,
     with_grid,
+    with_heads,
 )
+from mixer_cli.models.vit_timm import LAYOUT_OF_VIT
 from mixer_cli.weights.arrays import as_tree, check_compatible, flatten, with_fresh_head
 
 
@@ -47,10 +52,12 @@ def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
         _spec(m),
         num_classes=num_classes,
         classifier=m.classifier,
+        representation_size=m.representation_size,
         dropout=m.dropout,
         stoch_depth=m.stoch_depth,
         head_bias_init=head_bias,
         dtype=compute_dtype(m.dtype),
+        gelu=m.gelu,
     )
 
 
@@ -62,12 +69,13 @@ def matches(flat: Mapping[str, Any]) -> bool:
 def load(
     flat: Mapping[str, Any], source: str, resolution: int | None, settings: Mapping[str, Any]
 ) -> Loaded:
-    flat = released_names(flat)
+    gelu = settings.get("gelu", "tanh")
+    flat = _with_saved_heads(released_names(flat), settings, source)
     arch = infer_architecture(flat, source)
     native = arch.resolution
     if resolution is not None and resolution != native:
         arch, flat = at_resolution(arch, flat, resolution, source)
-    model = arch.create_model()
+    model = arch.create_model(gelu)
     name = arch.spec.name
     check_compatible(abstract_params(model, arch.resolution), flat, source, f"ViT-{name}")
     return Loaded(
@@ -77,14 +85,24 @@ def load(
         name,
         arch.resolution,
         arch.num_classes,
-        {"classifier": arch.classifier, "native_resolution": native},
+        {"classifier": arch.classifier, "native_resolution": native, "gelu": gelu},
         config={
             "family": "vit",
             "variant": name,
             "resolution": arch.resolution,
             "classifier": arch.classifier,
+            "gelu": gelu,
         },
     )
+
+
+def _with_saved_heads(
+    flat: dict[str, Any], settings: Mapping[str, Any], source: str
+) -> dict[str, Any]:
+    """The arrays split into the attention heads the file records (a timm state dict's
+    metadata: the state dict itself does not hold them), else as they are."""
+    heads = settings.get("attention_heads")
+    return with_heads(flat, heads, source) if heads is not None else flat
 
 
 def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
@@ -98,6 +116,8 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     """scope 'all': every array as saved. 'backbone': the checkpoint's backbone with its
     position embeddings resized to the fresh model's grid, its `pre_logits` layer dropped
     when the fresh model has none (as vit_jax's fine-tuning does), under a fresh head."""
+    from mixer_cli.weights.forms import saved_settings
+
     flat, source = read_params(path)
     if not matches(flat):
         raise CheckpointMismatch(
@@ -105,7 +125,7 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
             "encoderblock_*' arrays): a ViT starts from a ViT; set model.family to the "
             "checkpoint's family"
         )
-    flat = released_names(flat)
+    flat = _with_saved_heads(released_names(flat), saved_settings(path), source)
     fresh_flat = flatten(fresh)
     if scope != "backbone":
         check_compatible(fresh, flat, source, "this run's model")
@@ -132,7 +152,12 @@ def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     from mixer_cli.models.costs import by_blocks, measure
 
     def cost(spec: ViTSpec) -> np.ndarray:
-        model = create_vit(spec, num_classes=num_classes, classifier=m.classifier)
+        model = create_vit(
+            spec,
+            num_classes=num_classes,
+            classifier=m.classifier,
+            representation_size=m.representation_size,
+        )
         row = measure(model, m.resolution)
         return np.array([row["params"], row["gflops"]], np.float64)
 
@@ -152,5 +177,6 @@ FAMILY = Family(
     resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
     paper_setting=paper_setting,
+    timm=LAYOUT_OF_VIT,
     onnx=vit_onnx.graph_of,
 )

@@ -97,16 +97,21 @@ def describe_family(
 
 
 def released_checkpoints() -> list[dict[str, str]]:
-    """Google's released checkpoints: name, source and the size of the cached copy."""
+    """Google's released checkpoints: name, the model it holds, source and the size of
+    the cached copy."""
     from mixer_cli.weights import released
 
     rows = []
     for name in released.NAMES:
-        path = released.cache_path(name)
+        path, model = released.cache_path(name), released.entry(name)
         rows.append(
             {
                 "name": name,
-                "source": f"{released.base_url()}/{name}.npz",
+                "family": model.family,
+                "variant": model.variant,
+                "resolution": model.resolution,
+                "classes": model.classes,
+                "source": released.url_of(name),
                 "cached": f"{path.stat().st_size / 2**20:,.0f} MiB" if path.exists() else "-",
             }
         )

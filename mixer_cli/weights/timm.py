@@ -27,17 +27,20 @@ from mixer_cli.core.errors import CheckpointError, CheckpointNotFound
 DEFAULT_NORMALISATION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm's default for Google's
 
 # What a safetensors file's metadata may say (timm writes {'format': 'pt'}; mixer adds the
-# GELU form, models.mixer.GELU_FORMS, and the 0.5/0.5 normalisation as JSON lists), and
-# what mixer reads of a hub repository's config.json.
+# GELU form, models.mixer.GELU_FORMS, the 0.5/0.5 normalisation as JSON lists and, for a
+# ViT, its attention heads, which timm takes from the model's config), and what mixer
+# reads of a hub repository's config.json.
 METADATA = {"gelu?": {"tanh", "exact"}, "mean?": list, "mean.*?": files.NUMBER,
-            "std?": list, "std.*?": files.NUMBER}  # fmt: skip
+            "std?": list, "std.*?": files.NUMBER, "attention_heads?": int}  # fmt: skip
+JSON_METADATA = ("mean", "std", "attention_heads")  # metadata values stored as JSON
 HUB_CONFIG = {"pretrained_cfg?": dict, "pretrained_cfg.mean?": list,
               "pretrained_cfg.mean.*?": files.NUMBER, "pretrained_cfg.std?": list,
               "pretrained_cfg.std.*?": files.NUMBER}  # fmt: skip
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """A .safetensors file -> (its arrays as saved, its settings: ``gelu``).
+    """A .safetensors file -> (its arrays as saved, its settings: ``gelu``, and a ViT's
+    ``attention_heads`` when recorded).
 
     A timm file's arrays keep timm's names ('blocks.0.norm1.weight'); a file in our own
     '/'-joined layout is ours as it is.
@@ -55,12 +58,21 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
         raise CheckpointError(f"cannot read {str(path)!r} as a safetensors file: {err}") from err
     if not state:
         raise CheckpointError(f"checkpoint {str(path)!r} contains no arrays")
-    return state, {"gelu": metadata.get("gelu", "exact")}
+    return state, _settings(metadata)
 
 
-def read_settings(path: str | os.PathLike) -> dict[str, str]:
+def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     """A .safetensors file's settings (see `read`) from its header alone."""
-    return {"gelu": _header(Path(path)).get("gelu", "exact")}
+    return _settings(_header(Path(path)))
+
+
+def _settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What runs a file's arrays: its GELU form (timm's exact unless it says otherwise) and
+    what else it records (a ViT's `attention_heads`)."""
+    heads = (
+        {"attention_heads": metadata["attention_heads"]} if "attention_heads" in metadata else {}
+    )
+    return {"gelu": metadata.get("gelu", "exact"), **heads}
 
 
 def normalisation(path: str | os.PathLike) -> tuple[Sequence[float], Sequence[float]]:
@@ -94,7 +106,7 @@ def read_metadata(path: Path, metadata: Mapping[str, str] | None) -> dict[str, A
     where = f"the metadata of {path}"
     parsed = {
         key: files.parse_json(value, f"{where}: {key!r}", CheckpointError)
-        if key in ("mean", "std")
+        if key in JSON_METADATA
         else value
         for key, value in (metadata or {}).items()
     }
@@ -108,8 +120,10 @@ def write_state(
     gelu: str,
     mean: Sequence[float],
     std: Sequence[float],
+    recorded: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A state dict written as safetensors, atomically, its metadata saying how it runs."""
+    """A state dict written as safetensors, atomically, its metadata saying how it runs
+    (`recorded`: what the state dict cannot hold, e.g. ``attention_heads``)."""
     from safetensors.numpy import save
 
     metadata = {
@@ -117,6 +131,7 @@ def write_state(
         "gelu": gelu,
         "mean": json.dumps(list(mean)),
         "std": json.dumps(list(std)),
+        **{key: json.dumps(value) for key, value in (recorded or {}).items()},
     }
     path = Path(path)
     with atomic_write(path, "wb") as f:

@@ -1,0 +1,170 @@
+"""The registry's `resmlp` family: ResMLP as timm defines it (`models/resmlp.py`).
+
+Variants are the paper's SIZE/PATCH (S12/16, S24/16, S36/16, B24/8; timm's resmlp_*_224
+names too) or LAYERSxD/PATCH. A checkpoint's architecture is read off its shapes; timm's
+and Facebook's state dicts map to ours in `resmlp_timm.py`. The token-mixing Linear is
+[S, S] over a fixed number of patches, so a ResMLP runs at its own resolution only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models.checkpoints import read_params
+from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.registry import Family, Loaded, fixed_resolution
+from mixer_cli.models.resmlp import (
+    LISTED_VARIANTS,
+    ResMLPSpec,
+    create_resmlp,
+    parse_resmlp,
+    spec_from_dims,
+)
+from mixer_cli.models.resmlp_timm import LAYOUT_OF_RESMLP
+from mixer_cli.models.settings import ModelConfig
+from mixer_cli.weights.arrays import array_shape, as_tree, check_compatible, with_fresh_head
+
+_BLOCK0 = "ResBlock_0"
+_TOKEN_KERNEL = re.compile(r"^(?:.*/)?ResBlock_(\d+)/token_mixing/kernel$")
+
+
+def _spec(m: ModelConfig) -> ResMLPSpec:
+    spec = parse_resmlp(m.variant)
+    spec.check_resolution(m.resolution)
+    if m.grid_factor != 1:
+        raise ConfigError(
+            "model.grid_factor: only plain Mixers adapt to a multiple of their resolution; a "
+            "ResMLP's token mixing is fixed to its number of patches"
+        )
+    return spec
+
+
+def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
+    return create_resmlp(
+        _spec(m),
+        num_classes=num_classes,
+        dropout=m.dropout,
+        stoch_depth=m.stoch_depth,
+        head_bias_init=head_bias,
+        dtype=compute_dtype(m.dtype),
+        gelu=m.gelu,
+    )
+
+
+def matches(flat: Mapping[str, Any]) -> bool:
+    return "stem/kernel" in flat and f"{_BLOCK0}/affine_tokens/scale" in flat
+
+
+def infer_architecture(flat: Mapping[str, Any], source: str) -> tuple[ResMLPSpec, int, int]:
+    """(spec, classes, resolution) off the shapes: patch and D from the stem, depth from the
+    blocks, S (so the resolution) from the token Linear, the MLP width from its first layer."""
+
+    def shape(key: str, ndim: int) -> tuple[int, ...]:
+        return array_shape(flat, key, ndim, source, "a ResMLP")
+
+    patch, patch_w, channels, width = shape("stem/kernel", 4)
+    if patch != patch_w or channels != 3:
+        raise CheckpointMismatch(
+            f"{source}: 'stem/kernel' has shape {flat['stem/kernel'].shape}, "
+            "expected (P, P, 3, D) with square patches"
+        )
+    layers = sum(1 for key in flat if re.fullmatch(r"ResBlock_\d+/affine_tokens/scale", key))
+    tokens = shape(f"{_BLOCK0}/token_mixing/kernel", 2)[0]
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise CheckpointMismatch(
+            f"{source}: '{_BLOCK0}/token_mixing/kernel' mixes {tokens} tokens, which is not a "
+            "square number of patches"
+        )
+    mlp = shape(f"{_BLOCK0}/channel_mixing/Dense_0/kernel", 2)[1]
+    classes = shape("head/kernel", 2)[1] if "head/kernel" in flat else 0
+    return spec_from_dims(patch, layers, width, mlp), classes, side * patch
+
+
+def load(
+    flat: Mapping[str, Any], source: str, resolution: int | None, settings: Mapping[str, Any]
+) -> Loaded:
+    gelu = settings.get("gelu", "tanh")
+    spec, classes, native = infer_architecture(flat, source)
+    if resolution is not None and resolution != native:
+        raise fixed_resolution("resmlp", resolution, native)
+    model = create_resmlp(spec, num_classes=classes, gelu=gelu)
+    check_compatible(abstract_params(model, native), flat, source, f"ResMLP-{spec.name}")
+    return Loaded(
+        model,
+        as_tree(flat),
+        "resmlp",
+        spec.name,
+        native,
+        classes,
+        {"gelu": gelu},
+        config={"family": "resmlp", "variant": spec.name, "resolution": native, "gelu": gelu},
+    )
+
+
+def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
+    """scope 'all': every array as saved; 'backbone': all but the head, under a fresh one.
+    Either way at the checkpoint's own number of patches."""
+    flat, source = read_params(path)
+    if not matches(flat):
+        raise CheckpointMismatch(
+            f"{source} is not a ResMLP checkpoint (it has no 'stem' and "
+            f"'{_BLOCK0}/affine_tokens' arrays): a ResMLP starts from a ResMLP; set "
+            "model.family to the checkpoint's family"
+        )
+    if scope == "backbone":
+        return with_fresh_head(flat, fresh, source)
+    check_compatible(fresh, flat, source, "this run's model")
+    return as_tree(flat)
+
+
+def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
+    """Parameters and GFLOPs, measured on the model with one and two blocks (`by_blocks`)."""
+    from mixer_cli.models.costs import by_blocks, measure
+
+    def cost(spec: ResMLPSpec) -> np.ndarray:
+        row = measure(create_resmlp(spec, num_classes=num_classes), m.resolution)
+        return np.array([row["params"], row["gflops"]], np.float64)
+
+    params, gflops = by_blocks(cost, _spec(m))
+    return {"params": round(params), "gflops": float(gflops)}
+
+
+def token_weights(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
+    """{block: its token Linear [S, S]}, our Dense kernel [in, out]: each column one output
+    token's weights over the input tokens (what `mixer plot weights` draws)."""
+    kernels = {}
+    for key, value in flat.items():
+        match = _TOKEN_KERNEL.match(key)
+        if match:
+            kernels[int(match[1])] = np.asarray(value, np.float64)
+    return dict(sorted(kernels.items()))
+
+
+def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | None]:
+    """A size of the ResMLP paper at 224 px; on ImageNet-1k the paper's recipe."""
+    if parse_resmlp(variant).name not in LISTED_VARIANTS:
+        return None, None
+    return ("resmlp_s24_imagenet", None) if dataset == "imagenet" else (None, 224)
+
+
+FAMILY = Family(
+    name="resmlp",
+    parse=lambda m: _spec(m).name,
+    build=build,
+    patch_size=lambda m: parse_resmlp(m.variant).patch_size,
+    matches=matches,
+    load=load,
+    warm_start=warm_start,
+    count=count,
+    variants=LISTED_VARIANTS,
+    paper_setting=paper_setting,
+    token_weights=token_weights,
+    timm=LAYOUT_OF_RESMLP,
+)
