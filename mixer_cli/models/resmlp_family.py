@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models import resmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.mixer import abstract_params, compute_dtype
 from mixer_cli.models.registry import Family, Loaded, fixed_resolution
@@ -167,4 +168,5 @@ FAMILY = Family(
     paper_setting=paper_setting,
     token_weights=token_weights,
     timm=LAYOUT_OF_RESMLP,
+    onnx=resmlp_onnx.graph_of,
 )
