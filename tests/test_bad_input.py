@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from damage import damage_inside, flip_npz_array_bit, truncate
 from datasets import write_image, write_image_folder, write_mask_folder
+from numpy_gmlp import timm_gmlp_state
 from numpy_resmlp import resmlp_state_dict
 from numpy_timm import timm_state_dict, timm_vit_state_dict
 from numpy_vit import google_vit_params
@@ -32,7 +33,8 @@ from mixer_cli.weights.arrays import write_npz
 # checkpoint (patch 4, 16 px, 10 classes, a custom size); {n4}: our N/4 at 16 px; {empty},
 # {one_class}, {bad_yaml}, {not_mixer}, {vit}, {truncated}, {flipped}: files made below;
 # {vit_npz}: Google's ViT layout (patch 4, 16 px, 10 classes, a custom size); {resmlp}: a
-# timm ResMLP state dict (patch 4, 2 blocks, 16 px, 10 classes);
+# timm ResMLP state dict (patch 4, 2 blocks, 16 px, 10 classes); {gmlp}: timm's gMLP
+# state dict (patch 4, 16 px, 10 classes, a custom size);
 # {workdir}: where a run would go.
 CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--variant", "Q/16"], "Q/16"),
@@ -98,8 +100,19 @@ CASES: list[tuple[list[str], str]] = [
         "resolution 30 is not a positive multiple of ResMLP-2x16/4's patch size 4; try 28 or 32",
     ),
     (
-        ["finetune", "--init", "{resmlp}", "--resolution", "32"],
-        "a resmlp checkpoint does not adapt to another resolution",
+        ["finetune", "--init", "{resmlp}", "--resolution", "24"],
+        "resolution 24 is not an integer multiple of the checkpoint's 16; try 16 or 32",
+        ["pretrain", "--set", "model.family=gmlp", "--variant", "Q/16"],
+        "unknown gMLP variant 'Q/16': expected SIZE/PATCH with SIZE one of Ti, S, B (listed: "
+        "Ti/16, S/16, B/16",
+    ),
+    (
+        ["pretrain", "--set", "model.family=gmlp", "--variant", "2x16-6/4", "--resolution", "30"],
+        "resolution 30 is not a positive multiple of gMLP-2x16-6/4's patch size 4; try 28 or 32",
+    ),
+    (
+        ["finetune", "--init", "{gmlp}", "--resolution", "32"],
+        "a gmlp checkpoint does not adapt to another resolution (families that do: mixer, vit",
     ),
     (
         ["pretrain", "--set", "model.family=vit", "--set", "model.stem=conv"],
@@ -341,6 +354,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     save_file(vit, str(root / "vit.safetensors"))
     resmlp = resmlp_state_dict(4, 2, 16, 16, 64, 10, seed=0)  # a timm ResMLP at 16 px
     save_file(resmlp, str(root / "resmlp.safetensors"))
+    save_file(timm_gmlp_state(4, 2, 16, 6, 16, 10, seed=0), str(root / "gmlp.safetensors"))
     write_mask_folder(root / "mask_missing", {"train": [(8, 8), (8, 8)]})
     (root / "mask_missing" / "train" / "masks" / "1.png").unlink()
     write_mask_folder(root / "mask_values", {"train": [(8, 8), (8, 8)]}, classes=3)
@@ -397,6 +411,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "not_mixer": str(root / "not_mixer.npz"),
         "vit": str(root / "vit.safetensors"),
         "resmlp": str(root / "resmlp.safetensors"),
+        "gmlp": str(root / "gmlp.safetensors"),
         "vit_npz": str(root / "vit.npz"),
         "truncated": str(truncate(official_npz[0], root / "truncated.npz")),
         "flipped": str(flip_npz_array_bit(official_npz[0], root / "flipped.npz")),

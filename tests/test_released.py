@@ -188,7 +188,7 @@ def test_a_file_put_where_the_offline_advice_says_is_verified_recorded_and_used(
     assert run(["info", "--checkpoint", name, "--json"]) == 0
     captured = capsys.readouterr()
     assert f"note: {place} had no download record" in captured.err
-    assert json.loads(captured.out)[0]["variant"] == "S/32"
+    assert json.loads(captured.out)[0]["model"] == "S/32"
     assert json.loads(record.read_text())["size"] == place.stat().st_size  # checked from now on
 
 

@@ -55,19 +55,19 @@ def info(
         _dataset(data, data_dir, json)
     elif family is not None:
         _family(family, variant, resolution, num_classes, set_ or [], json)
+    elif checkpoint is not None:
+        _checkpoint(checkpoint, resolution, json)
     elif set_:
         _model(variant, resolution, num_classes, set_, json)
     else:
-        _variants(variant, resolution, num_classes, checkpoint, json)
+        _variants(variant, resolution, num_classes, json)
 
 
-def _variants(
-    variant: str | None, resolution: int | None, num_classes: int, checkpoint: Any, json: bool
-) -> None:
+def _variants(variant: str | None, resolution: int | None, num_classes: int, json: bool) -> None:
     from mixer_cli.core import report
     from mixer_cli.tasks.info import describe_variants
 
-    table = describe_variants(variant, resolution, num_classes, checkpoint)
+    table = describe_variants(variant, resolution, num_classes)
     if json:
         report.print_json(table.rows)
         return
@@ -97,6 +97,15 @@ def _model(
 
     row = describe_model(variant, resolution, num_classes, items)
     _models(f"{row['model']} at {row['resolution']} px", [row], num_classes, json)
+
+
+def _checkpoint(checkpoint: Any, resolution: int | None, json: bool) -> None:
+    """The model a checkpoint of any family holds: parameters and GFLOPs per image."""
+    from mixer_cli.tasks.info import describe_checkpoint
+
+    row = describe_checkpoint(checkpoint, resolution)
+    title = f"{checkpoint}: {row['family']} {row['model']} at {row['resolution']} px"
+    _models(title, [row], row["num_classes"], json)
 
 
 def _family(

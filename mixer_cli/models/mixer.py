@@ -68,18 +68,19 @@ class TokenDense(nn.Module):
     One batched matmul with the kernel broadcast over the batch, so neither the
     activations nor their gradients are transposed to put the token axis last (the
     S/32 gradient 5-30% faster on a CPU than swapaxes + Dense in alternating runs:
-    benchmarks/token_mixing.py). Same parameters, names and initialisation as nn.Dense.
+    benchmarks/token_mixing.py). Same parameters, names and initialisation as nn.Dense
+    (other initialisers for gMLP's spatial gate, models/gmlp.py).
     """
 
     features: int
     dtype: Dtype = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros_init()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (x.shape[1], self.features), jnp.float32
-        )
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        kernel = self.param("kernel", self.kernel_init, (x.shape[1], self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         weights = jnp.broadcast_to(kernel.T, (x.shape[0], *kernel.T.shape))  # [B, F, S]
         y = jax.lax.dot_general(weights, x, (((2,), (1,)), ((0,), (0,))))  # [B, F, C]

@@ -129,8 +129,8 @@ def resolution_factor(arch: Architecture | Any, resolution: int) -> int:
     valid = ", ".join(str(k * r) for k in range(1, 4))
     if resolution < r:
         raise ConfigError(
-            f"resolution {resolution} is below the checkpoint's {r}: a Mixer can only be "
-            f"adapted to integer multiples of it ({valid}, ...)"
+            f"resolution {resolution} is below the checkpoint's {r}: its token mixing can "
+            f"only be adapted to integer multiples of it ({valid}, ...)"
         )
     if resolution % r:
         below, above = resolution // r * r, (resolution // r + 1) * r
@@ -177,6 +177,23 @@ def adapt_resolution(
             adapted[key] = np.empty(copies * value.shape[0], value.dtype)
             adapted[key][order] = np.tile(value, copies)
     return adapted
+
+
+def adapt_token_linear(
+    kernel: np.ndarray, bias: np.ndarray, side: int, factor: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A Linear across tokens ([S, S] kernel, [S] bias; ResMLP's token mixing, gMLP's
+    spatial gating) at `factor` times the resolution, as Appendix C adapts a Mixer's:
+    block-diagonal with factor^2 copies, tokens permuted from part-major to raster order,
+    so each of the factor x factor parts of the image mixes its own tokens as before."""
+    if factor == 1:
+        return kernel, bias
+    order, copies = part_major_order(side, factor), factor * factor
+    wide = np.empty((copies * kernel.shape[0], copies * kernel.shape[1]), kernel.dtype)
+    wide[np.ix_(order, order)] = np.kron(np.eye(copies, dtype=kernel.dtype), kernel)
+    tiled = np.empty(copies * bias.shape[0], bias.dtype)
+    tiled[order] = np.tile(bias, copies)
+    return wide, tiled
 
 
 def read_checked(

@@ -111,8 +111,8 @@ def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     from mixer_cli.models.costs import describe
 
-    row = describe(_spec(m), m.resolution, num_classes)
-    return {"params": row["params"], "gflops": row["gflops"]}
+    row = describe(_spec(m), m.resolution, num_classes)  # the variant's dimensions too
+    return {k: v for k, v in row.items() if k not in ("variant", "num_classes", "resolution")}
 
 
 FAMILY = Family(

@@ -3,7 +3,9 @@
 Variants are the paper's SIZE/PATCH (S12/16, S24/16, S36/16, B24/8; timm's resmlp_*_224
 names too) or LAYERSxD/PATCH. A checkpoint's architecture is read off its shapes; timm's
 and Facebook's state dicts map to ours in `resmlp_timm.py`. The token-mixing Linear is
-[S, S] over a fixed number of patches, so a ResMLP runs at its own resolution only.
+[S, S] over a fixed number of patches; at K times a checkpoint's resolution it becomes
+block-diagonal, each of the K x K parts of the image mixing its own patches as before (the
+Mixer paper's Appendix C, `mixer_checkpoint.adapt_token_linear`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models import resmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.mixer import abstract_params, compute_dtype
-from mixer_cli.models.registry import Family, Loaded, fixed_resolution
+from mixer_cli.models.mixer_checkpoint import adapt_token_linear, resolution_factor
+from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.resmlp import (
     LISTED_VARIANTS,
     ResMLPSpec,
@@ -40,8 +43,8 @@ def _spec(m: ModelConfig) -> ResMLPSpec:
     spec.check_resolution(m.resolution)
     if m.grid_factor != 1:
         raise ConfigError(
-            "model.grid_factor: only plain Mixers adapt to a multiple of their resolution; a "
-            "ResMLP's token mixing is fixed to its number of patches"
+            "model.grid_factor is a Mixer's: a ResMLP at K times a checkpoint's resolution "
+            "is built at that resolution (set model.resolution)"
         )
     return spec
 
@@ -93,25 +96,51 @@ def load(
 ) -> Loaded:
     gelu = settings.get("gelu", "tanh")
     spec, classes, native = infer_architecture(flat, source)
-    if resolution is not None and resolution != native:
-        raise fixed_resolution("resmlp", resolution, native)
     model = create_resmlp(spec, num_classes=classes, gelu=gelu)
     check_compatible(abstract_params(model, native), flat, source, f"ResMLP-{spec.name}")
+    at = native
+    if resolution is not None and resolution != native:
+        at = native * resolution_factor(_Native(native), resolution)
+        flat = at_resolution(flat, native // spec.patch_size, at // native)
     return Loaded(
         model,
         as_tree(flat),
         "resmlp",
         spec.name,
-        native,
+        at,
         classes,
-        {"gelu": gelu},
-        config={"family": "resmlp", "variant": spec.name, "resolution": native, "gelu": gelu},
+        {"gelu": gelu, "native_resolution": native},
+        config={"family": "resmlp", "variant": spec.name, "resolution": at, "gelu": gelu},
     )
 
 
+class _Native:
+    """What `resolution_factor` reads of a checkpoint: its own resolution."""
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution = resolution
+
+
+def at_resolution(flat: Mapping[str, Any], side: int, factor: int) -> dict[str, Any]:
+    """Every block's token Linear at `factor` times the resolution (`side` patches a row)."""
+    out = dict(flat)
+    for key in flat:
+        if _TOKEN_KERNEL.match(key):
+            bias = key.removesuffix("kernel") + "bias"
+            out[key], out[bias] = adapt_token_linear(
+                np.asarray(flat[key]), np.asarray(flat[bias]), side, factor
+            )
+    return out
+
+
+def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
+    """Fine-tuning at K times the checkpoint's resolution (its token Linear block-diagonal)."""
+    return {"model.resolution": loaded.resolution * resolution_factor(loaded, resolution)}
+
+
 def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
-    """scope 'all': every array as saved; 'backbone': all but the head, under a fresh one.
-    Either way at the checkpoint's own number of patches."""
+    """scope 'all': every array as saved; 'backbone': all but the head, under a fresh one,
+    the token Linears made block-diagonal where the fresh model has K^2 times the patches."""
     flat, source = read_params(path)
     if not matches(flat):
         raise CheckpointMismatch(
@@ -120,6 +149,14 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
             "model.family to the checkpoint's family"
         )
     if scope == "backbone":
+        from mixer_cli.weights.arrays import flatten
+
+        key = f"{_BLOCK0}/token_mixing/kernel"
+        ours, theirs = flatten(fresh).get(key), flat.get(key)
+        if ours is not None and theirs is not None and ours.shape[0] != theirs.shape[0]:
+            side, wide = math.isqrt(theirs.shape[0]), math.isqrt(ours.shape[0])
+            if wide % side == 0:
+                flat = at_resolution(flat, side, wide // side)
         return with_fresh_head(flat, fresh, source)
     check_compatible(fresh, flat, source, "this run's model")
     return as_tree(flat)
@@ -164,6 +201,7 @@ FAMILY = Family(
     load=load,
     warm_start=warm_start,
     count=count,
+    resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
     paper_setting=paper_setting,
     token_weights=token_weights,

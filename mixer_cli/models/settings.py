@@ -20,6 +20,7 @@ FAMILY_MODULES: dict[str, str] = {
     "resnet": "mixer_cli.models.resnet_family",
     "vit": "mixer_cli.models.vit_family",
     "resmlp": "mixer_cli.models.resmlp_family",
+    "gmlp": "mixer_cli.models.gmlp_family",
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY_MODULES)
 # What a model outputs: class scores, or per-pixel scores (`mixer segment`).

@@ -20,27 +20,16 @@ class VariantTable:
 
 
 def describe_variants(
-    variant: str | None, resolution: int | None, num_classes: int, checkpoint: Any
+    variant: str | None, resolution: int | None, num_classes: int
 ) -> VariantTable:
-    """The listed variants (or `variant`, or the one a checkpoint's shapes say), each
-    compiled to count its FLOPs."""
-    from mixer_cli.core.errors import ConfigError
+    """The listed Mixer variants (or `variant`), each compiled to count its FLOPs."""
     from mixer_cli.models import LISTED_VARIANTS, parse_variant
     from mixer_cli.models.costs import describe
-    from mixer_cli.models.mixer_checkpoint import read_checked
 
-    if checkpoint is not None:
-        _, arch = read_checked(checkpoint)
-        if resolution not in (None, arch.resolution):
-            raise ConfigError(
-                f"{checkpoint} was trained at {arch.resolution} px; --resolution must match"
-            )
-        specs, resolution, num_classes = [arch.spec], arch.resolution, arch.num_classes
-    else:
-        specs = [parse_variant(name) for name in ([variant] if variant else LISTED_VARIANTS)]
-        resolution = 224 if resolution is None else resolution
-        for spec in specs:
-            spec.check_resolution(resolution)
+    specs = [parse_variant(name) for name in ([variant] if variant else LISTED_VARIANTS)]
+    resolution = 224 if resolution is None else resolution
+    for spec in specs:
+        spec.check_resolution(resolution)
 
     rows = []
     with report.progress() as bar:
@@ -49,6 +38,22 @@ def describe_variants(
             rows.append(describe(spec, resolution, num_classes))
             bar.advance(task)
     return VariantTable(rows, resolution, num_classes)
+
+
+def describe_checkpoint(checkpoint: Any, resolution: int | None) -> dict[str, Any]:
+    """The model a checkpoint of any family holds, as its arrays say (`describe_model`)."""
+    from mixer_cli.core.errors import ConfigError
+    from mixer_cli.models import registry
+
+    loaded = registry.load_checkpoint(checkpoint)
+    if resolution not in (None, loaded.resolution):
+        raise ConfigError(
+            f"{checkpoint} was trained at {loaded.resolution} px; --resolution must match"
+        )
+    items = [
+        f"model.{k}={v}" for k, v in loaded.config.items() if k not in ("variant", "resolution")
+    ]
+    return describe_model(loaded.name, loaded.resolution, loaded.num_classes, items)
 
 
 def describe_model(

@@ -1,0 +1,143 @@
+"""The registry's `gmlp` family: gMLP as timm defines it (`models/gmlp.py`).
+
+Variants are SIZE/PATCH (Ti/16, S/16, B/16; timm's `gmlp_s16_224` too) or
+LAYERSxD-RATIO/PATCH; checkpoints are ours (the names `models/gmlp.py` lists) or timm's
+state dicts (`gmlp_timm.py`), the architecture read off the shapes. The gate's [S, S]
+projection fixes the token grid, so a checkpoint runs at its own resolution only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models.checkpoints import read_params
+from mixer_cli.models.gmlp import LISTED_VARIANTS, GmlpSpec, create_gmlp, parse_gmlp, spec_from_dims
+from mixer_cli.models.gmlp_timm import LAYOUT_OF_GMLP
+from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.registry import Family, Loaded, fixed_resolution
+from mixer_cli.models.settings import ModelConfig
+from mixer_cli.weights.arrays import array_shape, as_tree, check_compatible, with_fresh_head
+
+GATE = re.compile(r"^GatingBlock_(\d+)/gate_proj/kernel$")
+
+
+def _spec(m: ModelConfig) -> GmlpSpec:
+    spec = parse_gmlp(m.variant)
+    spec.check_resolution(m.resolution)
+    if m.grid_factor != 1:
+        raise ConfigError(
+            "model.grid_factor: only plain Mixers adapt to a multiple of their resolution; a "
+            "gMLP's spatial gate fixes its token grid"
+        )
+    return spec
+
+
+def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
+    return create_gmlp(
+        _spec(m),
+        num_classes=num_classes,
+        dropout=m.dropout,
+        stoch_depth=m.stoch_depth,
+        head_bias_init=head_bias,
+        dtype=compute_dtype(m.dtype),
+        gelu=m.gelu,
+    )
+
+
+def matches(flat: Mapping[str, Any]) -> bool:
+    return "stem/kernel" in flat and "GatingBlock_0/gate_proj/kernel" in flat
+
+
+def load(
+    flat: Mapping[str, Any], source: str, resolution: int | None, settings: Mapping[str, Any]
+) -> Loaded:
+    """A gMLP from its arrays: patch and width from the stem, depth from the blocks, the
+    channel MLP's ratio from `channel_in`, the grid from the gate's [S, S] projection."""
+
+    def shape(key: str, ndim: int) -> tuple[int, ...]:
+        return array_shape(flat, key, ndim, source, "a gMLP")
+
+    patch, patch_w, channels, width = shape("stem/kernel", 4)
+    hidden = shape("GatingBlock_0/channel_in/kernel", 2)[1]
+    tokens = shape("GatingBlock_0/gate_proj/kernel", 2)[0]
+    side = math.isqrt(tokens)
+    if patch != patch_w or channels != 3 or hidden % width or side * side != tokens:
+        raise CheckpointMismatch(
+            f"{source}: not a gMLP's shapes (stem {flat['stem/kernel'].shape}, channel_in "
+            f"{width} -> {hidden}, gate over {tokens} tokens): expected a [P, P, 3, D] stem, a "
+            "channel MLP a multiple of D wide and a square grid of tokens"
+        )
+    layers = sum(1 for key in flat if GATE.match(key))
+    spec = spec_from_dims(patch, layers, width, hidden // width)
+    native = side * patch
+    if resolution is not None and resolution != native:
+        raise fixed_resolution("gmlp", resolution, native)
+    num_classes = shape("head/kernel", 2)[1] if "head/kernel" in flat else 0
+    gelu = settings.get("gelu", "tanh")
+    model = create_gmlp(spec, num_classes=num_classes, gelu=gelu)
+    check_compatible(abstract_params(model, native), flat, source, f"gMLP-{spec.name}")
+    return Loaded(
+        model,
+        as_tree(flat),
+        "gmlp",
+        spec.name,
+        native,
+        num_classes,
+        {"gelu": gelu},
+        config={"family": "gmlp", "variant": spec.name, "resolution": native, "gelu": gelu},
+    )
+
+
+def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
+    """scope 'all': every array as saved; 'backbone': the checkpoint's backbone under the
+    fresh model's head. Either way the same variant at the same resolution."""
+    flat, source = read_params(path)
+    if not matches(flat):
+        raise CheckpointMismatch(
+            f"{source} is not a gMLP checkpoint (it has no 'stem' and 'GatingBlock_*/gate_proj' "
+            "arrays): a gMLP starts from a gMLP; set model.family to the checkpoint's family"
+        )
+    if scope == "backbone":
+        return with_fresh_head(flat, fresh, source)
+    check_compatible(fresh, flat, source, "this run's model")
+    return as_tree(flat)
+
+
+def token_weights(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
+    """{block: its gate's projection [S, S]}: column j is output token j's weights over
+    the input tokens (what `mixer plot weights` draws)."""
+    found = {int(m[1]): np.asarray(v, np.float64) for k, v in flat.items() if (m := GATE.match(k))}
+    return dict(sorted(found.items()))
+
+
+def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
+    """Parameters and GFLOPs, measured on the model with one and two blocks (`by_blocks`)."""
+    from mixer_cli.models.costs import by_blocks, measure
+
+    def cost(spec: GmlpSpec) -> np.ndarray:
+        row = measure(create_gmlp(spec, num_classes=num_classes), m.resolution)
+        return np.array([row["params"], row["gflops"]], np.float64)
+
+    params, gflops = by_blocks(cost, _spec(m))
+    return {"params": round(params), "gflops": float(gflops)}
+
+
+FAMILY = Family(
+    name="gmlp",
+    parse=lambda m: _spec(m).name,
+    build=build,
+    patch_size=lambda m: parse_gmlp(m.variant).patch_size,
+    matches=matches,
+    load=load,
+    warm_start=warm_start,
+    count=count,
+    variants=LISTED_VARIANTS,
+    token_weights=token_weights,
+    timm=LAYOUT_OF_GMLP,
+)
