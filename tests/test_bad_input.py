@@ -102,6 +102,8 @@ CASES: list[tuple[list[str], str]] = [
     (
         ["finetune", "--init", "{resmlp}", "--resolution", "24"],
         "resolution 24 is not an integer multiple of the checkpoint's 16; try 16 or 32",
+    ),
+    (
         ["pretrain", "--set", "model.family=gmlp", "--variant", "Q/16"],
         "unknown gMLP variant 'Q/16': expected SIZE/PATCH with SIZE one of Ti, S, B (listed: "
         "Ti/16, S/16, B/16",
@@ -218,7 +220,10 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["export", "--init", "{npz}", "--resolution", "20", "--out", "{workdir}/x"], "multiple"),
     (["export", "--init", "{not_mixer}", "--out", "{workdir}/x"], "not_mixer.npz"),
-    (["export", "--init", "{hybrid}", "--out", "{workdir}/x"], "families mixer, vit, resmlp; "),
+    (
+        ["export", "--init", "{hybrid}", "--out", "{workdir}/x"],
+        "families mixer, vit, resmlp, gmlp; ",
+    ),
     (["export", "--init", "{npz}", "--float-token-mixing", "--out", "{workdir}/x"], "with --int8"),
     (
         [

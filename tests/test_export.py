@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from jax import export as jax_export
+from numpy_gmlp import timm_gmlp_state
 from numpy_resmlp import resmlp_state_dict
 from numpy_vit import google_vit_params
 from safetensors.numpy import save_file
@@ -19,6 +20,7 @@ from safetensors.numpy import save_file
 from mixer_cli.cli import run
 from mixer_cli.export.quantize import quantize
 from mixer_cli.models import registry
+from mixer_cli.models.gmlp_onnx import gmlp_graph
 from mixer_cli.models.mixer_onnx import mixer_graph
 from mixer_cli.models.registry import load_checkpoint
 from mixer_cli.models.resmlp_onnx import resmlp_graph
@@ -83,26 +85,45 @@ def test_a_vit_exports_onnx_float_and_int8_through_the_cli(tmp_path: Path) -> No
     assert ops.count("MatMul") == 2 * 2 and ops.count("Softmax") == 2  # 2 blocks
 
 
-def test_a_resmlp_exports_onnx_float_and_int8_through_the_cli(tmp_path: Path) -> None:
-    """timm's ResMLP (random Affines and layer scales, the exact GELU): its graph gives
-    JAX's logits with its Affines and layer scales folded (the export) and as trained;
-    dynamic int8 makes every Dense an integer product but, with --float-token-mixing, the
-    linear layers across patches."""
-    path, out = tmp_path / "resmlp.safetensors", tmp_path / "onnx"
-    state = resmlp_state_dict(patch=4, num_blocks=2, hidden=16, seq_len=16, mlp=64,
-                              num_classes=5, seed=1)  # fmt: skip
-    save_file(state, str(path), metadata={"format": "pt"})
+# The all-MLP families with token-mixing weights besides the Mixer: (timm's state dict of a
+# random 2-block model at 16 px, patch 4; its graph writer; int8 MatMuls with token mixing
+# float: the stem, each block's Dense layers, the head).
+TIMM_MLPS = {
+    "resmlp": (
+        lambda: resmlp_state_dict(patch=4, num_blocks=2, hidden=16, seq_len=16, mlp=64,
+                                  num_classes=5, seed=1),
+        resmlp_graph,
+        1 + 2 * 2 + 1,
+    ),
+    "gmlp": (
+        lambda: timm_gmlp_state(patch=4, blocks=2, dim=16, ratio=6, seq_len=16, classes=7,
+                                seed=1),
+        gmlp_graph,
+        1 + 2 * 3 + 1,  # channel_in is two MatMuls, one per half
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", TIMM_MLPS)
+def test_an_mlp_family_exports_onnx_float_and_int8_through_the_cli(tmp_path: Path, family) -> None:
+    """timm's ResMLP and gMLP (random Affines, layer scales and LayerNorms, the exact GELU):
+    the graph gives JAX's logits with its norms and scales folded (the export) and as
+    trained; dynamic int8 makes every Dense an integer product but, with
+    --float-token-mixing, the Dense layers across tokens."""
+    state, graph_of, integer_matmuls = TIMM_MLPS[family]
+    path, out = tmp_path / f"{family}.safetensors", tmp_path / "onnx"
+    save_file(state(), str(path), metadata={"format": "pt"})
     argv = ["export", "--init", str(path), "--int8", "dynamic", "--float-token-mixing"]
     assert run([*argv, "--out", str(out)]) == 0
     record = json.loads((out / "export.json").read_text())
-    assert record["family"] == "resmlp" and record["gelu"] == "exact"
+    assert record["family"] == family and record["gelu"] == "exact"
     assert record["max_abs_diff"] <= 1e-4 and record["int8"]["top1_agreement"] >= 0.9, record
     nodes = onnx.load(out / "model.int8.onnx").graph.node
     kept = [node.name for node in nodes if node.op_type == "MatMul"]
     assert len(kept) == 2 and all(name.startswith("token_matmul") for name in kept)
-    assert [node.op_type for node in nodes].count("MatMulInteger") == 1 + 2 * 2 + 1
+    assert [node.op_type for node in nodes].count("MatMulInteger") == integer_matmuls
     loaded = load_checkpoint(path)
-    graph = resmlp_graph(flat_params(loaded.params), 16, gelu="exact", fold=False)
+    graph = graph_of(flat_params(loaded.params), 16, gelu="exact", fold=False)
     (tmp_path / "as-trained.onnx").write_bytes(graph.SerializeToString())
     images = np.random.default_rng(1).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
     got = run_onnx(tmp_path / "as-trained.onnx", images)
@@ -252,5 +273,7 @@ def test_one_table_entry_is_a_format_for_export_and_latency(
     (tmp_path / "f" / "export.json").write_text(json.dumps({**record, "file": "model.bin"}))
     with pytest.raises(ConfigError, match="not a file mixer export writes"):
         child({**spec, "warmup": 1})
-    with pytest.raises(ConfigError, match=r"families mixer, vit, resmlp; r\.npz is a resnet: use"):
+    with pytest.raises(
+        ConfigError, match=r"families mixer, vit, resmlp, gmlp; r\.npz is a resnet: use"
+    ):
         formats.check_family(formats.get("onnx"), "resnet", "r.npz")

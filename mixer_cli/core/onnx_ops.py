@@ -85,8 +85,10 @@ def gelu(g: Graph, x: str, form: str) -> str:
     return g.op("Mul", [half_x, g.op("Add", [inner, g.const(np.float32(1.0), "one")])])
 
 
-def layer_norm(g: Graph, x: str, scale: np.ndarray, bias: np.ndarray) -> str:
-    """LayerNorm over the last axis (epsilon 1e-6, as both Google codebases)."""
+def layer_norm(
+    g: Graph, x: str, scale: np.ndarray, bias: np.ndarray, epsilon: float = EPSILON
+) -> str:
+    """LayerNorm over the last axis (epsilon 1e-6 unless told: Google's codebases')."""
     return g.op(
         "LayerNormalization",
         [
@@ -95,7 +97,7 @@ def layer_norm(g: Graph, x: str, scale: np.ndarray, bias: np.ndarray) -> str:
             g.const(bias.astype(np.float32), "ln_bias"),
         ],
         axis=-1,
-        epsilon=EPSILON,
+        epsilon=epsilon,
     )
 
 
