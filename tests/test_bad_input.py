@@ -113,10 +113,6 @@ CASES: list[tuple[list[str], str]] = [
         "resolution 30 is not a positive multiple of gMLP-2x16-6/4's patch size 4; try 28 or 32",
     ),
     (
-        ["finetune", "--init", "{gmlp}", "--resolution", "32"],
-        "a gmlp checkpoint does not adapt to another resolution (families that do: mixer, vit",
-    ),
-    (
         ["pretrain", "--set", "model.family=vit", "--set", "model.stem=conv"],
         "model.stem is an option of Mixers (families mixer, hybrid), not of model.family vit",
     ),

@@ -14,6 +14,7 @@ from numpy_mixer import numpy_mixer, official_layout_params
 
 from mixer_cli import load_pretrained
 from mixer_cli.cli import run
+from mixer_cli.core.errors import ConfigError
 from mixer_cli.data import open_dataset
 from mixer_cli.models import abstract_params, create_model
 from mixer_cli.models.mixer_checkpoint import (
@@ -267,3 +268,35 @@ def test_finetune_config_layers_the_dataset_preset_over_the_recipe() -> None:
     assert preset is PRESETS["cifar10"]
     assert len(layers[0]) == 1 and layers[0][0].endswith("finetune.yaml")
     assert layers[1] == [layers[0][0], "the dataset's fine-tuning preset"]
+
+
+@pytest.mark.parametrize("family", ["resmlp", "gmlp"])
+def test_the_mosaic_identity_holds_for_every_all_mlp_family(tmp_path, family: str) -> None:
+    """Appendix C for the Mixer's peers: a checkpoint read at 2 x 16 px (its [S, S] token
+    Linears block-diagonal) gives, on a 2 x 2 mosaic, the mean of the original model's
+    pre_logits of the parts; fine-tuning there starts from the same arrays; a resolution
+    that is no multiple is refused."""
+    from numpy_gmlp import timm_gmlp_state
+    from numpy_resmlp import resmlp_state_dict
+    from safetensors.numpy import save_file
+
+    from mixer_cli.models import registry
+    from mixer_cli.weights.arrays import as_tree, flat_params
+
+    state = {
+        "resmlp": lambda: resmlp_state_dict(4, 2, 16, 16, 64, 5, seed=6),
+        "gmlp": lambda: timm_gmlp_state(4, 2, 16, 6, 16, 5, seed=6),
+    }[family]()
+    path = tmp_path / "timm.safetensors"
+    save_file(state, str(path))
+    original, adapted = registry.load_checkpoint(path), registry.load_checkpoint(path, 32)
+    assert (adapted.resolution, adapted.details["native_resolution"]) == (32, 16)
+    images = np.random.default_rng(2).uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32)
+    want = np.asarray(pre_logits(original, images)).mean(axis=0)
+    np.testing.assert_allclose(pre_logits(adapted, mosaic(images, 2))[0], want, atol=1e-5)
+    assert registry.settings_at_resolution(original, 32) == {"model.resolution": 32}
+    fresh = flat_params(adapted.params)
+    started = flat_params(registry.get(family).warm_start(str(path), as_tree(fresh), "backbone"))
+    assert all(np.array_equal(started[k], fresh[k]) for k in fresh if not k.startswith("head/"))
+    with pytest.raises(ConfigError, match="not an integer multiple of the checkpoint's 16"):
+        registry.settings_at_resolution(original, 24)

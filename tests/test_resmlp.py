@@ -169,31 +169,6 @@ def test_a_warm_start_keeps_the_backbone_and_refuses_another_familys_checkpoint(
         family.warm_start(official_npz[0], as_tree(fresh), "all")
 
 
-@pytest.mark.parametrize("k", [2])
-def test_at_k_times_the_resolution_each_part_of_a_mosaic_is_mixed_as_before(tmp_path, k) -> None:
-    """The Mixer paper's Appendix C for ResMLP: the checkpoint read at k x 16 px (token
-    Linears block-diagonal) gives, on a k x k mosaic of images, the mean of the original
-    model's pre_logits of the parts; fine-tuning there starts from the same arrays."""
-    from test_finetune import mosaic
-
-    path = tmp_path / "timm.safetensors"
-    save_file(resmlp_state_dict(**TINY, seed=6), str(path))
-    original, adapted = registry.load_checkpoint(path), registry.load_checkpoint(path, 16 * k)
-    assert (adapted.resolution, adapted.details["native_resolution"]) == (16 * k, 16)
-    images = np.random.default_rng(k).uniform(-1, 1, (k * k, 16, 16, 3)).astype(np.float32)
-    want = original.model.apply({"params": original.params}, images)[1]["pre_logits"]
-    got = adapted.model.apply({"params": adapted.params}, mosaic(images, k))[1]["pre_logits"]
-    np.testing.assert_allclose(np.asarray(got)[0], np.asarray(want).mean(axis=0), atol=1e-5)
-    settings = registry.settings_at_resolution(original, 16 * k)
-    assert settings == {"model.resolution": 16 * k}
-    fresh = flat_params(adapted.params)
-    started = registry.get("resmlp").warm_start(str(path), as_tree(fresh), "backbone")
-    kernel = "ResBlock_1/token_mixing/kernel"
-    np.testing.assert_array_equal(flat_params(started)[kernel], fresh[kernel])
-    with pytest.raises(ConfigError, match="not an integer multiple of the checkpoint's 16"):
-        registry.settings_at_resolution(original, 24)
-
-
 FAST = ["--steps=2", "--batch-size=16", "--set=optim.warmup_steps=1", "--set=train.log_every=1"]
 FAST += ["--set=evals.fewshot=none", "--set=evals.test=none"]
 

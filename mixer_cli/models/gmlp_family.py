@@ -3,7 +3,9 @@
 Variants are SIZE/PATCH (Ti/16, S/16, B/16; timm's `gmlp_s16_224` too) or
 LAYERSxD-RATIO/PATCH; checkpoints are ours (the names `models/gmlp.py` lists) or timm's
 state dicts (`gmlp_timm.py`), the architecture read off the shapes. The gate's [S, S]
-projection fixes the token grid, so a checkpoint runs at its own resolution only.
+projection mixes a fixed number of tokens; at K times a checkpoint's resolution it becomes
+block-diagonal, each of the K x K parts of the image gated as before (the Mixer paper's
+Appendix C, `mixer_checkpoint.adapt_token_linear`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,20 @@ from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.gmlp import LISTED_VARIANTS, GmlpSpec, create_gmlp, parse_gmlp, spec_from_dims
 from mixer_cli.models.gmlp_timm import LAYOUT_OF_GMLP
 from mixer_cli.models.mixer import abstract_params, compute_dtype
-from mixer_cli.models.registry import Family, Loaded, fixed_resolution
+from mixer_cli.models.mixer_checkpoint import (
+    resolution_factor,
+    token_linears_at,
+    token_linears_for,
+)
+from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.settings import ModelConfig
-from mixer_cli.weights.arrays import array_shape, as_tree, check_compatible, with_fresh_head
+from mixer_cli.weights.arrays import (
+    array_shape,
+    as_tree,
+    check_compatible,
+    flatten,
+    with_fresh_head,
+)
 
 GATE = re.compile(r"^GatingBlock_(\d+)/gate_proj/kernel$")
 
@@ -33,8 +46,8 @@ def _spec(m: ModelConfig) -> GmlpSpec:
     spec.check_resolution(m.resolution)
     if m.grid_factor != 1:
         raise ConfigError(
-            "model.grid_factor: only plain Mixers adapt to a multiple of their resolution; a "
-            "gMLP's spatial gate fixes its token grid"
+            "model.grid_factor is a Mixer's: a gMLP at K times a checkpoint's resolution is "
+            "built at that resolution (set model.resolution)"
         )
     return spec
 
@@ -77,27 +90,35 @@ def load(
     layers = sum(1 for key in flat if GATE.match(key))
     spec = spec_from_dims(patch, layers, width, hidden // width)
     native = side * patch
-    if resolution is not None and resolution != native:
-        raise fixed_resolution("gmlp", resolution, native)
     num_classes = shape("head/kernel", 2)[1] if "head/kernel" in flat else 0
     gelu = settings.get("gelu", "tanh")
     model = create_gmlp(spec, num_classes=num_classes, gelu=gelu)
     check_compatible(abstract_params(model, native), flat, source, f"gMLP-{spec.name}")
+    at = native
+    if resolution is not None and resolution != native:
+        at = native * resolution_factor(native, resolution)
+        flat = token_linears_at(flat, GATE, side, at // native)
     return Loaded(
         model,
         as_tree(flat),
         "gmlp",
         spec.name,
-        native,
+        at,
         num_classes,
-        {"gelu": gelu},
-        config={"family": "gmlp", "variant": spec.name, "resolution": native, "gelu": gelu},
+        {"gelu": gelu, "native_resolution": native},
+        config={"family": "gmlp", "variant": spec.name, "resolution": at, "gelu": gelu},
     )
+
+
+def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
+    """Fine-tuning at K times the checkpoint's resolution (its gates block-diagonal)."""
+    return {"model.resolution": loaded.resolution * resolution_factor(loaded, resolution)}
 
 
 def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     """scope 'all': every array as saved; 'backbone': the checkpoint's backbone under the
-    fresh model's head. Either way the same variant at the same resolution."""
+    fresh model's head, its gates made block-diagonal where the fresh model has K^2 times
+    the tokens."""
     flat, source = read_params(path)
     if not matches(flat):
         raise CheckpointMismatch(
@@ -105,6 +126,7 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
             "arrays): a gMLP starts from a gMLP; set model.family to the checkpoint's family"
         )
     if scope == "backbone":
+        flat = token_linears_for(flat, flatten(fresh), GATE)
         return with_fresh_head(flat, fresh, source)
     check_compatible(fresh, flat, source, "this run's model")
     return as_tree(flat)
@@ -129,6 +151,13 @@ def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     return {"params": round(params), "gflops": float(gflops)}
 
 
+def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | None]:
+    """A size of the gMLP paper at 224 px; on ImageNet-1k the paper's (DeiT's) recipe."""
+    if parse_gmlp(variant).name not in LISTED_VARIANTS:
+        return None, None
+    return ("gmlp_s16_imagenet", None) if dataset == "imagenet" else (None, 224)
+
+
 FAMILY = Family(
     name="gmlp",
     parse=lambda m: _spec(m).name,
@@ -138,7 +167,9 @@ FAMILY = Family(
     load=load,
     warm_start=warm_start,
     count=count,
+    resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
+    paper_setting=paper_setting,
     token_weights=token_weights,
     timm=LAYOUT_OF_GMLP,
     onnx=gmlp_onnx.graph_of,

@@ -123,9 +123,9 @@ def infer_architecture(flat: Mapping[str, np.ndarray], source: str = "checkpoint
 
 
 def resolution_factor(arch: Architecture | Any, resolution: int) -> int:
-    """The integer K taking a checkpoint's resolution (`arch.resolution`) to `resolution`;
-    refuses anything else."""
-    r = arch.resolution
+    """The integer K taking a checkpoint's resolution (`arch.resolution`, or `arch` itself
+    if a number) to `resolution`; refuses anything else."""
+    r = arch if isinstance(arch, int) else arch.resolution
     valid = ", ".join(str(k * r) for k in range(1, 4))
     if resolution < r:
         raise ConfigError(
@@ -194,6 +194,37 @@ def adapt_token_linear(
     tiled = np.empty(copies * bias.shape[0], bias.dtype)
     tiled[order] = np.tile(bias, copies)
     return wide, tiled
+
+
+def token_linears_at(
+    flat: Mapping[str, Any], kernels: re.Pattern, side: int, factor: int
+) -> dict[str, Any]:
+    """Every Linear across tokens (the keys `kernels` matches, with their biases beside) at
+    `factor` times the resolution (`adapt_token_linear`); `side`: the checkpoint's tokens
+    per row."""
+    out = dict(flat)
+    for key in flat:
+        if kernels.match(key):
+            bias = key.removesuffix("kernel") + "bias"
+            out[key], out[bias] = adapt_token_linear(
+                np.asarray(flat[key]), np.asarray(flat[bias]), side, factor
+            )
+    return out
+
+
+def token_linears_for(
+    flat: Mapping[str, Any], fresh: Mapping[str, Any], kernels: re.Pattern
+) -> dict[str, Any]:
+    """A checkpoint's token Linears made as wide as a fresh model's, where it mixes K^2
+    times the tokens (a warm start at K times the resolution); else `flat` unchanged (the
+    shapes are checked where it is used)."""
+    key = next((k for k in fresh if kernels.match(k)), None)
+    if key is None or key not in flat:
+        return dict(flat)
+    side, wide = math.isqrt(flat[key].shape[0]), math.isqrt(fresh[key].shape[0])
+    if wide == side or wide % side:
+        return dict(flat)
+    return token_linears_at(flat, kernels, side, wide // side)
 
 
 def read_checked(

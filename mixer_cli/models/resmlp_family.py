@@ -21,7 +21,11 @@ from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models import resmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.mixer import abstract_params, compute_dtype
-from mixer_cli.models.mixer_checkpoint import adapt_token_linear, resolution_factor
+from mixer_cli.models.mixer_checkpoint import (
+    resolution_factor,
+    token_linears_at,
+    token_linears_for,
+)
 from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.resmlp import (
     LISTED_VARIANTS,
@@ -32,7 +36,13 @@ from mixer_cli.models.resmlp import (
 )
 from mixer_cli.models.resmlp_timm import LAYOUT_OF_RESMLP
 from mixer_cli.models.settings import ModelConfig
-from mixer_cli.weights.arrays import array_shape, as_tree, check_compatible, with_fresh_head
+from mixer_cli.weights.arrays import (
+    array_shape,
+    as_tree,
+    check_compatible,
+    flatten,
+    with_fresh_head,
+)
 
 _BLOCK0 = "ResBlock_0"
 _TOKEN_KERNEL = re.compile(r"^(?:.*/)?ResBlock_(\d+)/token_mixing/kernel$")
@@ -100,8 +110,8 @@ def load(
     check_compatible(abstract_params(model, native), flat, source, f"ResMLP-{spec.name}")
     at = native
     if resolution is not None and resolution != native:
-        at = native * resolution_factor(_Native(native), resolution)
-        flat = at_resolution(flat, native // spec.patch_size, at // native)
+        at = native * resolution_factor(native, resolution)
+        flat = token_linears_at(flat, _TOKEN_KERNEL, native // spec.patch_size, at // native)
     return Loaded(
         model,
         as_tree(flat),
@@ -112,25 +122,6 @@ def load(
         {"gelu": gelu, "native_resolution": native},
         config={"family": "resmlp", "variant": spec.name, "resolution": at, "gelu": gelu},
     )
-
-
-class _Native:
-    """What `resolution_factor` reads of a checkpoint: its own resolution."""
-
-    def __init__(self, resolution: int) -> None:
-        self.resolution = resolution
-
-
-def at_resolution(flat: Mapping[str, Any], side: int, factor: int) -> dict[str, Any]:
-    """Every block's token Linear at `factor` times the resolution (`side` patches a row)."""
-    out = dict(flat)
-    for key in flat:
-        if _TOKEN_KERNEL.match(key):
-            bias = key.removesuffix("kernel") + "bias"
-            out[key], out[bias] = adapt_token_linear(
-                np.asarray(flat[key]), np.asarray(flat[bias]), side, factor
-            )
-    return out
 
 
 def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
@@ -149,14 +140,7 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
             "model.family to the checkpoint's family"
         )
     if scope == "backbone":
-        from mixer_cli.weights.arrays import flatten
-
-        key = f"{_BLOCK0}/token_mixing/kernel"
-        ours, theirs = flatten(fresh).get(key), flat.get(key)
-        if ours is not None and theirs is not None and ours.shape[0] != theirs.shape[0]:
-            side, wide = math.isqrt(theirs.shape[0]), math.isqrt(ours.shape[0])
-            if wide % side == 0:
-                flat = at_resolution(flat, side, wide // side)
+        flat = token_linears_for(flat, flatten(fresh), _TOKEN_KERNEL)
         return with_fresh_head(flat, fresh, source)
     check_compatible(fresh, flat, source, "this run's model")
     return as_tree(flat)
