@@ -216,7 +216,24 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["export", "--init", "{npz}", "--resolution", "20", "--out", "{workdir}/x"], "multiple"),
     (["export", "--init", "{not_mixer}", "--out", "{workdir}/x"], "not_mixer.npz"),
+    (
+        ["export", "--init", "{hybrid}", "--out", "{workdir}/x"],
+        "families mixer, vit, resmlp, gmlp; ",
+    ),
     (["export", "--init", "{npz}", "--float-token-mixing", "--out", "{workdir}/x"], "with --int8"),
+    (
+        [
+            "export",
+            "--init",
+            "{vit_npz}",
+            "--int8",
+            "dynamic",
+            "--float-token-mixing",
+            "--out",
+            "{workdir}/x",
+        ],
+        "is a vit, which has no token-mixing weights",
+    ),
     (["bench", "--mode", "latency", "--exported", "{one_class}"], "not a mixer export"),
     (["convert", "{workdir}/missing.npz", "{workdir}/out.safetensors"], "missing.npz"),
     (["convert", "{npz}", "{workdir}/out.onnx"], "suffix must be one of .npz, .safetensors"),
@@ -311,10 +328,6 @@ CASES: list[tuple[list[str], str]] = [
     # timm's ViTs that are not Google's ViT (issue 37)
     (["eval", "--init", "{vit_fc_norm}"], "is timm's fc_norm, a LayerNorm after the tokens' mean"),
     (["info", "--checkpoint", "{vit_no_embed_class}"], "class token's (timm's no_embed_class)"),
-    (
-        ["export", "--init", "{vit_npz}", "--format", "onnx", "--out", "{workdir}/x"],
-        "ONNX export covers the mixer family; {vit_npz} is a vit: use --format stablehlo",
-    ),
 ]
 
 

@@ -6,22 +6,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from jax import export as jax_export
+from numpy_gmlp import timm_gmlp_state
+from numpy_resmlp import resmlp_state_dict
+from numpy_vit import google_vit_params
+from safetensors.numpy import save_file
 
 from mixer_cli.cli import run
-from mixer_cli.export.onnx_graph import mixer_graph
 from mixer_cli.export.quantize import quantize
+from mixer_cli.models import registry
+from mixer_cli.models.gmlp_onnx import gmlp_graph
+from mixer_cli.models.mixer_onnx import mixer_graph
 from mixer_cli.models.registry import load_checkpoint
+from mixer_cli.models.resmlp_onnx import resmlp_graph
+from mixer_cli.models.vit_onnx import vit_graph
 from mixer_cli.tasks.export import run_onnx
 from mixer_cli.weights.arrays import flat_params
 
 
 def logits(loaded, images: np.ndarray) -> np.ndarray:
-    return np.asarray(loaded.model.apply({"params": loaded.params}, images)[0])
+    return np.asarray(jax.jit(loaded.model.apply)({"params": loaded.params}, images)[0])
 
 
 @pytest.mark.parametrize("fold", [True, False], ids=["layernorms-folded", "as-trained"])
@@ -35,6 +44,90 @@ def test_the_onnx_graph_gives_jax_logits(tmp_path: Path, official_npz, fold, gel
     path.write_bytes(mixer_graph(flat, 16, gelu=gelu, fold=fold).SerializeToString())
     images = np.random.default_rng(0).uniform(-1, 1, (5, 16, 16, 3)).astype(np.float32)
     np.testing.assert_allclose(run_onnx(path, images), np.asarray(model(images)), atol=1e-4)
+
+
+VIT = {"patch": 4, "layers": 2, "width": 16, "mlp": 32, "heads": 2}  # 2 blocks, 2 heads
+
+
+@pytest.mark.parametrize(
+    ("options", "fold", "gelu"),
+    [
+        ({"classifier": "gap", "num_classes": 5}, False, "exact"),
+        ({"classifier": "token", "num_classes": 0}, True, "tanh"),
+    ],
+    ids=["gap-exact-as-trained", "token-no-head-tanh-layernorms-folded"],
+)
+def test_the_vit_onnx_graph_gives_jax_logits(tmp_path: Path, options, fold, gelu) -> None:
+    flat = google_vit_params(**VIT, side=3, seed=1, **options)
+    loaded = registry.family_of(flat, "vit.npz").load(flat, "vit.npz", None, {"gelu": gelu})
+    path = tmp_path / "v.onnx"
+    path.write_bytes(vit_graph(flat, 12, fold=fold, gelu=gelu).SerializeToString())
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(path, images), logits(loaded, images), atol=1e-4)
+
+
+def test_a_vit_exports_onnx_float_and_int8_through_the_cli(tmp_path: Path) -> None:
+    """The class token and pre_logits, uint8 pixels, a fixed batch: the float file gives
+    JAX's logits; dynamic int8 makes every weight's MatMul an integer product (attention's
+    products of activations stay float) and keeps the float model's top-1."""
+    flat = google_vit_params(**VIT, side=4, num_classes=10, representation=12)
+    np.savez(tmp_path / "vit.npz", **flat)
+    out = tmp_path / "onnx"
+    argv = ["export", "--init", str(tmp_path / "vit.npz"), "--int8", "dynamic", "--uint8-input"]
+    assert run([*argv, "--batch-size", "4", "--out", str(out)]) == 0
+    record = json.loads((out / "export.json").read_text())
+    assert record["family"] == "vit" and record["input"]["shape"] == [4, 16, 16, 3]
+    assert record["max_abs_diff"] <= 1e-4, record
+    assert record["int8"]["top1_agreement"] >= 0.9, record["int8"]  # 16 random images
+    ops = [node.op_type for node in onnx.load(out / "model.int8.onnx").graph.node]
+    kernels = [k for k in flat if k.endswith("kernel")]
+    assert ops.count("MatMulInteger") == len(kernels) - 2 * 2  # q, k, v: one MatMul
+    assert ops.count("MatMul") == 2 * 2 and ops.count("Softmax") == 2  # 2 blocks
+
+
+# The all-MLP families with token-mixing weights besides the Mixer: (timm's state dict of a
+# random 2-block model at 16 px, patch 4; its graph writer; int8 MatMuls with token mixing
+# float: the stem, each block's Dense layers, the head).
+TIMM_MLPS = {
+    "resmlp": (
+        lambda: resmlp_state_dict(patch=4, num_blocks=2, hidden=16, seq_len=16, mlp=64,
+                                  num_classes=5, seed=1),
+        resmlp_graph,
+        1 + 2 * 2 + 1,
+    ),
+    "gmlp": (
+        lambda: timm_gmlp_state(patch=4, blocks=2, dim=16, ratio=6, seq_len=16, classes=7,
+                                seed=1),
+        gmlp_graph,
+        1 + 2 * 3 + 1,  # channel_in is two MatMuls, one per half
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", TIMM_MLPS)
+def test_an_mlp_family_exports_onnx_float_and_int8_through_the_cli(tmp_path: Path, family) -> None:
+    """timm's ResMLP and gMLP (random Affines, layer scales and LayerNorms, the exact GELU):
+    the graph gives JAX's logits with its norms and scales folded (the export) and as
+    trained; dynamic int8 makes every Dense an integer product but, with
+    --float-token-mixing, the Dense layers across tokens."""
+    state, graph_of, integer_matmuls = TIMM_MLPS[family]
+    path, out = tmp_path / f"{family}.safetensors", tmp_path / "onnx"
+    save_file(state(), str(path), metadata={"format": "pt"})
+    argv = ["export", "--init", str(path), "--int8", "dynamic", "--float-token-mixing"]
+    assert run([*argv, "--out", str(out)]) == 0
+    record = json.loads((out / "export.json").read_text())
+    assert record["family"] == family and record["gelu"] == "exact"
+    assert record["max_abs_diff"] <= 1e-4 and record["int8"]["top1_agreement"] >= 0.9, record
+    nodes = onnx.load(out / "model.int8.onnx").graph.node
+    kept = [node.name for node in nodes if node.op_type == "MatMul"]
+    assert len(kept) == 2 and all(name.startswith("token_matmul") for name in kept)
+    assert [node.op_type for node in nodes].count("MatMulInteger") == integer_matmuls
+    loaded = load_checkpoint(path)
+    graph = graph_of(flat_params(loaded.params), 16, gelu="exact", fold=False)
+    (tmp_path / "as-trained.onnx").write_bytes(graph.SerializeToString())
+    images = np.random.default_rng(1).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
+    got = run_onnx(tmp_path / "as-trained.onnx", images)
+    np.testing.assert_allclose(got, logits(loaded, images), atol=1e-4)
 
 
 def test_export_writes_onnx_float_and_int8_that_agree_on_real_images(
@@ -180,5 +273,7 @@ def test_one_table_entry_is_a_format_for_export_and_latency(
     (tmp_path / "f" / "export.json").write_text(json.dumps({**record, "file": "model.bin"}))
     with pytest.raises(ConfigError, match="not a file mixer export writes"):
         child({**spec, "warmup": 1})
-    with pytest.raises(ConfigError, match=r"covers the mixer family; r\.npz is a resnet: use"):
+    with pytest.raises(
+        ConfigError, match=r"families mixer, vit, resmlp, gmlp; r\.npz is a resnet: use"
+    ):
         formats.check_family(formats.get("onnx"), "resnet", "r.npz")

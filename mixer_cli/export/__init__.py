@@ -4,7 +4,7 @@
 place when complete): the model file, and export.json saying what it takes and gives and
 how close it came to JAX's logits when written. `formats` is the table of formats (file,
 requirements, writer, runtime), read by `mixer export` and `mixer bench --mode latency`.
-`onnx_graph` emits the ONNX graph of a Mixer from its parameters; `quantize` makes int8
+A family's ONNX graph is its own (`Family.onnx`, models/NAME_onnx.py); `quantize` makes int8
 ONNX with ONNX Runtime's quantizer; `stablehlo` serializes any family's forward pass with
 its weights inside; `tflite` converts it through jax2tf to TensorFlow Lite (LiteRT),
 float or int8.

@@ -2,9 +2,9 @@
 
 An entry says everything the commands ask of a format: the file it writes, the Python
 modules writing and checking it need, whether (and how) it carries int8, what it asks of
-a model family, how to write it (the writers are the per-format modules: `onnx_graph`
-and `quantize`, `stablehlo`, `tflite`), and how its runtime loads a file as a callable
-`images -> logits`. Adding a format is its writer module plus one entry in `REGISTRY`.
+a model family, how to write it (the writers are the per-format modules, and for ONNX
+the family's own graph, `Family.onnx`, then `quantize`), and how its runtime loads a file
+as a callable `images -> logits`. Adding a format is its writer module plus one entry in `REGISTRY`.
 
 Nothing heavy is imported here: a format's modules load when it is used (the latency
 child that times an ONNX file imports ONNX Runtime, not JAX or TensorFlow).
@@ -72,21 +72,17 @@ class ExportFormat:
         return Path(self.file).suffix
 
 
-# ONNX: the graph from the parameter tree (onnx_graph), int8 by ONNX Runtime's quantizer.
+# ONNX: the family's graph from its parameter tree (`Family.onnx`), int8 by ONNX
+# Runtime's quantizer.
 
 
 def _write_onnx(request: WriteRequest, path: Path) -> None:
-    from mixer_cli.export.onnx_graph import mixer_graph
-    from mixer_cli.weights.arrays import flat_params
+    from mixer_cli.models import registry
 
     loaded = request.loaded
-    graph = mixer_graph(
-        flat_params(loaded.params),
-        loaded.resolution,
-        gelu=loaded.details.get("gelu", "tanh"),
-        batch_size=request.batch,
-        uint8_input=request.uint8_input,
-    )
+    family = registry.get(loaded.family)
+    assert family.onnx is not None  # refused before: check_family
+    graph = family.onnx(loaded, batch_size=request.batch, uint8_input=request.uint8_input)
     path.write_bytes(graph.SerializeToString())
 
 
@@ -156,8 +152,8 @@ REGISTRY: dict[str, ExportFormat] = {
             write_int8=_quantize_onnx,
             int8_modes=("dynamic", "static"),
             float_token_mixing=True,
-            family_capability="exports_onnx",
-            family_refusal="ONNX export covers the {covered} family; {source} is a {family}: "
+            family_capability="onnx",
+            family_refusal="ONNX export covers the families {covered}; {source} is a {family}: "
             "use --format stablehlo",
         ),
         ExportFormat(

@@ -26,7 +26,7 @@ def quantize(
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    from mixer_cli.export.onnx_graph import TOKEN_MATMUL
+    from mixer_cli.core.onnx_ops import TOKEN_MATMUL
 
     exclude = []
     if float_token_mixing:

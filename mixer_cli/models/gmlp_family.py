@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models import gmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.gmlp import LISTED_VARIANTS, GmlpSpec, create_gmlp, parse_gmlp, spec_from_dims
 from mixer_cli.models.gmlp_timm import LAYOUT_OF_GMLP
@@ -171,4 +172,5 @@ FAMILY = Family(
     paper_setting=paper_setting,
     token_weights=token_weights,
     timm=LAYOUT_OF_GMLP,
+    onnx=gmlp_onnx.graph_of,
 )

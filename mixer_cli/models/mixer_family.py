@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mixer_cli.models import mixer_onnx
 from mixer_cli.models.checkpoints import load_params
 from mixer_cli.models.mixer import create_model
 from mixer_cli.models.mixer_checkpoint import (
@@ -128,5 +129,5 @@ FAMILY = Family(
     paper_setting=paper_setting,
     token_weights=token_kernels,
     timm=LAYOUT_OF_MIXER,
-    exports_onnx=True,
+    onnx=mixer_onnx.graph_of,
 )

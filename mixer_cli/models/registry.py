@@ -69,8 +69,10 @@ class Family:
     timm: TimmLayout | None = None
     # Other families whose checkpoints it warm-starts from (a hybrid from a Mixer's).
     starts_from: tuple[str, ...] = ()
-    # Capabilities commands ask for instead of comparing names:
-    exports_onnx: bool = False  # `mixer export --format onnx` writes its graph
+    # (loaded, *, batch_size: int | None (None: any batch), uint8_input: bool) -> the
+    # onnx.ModelProto of its logits (models/NAME_onnx.py, helpers in core/onnx_ops.py):
+    # what `mixer export --format onnx` writes; None: ONNX export is refused.
+    onnx: Callable[..., Any] | None = None
 
     @property
     def adapts_resolution(self) -> bool:
@@ -86,7 +88,7 @@ def get(name: str) -> Family:
 
 
 def families_that(capability: str) -> list[str]:
-    """The names of the families with a capability (`exports_onnx`, `timm`, ...)."""
+    """The names of the families with a capability (`onnx`, `timm`, ...)."""
     return [name for name in FAMILY_NAMES if getattr(get(name), capability)]
 
 

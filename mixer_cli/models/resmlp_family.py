@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models import resmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.mixer import abstract_params, compute_dtype
 from mixer_cli.models.mixer_checkpoint import (
@@ -189,4 +190,5 @@ FAMILY = Family(
     paper_setting=paper_setting,
     token_weights=token_weights,
     timm=LAYOUT_OF_RESMLP,
+    onnx=resmlp_onnx.graph_of,
 )

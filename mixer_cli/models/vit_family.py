@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.models import vit_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.mixer import abstract_params, compute_dtype
 from mixer_cli.models.registry import Family, Loaded
@@ -177,4 +178,5 @@ FAMILY = Family(
     variants=LISTED_VARIANTS,
     paper_setting=paper_setting,
     timm=LAYOUT_OF_VIT,
+    onnx=vit_onnx.graph_of,
 )

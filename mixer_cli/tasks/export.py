@@ -19,6 +19,7 @@ from mixer_cli.core.atomic import atomic_directory
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.export import formats
 from mixer_cli.export.formats import INT8_MODES, ExportFormat, WriteRequest
+from mixer_cli.models import registry
 
 FILES = {name: f.file for name, f in formats.REGISTRY.items()}
 CHECK_IMAGES_RANDOM = 16  # without --data: random images to compare runtimes on
@@ -110,7 +111,10 @@ def write_export(
     """Write settings.out (a directory) and return export.json's contents."""
     fmt = check_request(loaded, settings, calibration, source)
     feed = _as_input(check_images.astype(np.float32), settings.uint8_input)
-    want = np.asarray(loaded.model.apply({"params": loaded.params}, _as_model_input(feed))[0])
+    import jax  # one compiled forward pass (op by op, a ViT's took seconds longer)
+
+    apply = jax.jit(loaded.model.apply)
+    want = np.asarray(apply({"params": loaded.params}, _as_model_input(feed))[0])
     batch = settings.batch_size or fmt.default_batch
     request = WriteRequest(
         loaded=loaded,
@@ -159,11 +163,17 @@ def check_request(
     loaded: Any, settings: ExportSettings, calibration: Iterator | None, source: str
 ) -> ExportFormat:
     """Refuse an export that cannot be written: the settings, the format's modules, the
-    model family, static int8 without calibration images."""
+    model family (and --float-token-mixing for one without token-mixing weights), static
+    int8 without calibration images."""
     settings.check()
     fmt = settings.exported_format()
     formats.require(fmt)
     formats.check_family(fmt, loaded.family, source)
+    if settings.float_token_mixing and registry.get(loaded.family).token_weights is None:
+        raise ConfigError(
+            f"--float-token-mixing: {source} is a {loaded.family}, which has no token-mixing "
+            "weights to keep in float (attention or convolution mixes its tokens); leave it out"
+        )
     if settings.int8 == "static" and calibration is None:
         raise ConfigError("--int8 static calibrates on real images: give --data")
     return fmt
