@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mixer_cli.models.checkpoints import load_params
+from mixer_cli.models.isotropic import checked_spec
 from mixer_cli.models.mixer import create_model
 from mixer_cli.models.mixer_checkpoint import (
     pretrained_from_flat,
@@ -25,9 +26,7 @@ from mixer_cli.models.variants import LISTED_VARIANTS, MixerSpec, parse_variant
 
 
 def _spec(m: ModelConfig) -> MixerSpec:
-    spec = parse_variant(m.variant)
-    spec.check_resolution(m.resolution)
-    return spec
+    return checked_spec(parse_variant, m)
 
 
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
