@@ -21,8 +21,8 @@ from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.gmlp import LISTED_VARIANTS, GmlpSpec, create_gmlp, parse_gmlp, spec_from_dims
 from mixer_cli.models.gmlp_timm import LAYOUT_OF_GMLP
-from mixer_cli.models.isotropic import checked_spec
-from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.isotropic import checked_spec, run_options
+from mixer_cli.models.mixer import abstract_params
 from mixer_cli.models.mixer_checkpoint import (
     resolution_factor,
     token_linears_at,
@@ -55,12 +55,7 @@ def _spec(m: ModelConfig) -> GmlpSpec:
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
     return create_gmlp(
         _spec(m),
-        num_classes=num_classes,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=compute_dtype(m.dtype),
-        gelu=m.gelu,
+        **run_options(m, num_classes, head_bias),
     )
 
 

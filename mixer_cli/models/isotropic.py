@@ -6,8 +6,8 @@ the first to `stoch_depth` at the last, a final norm, the tokens' mean and a hea
 and the final norm, and fills ``out`` the way every family returns it. Modules are
 created in the caller's scope in the order they always were, so auto-names
 (``MixerBlock_{i}``) and initialisation are the families' own. Also here: the options
-every family's constructor refuses (`check_options`) and the family modules' variant
-check (`checked_spec`). No jit, I/O or logging.
+every family's constructor refuses (`check_options`), the family modules' variant check
+(`checked_spec`) and the options their `build` passes (`run_options`). No jit, I/O or logging.
 """
 
 from __future__ import annotations
@@ -111,6 +111,28 @@ def check_options(*, num_classes: int, dropout: float, stoch_depth: float, gelu:
     for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
         if not 0.0 <= rate < 1.0:
             raise ConfigError(f"{name} rate must be in [0, 1), got {rate}")
+
+
+def compute_dtype(name: Any) -> Any:
+    """``'float32'`` or ``'bfloat16'`` (or the dtype itself) -> a jnp dtype."""
+    allowed = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if not isinstance(name, str):
+        name = jnp.dtype(name).name
+    if name not in allowed:
+        raise ConfigError(f"unknown dtype {name!r}: expected one of {', '.join(allowed)}")
+    return allowed[name]
+
+
+def run_options(m: Any, num_classes: int, head_bias: float) -> dict[str, Any]:
+    """The constructor options every family's `build` takes from the model config `m`."""
+    return {
+        "num_classes": num_classes,
+        "dropout": m.dropout,
+        "stoch_depth": m.stoch_depth,
+        "head_bias_init": head_bias,
+        "dtype": compute_dtype(m.dtype),
+        "gelu": m.gelu,
+    }
 
 
 def checked_spec(parse: Callable[[str], Any], m: Any, *, no_grid_factor: str = "") -> Any:

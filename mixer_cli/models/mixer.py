@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mixer_cli.core.errors import ConfigError
-from mixer_cli.models.isotropic import check_options, trunk
+from mixer_cli.models.isotropic import check_options, compute_dtype, trunk
 from mixer_cli.models.variants import MixerSpec, parse_variant
 
 Dtype = Any
@@ -204,16 +204,6 @@ def create_model(
         dtype=compute_dtype(dtype),
         gelu=gelu,
     )
-
-
-def compute_dtype(name: str | Dtype) -> Dtype:
-    """``'float32'`` or ``'bfloat16'`` (or the dtype itself) -> a jnp dtype."""
-    allowed = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if not isinstance(name, str):
-        name = jnp.dtype(name).name
-    if name not in allowed:
-        raise ConfigError(f"unknown dtype {name!r}: expected one of {', '.join(allowed)}")
-    return allowed[name]
 
 
 def abstract_params(model: MlpMixer, resolution: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mixer_cli.models.checkpoints import load_params
-from mixer_cli.models.isotropic import checked_spec
+from mixer_cli.models.isotropic import checked_spec, run_options
 from mixer_cli.models.mixer import create_model
 from mixer_cli.models.mixer_checkpoint import (
     pretrained_from_flat,
@@ -32,13 +32,8 @@ def _spec(m: ModelConfig) -> MixerSpec:
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
     return create_model(
         _spec(m),
-        num_classes=num_classes,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=m.dtype,
         grid_factor=m.grid_factor,
-        gelu=m.gelu,
+        **run_options(m, num_classes, head_bias),
     )
 
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models.checkpoints import read_params
-from mixer_cli.models.isotropic import checked_spec
-from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.isotropic import checked_spec, run_options
+from mixer_cli.models.mixer import abstract_params
 from mixer_cli.models.mixer_checkpoint import (
     resolution_factor,
     token_linears_at,
@@ -62,12 +62,7 @@ def _spec(m: ModelConfig) -> ResMLPSpec:
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
     return create_resmlp(
         _spec(m),
-        num_classes=num_classes,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=compute_dtype(m.dtype),
-        gelu=m.gelu,
+        **run_options(m, num_classes, head_bias),
     )
 
 

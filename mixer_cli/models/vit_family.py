@@ -17,8 +17,8 @@ from typing import Any
 
 from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models.checkpoints import read_params
-from mixer_cli.models.isotropic import checked_spec
-from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.isotropic import checked_spec, run_options
+from mixer_cli.models.mixer import abstract_params
 from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.vit import LISTED_VARIANTS, ViTSpec, create_vit, parse_vit
@@ -48,14 +48,9 @@ def _spec(m: ModelConfig) -> ViTSpec:
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
     return create_vit(
         _spec(m),
-        num_classes=num_classes,
         classifier=m.classifier,
         representation_size=m.representation_size,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=compute_dtype(m.dtype),
-        gelu=m.gelu,
+        **run_options(m, num_classes, head_bias),
     )
 
 
