@@ -45,7 +45,10 @@ def patch_embed(sd: dict, images_nchw: np.ndarray, name: str = "stem.proj") -> n
 
 def random_arrays(seed: int):
     """arr(*shape, scale=0.2): random float32 tensors N(0, scale^2), from one generator."""
-    arr = random_arrays(seed)
+    rng = np.random.default_rng(seed)
+
+    def arr(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     return arr
 
