@@ -10,36 +10,14 @@ head. PyTorch's layout throughout: it shares no code or key mapping with mixer_c
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-_erf = np.vectorize(math.erf)
-
-
-def gelu_exact(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
-
-
-def linear(x: np.ndarray, sd: dict, name: str) -> np.ndarray:
-    return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
-
-
-def layer_norm(x: np.ndarray, sd: dict, name: str, eps: float) -> np.ndarray:
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * sd[f"{name}.weight"] + sd[f"{name}.bias"]
+from numpy_timm import gelu_exact, layer_norm, linear, patch_embed, random_arrays
 
 
 def timm_gmlp(sd: dict, images_nchw: np.ndarray) -> np.ndarray:
     """Logits of timm's gMLP for images [B, 3, H, W], already normalised as timm does."""
     sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
-    x = np.asarray(images_nchw, np.float64)
-    weight = sd["stem.proj.weight"]  # [D, 3, P, P]
-    d, _, p, _ = weight.shape
-    b, _, h, w = x.shape
-    patches = x.reshape(b, 3, h // p, p, w // p, p)  # [B, 3, gy, P, gx, P]
-    x = np.einsum("bkyixj,dkij->byxd", patches, weight).reshape(b, -1, d) + sd["stem.proj.bias"]
+    x = patch_embed(sd, np.asarray(images_nchw, np.float64))  # [B, S, D]
     n = 0
     while f"blocks.{n}.norm.weight" in sd:
         mlp = f"blocks.{n}.mlp_channels"
@@ -58,10 +36,7 @@ def timm_gmlp_state(
 ) -> dict[str, np.ndarray]:
     """Random float32 tensors under timm's keys and shapes, typed out from its modules
     (in its state dict's order)."""
-    rng = np.random.default_rng(seed)
-
-    def arr(*shape: int, scale: float = 0.2) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    arr = random_arrays(seed)
 
     hidden = dim * ratio
     sd = {"stem.proj.weight": arr(dim, 3, patch, patch), "stem.proj.bias": arr(dim)}

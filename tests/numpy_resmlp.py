@@ -10,7 +10,7 @@ the same tensors under Facebook's names (the deit repository's `resmlp_models.py
 from __future__ import annotations
 
 import numpy as np
-from numpy_timm import gelu_exact, linear
+from numpy_timm import gelu_exact, linear, patch_embed, random_arrays
 
 
 def affine(x: np.ndarray, sd: dict, name: str) -> np.ndarray:
@@ -20,12 +20,7 @@ def affine(x: np.ndarray, sd: dict, name: str) -> np.ndarray:
 def timm_resmlp(sd: dict, images_nchw: np.ndarray) -> np.ndarray:
     """Logits of timm's ResMLP for images [B, 3, H, W], already normalised as timm does."""
     sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
-    x = np.asarray(images_nchw, np.float64)
-    weight = sd["stem.proj.weight"]  # [D, 3, P, P]
-    d, _, p, _ = weight.shape
-    b, _, h, w = x.shape
-    patches = x.reshape(b, 3, h // p, p, w // p, p)  # [B, 3, gy, P, gx, P]
-    x = np.einsum("bkyixj,dkij->byxd", patches, weight).reshape(b, -1, d) + sd["stem.proj.bias"]
+    x = patch_embed(sd, np.asarray(images_nchw, np.float64))  # [B, S, D]
     n = 0
     while f"blocks.{n}.ls1" in sd:
         blk = f"blocks.{n}"
@@ -45,10 +40,7 @@ def resmlp_state_dict(
     patch: int, num_blocks: int, hidden: int, seq_len: int, mlp: int, num_classes: int, seed: int
 ) -> dict[str, np.ndarray]:
     """Random float32 tensors under timm's keys and shapes, typed out from its module."""
-    rng = np.random.default_rng(seed)
-
-    def arr(*shape: int, scale: float = 0.2) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    arr = random_arrays(seed)
 
     sd = {"stem.proj.weight": arr(hidden, 3, patch, patch), "stem.proj.bias": arr(hidden)}
     for i in range(num_blocks):

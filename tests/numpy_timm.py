@@ -22,26 +22,41 @@ def linear(x: np.ndarray, sd: dict, name: str) -> np.ndarray:
     return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
 
 
-def layer_norm(x: np.ndarray, sd: dict, name: str) -> np.ndarray:
+def layer_norm(x: np.ndarray, sd: dict, name: str, eps: float = 1e-6) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + 1e-6) * sd[f"{name}.weight"] + sd[f"{name}.bias"]
+    return (x - mean) / np.sqrt(var + eps) * sd[f"{name}.weight"] + sd[f"{name}.bias"]
 
 
 def mlp(x: np.ndarray, sd: dict, name: str) -> np.ndarray:
     return linear(gelu_exact(linear(x, sd, f"{name}.fc1")), sd, f"{name}.fc2")
 
 
+def patch_embed(sd: dict, images_nchw: np.ndarray, name: str = "stem.proj") -> np.ndarray:
+    """timm's PatchEmbed: a P x P stride-P conv (weight OIHW [D, 3, P, P]) on float64 images
+    [B, 3, H, W] -> tokens [B, N, D] in raster order (its flatten(2).transpose(1, 2))."""
+    weight = sd[f"{name}.weight"]
+    d, _, p, _ = weight.shape
+    b, _, h, w = images_nchw.shape
+    patches = images_nchw.reshape(b, 3, h // p, p, w // p, p)  # [B, 3, gy, P, gx, P]
+    tokens = np.einsum("bkyixj,dkij->byxd", patches, weight).reshape(b, -1, d)
+    return tokens + sd[f"{name}.bias"]
+
+
+def random_arrays(seed: int):
+    """arr(*shape, scale=0.2): random float32 tensors N(0, scale^2), from one generator."""
+    rng = np.random.default_rng(seed)
+
+    def arr(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    return arr
+
+
 def timm_mixer(sd: dict, images_nchw: np.ndarray) -> np.ndarray:
     """Logits of timm's MlpMixer for images [B, 3, H, W], already normalised as timm does."""
     sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
-    x = np.asarray(images_nchw, np.float64)
-    weight = sd["stem.proj.weight"]  # [C, 3, P, P]
-    c, _, p, _ = weight.shape
-    b, _, h, w = x.shape
-    patches = x.reshape(b, 3, h // p, p, w // p, p)  # [B, 3, gy, P, gx, P]
-    tokens = np.einsum("bkyixj,ckij->byxc", patches, weight).reshape(b, -1, c)
-    x = tokens + sd["stem.proj.bias"]  # [B, N, C], tokens in raster order (flatten(2))
+    x = patch_embed(sd, np.asarray(images_nchw, np.float64))  # [B, N, C]
     n = 0
     while f"blocks.{n}.norm1.weight" in sd:
         blk = f"blocks.{n}"
@@ -64,10 +79,7 @@ def timm_state_dict(
     seed: int,
 ) -> dict[str, np.ndarray]:
     """Random float32 tensors under timm's keys and shapes, typed out from its module."""
-    rng = np.random.default_rng(seed)
-
-    def arr(*shape: int, scale: float = 0.2) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    arr = random_arrays(seed)
 
     sd = {"stem.proj.weight": arr(hidden, 3, patch, patch), "stem.proj.bias": arr(hidden)}
     for i in range(num_blocks):
@@ -96,13 +108,8 @@ def timm_vit(sd: dict, images_nchw: np.ndarray, heads: int) -> np.ndarray:
     (class_token=False, global_pool='avg', fc_norm=False) the tokens' mean, older timm's
     ``pre_logits.fc`` + tanh, ``head``."""
     sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
-    x = np.asarray(images_nchw, np.float64)
-    weight = sd["patch_embed.proj.weight"]  # [D, 3, P, P]
-    d, _, p, _ = weight.shape
-    b, _, h, w = x.shape
-    patches = x.reshape(b, 3, h // p, p, w // p, p)
-    x = np.einsum("bkyixj,ckij->byxc", patches, weight).reshape(b, -1, d)
-    x = x + sd["patch_embed.proj.bias"]
+    x = patch_embed(sd, np.asarray(images_nchw, np.float64), "patch_embed.proj")  # [B, N, D]
+    b, _, d = x.shape
     if "cls_token" in sd:
         x = np.concatenate([np.broadcast_to(sd["cls_token"], (b, 1, d)), x], axis=1)
     x = x + sd["pos_embed"]
@@ -140,10 +147,7 @@ def timm_vit_state_dict(
 ) -> dict[str, np.ndarray]:
     """Random float32 tensors under timm's VisionTransformer keys and shapes, typed out
     from its module (older timm's representation layer ``pre_logits.fc`` if asked)."""
-    rng = np.random.default_rng(seed)
-
-    def arr(*shape: int, scale: float = 0.2) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    arr = random_arrays(seed)
 
     sd = {}
     if class_token:

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import jax
@@ -19,12 +15,12 @@ import pytest
 from numpy_gmlp import timm_gmlp, timm_gmlp_state
 from safetensors.numpy import load_file, save_file
 from test_cli import run_cli
+from timm_process import timm_run, timm_runs_ours
 
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models import registry
 from mixer_cli.models.gmlp import parse_gmlp
 from mixer_cli.models.settings import ModelConfig
-from mixer_cli.models.timm_state import save as save_timm
 from mixer_cli.weights.arrays import flat_params
 
 # patch 4, 2 blocks, D 16, ratio 6, 16 tokens (16 px), 7 classes.
@@ -178,55 +174,20 @@ def test_a_tiny_gmlp_pretrains_evaluates_and_draws_its_gates(capsys, tmp_path: P
     assert "1x16-2/4: first token-mixing layer" in out and out.split()[-1] == str(figure)
 
 
-TIMM_SCRIPT = textwrap.dedent(
-    """
-    import sys, numpy as np, timm, torch
-    from safetensors.torch import save_file
-    torch.manual_seed(0)
-    model = timm.create_model("gmlp_s16_224", pretrained=False).eval()
-    for name, p in model.named_parameters():  # timm's init leaves the gates at 1, the head 0
-        if "gate.proj" in name or name.startswith("head"):
-            torch.nn.init.normal_(p, std=0.02)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[1])
-    x01 = np.random.default_rng(0).uniform(0, 1, (4, 224, 224, 3)).astype(np.float32)
-    with torch.no_grad():
-        logits = model(torch.from_numpy((x01 - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
-    np.savez(sys.argv[2], images=x01, logits=logits)
-    """
-)
-TIMM_LOADS_OURS = textwrap.dedent(
-    """
-    import sys, numpy as np, timm, torch
-    model = timm.create_model(
-        "gmlp_s16_224", pretrained=True, pretrained_cfg_overlay=dict(file=sys.argv[1])
-    ).eval()
-    x01 = np.load(sys.argv[2])["images"]
-    with torch.no_grad():
-        logits = model(torch.from_numpy((x01 - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
-    np.save(sys.argv[3], logits)
-    """
-)
-
-
 @pytest.mark.slow
 def test_logits_equal_timm_itself_for_a_random_gmlp_s16_224(tmp_path: Path) -> None:
-    python = os.environ.get("MIXER_TIMM_PYTHON", sys.executable)
-    weights, outputs = tmp_path / "model.safetensors", tmp_path / "timm.npz"
-    subprocess.run([python, "-c", TIMM_SCRIPT, weights, outputs], check=True)
-    timm_run = np.load(outputs)
+    # timm's init leaves the gates at 1 and the head 0: both drawn at random
+    weights, x01, want = timm_run(tmp_path, "gmlp_s16_224", {"gate\\.proj|^head": (0.0, 0.02)})
     loaded = registry.load_checkpoint(weights)
     assert (loaded.family, loaded.name, loaded.resolution) == ("gmlp", "S/16", 224)
     apply = jax.jit(lambda p, x: loaded.model.apply({"params": p}, x)[0])
-    got = np.asarray(apply(loaded.params, timm_run["images"] * 2 - 1))
-    want = timm_run["logits"]
+    got = np.asarray(apply(loaded.params, x01 * 2 - 1))
     diff = float(np.abs(got - want).max() / np.abs(want).max())
     print(f"gmlp_s16_224, 4 images: max |mixer - timm| = {np.abs(got - want).max():.2e}, "
           f"{diff:.2e} of max |timm| = {np.abs(want).max():.3f}")  # fmt: skip
     assert diff < 1e-5
     # and back: our layout written, loaded strictly by timm, the same logits
-    ours = save_timm("gmlp", loaded.params, tmp_path / "ours.safetensors", gelu="exact")
-    back = tmp_path / "back.npy"
-    subprocess.run([python, "-c", TIMM_LOADS_OURS, ours, outputs, back], check=True)
-    diff_back = float(np.abs(np.load(back) - got).max() / np.abs(got).max())
+    back = timm_runs_ours(tmp_path, "gmlp_s16_224", "gmlp", loaded.params)
+    diff_back = float(np.abs(back - got).max() / np.abs(got).max())
     print(f"written by mixer, run by timm: max |timm - mixer| = {diff_back:.2e} of max |mixer|")
     assert diff_back < 1e-5

@@ -5,10 +5,6 @@ pretrain -> eval -> plot weights, and (slow) timm itself both ways."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import jax
@@ -17,12 +13,12 @@ import pytest
 from numpy_resmlp import facebook_state_dict, resmlp_state_dict, timm_resmlp
 from safetensors.numpy import load_file, save_file
 from test_cli import run_cli
+from timm_process import timm_run, timm_runs_ours
 
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models import registry
 from mixer_cli.models.resmlp import parse_resmlp
 from mixer_cli.models.resmlp_timm import from_timm, to_timm
-from mixer_cli.models.timm_state import save as save_timm
 from mixer_cli.weights.arrays import as_tree, flat_params
 
 # patch 4, 2 blocks, D 16, 16 tokens (16 px), MLP 64 (4D), 5 classes
@@ -191,56 +187,20 @@ def test_a_tiny_resmlp_pretrains_evaluates_and_plots_its_token_weights(capsys, t
     assert (work / "weights.png").stat().st_size > 0
 
 
-TIMM_WRITES = textwrap.dedent(
-    """
-    import sys, numpy as np, timm, torch
-    from safetensors.torch import save_file
-    torch.manual_seed(0)
-    model = timm.create_model("resmlp_12_224", pretrained=False).eval()
-    with torch.no_grad():  # timm starts the head at zero and the layer scales at 1e-4
-        for name, p in model.named_parameters():
-            if name.startswith("head") or ".ls" in name or "alpha" in name or "beta" in name:
-                p.normal_(1.0 if "alpha" in name else 0.0, 0.2)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[1])
-    x01 = np.random.default_rng(0).uniform(0, 1, (4, 224, 224, 3)).astype(np.float32)
-    with torch.no_grad():
-        logits = model(torch.from_numpy((x01 - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
-    np.savez(sys.argv[2], images=x01, logits=logits)
-    """
-)
-# timm loads a file we wrote (strictly, through its pretrained-file path) and runs it.
-TIMM_READS = textwrap.dedent(
-    """
-    import sys, numpy as np, timm, torch
-    model = timm.create_model(
-        "resmlp_12_224", pretrained=True, pretrained_cfg_overlay=dict(file=sys.argv[1])
-    ).eval()
-    x01 = np.load(sys.argv[2])["images"]
-    with torch.no_grad():
-        logits = model(torch.from_numpy((x01 - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
-    np.save(sys.argv[3], logits)
-    """
-)
-
-
 @pytest.mark.slow
 def test_logits_equal_timm_itself_for_a_random_resmlp_12_224(tmp_path: Path) -> None:
-    python = os.environ.get("MIXER_TIMM_PYTHON", sys.executable)
-    weights, outputs = tmp_path / "model.safetensors", tmp_path / "timm.npz"
-    subprocess.run([python, "-c", TIMM_WRITES, weights, outputs], check=True)
-    timm_run = np.load(outputs)
+    # timm starts the head at zero, the layer scales at 1e-4 and the Affines at (1, 0)
+    drawn = {"alpha": (1.0, 0.2), "^head|\\.ls|beta": (0.0, 0.2)}
+    weights, x01, want = timm_run(tmp_path, "resmlp_12_224", drawn)
     loaded = registry.load_checkpoint(weights)
     assert (loaded.family, loaded.name, loaded.resolution) == ("resmlp", "S12/16", 224)
-    got = np.asarray(loaded.model.apply({"params": loaded.params}, timm_run["images"] * 2 - 1)[0])
-    want = timm_run["logits"]
+    got = np.asarray(loaded.model.apply({"params": loaded.params}, x01 * 2 - 1)[0])
     diff = float(np.abs(got - want).max())
     rel = diff / float(np.abs(want).max())
     print(f"resmlp_12_224, 4 images: max |mixer - timm| = {diff:.2e} ({rel:.2e} of max |timm|)")
     assert rel < 1e-5
-    ours = save_timm("resmlp", loaded.params, tmp_path / "ours.safetensors", gelu="exact")
-    back = tmp_path / "back.npy"
-    subprocess.run([python, "-c", TIMM_READS, ours, outputs, back], check=True)
-    diff_back = float(np.abs(np.load(back) - got).max())
+    back = timm_runs_ours(tmp_path, "resmlp_12_224", "resmlp", loaded.params)
+    diff_back = float(np.abs(back - got).max())
     rel_back = diff_back / float(np.abs(got).max())
     print(f"written by mixer, run by timm: max |timm - mixer| = {diff_back:.2e} ({rel_back:.2e})")
     assert rel_back < 1e-5

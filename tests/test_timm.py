@@ -8,10 +8,6 @@ MIXER_TIMM_PYTHON (one with torch and timm; default: this one).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +16,7 @@ from numpy_mixer import numpy_mixer
 from numpy_timm import timm_mixer, timm_state_dict, timm_vit, timm_vit_state_dict
 from numpy_vit import google_vit_params
 from safetensors.numpy import load_file, save_file
+from timm_process import timm_run, timm_runs_ours
 
 from mixer_cli import load_pretrained
 from mixer_cli.core.errors import CheckpointMismatch, CheckpointNotFound
@@ -96,55 +93,21 @@ def test_a_safetensors_file_that_is_no_mixer_names_the_first_odd_key(tmp_path: P
         load_pretrained(tmp_path / "vit.safetensors")
 
 
-TIMM_SCRIPT = textwrap.dedent(
-    """
-    import sys, numpy as np, timm, torch
-    from safetensors.torch import save_file
-    torch.manual_seed(0)
-    model = timm.create_model("mixer_s16_224", pretrained=False).eval()
-    torch.nn.init.normal_(model.head.weight, std=0.02)  # timm zero-initialises the head
-    torch.nn.init.normal_(model.head.bias, std=0.02)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[1])
-    x01 = np.random.default_rng(0).uniform(0, 1, (4, 224, 224, 3)).astype(np.float32)
-    with torch.no_grad():
-        logits = model(torch.from_numpy((x01 - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
-    np.savez(sys.argv[2], images=x01, logits=logits)
-    """
-)
-
-
-# timm loads a file we wrote (strictly, through its pretrained-file path) and runs it.
-TIMM_LOADS_OURS = textwrap.dedent(
-    """
-    import sys, numpy as np, timm, torch
-    model = timm.create_model(
-        "mixer_s16_224", pretrained=True, pretrained_cfg_overlay=dict(file=sys.argv[1])
-    ).eval()
-    x01 = np.load(sys.argv[2])["images"]
-    with torch.no_grad():
-        logits = model(torch.from_numpy((x01 - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
-    np.save(sys.argv[3], logits)
-    """
-)
+HEAD_DRAWN = {"^head\\.": (0.0, 0.02)}  # timm zero-initialises the head
 
 
 @pytest.mark.slow
 def test_logits_equal_timm_itself_for_a_random_mixer_s16_224(tmp_path: Path) -> None:
-    python = os.environ.get("MIXER_TIMM_PYTHON", sys.executable)
-    weights, outputs = tmp_path / "model.safetensors", tmp_path / "timm.npz"
-    subprocess.run([python, "-c", TIMM_SCRIPT, weights, outputs], check=True)
-    timm_run = np.load(outputs)
+    weights, x01, want = timm_run(tmp_path, "mixer_s16_224", HEAD_DRAWN)
     model = load_pretrained(weights)
     assert model.architecture.spec.name == "S/16" and model.resolution == 224
-    got = np.asarray(model(timm_run["images"] * 2 - 1))
-    diff = float(np.abs(got - timm_run["logits"]).max())
+    got = np.asarray(model(x01 * 2 - 1))
+    diff = float(np.abs(got - want).max())
     print(f"mixer_s16_224, 4 images: max |mixer - timm| = {diff:.2e}")
     assert diff < 1e-4
     # and back: our layout written, loaded by timm, timm's logits again
-    ours = save_timm("mixer", model.params, tmp_path / "ours.safetensors", gelu="exact")
-    back = tmp_path / "back.npy"
-    subprocess.run([python, "-c", TIMM_LOADS_OURS, ours, outputs, back], check=True)
-    diff_back = float(np.abs(np.load(back) - got).max())
+    back = timm_runs_ours(tmp_path, "mixer_s16_224", "mixer", model.params)
+    diff_back = float(np.abs(back - got).max())
     print(f"written by mixer, run by timm: max |timm - mixer| = {diff_back:.2e}")
     assert diff_back < 1e-4
 
@@ -225,29 +188,19 @@ def test_mixer_convert_takes_a_vit_to_timms_layout_and_back_exactly(capsys, tmp_
         assert all(np.array_equal(read_back[k], flat[k]) for k in flat)
 
 
-# timm's ViT-Ti/16 with random weights, its logits, and a file mixer wrote run by timm.
-TIMM_VIT_SCRIPT = TIMM_SCRIPT.replace("mixer_s16_224", "vit_tiny_patch16_224")
-TIMM_LOADS_OUR_VIT = TIMM_LOADS_OURS.replace("mixer_s16_224", "vit_tiny_patch16_224")
-
-
 @pytest.mark.slow
 def test_logits_equal_timm_itself_for_a_random_vit_tiny_patch16_224(tmp_path: Path) -> None:
-    python = os.environ.get("MIXER_TIMM_PYTHON", sys.executable)
-    weights, outputs = tmp_path / "model.safetensors", tmp_path / "timm.npz"
-    subprocess.run([python, "-c", TIMM_VIT_SCRIPT, weights, outputs], check=True)
-    timm_run = np.load(outputs)
+    weights, x01, want = timm_run(tmp_path, "vit_tiny_patch16_224", HEAD_DRAWN)
     loaded = load_checkpoint(weights)
     assert (loaded.family, loaded.name, loaded.resolution) == ("vit", "Ti/16", 224)
-    got = np.asarray(loaded.model.apply({"params": loaded.params}, timm_run["images"] * 2 - 1)[0])
-    diff = float(np.abs(got - timm_run["logits"]).max())
-    scale = float(np.abs(timm_run["logits"]).max())
+    got = np.asarray(loaded.model.apply({"params": loaded.params}, x01 * 2 - 1)[0])
+    diff = float(np.abs(got - want).max())
+    scale = float(np.abs(want).max())
     print(
         f"vit_tiny_patch16_224, 4 images: max |mixer - timm| = {diff:.2e} (max |logit| {scale:.2f})"
     )
     assert diff <= 1e-5 * scale
-    ours = save_timm("vit", loaded.params, tmp_path / "ours.safetensors", gelu="exact")
-    back = tmp_path / "back.npy"
-    subprocess.run([python, "-c", TIMM_LOADS_OUR_VIT, ours, outputs, back], check=True)
-    diff_back = float(np.abs(np.load(back) - got).max())
+    back = timm_runs_ours(tmp_path, "vit_tiny_patch16_224", "vit", loaded.params)
+    diff_back = float(np.abs(back - got).max())
     print(f"written by mixer, run by timm: max |timm - mixer| = {diff_back:.2e}")
     assert diff_back <= 1e-5 * scale

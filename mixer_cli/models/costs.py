@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mixer_cli.models import MixerSpec, MlpMixer, abstract_params, count_params, create_model
 
@@ -87,3 +88,15 @@ def by_blocks(count: Callable[[MixerSpec], Any], spec: MixerSpec) -> Any:
         return count(spec)
     one, two = (count(dataclasses.replace(spec, num_blocks=n)) for n in (1, 2))
     return one + (spec.num_blocks - 1) * (two - one)
+
+
+def count_by_blocks(create: Callable[[Any], Any], spec: Any, resolution: int) -> dict[str, Any]:
+    """{'params', 'gflops'} of the module `create(spec)` at `resolution`, measured on it with
+    one and two blocks (`by_blocks`): what `mixer info` shows for a family's variant."""
+
+    def cost(s: Any) -> np.ndarray:
+        row = measure(create(s), resolution)
+        return np.array([row["params"], row["gflops"]], np.float64)
+
+    params, gflops = by_blocks(cost, spec)
+    return {"params": round(params), "gflops": float(gflops)}

@@ -33,9 +33,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixer_cli.core.errors import ConfigError, nearby_multiples
-from mixer_cli.models.head import classifier_head
-from mixer_cli.models.mixer import GELU_FORMS, PatchEmbedding, TokenDense, check_tiles
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.models.isotropic import check_options, trunk
+from mixer_cli.models.mixer import PatchEmbedding, TokenDense
+from mixer_cli.models.variants import check_patch_grid
 
 Dtype = Any
 
@@ -56,12 +57,7 @@ class GmlpSpec:
 
     def check_resolution(self, resolution: int) -> None:
         """Refuse resolutions the patch grid cannot tile, suggesting the nearest valid ones."""
-        p = self.patch_size
-        if resolution <= 0 or resolution % p:
-            raise ConfigError(
-                f"resolution {resolution} is not a positive multiple of gMLP-{self.name}'s "
-                f"patch size {p}; try {nearby_multiples(resolution, p)}"
-            )
+        check_patch_grid(resolution, self.patch_size, f"gMLP-{self.name}")
 
 
 # (blocks, D, ratio): timm's gmlp_ti16/s16/b16 (the paper's Table 1).
@@ -161,24 +157,16 @@ class GMLP(nn.Module):
     def __call__(
         self, images: jax.Array, *, train: bool = False
     ) -> tuple[jax.Array, dict[str, jax.Array]]:  # images: [B, H, W, 3]
-        p = self.patch_size
-        check_tiles(images, p)
-        out: dict[str, jax.Array] = {}
-        x = PatchEmbedding(self.hidden_dim, p, self.dtype, name="stem")(images)  # [B, S, D]
-        out["stem"] = x
-        for i in range(self.num_blocks):
-            rate = self.stoch_depth * i / max(self.num_blocks - 1, 1)
-            x = GatingBlock(
+        return trunk(
+            self,
+            images,
+            stem=PatchEmbedding(self.hidden_dim, self.patch_size, self.dtype, name="stem"),
+            block=lambda i, rate: GatingBlock(
                 self.channel_dim, self.dropout, rate, self.dtype, self.gelu, name=f"GatingBlock_{i}"
-            )(x, train=train)
-            out[f"block_{i}"] = x
-        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm")(x)
-        out["tokens"] = x  # [B, S, D]: what a dense head reads
-        x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=1)  # [B, D]
-        logits = classifier_head(
-            x, out, num_classes=self.num_classes, bias_init=self.head_bias_init, dtype=self.dtype
+            ),
+            final_norm=nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm"),
+            train=train,
         )
-        return logits, out
 
 
 def create_gmlp(
@@ -192,13 +180,7 @@ def create_gmlp(
     gelu: str = "tanh",
 ) -> GMLP:
     """A GMLP of `spec`, refusing options it cannot be built with."""
-    if gelu not in GELU_FORMS:
-        raise ConfigError(f"unknown GELU form {gelu!r}: expected one of {', '.join(GELU_FORMS)}")
-    if num_classes < 0:
-        raise ConfigError(f"number of classes must be >= 0 (0 = no head), got {num_classes}")
-    for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"{name} rate must be in [0, 1), got {rate}")
+    check_options(num_classes=num_classes, dropout=dropout, stoch_depth=stoch_depth, gelu=gelu)
     return GMLP(
         patch_size=spec.patch_size,
         hidden_dim=spec.hidden_dim,

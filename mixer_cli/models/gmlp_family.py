@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models import gmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.gmlp import LISTED_VARIANTS, GmlpSpec, create_gmlp, parse_gmlp, spec_from_dims
 from mixer_cli.models.gmlp_timm import LAYOUT_OF_GMLP
-from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.isotropic import checked_spec, run_options
+from mixer_cli.models.mixer import abstract_params
 from mixer_cli.models.mixer_checkpoint import (
     resolution_factor,
     token_linears_at,
@@ -42,25 +43,20 @@ GATE = re.compile(r"^GatingBlock_(\d+)/gate_proj/kernel$")
 
 
 def _spec(m: ModelConfig) -> GmlpSpec:
-    spec = parse_gmlp(m.variant)
-    spec.check_resolution(m.resolution)
-    if m.grid_factor != 1:
-        raise ConfigError(
+    return checked_spec(
+        parse_gmlp,
+        m,
+        no_grid_factor=(
             "model.grid_factor is a Mixer's: a gMLP at K times a checkpoint's resolution is "
             "built at that resolution (set model.resolution)"
-        )
-    return spec
+        ),
+    )
 
 
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
     return create_gmlp(
         _spec(m),
-        num_classes=num_classes,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=compute_dtype(m.dtype),
-        gelu=m.gelu,
+        **run_options(m, num_classes, head_bias),
     )
 
 
@@ -141,14 +137,11 @@ def token_weights(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     """Parameters and GFLOPs, measured on the model with one and two blocks (`by_blocks`)."""
-    from mixer_cli.models.costs import by_blocks, measure
+    from mixer_cli.models.costs import count_by_blocks
 
-    def cost(spec: GmlpSpec) -> np.ndarray:
-        row = measure(create_gmlp(spec, num_classes=num_classes), m.resolution)
-        return np.array([row["params"], row["gflops"]], np.float64)
-
-    params, gflops = by_blocks(cost, _spec(m))
-    return {"params": round(params), "gflops": float(gflops)}
+    return count_by_blocks(
+        lambda spec: create_gmlp(spec, num_classes=num_classes), _spec(m), m.resolution
+    )
 
 
 def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | None]:

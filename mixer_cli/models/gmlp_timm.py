@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch
-from mixer_cli.models.timm_state import TimmLayout
+from mixer_cli.models.timm_state import TimmLayout, renamed_from_timm, renamed_to_timm
 
 LAYOUT = "stem.proj.*, blocks.N.{norm,mlp_channels.{fc1,gate.norm,gate.proj,fc2}}.*, norm.*, head.*"
 
@@ -72,37 +72,12 @@ def owns(keys: Collection[str]) -> bool:
 def from_timm(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """A timm gMLP state dict -> our flat parameters (for timm's normalisation), naming the
     first key (in file order) that has no place in timm's gMLP layout."""
-    flat: dict[str, np.ndarray] = {}
-    for key, value in state.items():
-        name = our_name(key)
-        if name is None:
-            raise CheckpointMismatch(
-                f"{source} is not a timm gMLP state dict: key {key!r} does not fit its "
-                f"layout ({LAYOUT})"
-            )
-        value = np.asarray(value, dtype=np.float32)
-        if name == "stem/kernel":
-            if value.ndim != 4:
-                raise CheckpointMismatch(
-                    f"{source}: {key!r} has shape {value.shape}, expected [D, 3, P, P]"
-                )
-            value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-        elif name.endswith("/kernel"):
-            value = value.T  # Linear [out, in] -> Dense [in, out]
-        flat[name] = np.ascontiguousarray(value)
-    return flat
+    return renamed_from_timm(state, source, design="gMLP", layout=LAYOUT, our_name=our_name)
 
 
 def to_timm(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Our flat parameters -> a timm gMLP state dict."""
-    state = {}
-    for key, value in flat.items():
-        if key == "stem/kernel":
-            value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-        elif key.endswith("/kernel"):
-            value = value.T
-        state[timm_name(key)] = np.ascontiguousarray(value)
-    return state
+    return renamed_to_timm(flat, timm_name)
 
 
 LAYOUT_OF_GMLP = TimmLayout(

@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixer_cli.core.errors import ConfigError
-from mixer_cli.models.head import classifier_head
+from mixer_cli.models.isotropic import GELU_FORMS, trunk
 from mixer_cli.models.matmul_conv import MatmulConv
-from mixer_cli.models.mixer import GELU_FORMS, MixerBlock, PatchEmbedding
+from mixer_cli.models.mixer import MixerBlock, PatchEmbedding
 
 Dtype = Any
 STEMS = ("linear", "conv")
@@ -172,43 +172,40 @@ class HybridMixer(nn.Module):
     def __call__(
         self, images: jax.Array, *, train: bool = False
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        p = self.patch_size
-        if images.ndim != 4 or images.shape[1] % p or images.shape[2] % p:
-            raise ConfigError(
-                f"images of shape {tuple(images.shape)} do not tile into {p}x{p} patches"
-            )
-        out: dict[str, jax.Array] = {}
-        if self.stem == "conv":
-            x = ConvStem(self.hidden_dim, p, self.gelu, self.dtype, name="conv_stem")(images)
-        else:
-            x = PatchEmbedding(self.hidden_dim, p, self.dtype, name="stem")(images)
-        out["stem"] = x
-        pattern = self.pattern or "M" * self.num_blocks
+        p, pattern = self.patch_size, self.pattern or "M" * self.num_blocks
         heads = self.heads or default_heads(self.hidden_dim)
-        for i, kind in enumerate(pattern):
-            rate = self.stoch_depth * i / max(self.num_blocks - 1, 1)
-            x = HybridBlock(
+
+        def block(i: int, rate: float) -> Any:
+            mixer_block = HybridBlock(
                 self.tokens_mlp_dim,
                 self.channels_mlp_dim,
                 dropout=self.dropout,
                 drop_path=rate,
                 dtype=self.dtype,
                 gelu=self.gelu,
-                kind=kind,
+                kind=pattern[i],
                 heads=heads,
                 summed=self.token_mixing == "sum",
                 name=f"MixerBlock_{i}",
-            )(x, train=train)
-            if i in self.conv_after:
-                x = GridConv(self.gelu, self.dtype, name=f"ConvAfter_{i}")(x)
-            out[f"block_{i}"] = x
-        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm")(x)
-        out["tokens"] = x  # [B, S, C]: what a dense head reads
-        x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=1)
-        logits = classifier_head(
-            x, out, num_classes=self.num_classes, bias_init=self.head_bias_init, dtype=self.dtype
+            )
+            if i not in self.conv_after:
+                return mixer_block
+            return lambda x, *, train: GridConv(self.gelu, self.dtype, name=f"ConvAfter_{i}")(
+                mixer_block(x, train=train)
+            )
+
+        if self.stem == "conv":
+            stem = ConvStem(self.hidden_dim, p, self.gelu, self.dtype, name="conv_stem")
+        else:
+            stem = PatchEmbedding(self.hidden_dim, p, self.dtype, name="stem")
+        return trunk(
+            self,
+            images,
+            stem=stem,
+            block=block,
+            final_norm=nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm"),
+            train=train,
         )
-        return logits, out
 
 
 def check_options(

@@ -19,6 +19,7 @@ import numpy as np
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.hybrid import HybridMixer, check_options
+from mixer_cli.models.isotropic import checked_spec
 from mixer_cli.models.mixer import abstract_params, compute_dtype
 from mixer_cli.models.mixer_checkpoint import token_kernels
 from mixer_cli.models.registry import Family, Loaded, fixed_resolution
@@ -31,8 +32,7 @@ HYBRID_PARTS = re.compile(r"(^conv_stem/|/token_attention/|^ConvAfter_\d+/|/gate
 
 
 def _spec(m: ModelConfig) -> MixerSpec:
-    spec = parse_variant(m.variant)
-    spec.check_resolution(m.resolution)
+    spec = checked_spec(parse_variant, m)
     check_options(
         num_blocks=spec.num_blocks,
         hidden_dim=spec.hidden_dim,

@@ -17,22 +17,10 @@ import jax
 import jax.numpy as jnp
 
 from mixer_cli.core.errors import ConfigError
-from mixer_cli.models.head import classifier_head
+from mixer_cli.models.isotropic import check_options, compute_dtype, trunk
 from mixer_cli.models.variants import MixerSpec, parse_variant
 
 Dtype = Any
-GELU_FORMS: tuple[str, ...] = ("tanh", "exact")  # Google's code's approximation; timm's erf
-
-
-def check_tiles(images: jax.Array, patch: int) -> None:
-    """Refuse images that are not [B, H, W, C] with H and W multiples of the patch size
-    (what a patch embedding needs), before tracing reaches a shape error."""
-    if images.ndim != 4 or images.shape[1] % patch or images.shape[2] % patch:
-        raise ConfigError(
-            f"images of shape {tuple(images.shape)} do not tile into {patch}x{patch} patches; "
-            "expected [batch, height, width, channels] with height and width multiples of "
-            f"{patch}"
-        )
 
 
 class PatchEmbedding(nn.Module):
@@ -160,35 +148,27 @@ class MlpMixer(nn.Module):
     stoch_depth: float = 0.0  # drop rate of the last block; grows linearly from 0 at the first
     head_bias_init: float = 0.0
     dtype: Dtype = jnp.float32  # compute dtype; parameters stay float32
-    gelu: str = "tanh"  # one of GELU_FORMS: the form the weights were trained with
+    gelu: str = "tanh"  # one of isotropic.GELU_FORMS: the form the weights were trained with
 
     @nn.compact
     def __call__(
         self, images: jax.Array, *, train: bool = False
     ) -> tuple[jax.Array, dict[str, jax.Array]]:  # images: [B, H, W, 3]
-        p = self.patch_size
-        check_tiles(images, p)
-        out: dict[str, jax.Array] = {}
-        x = PatchEmbedding(self.hidden_dim, p, self.dtype, name="stem")(images)  # [B, S, C]
-        out["stem"] = x
-        for i in range(self.num_blocks):
-            rate = self.stoch_depth * i / max(self.num_blocks - 1, 1)
-            x = MixerBlock(
+        return trunk(
+            self,
+            images,
+            stem=PatchEmbedding(self.hidden_dim, self.patch_size, self.dtype, name="stem"),
+            block=lambda i, rate: MixerBlock(
                 self.tokens_mlp_dim,
                 self.channels_mlp_dim,
                 self.dropout,
                 rate,
                 self.dtype,
                 self.gelu,
-            )(x, train=train)
-            out[f"block_{i}"] = x
-        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm")(x)
-        out["tokens"] = x  # [B, S, C]: what a dense head reads
-        x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=1)  # [B, C]
-        logits = classifier_head(
-            x, out, num_classes=self.num_classes, bias_init=self.head_bias_init, dtype=self.dtype
+            ),
+            final_norm=nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="pre_head_layer_norm"),
+            train=train,
         )
-        return logits, out
 
 
 def create_model(
@@ -210,13 +190,7 @@ def create_model(
     spec = parse_variant(variant) if isinstance(variant, str) else variant
     if grid_factor < 1:
         raise ConfigError(f"grid factor must be a positive integer, got {grid_factor}")
-    if gelu not in GELU_FORMS:
-        raise ConfigError(f"unknown GELU form {gelu!r}: expected one of {', '.join(GELU_FORMS)}")
-    if num_classes < 0:
-        raise ConfigError(f"number of classes must be >= 0 (0 = no head), got {num_classes}")
-    for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"{name} rate must be in [0, 1), got {rate}")
+    check_options(num_classes=num_classes, dropout=dropout, stoch_depth=stoch_depth, gelu=gelu)
     return MlpMixer(
         patch_size=spec.patch_size,
         hidden_dim=spec.hidden_dim,
@@ -230,16 +204,6 @@ def create_model(
         dtype=compute_dtype(dtype),
         gelu=gelu,
     )
-
-
-def compute_dtype(name: str | Dtype) -> Dtype:
-    """``'float32'`` or ``'bfloat16'`` (or the dtype itself) -> a jnp dtype."""
-    allowed = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if not isinstance(name, str):
-        name = jnp.dtype(name).name
-    if name not in allowed:
-        raise ConfigError(f"unknown dtype {name!r}: expected one of {', '.join(allowed)}")
-    return allowed[name]
 
 
 def abstract_params(model: MlpMixer, resolution: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from mixer_cli.models import mixer_onnx
 from mixer_cli.models.checkpoints import load_params
+from mixer_cli.models.isotropic import checked_spec, run_options
 from mixer_cli.models.mixer import create_model
 from mixer_cli.models.mixer_checkpoint import (
     pretrained_from_flat,
@@ -26,21 +27,14 @@ from mixer_cli.models.variants import LISTED_VARIANTS, MixerSpec, parse_variant
 
 
 def _spec(m: ModelConfig) -> MixerSpec:
-    spec = parse_variant(m.variant)
-    spec.check_resolution(m.resolution)
-    return spec
+    return checked_spec(parse_variant, m)
 
 
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
     return create_model(
         _spec(m),
-        num_classes=num_classes,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=m.dtype,
         grid_factor=m.grid_factor,
-        gelu=m.gelu,
+        **run_options(m, num_classes, head_bias),
     )
 
 

@@ -42,9 +42,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixer_cli.core.errors import ConfigError, nearby_multiples
-from mixer_cli.models.head import classifier_head
-from mixer_cli.models.mixer import GELU_FORMS, MlpBlock, PatchEmbedding, TokenDense, check_tiles
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.models.isotropic import check_options, trunk
+from mixer_cli.models.mixer import MlpBlock, PatchEmbedding, TokenDense
+from mixer_cli.models.variants import check_patch_grid
 
 Dtype = Any
 MLP_RATIO = 4  # the channel MLP's width over D, in every ResMLP
@@ -63,12 +64,7 @@ class ResMLPSpec:
 
     def check_resolution(self, resolution: int) -> None:
         """Refuse resolutions the patch grid cannot tile, suggesting the nearest valid ones."""
-        p = self.patch_size
-        if resolution <= 0 or resolution % p:
-            raise ConfigError(
-                f"resolution {resolution} is not a positive multiple of ResMLP-{self.name}'s "
-                f"patch size {p}; try {nearby_multiples(resolution, p)}"
-            )
+        check_patch_grid(resolution, self.patch_size, f"ResMLP-{self.name}")
 
 
 # size -> (blocks, D, layer-scale init), as Facebook's resmlp_models.py builds them.
@@ -202,25 +198,16 @@ class ResMLP(nn.Module):
     def __call__(
         self, images: jax.Array, *, train: bool = False
     ) -> tuple[jax.Array, dict[str, jax.Array]]:  # images: [B, H, W, 3]
-        p = self.patch_size
-        check_tiles(images, p)
-        out: dict[str, jax.Array] = {}
-        x = PatchEmbedding(self.hidden_dim, p, self.dtype, name="stem")(images)  # [B, S, D]
-        out["stem"] = x
-        for i in range(self.num_blocks):
-            rate = self.stoch_depth * i / max(self.num_blocks - 1, 1)
-            block = ResBlock(
+        return trunk(
+            self,
+            images,
+            stem=PatchEmbedding(self.hidden_dim, self.patch_size, self.dtype, name="stem"),
+            block=lambda i, rate: ResBlock(
                 self.mlp_dim, self.init_values, self.dropout, rate, self.dtype, self.gelu
-            )
-            x = block(x, train=train)
-            out[f"block_{i}"] = x
-        x = Affine(self.dtype, name="pre_head_affine")(x)
-        out["tokens"] = x  # [B, S, D]: what a dense head reads
-        x = out["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=1)  # [B, D]
-        logits = classifier_head(
-            x, out, num_classes=self.num_classes, bias_init=self.head_bias_init, dtype=self.dtype
+            ),
+            final_norm=Affine(self.dtype, name="pre_head_affine"),
+            train=train,
         )
-        return logits, out
 
 
 def create_resmlp(
@@ -234,13 +221,7 @@ def create_resmlp(
     gelu: str = "tanh",
 ) -> ResMLP:
     """A ResMLP of `spec`, refusing options it cannot be built with."""
-    if gelu not in GELU_FORMS:
-        raise ConfigError(f"unknown GELU form {gelu!r}: expected one of {', '.join(GELU_FORMS)}")
-    if num_classes < 0:
-        raise ConfigError(f"number of classes must be >= 0 (0 = no head), got {num_classes}")
-    for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"{name} rate must be in [0, 1), got {rate}")
+    check_options(num_classes=num_classes, dropout=dropout, stoch_depth=stoch_depth, gelu=gelu)
     return ResMLP(
         patch_size=spec.patch_size,
         hidden_dim=spec.hidden_dim,

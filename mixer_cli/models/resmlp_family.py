@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models import resmlp_onnx
 from mixer_cli.models.checkpoints import read_params
-from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.isotropic import checked_spec, run_options
+from mixer_cli.models.mixer import abstract_params
 from mixer_cli.models.mixer_checkpoint import (
     resolution_factor,
     token_linears_at,
@@ -49,25 +50,20 @@ _TOKEN_KERNEL = re.compile(r"^(?:.*/)?ResBlock_(\d+)/token_mixing/kernel$")
 
 
 def _spec(m: ModelConfig) -> ResMLPSpec:
-    spec = parse_resmlp(m.variant)
-    spec.check_resolution(m.resolution)
-    if m.grid_factor != 1:
-        raise ConfigError(
+    return checked_spec(
+        parse_resmlp,
+        m,
+        no_grid_factor=(
             "model.grid_factor is a Mixer's: a ResMLP at K times a checkpoint's resolution "
             "is built at that resolution (set model.resolution)"
-        )
-    return spec
+        ),
+    )
 
 
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
     return create_resmlp(
         _spec(m),
-        num_classes=num_classes,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=compute_dtype(m.dtype),
-        gelu=m.gelu,
+        **run_options(m, num_classes, head_bias),
     )
 
 
@@ -148,14 +144,11 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     """Parameters and GFLOPs, measured on the model with one and two blocks (`by_blocks`)."""
-    from mixer_cli.models.costs import by_blocks, measure
+    from mixer_cli.models.costs import count_by_blocks
 
-    def cost(spec: ResMLPSpec) -> np.ndarray:
-        row = measure(create_resmlp(spec, num_classes=num_classes), m.resolution)
-        return np.array([row["params"], row["gflops"]], np.float64)
-
-    params, gflops = by_blocks(cost, _spec(m))
-    return {"params": round(params), "gflops": float(gflops)}
+    return count_by_blocks(
+        lambda spec: create_resmlp(spec, num_classes=num_classes), _spec(m), m.resolution
+    )
 
 
 def token_weights(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:

@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch
-from mixer_cli.models.timm_state import TimmLayout
+from mixer_cli.models.timm_state import TimmLayout, renamed_from_timm, renamed_to_timm
 
 LAYOUT = (
     "stem.proj.*, blocks.N.{norm1,linear_tokens,ls1,norm2,mlp_channels,ls2}.*, norm.*, head.* "
@@ -55,6 +55,7 @@ _TOP = {
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _OURS_BLOCK = re.compile(r"^ResBlock_(\d+)/(.+)$")
 _AFFINE = re.compile(r"^(?:blocks\.\d+\.norm[12]|norm)\.(?:alpha|beta)$")
+_OUR_AFFINE = re.compile(r"^(?:ResBlock_\d+/affine_(?:tokens|channels)|pre_head_affine)/")
 
 
 def our_name(key: str) -> str | None:
@@ -102,48 +103,26 @@ def owns(keys: Collection[str]) -> bool:
 def from_timm(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """A timm (or Facebook) ResMLP state dict -> our flat parameters (for its input
     normalisation), naming the first key (in file order) with no place in the layout."""
-    flat: dict[str, np.ndarray] = {}
     facebook = is_facebook(state.keys())
-    for original, value in state.items():
-        key = timm_key(original, facebook)
-        name = our_name(key)
-        if name is None:
-            raise CheckpointMismatch(
-                f"{source} is not a timm ResMLP state dict: key {original!r} does not fit its "
-                f"layout ({LAYOUT})"
-            )
-        if name in flat:
-            raise CheckpointMismatch(
-                f"{source}: key {original!r} names {key!r} a second time (timm's and "
-                "Facebook's names mixed in one state dict)"
-            )
-        value = np.asarray(value, dtype=np.float32)
-        if name == "stem/kernel":
-            if value.ndim != 4:
-                raise CheckpointMismatch(
-                    f"{source}: {original!r} has shape {value.shape}, expected [D, 3, P, P]"
-                )
-            value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-        elif name.endswith("/kernel"):
-            value = value.T  # Linear [out, in] -> Dense [in, out]
-        elif _AFFINE.match(key) and value.ndim == 3 and value.shape[:2] == (1, 1):
-            value = value.reshape(-1)  # timm's [1, 1, D] (Facebook's are [D] already)
-        flat[name] = np.ascontiguousarray(value)
+    flat = renamed_from_timm(
+        state,
+        source,
+        design="ResMLP",
+        layout=LAYOUT,
+        our_name=lambda key: our_name(timm_key(key, facebook)),
+    )
+    for name, value in flat.items():
+        if _OUR_AFFINE.match(name) and value.ndim == 3 and value.shape[:2] == (1, 1):
+            flat[name] = value.reshape(-1)  # timm's [1, 1, D] (Facebook's are [D] already)
     return flat
 
 
 def to_timm(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Our flat parameters -> a timm ResMLP state dict (timm's names and shapes)."""
-    state = {}
-    for key, value in flat.items():
-        name = timm_name(key)
-        if key == "stem/kernel":
-            value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-        elif key.endswith("/kernel"):
-            value = value.T
-        elif _AFFINE.match(name):
-            value = value.reshape(1, 1, -1)
-        state[name] = np.ascontiguousarray(value)
+    state = renamed_to_timm(flat, timm_name)
+    for name, value in state.items():
+        if _AFFINE.match(name):
+            state[name] = value.reshape(1, 1, -1)
     return state
 
 

@@ -41,6 +41,62 @@ class TimmLayout:
     recorded: Callable[[Mapping[str, np.ndarray]], dict[str, Any]] | None = None
 
 
+def torch_to_ours(name: str, value: Any, key: str, source: str, stem: str = "stem") -> np.ndarray:
+    """timm's tensor `key` as our array `name`: the patch embedding's conv OIHW -> HWIO, a
+    Linear's weight [out, in] -> a Dense kernel [in, out], anything else as it is."""
+    value = np.asarray(value, dtype=np.float32)
+    if name == f"{stem}/kernel":
+        if value.ndim != 4:
+            raise CheckpointMismatch(
+                f"{source}: {key!r} has shape {value.shape}, expected [D, 3, P, P]"
+            )
+        return value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    return value.T if name.endswith("/kernel") else value  # Linear [out, in] -> Dense [in, out]
+
+
+def ours_to_torch(key: str, value: np.ndarray, stem: str = "stem") -> np.ndarray:
+    """Our array `key` as timm holds it (the inverse of `torch_to_ours`)."""
+    if key == f"{stem}/kernel":
+        return value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    return value.T if key.endswith("/kernel") else value
+
+
+def renamed_from_timm(
+    state: Mapping[str, Any],
+    source: str,
+    *,
+    design: str,
+    layout: str,
+    our_name: Callable[[str], str | None],
+) -> dict[str, np.ndarray]:
+    """A timm state dict -> our flat arrays, each key renamed by `our_name` (None: no
+    place in the layout, refused naming the first such key in file order and `layout`)
+    and transposed by `torch_to_ours`."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        name = our_name(key)
+        if name is None:
+            raise CheckpointMismatch(
+                f"{source} is not a timm {design} state dict: key {key!r} does not fit its "
+                f"layout ({layout})"
+            )
+        if name in flat:
+            raise CheckpointMismatch(
+                f"{source}: key {key!r} names {name!r} a second time (two names for one "
+                "tensor in one state dict, e.g. timm's and Facebook's mixed)"
+            )
+        flat[name] = np.ascontiguousarray(torch_to_ours(name, value, key, source))
+    return flat
+
+
+def renamed_to_timm(
+    flat: Mapping[str, np.ndarray], timm_name: Callable[[str], str]
+) -> dict[str, np.ndarray]:
+    """Our flat arrays -> timm's state dict, each key renamed by `timm_name` (which refuses
+    a key timm has no name for) and transposed by `ours_to_torch`."""
+    return {timm_name(k): np.ascontiguousarray(ours_to_torch(k, v)) for k, v in flat.items()}
+
+
 def is_timm_state(flat: Mapping[str, Any]) -> bool:
     """Whether arrays are named as a PyTorch state dict ('blocks.0.norm1.weight'), not as
     ours ('MixerBlock_0/LayerNorm_0/scale')."""

@@ -66,12 +66,7 @@ class MixerSpec:
 
     def check_resolution(self, resolution: int) -> None:
         """Refuse resolutions the patch grid cannot tile, suggesting the nearest valid ones."""
-        p = self.patch_size
-        if resolution <= 0 or resolution % p:
-            raise ConfigError(
-                f"resolution {resolution} is not a positive multiple of {self.name}'s patch "
-                f"size {p}; try {nearby_multiples(resolution, p)}"
-            )
+        check_patch_grid(resolution, self.patch_size, self.name)
 
 
 def parse_variant(variant: str) -> MixerSpec:
@@ -113,3 +108,12 @@ def spec_from_dims(
         else f"{num_blocks}x{hidden_dim}-{tokens_mlp_dim}-{channels_mlp_dim}/{patch_size}"
     )
     return MixerSpec(name, patch_size, num_blocks, hidden_dim, tokens_mlp_dim, channels_mlp_dim)
+
+
+def check_patch_grid(resolution: int, patch: int, model: str) -> None:
+    """Refuse resolutions `model`'s patch grid cannot tile, suggesting the nearest valid ones."""
+    if resolution <= 0 or resolution % patch:
+        raise ConfigError(
+            f"resolution {resolution} is not a positive multiple of {model}'s patch size "
+            f"{patch}; try {nearby_multiples(resolution, patch)}"
+        )

@@ -26,9 +26,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixer_cli.core.errors import ConfigError, nearby_multiples
-from mixer_cli.models.head import classifier_head
-from mixer_cli.models.mixer import GELU_FORMS, PatchEmbedding, check_tiles
+from mixer_cli.core.errors import ConfigError
+from mixer_cli.models.isotropic import (
+    check_options,
+    check_tiles,
+    pooled_head,
+    run_blocks,
+)
+from mixer_cli.models.mixer import PatchEmbedding
+from mixer_cli.models.variants import check_patch_grid
 
 Dtype = Any
 CLASSIFIERS: tuple[str, ...] = ("token", "gap")  # the class token's output, or the tokens' mean
@@ -47,12 +53,7 @@ class ViTSpec:
 
     def check_resolution(self, resolution: int) -> None:
         """Refuse resolutions the patch grid cannot tile, suggesting the nearest valid ones."""
-        p = self.patch_size
-        if resolution <= 0 or resolution % p:
-            raise ConfigError(
-                f"resolution {resolution} is not a positive multiple of ViT-{self.name}'s patch "
-                f"size {p}; try {nearby_multiples(resolution, p)}"
-            )
+        check_patch_grid(resolution, self.patch_size, f"ViT-{self.name}")
 
 
 # (layers, D, MLP width, heads): the ViT/DeiT/AugReg sizes; N is ours, for CPUs.
@@ -185,10 +186,9 @@ class Encoder(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, list[jax.Array]]:
         x = AddPositionEmbs(name="posembed_input")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        blocks = []
-        for i in range(self.num_blocks):
-            rate = self.stoch_depth * i / max(self.num_blocks - 1, 1)
-            x = EncoderBlock(
+        x, blocks = run_blocks(
+            x,
+            lambda i, rate: EncoderBlock(
                 self.mlp_dim,
                 self.num_heads,
                 self.dropout,
@@ -196,8 +196,11 @@ class Encoder(nn.Module):
                 self.dtype,
                 self.gelu,
                 name=f"encoderblock_{i}",
-            )(x, train=train)
-            blocks.append(x)
+            ),
+            self.num_blocks,
+            self.stoch_depth,
+            train=train,
+        )
         return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x), blocks
 
 
@@ -249,8 +252,7 @@ class VisionTransformer(nn.Module):
         x = x[:, 0] if token else jnp.mean(x, axis=1)
         if self.representation_size:
             x = jnp.tanh(nn.Dense(self.representation_size, name="pre_logits")(x))
-        out["pre_logits"] = x
-        logits = classifier_head(
+        logits = pooled_head(
             x, out, num_classes=self.num_classes, bias_init=self.head_bias_init, dtype=self.dtype
         )
         return logits, out
@@ -273,13 +275,7 @@ def create_vit(
         raise ConfigError(
             f"model.classifier: unknown {classifier!r}; choices: {', '.join(CLASSIFIERS)}"
         )
-    if gelu not in GELU_FORMS:
-        raise ConfigError(f"model.gelu: unknown {gelu!r}; choices: {', '.join(GELU_FORMS)}")
-    if num_classes < 0:
-        raise ConfigError(f"number of classes must be >= 0 (0 = no head), got {num_classes}")
-    for name, rate in (("dropout", dropout), ("stochastic depth", stoch_depth)):
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"{name} rate must be in [0, 1), got {rate}")
+    check_options(num_classes=num_classes, dropout=dropout, stoch_depth=stoch_depth, gelu=gelu)
     return VisionTransformer(
         patch_size=spec.patch_size,
         hidden_dim=spec.hidden_dim,

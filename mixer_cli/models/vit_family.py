@@ -15,12 +15,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from mixer_cli.core.errors import CheckpointMismatch, ConfigError
+from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models import vit_onnx
 from mixer_cli.models.checkpoints import read_params
-from mixer_cli.models.mixer import abstract_params, compute_dtype
+from mixer_cli.models.isotropic import checked_spec, run_options
+from mixer_cli.models.mixer import abstract_params
 from mixer_cli.models.registry import Family, Loaded
 from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.vit import LISTED_VARIANTS, ViTSpec, create_vit, parse_vit
@@ -37,27 +36,22 @@ from mixer_cli.weights.arrays import as_tree, check_compatible, flatten, with_fr
 
 
 def _spec(m: ModelConfig) -> ViTSpec:
-    spec = parse_vit(m.variant)
-    spec.check_resolution(m.resolution)
-    if m.grid_factor != 1:
-        raise ConfigError(
+    return checked_spec(
+        parse_vit,
+        m,
+        no_grid_factor=(
             "model.grid_factor: only plain Mixers adapt to a multiple of their resolution; a "
             "ViT interpolates its position embeddings instead (set model.resolution)"
-        )
-    return spec
+        ),
+    )
 
 
 def build(m: ModelConfig, num_classes: int, head_bias: float) -> Any:
     return create_vit(
         _spec(m),
-        num_classes=num_classes,
         classifier=m.classifier,
         representation_size=m.representation_size,
-        dropout=m.dropout,
-        stoch_depth=m.stoch_depth,
-        head_bias_init=head_bias,
-        dtype=compute_dtype(m.dtype),
-        gelu=m.gelu,
+        **run_options(m, num_classes, head_bias),
     )
 
 
@@ -149,20 +143,18 @@ def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | 
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     """Parameters and GFLOPs, measured on the model with one and two blocks (`by_blocks`)."""
-    from mixer_cli.models.costs import by_blocks, measure
+    from mixer_cli.models.costs import count_by_blocks
 
-    def cost(spec: ViTSpec) -> np.ndarray:
-        model = create_vit(
+    return count_by_blocks(
+        lambda spec: create_vit(
             spec,
             num_classes=num_classes,
             classifier=m.classifier,
             representation_size=m.representation_size,
-        )
-        row = measure(model, m.resolution)
-        return np.array([row["params"], row["gflops"]], np.float64)
-
-    params, gflops = by_blocks(cost, _spec(m))
-    return {"params": round(params), "gflops": float(gflops)}
+        ),
+        _spec(m),
+        m.resolution,
+    )
 
 
 FAMILY = Family(

@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from mixer_cli.core.errors import CheckpointMismatch
-from mixer_cli.models.timm_state import TimmLayout
+from mixer_cli.models.timm_state import TimmLayout, ours_to_torch, torch_to_ours
 from mixer_cli.models.vit import SIZES
 from mixer_cli.models.vit_checkpoint import ATTENTION, POSEMB
 
@@ -109,15 +109,7 @@ def from_timm(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndar
             raise _refuse(source, key)
         is_norm = "LayerNorm" in prefix or prefix.endswith("encoder_norm")
         name = f"{prefix}/{'bias' if leaf == 'bias' else 'scale' if is_norm else 'kernel'}"
-        if name == "embedding/kernel":
-            if value.ndim != 4:
-                raise CheckpointMismatch(
-                    f"{source}: {key!r} has shape {value.shape}, expected [D, 3, P, P]"
-                )
-            value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-        elif name.endswith("/kernel"):
-            value = value.T  # Linear [out, in] -> Dense [in, out]
-        flat[name] = value
+        flat[name] = torch_to_ours(name, value, key, source, stem="embedding")
     _check_class_token(flat, state, source)
     heads = heads_of(flat)
     for name, value in fused.items():
@@ -191,11 +183,7 @@ def to_timm(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             raise CheckpointMismatch(
                 f"{key!r} is not a parameter of a ViT: timm has no name for it"
             )
-        if module == "embedding" and leaf == "kernel":
-            value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-        elif leaf == "kernel":
-            value = value.T
-        state[f"{name}.{torch_leaf}"] = value
+        state[f"{name}.{torch_leaf}"] = ours_to_torch(key, value, stem="embedding")
     blocks = sorted(
         {int(m.group(1)) for k in flat if (m := re.match(r"^Transformer/encoderblock_(\d+)/", k))}
     )
