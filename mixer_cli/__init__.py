@@ -14,14 +14,14 @@ __all__ = ["__version__", "create_model", "load_pretrained", "write_npz", "write
 if TYPE_CHECKING:
     from mixer_cli.models import create_model
     from mixer_cli.models.mixer_checkpoint import load_pretrained
+    from mixer_cli.models.timm_state import write as write_safetensors
     from mixer_cli.weights.arrays import write_npz
-    from mixer_cli.weights.timm import write as write_safetensors
 
 _LAZY = {
     "load_pretrained": "mixer_cli.models.mixer_checkpoint",
     "write_npz": "mixer_cli.weights.arrays",
     "create_model": "mixer_cli.models",
-    "write_safetensors": ("mixer_cli.weights.timm", "write"),
+    "write_safetensors": ("mixer_cli.models.timm_state", "write"),
 }
 
 

@@ -33,7 +33,7 @@ from mixer_cli.weights.arrays import write_npz
         ({"evals.a/b.type": "fewshot"}, "NAME without '/'"),
         (
             {"model.family": "vgg"},
-            "model.family must be one of mixer, hybrid, resnet, vit, resmlp, got",
+            "model.family must be one of mixer, hybrid, resnet, vit, resmlp, gmlp, got",
         ),
     ],
 )

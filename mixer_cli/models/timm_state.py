@@ -165,6 +165,16 @@ def save(family: str, params: Mapping[str, Any], path: str | os.PathLike, *, gel
     )
 
 
+def write(params: Mapping[str, Any], path: str | os.PathLike, *, gelu: str = "tanh") -> Path:
+    """`mixer_cli.write_safetensors`: parameters of any family timm also defines (read off
+    the arrays) written as timm's state dict (`save`)."""
+    from mixer_cli.models import registry
+    from mixer_cli.weights.arrays import flat_params
+
+    flat = flat_params(params)
+    return save(registry.family_of(flat, str(path)).name, flat, path, gelu=gelu)
+
+
 def fold_normalisation(
     kernel: np.ndarray,
     bias: np.ndarray,
