@@ -160,7 +160,7 @@ class TransferTask:
                 "test": self.test,
             }
         start = self.val_percent * sizes[self.val_from] // 100
-        val = f"{self.val_from}[{start}:{start + 200}]"
+        val = f"{self.val_from}[{start or ''}:{start + 200}]"
         test = self.test
         if self.test_after:
             test = f"train[{sum(p * sizes['train'] // 100 for p in self.test_after)}:]"
