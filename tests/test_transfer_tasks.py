@@ -13,6 +13,7 @@ from datasets import mock_pets, mock_rows, mock_tfds
 from test_finetune import FAST, google_like_npz  # noqa: F401 (a fixture)
 
 from mixer_cli.cli import run
+from mixer_cli.core.errors import DataError, DatasetNotFound
 from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data import Preprocessing, open_dataset
 from mixer_cli.data.pipeline import transforms_for
@@ -182,7 +183,15 @@ def test_dsprites_labels_bin_and_its_pixels_scale(tmp_path: Path) -> None:
     with mock_tfds("dsprites", (), 2, tmp_path, sizes=SIZES["dsprites"]) as data_dir:
         source = open_dataset("vtab:dsprites_location", data_dir)
         image = source.read(tf.io.encode_png(np.eye(4, dtype=np.uint8)[..., None]))
+        with pytest.raises(DataError, match=r"no split .train. \(splits: train800, val200, train"):
+            source.num_examples("train")  # only the task's own splits
     assert image.shape == (4, 4, 3) and sorted(np.unique(image.numpy())) == [0, 255]
+
+
+def test_a_task_whose_dataset_is_not_prepared_names_it_and_how(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFound, match=r"^vtab:dmlab: 'dmlab' is not prepared in .*"
+                       r"`tfds build dmlab --data_dir DIR`"):  # fmt: skip
+        open_dataset("vtab:dmlab", tmp_path, download=False)
 
 
 def test_a_task_without_random_crop_is_resized_whole() -> None:
@@ -209,6 +218,7 @@ def test_a_task_without_random_crop_is_resized_whole() -> None:
     np.testing.assert_allclose((evaluated + 1) * 127.5, np.round(want), atol=0.51)
 
 
+@pytest.mark.slow  # ~12 s: compiling the steps costs what any fine-tuning run does
 def test_finetune_on_a_mocked_vtab_task(capsys, tmp_path: Path, google_like_npz) -> None:  # noqa: F811
     """One tiny fine-tuning run through the CLI on dSprites-orientation's splits (hand-made
     rows: train has 1000, so val200 is train[800:1000] and test train[900:])."""
