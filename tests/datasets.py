@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -68,25 +68,44 @@ def write_prepared_tfds(data_dir: Path, name: str, sizes: dict[str, int], num_cl
     )
 
 
-@contextlib.contextmanager
-def mock_tfds(name: str, splits: tuple[str, ...], num_examples: int, tmp: Path) -> Iterator[Path]:
-    """`tfds.testing.mock_data` with real metadata (split sizes) for a catalogue dataset.
-
-    Yields the data directory to pass to `open_dataset`. Examples are random but
-    shaped by the dataset's real features (e.g. CIFAR-10: 32x32 PNGs, 10 classes).
-    """
+def write_tfds_metadata(name: str, sizes: dict[str, int], tmp: Path) -> None:
+    """The metadata of a prepared `name` (TFDS name[/config]) with these split sizes."""
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=str(tmp))
     builder.info.set_splits(
         tfds.core.SplitDict(
-            [tfds.core.SplitInfo(name=s, shard_lengths=[num_examples], num_bytes=0) for s in splits]
+            [tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0) for s, n in sizes.items()]
         )
     )
     os.makedirs(builder.data_dir, exist_ok=True)
     builder.info.write_to_directory(builder.data_dir)
+
+
+@contextlib.contextmanager
+def mock_tfds(
+    name: str,
+    splits: tuple[str, ...],
+    num_examples: int,
+    tmp: Path,
+    sizes: dict[str, int] | None = None,
+    num_sub_examples: int = 1,
+) -> Iterator[Path]:
+    """`tfds.testing.mock_data` with real metadata (split sizes) for a catalogue dataset.
+
+    Yields the data directory to pass to `open_dataset`. Examples are random but
+    shaped by the dataset's real features (e.g. CIFAR-10: 32x32 PNGs, 10 classes).
+    The metadata says each split has `num_examples`, or `sizes[split]` (reading any split
+    still yields `num_examples` examples, as mock_data does).
+    """
+    import tensorflow_datasets as tfds
+
+    write_tfds_metadata(name, sizes or dict.fromkeys(splits, num_examples), tmp)
     with tfds.testing.mock_data(
-        num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=str(tmp)
+        num_examples=num_examples,
+        num_sub_examples=num_sub_examples,
+        policy=tfds.testing.MockPolicy.USE_FILES,
+        data_dir=str(tmp),
     ):
         yield tmp
 
@@ -137,34 +156,48 @@ def mock_pets(tmp: Path, sizes: dict[str, int]) -> Iterator[Path]:
     """`tfds.testing.mock_data` for oxford_iiit_pet with trimaps that mean something (its
     random mock draws invalid bounding boxes and trimap values): the real builder's
     metadata, examples from `pet_example`, each split sliceable as TFDS's."""
+    offsets = {s: 1000 * k for k, s in enumerate(sizes)}
+    keys = ("image", "segmentation_mask", "label")
+
+    def example(split: str, i: int) -> dict:
+        row = pet_example(offsets[split] + i)
+        return {k: row[k] for k in keys}
+
+    with mock_rows(tmp, "oxford_iiit_pet", sizes, example):
+        yield tmp
+
+
+@contextlib.contextmanager
+def mock_rows(
+    tmp: Path, name: str, sizes: dict[str, int], example: Callable[[str, int], dict]
+) -> Iterator[Path]:
+    """`tfds.testing.mock_data` whose row i of split s is `example(s, i)` (a dict of NumPy
+    values or bytes; images as encoded bytes, as TFDS's undecoded images): the real
+    builder's metadata with these split sizes, each split sliceable as TFDS's (its real
+    file instructions decide the rows read), for datasets whose features mock_data cannot
+    draw or whose examples must mean something."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder("oxford_iiit_pet", data_dir=str(tmp))
-    builder.info.set_splits(
-        tfds.core.SplitDict(
-            [tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0) for s, n in sizes.items()]
-        )
-    )
-    os.makedirs(builder.data_dir, exist_ok=True)
-    builder.info.write_to_directory(builder.data_dir)
-    offsets = {s: 1000 * k for k, s in enumerate(sizes)}
+    write_tfds_metadata(name, sizes, tmp)
+
+    def spec(value: object) -> tf.TensorSpec:
+        if isinstance(value, bytes):
+            return tf.TensorSpec([], tf.string)
+        value = np.asarray(value)  # sizes vary, an image's channels do not
+        shape = [None] * value.ndim if value.ndim < 3 else [None, None, value.shape[-1]]
+        return tf.TensorSpec(shape, tf.as_dtype(value.dtype))
 
     def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
         del decoders, read_config, kwargs
-        rows = [  # the split's real file instructions: slices and process splits as TFDS's
-            pet_example(offsets[re.search(r"-(\w+)\.tfrecord", part.filename)[1]] + i)
-            for part in self.info.splits[split].file_instructions
-            for i in range(part.skip, part.skip + part.take)
-        ]
-        keys = ("image", "segmentation_mask", "label")
-        return tf.data.Dataset.from_generator(
-            lambda: ({k: row[k] for k in keys} for row in rows),
-            output_signature={
-                "image": tf.TensorSpec([], tf.string),
-                "segmentation_mask": tf.TensorSpec([None, None, 1], tf.uint8),
-                "label": tf.TensorSpec([], tf.int64),
-            },
-        )
+        parts = self.info.splits[split].file_instructions  # slices and process splits
+
+        def rows() -> Iterator[dict]:
+            for part in parts:
+                name = re.search(r"-(\w+)\.tfrecord", part.filename)[1]
+                yield from (example(name, i) for i in range(part.skip, part.skip + part.take))
+
+        signature = tf.nest.map_structure(spec, example(next(iter(sizes)), 0))
+        return tf.data.Dataset.from_generator(rows, output_signature=signature)
 
     class NoFs:  # mock_data's MockFs patches tf.io.gfile process-wide while as_dataset runs,
         # which breaks orbax's checkpoint writes in their background thread; these

@@ -39,6 +39,16 @@ from mixer_cli.weights.arrays import write_npz
 CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--variant", "Q/16"], "Q/16"),
     (["pretrain", "--data", "no_such_dataset_xyz"], "no_such_dataset_xyz"),
+    (["pretrain", "--data", "vtab:dsprites_locaton"], "did you mean vtab:dsprites_location?"),
+    (
+        ["finetune", "--init", "{npz}", "--data", "avg5:svhn"],
+        "unknown avg5 task 'svhn': tasks: imagenet2012, cifar10, cifar100, oxford_iiit_pet",
+    ),
+    (
+        ["pretrain", "--data", "vtab:resisc45", "--data-dir", "{workdir}-tfds"],
+        "NWPU-RESISC45.rar (https://1drv.ms/u/s!AmgKYzARBl5ca3HNaHIlzp_IXjs, the link in TFDS's "
+        "resisc45 page) and extract it into {workdir}-tfds/downloads/manual/",
+    ),
     (["pretrain", "--recipe", "no_such_recipe"], "no_such_recipe"),
     (["pretrain", "--set", "train.no_such_key=1"], "no_such_key"),
     (["pretrain", "--set", "train.steps=many"], "train.steps"),

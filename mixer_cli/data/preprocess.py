@@ -1,11 +1,13 @@
 """From raw examples to model inputs: the paper's train and eval transforms, in tf.data.
 
 Train: inception crop (random area in [min_area, 1], aspect ratio in [3/4, 4/3]; JPEGs
-decode only the crop window) or a plain resize, horizontal flip, RandAugment(n, m),
+decode only the crop window) or a plain resize, horizontal flip (each only where the
+dataset allows it: `source.random_crop`, `source.flip`), RandAugment(n, m),
 the shuffle experiment's fixed permutation, values in [-1, 1]; then, per batch,
 one-hot labels, mixup and CutMix. Eval: an image already at the model's resolution is left
 untouched; larger ones are resized so the shorter side is 256/224 of the resolution
-and centre-cropped (the reference evaluation crop); smaller ones are resized.
+and centre-cropped (the reference evaluation crop); smaller ones, and every image of a
+dataset that allows no crop, are resized.
 All randomness is stateless, keyed by (seed, epoch, position): the stream is a pure
 function of the step, which is what makes exact resumption possible.
 """
@@ -159,7 +161,10 @@ class Transforms:
     def __init__(self, source: DataSource, pre: Preprocessing, seed: int) -> None:
         self.source, self.pre, self.seed = source, pre, seed
         self.permutation = pre.permutation_index()
+        # What the run asks for, where the dataset allows it: a source whose labels a flip
+        # or a crop would change (a VTAB task counting objects) says so, and is resized.
         self.flip = pre.flip and source.flip
+        self.crop = pre.crop if source.random_crop else "resize"
 
     def _key(self, epoch: tf.Tensor) -> tf.Tensor:
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
@@ -172,7 +177,7 @@ class Transforms:
         key = tf.random.experimental.stateless_fold_in(self._key(epoch), position)
         crop_key, flip_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
         data = self.source.read(raw)
-        if pre.crop == "inception":
+        if self.crop == "inception":
             image = inception_crop(data, self.source.encoded, crop_key, pre.crop_min_area, r)
         else:
             image = decode(data, self.source.encoded)
@@ -214,7 +219,9 @@ class Transforms:
     def eval_example(self, raw: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
         r = self.pre.resolution
         image = decode(self.source.read(raw), self.source.encoded)
-        image = tf.ensure_shape(eval_resize(image, r), [r, r, 3])
+        # No centre crop where it would cut off what the label counts or measures.
+        image = eval_resize(image, r) if self.source.random_crop else resize(image, r, r)
+        image = tf.ensure_shape(image, [r, r, 3])
         return {
             "image": to_model_input(image, self.permutation),
             "label": tf.one_hot(label, self.source.num_classes, dtype=tf.float32),

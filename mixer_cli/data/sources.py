@@ -45,6 +45,7 @@ class DataSource(abc.ABC):
     image_shape: tuple[int | None, int | None, int]  # None: sizes vary
     encoded: bool  # raw examples are encoded image bytes (else uint8 [H, W, 3] arrays)
     flip: bool = True  # whether horizontal flips preserve meaning (not for digits)
+    random_crop: bool = True  # whether a random crop does (not where labels count or measure)
     task: str = "classify"  # or "segment": labels are [H, W] masks, not class indices
     train_split: str = "train"
     eval_split: str = "test"

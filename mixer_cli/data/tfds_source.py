@@ -114,15 +114,23 @@ UNKNOWN_VALUE = 254  # a stored value the table lacks: refused by the mask check
 def open_tfds(
     spec: str, data_dir: str | os.PathLike | None, *, download: bool, task: str = "classify"
 ) -> TfdsSource:
-    import tensorflow_datasets as tfds
-
-    data_dir = str(data_dir) if data_dir else default_data_dir()
-    name, _, version = spec.partition(":")
+    name = spec.partition(":")[0]
     if task == "segment" and name not in MASKS:
         raise DataError(
             f"mixer does not know where {name!r} keeps segmentation masks (TFDS sets with "
             f"masks: {', '.join(MASKS)}); or use a folder of images/ and masks/"
         )
+    builder = prepared_builder(spec, data_dir, download=download)
+    return TfdsSource(builder, MASKS[name] if task == "segment" else None)
+
+
+def prepared_builder(spec: str, data_dir: str | os.PathLike | None, *, download: bool):
+    """The TFDS builder of `spec`, prepared (downloaded and prepared here if it must and
+    can be), else a DatasetNotFound saying how to prepare it."""
+    import tensorflow_datasets as tfds
+
+    data_dir = str(data_dir) if data_dir else default_data_dir()
+    name, _, version = spec.partition(":")
     how_to = (
         f"prepare it where TFDS can reach the network (`tfds build {name} --data_dir DIR`) "
         "and pass --data-dir DIR, or use an image folder (folder:PATH)"
@@ -149,7 +157,7 @@ def open_tfds(
                 f"{spec!r} is not prepared in {builder.data_dir} and could not be prepared "
                 f"({str(err).splitlines()[0]}); {how_to}"
             ) from err
-    return TfdsSource(builder, MASKS[name] if task == "segment" else None)
+    return builder
 
 
 class TfdsSource(DataSource):
@@ -184,7 +192,19 @@ class TfdsSource(DataSource):
     def splits(self) -> dict[str, int]:
         return {name: info.num_examples for name, info in self.builder.info.splits.items()}
 
+    def tfds_split(self, split: str) -> str:
+        """A split as this source names it -> the TFDS split string it reads (the same
+        here; a transfer task maps its own names)."""
+        return split
+
+    def label(self, example: dict) -> tf.Tensor:
+        """A TFDS example's label (a transfer task derives it from other features)."""
+        return example[self.label_key]
+
     def num_examples(self, split: str) -> int:
+        return self._count(self.tfds_split(split))
+
+    def _count(self, split) -> int:  # a TFDS split (string or per-process instruction)
         try:
             return self.builder.info.splits[split].num_examples
         except (KeyError, ValueError, AssertionError) as err:
@@ -206,7 +226,8 @@ class TfdsSource(DataSource):
     def _process_split(self, split: str, process: int, processes: int) -> str:
         import tensorflow_datasets as tfds
 
-        self.num_examples(split)  # refuse unknown splits with the list of valid ones
+        split = self.tfds_split(split)
+        self._count(split)  # refuse unknown splits with the list of valid ones
         return tfds.split_for_jax_process(split, process_index=process, process_count=processes)
 
     def steps_per_epoch(self, split: str, global_batch: int, processes: int) -> int:
@@ -228,18 +249,16 @@ class TfdsSource(DataSource):
         @no_autograph
         def keep(i, ex):  # global position: row `process` of each global batch
             position = i // local * global_batch + process * local + i % local
-            return ex["image"], ex[self.label_key], position, tf.constant(epoch, tf.int64)
+            return ex["image"], self.label(ex), position, tf.constant(epoch, tf.int64)
 
         return TrainStream(ds.map(keep), num_epochs=1)
 
     def eval_sizes(self, split: str, processes: int) -> list[int]:
-        return [
-            self.num_examples(self._process_split(split, p, processes)) for p in range(processes)
-        ]
+        return [self._count(self._process_split(split, p, processes)) for p in range(processes)]
 
     def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
         ds = self._read(self._process_split(split, process, processes), shuffle_seed=None)
-        return ds.map(no_autograph(lambda ex: (ex["image"], ex[self.label_key])))
+        return ds.map(no_autograph(lambda ex: (ex["image"], self.label(ex))))
 
     def read_mask(self, label: tf.Tensor) -> tf.Tensor:
         """A stored mask [H, W, 1] -> class indices [H, W] by the dataset's value table."""
