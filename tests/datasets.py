@@ -137,33 +137,52 @@ def mock_pets(tmp: Path, sizes: dict[str, int]) -> Iterator[Path]:
     """`tfds.testing.mock_data` for oxford_iiit_pet with trimaps that mean something (its
     random mock draws invalid bounding boxes and trimap values): the real builder's
     metadata, examples from `pet_example`, each split sliceable as TFDS's."""
+    offsets = {s: 1000 * k for k, s in enumerate(sizes)}
+    rows = {s: [pet_example(offsets[s] + i) for i in range(n)] for s, n in sizes.items()}
+    signature = {
+        "image": tf.TensorSpec([], tf.string),
+        "segmentation_mask": tf.TensorSpec([None, None, 1], tf.uint8),
+        "label": tf.TensorSpec([], tf.int64),
+    }
+    with mock_examples({"oxford_iiit_pet": (rows, signature)}, tmp) as data_dir:
+        yield data_dir
+
+
+@contextlib.contextmanager
+def mock_examples(
+    datasets: dict[str, tuple[dict[str, list[dict]], dict[str, tf.TensorSpec]]], tmp: Path
+) -> Iterator[Path]:
+    """`tfds.testing.mock_data` serving the given examples: for each TFDS name
+    (NAME[/CONFIG]), (split -> its examples, the features' signature). The real builders'
+    metadata with these split sizes; each split sliceable (and split over processes) as
+    TFDS's, by its real file instructions."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder("oxford_iiit_pet", data_dir=str(tmp))
-    builder.info.set_splits(
-        tfds.core.SplitDict(
-            [tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0) for s, n in sizes.items()]
+    for name, (rows, _) in datasets.items():
+        builder = tfds.builder(name, data_dir=str(tmp))
+        builder.info.set_splits(
+            tfds.core.SplitDict(
+                [
+                    tfds.core.SplitInfo(name=s, shard_lengths=[len(r)], num_bytes=0)
+                    for s, r in rows.items()
+                ]
+            )
         )
-    )
-    os.makedirs(builder.data_dir, exist_ok=True)
-    builder.info.write_to_directory(builder.data_dir)
-    offsets = {s: 1000 * k for k, s in enumerate(sizes)}
+        os.makedirs(builder.data_dir, exist_ok=True)
+        builder.info.write_to_directory(builder.data_dir)
 
     def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
         del decoders, read_config, kwargs
-        rows = [  # the split's real file instructions: slices and process splits as TFDS's
-            pet_example(offsets[re.search(r"-(\w+)\.tfrecord", part.filename)[1]] + i)
+        name = self.info.full_name.rsplit("/", 1)[0]  # NAME[/CONFIG]
+        rows, signature = datasets[name]
+        chosen = [
+            rows[re.search(r"-(\w+)\.tfrecord", part.filename)[1]][i]
             for part in self.info.splits[split].file_instructions
             for i in range(part.skip, part.skip + part.take)
         ]
-        keys = ("image", "segmentation_mask", "label")
         return tf.data.Dataset.from_generator(
-            lambda: ({k: row[k] for k in keys} for row in rows),
-            output_signature={
-                "image": tf.TensorSpec([], tf.string),
-                "segmentation_mask": tf.TensorSpec([None, None, 1], tf.uint8),
-                "label": tf.TensorSpec([], tf.int64),
-            },
+            lambda: ({k: row[k] for k in signature} for row in chosen),
+            output_signature=signature,
         )
 
     class NoFs:  # mock_data's MockFs patches tf.io.gfile process-wide while as_dataset runs,
