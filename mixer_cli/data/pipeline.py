@@ -144,7 +144,8 @@ class EvalBatches:
 
     def _dataset(self) -> tf.data.Dataset:
         mine = self.sizes[self.process]
-        ds = self.source.eval_stream(self.split, self.process, len(self.sizes), self.label_set)
+        extra = () if self.label_set is None else (self.label_set,)  # only when asked
+        ds = self.source.eval_stream(self.split, self.process, len(self.sizes), *extra)
         ds = ds.map(self.transforms.eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
         pad = self.num_batches * self.local_batch - mine
         t = self.transforms

@@ -253,24 +253,20 @@ class TfdsSource(DataSource):
     def check_label_set(self, feature: str) -> None:
         import tensorflow_datasets as tfds
 
-        features = self.builder.info.features
-        found = dict(features.items()).get(feature)
-        inner = getattr(found, "feature", None)
-        if not (
-            isinstance(found, tfds.features.Sequence)
-            and isinstance(inner, tfds.features.ClassLabel)
-            and inner.num_classes == self.num_classes
-        ):
-            lists = [
-                k
-                for k, f in features.items()
-                if isinstance(f, tfds.features.Sequence)
-                and isinstance(getattr(f, "feature", None), tfds.features.ClassLabel)
-            ]
+        def lists_classes(f: object) -> bool:  # Sequence(ClassLabel) of this dataset's classes
+            inner = getattr(f, "feature", None)
+            return (
+                isinstance(f, tfds.features.Sequence)
+                and isinstance(inner, tfds.features.ClassLabel)
+                and inner.num_classes == self.num_classes
+            )
+
+        found = [k for k, f in self.builder.info.features.items() if lists_classes(f)]
+        if feature not in found:
             raise DataError(
                 f"{self.name} has no feature {feature!r} holding a list of its "
                 f"{self.num_classes} classes per image (such features: "
-                f"{', '.join(lists) or 'none'})"
+                f"{', '.join(found) or 'none'})"
             )
 
     def read_mask(self, label: tf.Tensor) -> tf.Tensor:
