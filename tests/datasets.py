@@ -167,18 +167,33 @@ def mock_pets(tmp: Path, sizes: dict[str, int]) -> Iterator[Path]:
         yield tmp
 
 
+Rows = Callable[[str, int], dict]  # (split, i) -> that split's row i
+
+
 @contextlib.contextmanager
-def mock_rows(
-    tmp: Path, name: str, sizes: dict[str, int], example: Callable[[str, int], dict]
-) -> Iterator[Path]:
+def mock_rows(tmp: Path, name: str, sizes: dict[str, int], example: Rows) -> Iterator[Path]:
     """`tfds.testing.mock_data` whose row i of split s is `example(s, i)` (a dict of NumPy
     values or bytes; images as encoded bytes, as TFDS's undecoded images): the real
     builder's metadata with these split sizes, each split sliceable as TFDS's (its real
     file instructions decide the rows read), for datasets whose features mock_data cannot
     draw or whose examples must mean something."""
+    with mock_datasets(tmp, {name: (sizes, example)}):
+        yield tmp
+
+
+@contextlib.contextmanager
+def mock_datasets(
+    tmp: Path,
+    datasets: dict[str, tuple[dict[str, int], Rows]],
+    signatures: dict[str, dict[str, tf.TensorSpec]] | None = None,
+) -> Iterator[Path]:
+    """`mock_rows` for several TFDS names (NAME[/CONFIG]) at once, each (split sizes, its
+    rows); a dataset's signature is read off its first row unless `signatures` gives it
+    (needed where a feature's shape varies between rows, e.g. a list of labels)."""
     import tensorflow_datasets as tfds
 
-    write_tfds_metadata(name, sizes, tmp)
+    for name, (sizes, _) in datasets.items():
+        write_tfds_metadata(name, sizes, tmp)
 
     def spec(value: object) -> tf.TensorSpec:
         if isinstance(value, bytes):
@@ -189,15 +204,22 @@ def mock_rows(
 
     def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
         del decoders, read_config, kwargs
+        name = self.info.full_name.rsplit("/", 1)[0]  # NAME[/CONFIG]
+        sizes, example = datasets[name]
         parts = self.info.splits[split].file_instructions  # slices and process splits
 
         def rows() -> Iterator[dict]:
             for part in parts:
-                name = re.search(r"-(\w+)\.tfrecord", part.filename)[1]
-                yield from (example(name, i) for i in range(part.skip, part.skip + part.take))
+                split = re.search(r"-(\w+)\.tfrecord", part.filename)[1]
+                yield from (example(split, i) for i in range(part.skip, part.skip + part.take))
 
-        signature = tf.nest.map_structure(spec, example(next(iter(sizes)), 0))
-        return tf.data.Dataset.from_generator(rows, output_signature=signature)
+        signature = (signatures or {}).get(name) or tf.nest.map_structure(
+            spec, example(next(iter(sizes)), 0)
+        )
+        return tf.data.Dataset.from_generator(
+            lambda: ({k: row[k] for k in signature} for row in rows()),
+            output_signature=signature,
+        )
 
     class NoFs:  # mock_data's MockFs patches tf.io.gfile process-wide while as_dataset runs,
         # which breaks orbax's checkpoint writes in their background thread; these

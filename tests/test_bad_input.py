@@ -338,6 +338,20 @@ CASES: list[tuple[list[str], str]] = [
     # timm's ViTs that are not Google's ViT (issue 37)
     (["eval", "--init", "{vit_fc_norm}"], "is timm's fc_norm, a LayerNorm after the tokens' mean"),
     (["info", "--checkpoint", "{vit_no_embed_class}"], "class token's (timm's no_embed_class)"),
+    # ReaL and the robustness sets (issue 38)
+    (
+        ["pretrain", "--set", "evals.v2.type=imagenet_v2", "--set", "evals.v2.config=nosuch"],
+        "imagenet_v2 has no config 'nosuch' (configs: matched-frequency, threshold-0.7, topimages)",
+    ),
+    (  # TFDS leaves empty folders under the data directory (here ./tfds), no files
+        ["eval", "--init", "{npz}", "--evals", "real", "--data-dir", "tfds"],
+        "'imagenet2012_real' is not prepared in tfds/imagenet2012_real/1.0.0 and could not be",
+    ),
+    (["eval", "--init", "{npz}", "--evals", "real,nosuch"], "unknown evaluator type 'nosuch'"),
+    (
+        ["pretrain", "--set", "evals.s.type=classification", "--set", "evals.s.classes=3,99"],
+        "classes must be at least two distinct class indices of digits (0..9); got class 99",
+    ),
 ]
 
 

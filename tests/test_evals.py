@@ -16,6 +16,7 @@ from training import tiny
 from mixer_cli.cli import run
 from mixer_cli.config import dump_yaml, resolve
 from mixer_cli.core.errors import ConfigError
+from mixer_cli.evals.forward import forward_function
 from mixer_cli.models import registry
 from mixer_cli.train import metrics
 from mixer_cli.train.engine import build
@@ -322,3 +323,88 @@ def test_the_eval_task_returns_its_results_and_writes_nothing(
     out, err = capsys.readouterr()
     assert "test/top1" in out and "results in" in err
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == result.results
+
+
+def test_label_sets_and_class_subsets_are_scored_by_hand() -> None:
+    """ReaL's rule (top-1 in the image's label set; an empty set leaves the image out) and
+    top-1 among a class subset (a class outside it never wins), summed on the devices."""
+    import flax.linen as nn
+
+    from mixer_cli.core.distributed import make_mesh
+    from mixer_cli.evals.base import SUMS, Among
+
+    class Given(nn.Module):  # logits chosen by hand: the "image" is the logits
+        @nn.compact
+        def __call__(self, x):
+            return x, {}
+
+    among = Among((1, 3, 4))
+    rows = [  # logits over 6 classes, label, label set, real example?
+        ([0, 0, 9, 0, 1, 0], 2, {2, 5}, True),  # top 2: right, in set; among: 4, wrong
+        ([9, 2, 0, 0, 0, 1], 0, {1}, True),  # top 0: right, not in set; among: 1, wrong
+        ([0, 0, 0, 9, 0, 0], 3, set(), True),  # right; no set: left out; among: 3, right
+        ([0, 0, 0, 0, 5, 9], 4, {4}, True),  # top 5 (outside the subset): wrong, not in
+        # set; among: 4, right
+        ([0, 7, 0, 3, 0, 0], 3, {1, 3}, True),  # top 1: wrong, in set; among: 1, wrong
+        ([0, 0, 9, 0, 0, 0], 2, {2}, False),  # padding: counts nowhere
+        ([0] * 6, 0, set(), False),
+        ([0] * 6, 0, set(), False),
+    ]
+    batch = {
+        "image": np.array([r[0] for r in rows], np.float32),
+        "label": np.eye(6, dtype=np.float32)[[r[1] for r in rows]],
+        "label_set": np.array([[c in r[2] for c in range(6)] for r in rows], np.float32),
+        "mask": np.array([r[3] for r in rows]),
+    }
+    forward = forward_function(Given(), make_mesh(), frozenset({SUMS, among}), "softmax")
+    sums = jax.device_get(forward({}, batch)["sums"])
+    assert sums["count"] == 5 and sums["correct_top1"] == 3
+    assert sums["with_set"] == 4 and sums["correct_set_top1"] == 2  # ReaL top-1: 2 / 4
+    assert sums[among.key] == 2
+
+
+def test_mixer_eval_scores_real_and_the_robustness_sets(capsys, tmp_path) -> None:
+    """`mixer eval --evals real,imagenet_r` on mocked TFDS sets: a 1000-class
+    model whose every prediction is its head's bias (class 7 first, outside ImageNet-R's
+    200; then 6, inside)."""
+    from datasets import mock_datasets
+    from numpy_mixer import official_layout_params
+
+    from mixer_cli.core.tf_cpu import tf
+
+    flat = official_layout_params(4, 1, 8, 16, 4, 8, num_classes=1000, seed=0)  # 16 px
+    flat = {key: np.zeros_like(value) for key, value in flat.items()}
+    flat["head/bias"][[7, 6]] = (2.0, 1.0)
+    np.savez(tmp_path / "bias.npz", **flat)
+    jpeg = tf.io.encode_jpeg(np.full((20, 18, 3), 90, np.uint8)).numpy()
+    image, label = tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64)
+    sets = [[7], [7, 3], [], [2], [6, 7], []]  # 4 labelled, 3 with 7: ReaL 75%
+    original = [7, 3, 7, 2, 6, 1]  # 2 of 6 are 7
+    real = [
+        {"image": jpeg, "original_label": o, "real_label": s}
+        for o, s in zip(original, sets, strict=True)
+    ]
+    spec = {"image": image, "original_label": label, "real_label": tf.TensorSpec([None], tf.int64)}
+    labelled = {"image": image, "label": label}
+    rows = {
+        "imagenet2012_real": {"validation": real},
+        "imagenet_r": {"test": [{"image": jpeg, "label": c} for c in (6, 6, 1)]},
+    }
+    datasets = {
+        name: ({s: len(r) for s, r in split.items()}, lambda s, i, split=split: split[s][i])
+        for name, split in rows.items()
+    }
+    signatures = {"imagenet2012_real": spec, "imagenet_r": labelled}
+    with mock_datasets(tmp_path / "tfds", datasets, signatures) as data_dir:
+        code = run(
+            ["eval", "--init", str(tmp_path / "bias.npz"), "--evals", "real,imagenet_r",
+             "--data-dir", str(data_dir), "--batch-size", "8", "--workdir", str(tmp_path / "run")]
+        )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["real/top1"] == 0.75 and results["real/top1_original"] == pytest.approx(2 / 6)
+    assert (results["real/examples"], results["real/excluded"]) == (4, 2)
+    assert results["imagenet_r/top1"] == pytest.approx(2 / 3)  # 6 among the 200, not 7
+    assert results["dataset"] is None and results["evals"] == ["real", "imagenet_r"]
+    assert "real/top1" in out and "75.00%" in out

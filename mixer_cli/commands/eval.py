@@ -38,6 +38,16 @@ Split = Annotated[
         show_default=False,
     ),
 ]
+Evals = Annotated[
+    Optional[str],
+    typer.Option(
+        "--evals",
+        help="Also these evaluators, comma-separated types, each on its own dataset with its "
+        "defaults: real (ImageNet ReaL), imagenet_v2, imagenet_r, imagenet_a (any type of a "
+        "config's evals:). Without --data only these run.",
+        show_default=False,
+    ),
+]
 Fewshot = Annotated[
     bool,
     typer.Option(
@@ -57,6 +67,7 @@ def eval_(
     data: EvalData = None,
     data_dir: options.DataDir = None,
     split: Split = None,
+    evals: Evals = None,
     resolution: options.AdaptedResolution = None,
     fewshot: Fewshot = False,
     shots: Shots = "1,5,10,25",
@@ -69,6 +80,7 @@ def eval_(
 
     Use it to tell a checkpoint's accuracy from your preprocessing's. When the head does not
     match the dataset's classes, only the representation (few-shot) evaluators run.
+    --evals real,imagenet_v2 scores the paper's ReaL and robustness sets (TFDS).
     Table + results.json in the run directory; features are cached for few-shot reruns.
     """
     from mixer_cli.config import parse_number_list
@@ -81,6 +93,7 @@ def eval_(
         data=data,
         data_dir=None if data_dir is None else str(data_dir),
         split=split,
+        evals=tuple(dict.fromkeys(e.strip() for e in (evals or "").split(",") if e.strip())),
         resolution=resolution,
         fewshot=fewshot,
         shots=tuple(sorted(parse_number_list(shots, int, "--shots"))),

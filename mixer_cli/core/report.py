@@ -113,7 +113,7 @@ def format_metric(key: str, value: float) -> str:
     metric = key.rsplit("/", 1)[-1]
     if metric.startswith("top") or metric.endswith("shot"):
         return f"{value:.2%}"
-    if metric == "examples":
+    if metric in ("examples", "excluded"):
         return f"{value:,.0f}"
     return f"{value:.4g}"
 

@@ -120,12 +120,21 @@ class TrainBatches:
 class EvalBatches:
     """One full pass over a split, padded and masked: `num_examples` is the split's size.
     A segmentation split's batches also carry `truth` (masks padded with IGNORE to the
-    batch's largest) and `size`, on the host."""
+    batch's largest) and `size`, on the host; with `label_set` (a source feature listing
+    each image's classes) a classification split's carry `label_set`, multi-hot rows."""
 
     def __init__(
-        self, source: DataSource, split: str, pre: Preprocessing, global_batch: int, mesh: Mesh
+        self,
+        source: DataSource,
+        split: str,
+        pre: Preprocessing,
+        global_batch: int,
+        mesh: Mesh,
+        label_set: str | None = None,
     ) -> None:
-        self.source, self.split, self.mesh = source, split, mesh
+        if label_set is not None and source.task == "segment":
+            raise DataError(f"{source.name}: a segmentation split carries no label sets")
+        self.source, self.split, self.mesh, self.label_set = source, split, mesh, label_set
         self.local_batch = local_batch_size(global_batch, mesh, "evaluation batch size")
         self.process, processes = jax.process_index(), jax.process_count()
         self.sizes = source.eval_sizes(split, processes)
@@ -135,10 +144,13 @@ class EvalBatches:
 
     def _dataset(self) -> tf.data.Dataset:
         mine = self.sizes[self.process]
-        ds = self.source.eval_stream(self.split, self.process, len(self.sizes))
+        extra = () if self.label_set is None else (self.label_set,)  # only when asked
+        ds = self.source.eval_stream(self.split, self.process, len(self.sizes), *extra)
         ds = ds.map(self.transforms.eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
         pad = self.num_batches * self.local_batch - mine
-        padding = tf.data.Dataset.from_tensors(self.transforms.eval_padding()).repeat(pad)
+        t = self.transforms
+        padding = t.eval_padding(label_set=True) if self.label_set else t.eval_padding()
+        padding = tf.data.Dataset.from_tensors(padding).repeat(pad)
         ds = ds.concatenate(padding)
         if self.source.task == "segment":
             from mixer_cli.data.sources import IGNORE

@@ -216,26 +216,36 @@ class Transforms:
         return {"image": images, "label": onehot}
 
     @no_autograph
-    def eval_example(self, raw: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-        r = self.pre.resolution
+    def eval_example(
+        self, raw: tf.Tensor, label: tf.Tensor, *label_set: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """The evaluation input; with a label set (a list of classes, from a source's
+        `eval_stream(..., label_set=...)`) also `label_set`, its multi-hot row (zeros for
+        an empty set)."""
+        r, k = self.pre.resolution, self.source.num_classes
         image = decode(self.source.read(raw), self.source.encoded)
         # No centre crop where it would cut off what the label counts or measures.
         image = eval_resize(image, r) if self.source.random_crop else resize(image, r, r)
         image = tf.ensure_shape(image, [r, r, 3])
-        return {
+        example = {
             "image": to_model_input(image, self.permutation),
-            "label": tf.one_hot(label, self.source.num_classes, dtype=tf.float32),
+            "label": tf.one_hot(label, k, dtype=tf.float32),
             "mask": tf.constant(True),
         }
+        for classes in label_set:
+            rows = tf.one_hot(tf.reshape(classes, [-1]), k, dtype=tf.float32)
+            example["label_set"] = tf.minimum(tf.reduce_sum(rows, 0), 1.0)
+        return example
 
-    def eval_padding(self) -> dict[str, tf.Tensor]:
+    def eval_padding(self, label_set: bool = False) -> dict[str, tf.Tensor]:
         """A padding example (masked out): what `eval_example` returns, for no image."""
         r, k = self.pre.resolution, self.source.num_classes
-        return {
+        padding = {
             "image": tf.zeros([r, r, 3], tf.float32),
             "label": tf.zeros([k], tf.float32),
             "mask": tf.constant(False),
         }
+        return {**padding, "label_set": tf.zeros([k], tf.float32)} if label_set else padding
 
 
 def cutmix(

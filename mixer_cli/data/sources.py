@@ -76,8 +76,20 @@ class DataSource(abc.ABC):
         )
 
     @abc.abstractmethod
-    def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
-        """This process's contiguous slice of a split, unshuffled: (raw, label)."""
+    def eval_stream(
+        self, split: str, process: int, processes: int, label_set: str | None = None
+    ) -> tf.data.Dataset:
+        """This process's contiguous slice of a split, unshuffled: (raw, label), or with
+        `label_set` (a feature holding each example's set of classes, a variable-length
+        list: ImageNet ReaL's `real_label`) (raw, label, classes)."""
+
+    def check_label_set(self, feature: str) -> None:
+        """Refuse `feature` as a label set unless each example holds a list of this
+        dataset's classes in it (here: sources without per-example features)."""
+        raise DataError(
+            f"{self.name} has no feature {feature!r} (a set of classes per image): only "
+            "TFDS datasets carry one (e.g. imagenet2012_real's real_label)"
+        )
 
     @abc.abstractmethod
     def eval_sizes(self, split: str, processes: int) -> list[int]:
@@ -226,6 +238,10 @@ class IndexedSource(DataSource):
     def eval_sizes(self, split: str, processes: int) -> list[int]:
         return [len(part) for part in np.array_split(self._indices(split), processes)]
 
-    def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
+    def eval_stream(
+        self, split: str, process: int, processes: int, label_set: str | None = None
+    ) -> tf.data.Dataset:
+        if label_set is not None:
+            self.check_label_set(label_set)
         mine = np.array_split(self._indices(split), processes)[process]
         return tf.data.Dataset.from_tensor_slices((self._raw[mine], self._labels[mine]))

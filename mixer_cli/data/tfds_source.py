@@ -110,6 +110,10 @@ MASKS: dict[str, Masks] = {
 }
 UNKNOWN_VALUE = 254  # a stored value the table lacks: refused by the mask check
 
+# Datasets whose class label is stored under another feature than 'label' (ImageNet ReaL:
+# the original ImageNet label; its reassessed label sets are `real_label`, read on request).
+LABEL_FEATURES: dict[str, str] = {"imagenet2012_real": "original_label"}
+
 
 def open_tfds(
     spec: str, data_dir: str | os.PathLike | None, *, download: bool, task: str = "classify"
@@ -167,7 +171,7 @@ class TfdsSource(DataSource):
         self.builder, self.masks = builder, masks
         info = builder.info
         self.name = info.name
-        self.label_key = "label" if masks is None else masks.feature
+        self.label_key = LABEL_FEATURES.get(self.name, "label") if masks is None else masks.feature
         missing = {"image", self.label_key} - set(info.features.keys())
         if missing:
             what = "classification" if masks is None else "segmentation"
@@ -176,7 +180,7 @@ class TfdsSource(DataSource):
                 f"{what} dataset needs 'image' and {self.label_key!r}"
             )
         if masks is None:
-            self.num_classes = info.features["label"].num_classes
+            self.num_classes = info.features[self.label_key].num_classes
         else:
             self.task, self.classes, self.num_classes = "segment", masks.classes, len(masks.classes)
             table = np.full(256, UNKNOWN_VALUE, np.uint8)
@@ -256,9 +260,34 @@ class TfdsSource(DataSource):
     def eval_sizes(self, split: str, processes: int) -> list[int]:
         return [self._count(self._process_split(split, p, processes)) for p in range(processes)]
 
-    def eval_stream(self, split: str, process: int, processes: int) -> tf.data.Dataset:
+    def eval_stream(
+        self, split: str, process: int, processes: int, label_set: str | None = None
+    ) -> tf.data.Dataset:
+        if label_set is not None:
+            self.check_label_set(label_set)
         ds = self._read(self._process_split(split, process, processes), shuffle_seed=None)
-        return ds.map(no_autograph(lambda ex: (ex["image"], self.label(ex))))
+        if label_set is None:
+            return ds.map(no_autograph(lambda ex: (ex["image"], self.label(ex))))
+        return ds.map(no_autograph(lambda ex: (ex["image"], self.label(ex), ex[label_set])))
+
+    def check_label_set(self, feature: str) -> None:
+        import tensorflow_datasets as tfds
+
+        def lists_classes(f: object) -> bool:  # Sequence(ClassLabel) of this dataset's classes
+            inner = getattr(f, "feature", None)
+            return (
+                isinstance(f, tfds.features.Sequence)
+                and isinstance(inner, tfds.features.ClassLabel)
+                and inner.num_classes == self.num_classes
+            )
+
+        found = [k for k, f in self.builder.info.features.items() if lists_classes(f)]
+        if feature not in found:
+            raise DataError(
+                f"{self.name} has no feature {feature!r} holding a list of its "
+                f"{self.num_classes} classes per image (such features: "
+                f"{', '.join(found) or 'none'})"
+            )
 
     def read_mask(self, label: tf.Tensor) -> tf.Tensor:
         """A stored mask [H, W, 1] -> class indices [H, W] by the dataset's value table."""

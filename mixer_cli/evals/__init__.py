@@ -18,6 +18,10 @@ from mixer_cli.core.errors import ConfigError
 TYPES: dict[str, str] = {
     "classification": "mixer_cli.evals.classification",
     "fewshot": "mixer_cli.evals.fewshot",
+    "imagenet_a": "mixer_cli.evals.imagenet_a",
+    "imagenet_r": "mixer_cli.evals.imagenet_r",
+    "imagenet_v2": "mixer_cli.evals.imagenet_v2",
+    "real": "mixer_cli.evals.real",
     "segmentation": "mixer_cli.evals.segmentation",
 }
 

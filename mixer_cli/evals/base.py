@@ -10,6 +10,7 @@ of the same test split cost one pass, not two.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,20 @@ if TYPE_CHECKING:  # TensorFlow stays unimported until an evaluator runs
 # What a forward pass can produce: classification sums, pre_logits, a segmentation
 # confusion matrix (scored at each image's own size).
 SUMS, FEATURES, PIXELS = "sums", "features", "pixels"
+
+
+@dataclass(frozen=True)
+class Among:
+    """A need beside SUMS: top-1 correct with the prediction taken among `classes` only
+    (the arg max of their logits), summed on the devices as sums[`key`]. ImageNet-R and
+    -A score a 1000-class head so, over the 200 classes they hold."""
+
+    classes: tuple[int, ...]
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.blake2b(repr(self.classes).encode(), digest_size=6).hexdigest()
+        return f"correct_top1_among_{digest}"
 
 
 @dataclass(frozen=True)
@@ -52,14 +67,16 @@ def eval_preprocessing(pre: Preprocessing) -> Preprocessing:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split as the model sees it; equal when dataset, split and transform are."""
+    """One split as the model sees it; equal when dataset, split and transform are (and
+    the label-set feature its batches carry, if any: see `data.EvalBatches`)."""
 
     source: DataSource
     split: str
     preprocessing: Preprocessing
+    label_set: str | None = None
 
     def key(self) -> tuple:
-        return (self.source.name, self.split, self.preprocessing)
+        return (self.source.name, self.split, self.preprocessing, self.label_set)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Split) and self.key() == other.key()
@@ -76,7 +93,7 @@ class Read:
     """A split an evaluator reads and what it needs of it (SUMS, FEATURES, PIXELS)."""
 
     split: Split
-    needs: frozenset[str]
+    needs: frozenset[str | Among]
     batch_size: int
 
 
@@ -95,7 +112,7 @@ class PassOutput:
 class Context:
     """What evaluators may use: the run's data and model head, and a dataset opener."""
 
-    source: DataSource  # the run's dataset
+    source: DataSource | None  # the run's dataset (None: `mixer eval --evals` without one)
     train_split: str
     eval_split: str
     preprocessing: Preprocessing  # the run's (its evaluation transform is what counts)
@@ -115,15 +132,21 @@ class Context:
         from mixer_cli.data import open_dataset
 
         if name is None:
+            if self.source is None:
+                raise ConfigError(
+                    "an evaluator without `data` needs a dataset: give it `data: NAME` "
+                    "(with mixer eval: --data NAME)"
+                )
             return self.source
         key = (name, data_dir or self.data_dir, task)
         if key not in self.opened:
             self.opened[key] = open_dataset(name, key[1], task=task, skip_corrupt=self.skip_corrupt)
         return self.opened[key]
 
-    def split(self, source: DataSource, split: str) -> Split:
+    def split(self, source: DataSource, split: str, label_set: str | None = None) -> Split:
         """`split` of `source` under the run's evaluation transform if it is the run's
-        dataset (the shuffle experiment's permutation included), else a plain one."""
+        dataset (the shuffle experiment's permutation included), else a plain one; its
+        batches carry the `label_set` feature if one is named."""
         from mixer_cli.data.preprocess import Preprocessing
 
         # A split that does not exist fails here, naming the splits; so does an empty one
@@ -134,8 +157,10 @@ class Context:
                 f"{source.name} split {split!r} has no images to evaluate; choose another "
                 "split or add images to it"
             )
+        if label_set is not None:
+            source.check_label_set(label_set)
         pre = self.preprocessing if source is self.source else Preprocessing(self.resolution)
-        return Split(source, split, eval_preprocessing(pre))
+        return Split(source, split, eval_preprocessing(pre), label_set)
 
 
 class Evaluator:
@@ -152,15 +177,20 @@ class Evaluator:
         """(metric, value) pairs; the suite prefixes them with `NAME/`."""
         raise NotImplementedError
 
-    def read(self, split: Split, *needs: str) -> Read:
+    def read(self, split: Split, *needs: str | Among) -> Read:
         return Read(split, frozenset(needs), self.batch_size)
 
     def one_split(
-        self, data: str | None, data_dir: str | None, split: str | None, task: str = "classify"
+        self,
+        data: str | None,
+        data_dir: str | None,
+        split: str | None,
+        task: str = "classify",
+        label_set: str | None = None,
     ) -> tuple[DataSource, Split]:
         """The split an evaluator of one split reads: `data` (None: the run's) at `split`
         (None: the run's evaluation split, or the named dataset's own), refusing a model
-        whose head has other classes than the dataset."""
+        whose head has other classes than the dataset; its batches carry `label_set`."""
         context = self.context
         source = context.open(data, data_dir, task=task)
         if context.num_classes != source.num_classes:
@@ -170,7 +200,7 @@ class Evaluator:
                 f"{context.num_classes or 'none'}"
             )
         default = context.eval_split if data is None else source.eval_split
-        return source, context.split(source, split or default)
+        return source, context.split(source, split or default, label_set)
 
 
 def settings_dict(settings: EvalSettings) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from mixer_cli.core.cache import read_npz, write_npz
 from mixer_cli.core.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.data import EvalBatches
 from mixer_cli.data.pipeline import HOST_KEYS
-from mixer_cli.evals.base import FEATURES, PIXELS, SUMS, PassOutput, Split
+from mixer_cli.evals.base import FEATURES, PIXELS, SUMS, Among, PassOutput, Split
 from mixer_cli.evals.iou import score_batch
 from mixer_cli.evals.losses import per_example_loss
 
@@ -65,9 +65,12 @@ def cache_key(digest: str, split: Split) -> str:
 
 @functools.lru_cache(maxsize=16)
 def forward_function(
-    model: Any, mesh: Mesh, needs: frozenset[str], loss: str
+    model: Any, mesh: Mesh, needs: frozenset[str | Among], loss: str
 ) -> Callable[..., Any]:
-    """One compiled pass function per model, mesh and output set (evaluations repeat)."""
+    """One compiled pass function per model, mesh and output set (evaluations repeat).
+    The sums also count, with `Among` needs, top-1 among a class subset, and for batches
+    that carry label sets (multi-hot `label_set`) the top-1 in the set (`correct_set_top1`)
+    over the images that have one (`with_set`): big_vision's ReaL rule."""
 
     def forward(params: Any, batch: dict[str, jax.Array]) -> dict[str, Any]:
         logits, out = model.apply({"params": params}, batch["image"])
@@ -83,12 +86,20 @@ def forward_function(
             weight = mask.astype(jnp.float32)
             label = jnp.argmax(batch["label"], -1)
             top = jax.lax.top_k(logits, min(TOP_K, logits.shape[-1]))[1]
-            result["sums"] = {
+            sums = result["sums"] = {
                 "correct_top1": jnp.sum((top[:, 0] == label) * weight),
                 "correct_top5": jnp.sum(jnp.any(top == label[:, None], -1) * weight),
                 "loss": jnp.sum(per_example_loss(logits, batch["label"], loss) * weight),
                 "count": jnp.sum(weight),
             }
+            for among in (need for need in needs if isinstance(need, Among)):
+                classes = jnp.asarray(among.classes)
+                predicted = classes[jnp.argmax(logits[:, classes], -1)]
+                sums[among.key] = jnp.sum((predicted == label) * weight)
+            if "label_set" in batch:  # [B, K] multi-hot; an empty set counts nowhere
+                in_set = jnp.take_along_axis(batch["label_set"], top[:, :1], -1)[:, 0]
+                sums["correct_set_top1"] = jnp.sum(in_set * weight)
+                sums["with_set"] = jnp.sum(jnp.max(batch["label_set"], -1) * weight)
         return result
 
     repl, rows = replicated(mesh), batch_sharding(mesh)
@@ -278,15 +289,17 @@ def run_pass(
     model: Any,
     params: Any,
     split: Split,
-    needs: frozenset[str],
+    needs: frozenset[str | Among],
     batch_size: int,
     loss: str = "softmax",
     mesh: Mesh | None = None,
     show_progress: bool = True,
 ) -> PassOutput:
-    """Run the model once over `split`, producing `needs` (SUMS, FEATURES, PIXELS)."""
+    """Run the model once over `split`, producing `needs` (SUMS, FEATURES, PIXELS, Among)."""
     mesh = mesh or make_mesh()
-    batches = EvalBatches(split.source, split.split, split.preprocessing, batch_size, mesh)
+    batches = EvalBatches(
+        split.source, split.split, split.preprocessing, batch_size, mesh, split.label_set
+    )
     kinds: list[tuple[str, type[Collector]]] = [
         (PIXELS, Confusion), (SUMS, Sums), (FEATURES, Features)
     ]  # fmt: skip

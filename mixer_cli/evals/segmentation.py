@@ -40,10 +40,9 @@ class Evaluator(base.Evaluator):
                 f"evaluator {name!r} (segmentation) needs a model with a segmentation head "
                 "(mixer segment, or model.head=segment)"
             )
-        if context.source.task != "segment" and settings.data is None:
-            raise ConfigError(
-                f"evaluator {name!r} (segmentation): {context.source.name} has no masks"
-            )
+        run_data = context.source
+        if settings.data is None and run_data is not None and run_data.task != "segment":
+            raise ConfigError(f"evaluator {name!r} (segmentation): {run_data.name} has no masks")
         source, self.split = self.one_split(
             settings.data, settings.data_dir, settings.split, task="segment"
         )

@@ -17,7 +17,15 @@ from typing import Any, Protocol
 from mixer_cli.data import Preprocessing
 from mixer_cli.data.sources import DataSource
 from mixer_cli.evals import evaluator_class
-from mixer_cli.evals.base import FEATURES, Context, EvalSettings, Evaluator, PassOutput, Split
+from mixer_cli.evals.base import (
+    FEATURES,
+    Among,
+    Context,
+    EvalSettings,
+    Evaluator,
+    PassOutput,
+    Split,
+)
 from mixer_cli.evals.forward import FeatureCache, run_pass
 
 
@@ -70,7 +78,7 @@ class EvalSuite:
     ) -> dict[str, float]:
         """Run the named evaluators (default: all) on `params`: {NAME/METRIC: value}."""
         chosen = [self.evaluators[n] for n in (list(self.evaluators) if names is None else names)]
-        needs: dict[Split, set[str]] = {}
+        needs: dict[Split, set[str | Among]] = {}
         batch: dict[Split, int] = {}
         for evaluator in chosen:
             for read in evaluator.reads():
@@ -105,18 +113,19 @@ class Checkpoint(Protocol):
 
 def checkpoint_context(
     loaded: Checkpoint,
-    source: DataSource,
+    source: DataSource | None,
     batch_size: int,
     data_dir: str | None = None,
     *,
     name: str | None = None,
 ) -> Context:
-    """Evaluating `loaded` on `source` (opened as `name`): the reference evaluation
-    transform at the checkpoint's resolution, splits as the dataset names them."""
+    """Evaluating `loaded` on `source` (opened as `name`; None: only evaluators that name
+    their datasets): the reference evaluation transform at the checkpoint's resolution,
+    splits as the dataset names them."""
     context = Context(
         source=source,
-        train_split=source.train_split,
-        eval_split=source.eval_split,
+        train_split=source.train_split if source else "",
+        eval_split=source.eval_split if source else "",
         preprocessing=Preprocessing(resolution=loaded.resolution),
         num_classes=loaded.num_classes,
         head="classify",
@@ -125,7 +134,7 @@ def checkpoint_context(
         resolution=loaded.resolution,
         data_dir=data_dir,
     )
-    if name is not None:  # evaluators naming the same dataset reuse the opened source
+    if source is not None and name is not None:  # evaluators naming it reuse the source
         context.opened[(name, data_dir, source.task)] = source
     return context
 

@@ -30,7 +30,9 @@ __all__ = [
 @dataclass(frozen=True)
 class EvalRequest:
     """What `mixer eval` was asked: the checkpoint (None: the newest finished run), the
-    dataset (None: the run's own), its split (None: its evaluation split), few-shot too."""
+    dataset (None: the run's own; with `evals` and no dataset, only those run), its split
+    (None: its evaluation split), few-shot too, and evaluators by type, each with its own
+    dataset and defaults (`real`, `imagenet_v2`, ...)."""
 
     init: Path | None = None
     data: str | None = None
@@ -41,6 +43,7 @@ class EvalRequest:
     shots: tuple[int, ...] = (1, 5, 10, 25)
     batch_size: int = 256
     workdir: Path | None = None
+    evals: tuple[str, ...] = ()
 
 
 @dataclass
@@ -77,21 +80,24 @@ def evaluate(request: EvalRequest) -> EvalResult:
     from mixer_cli.weights.forms import saved_run_config
 
     init, data, data_dir = request.init, request.data, request.data_dir
+    named = {kind: settings_class(kind)() for kind in request.evals}  # unknown types refused
     if init is None:
         init = latest_run(Path("runs"))
         report.stderr.print(f"evaluating {init} (the newest finished run; --init picks another)")
     loaded = load_checkpoint(init, request.resolution)
     skip_corrupt = False  # the run's own data is read as the run read it
-    if data is None:
+    if data is None and not named:
         run_data = saved_run_config(init).get("data", {})
         data, data_dir = run_data.get("name", "digits"), data_dir or run_data.get("data_dir")
         skip_corrupt = bool(run_data.get("skip_corrupt", False))
-    source = open_dataset(data, data_dir, skip_corrupt=skip_corrupt)
-    split = request.split or source.eval_split
+    source = None if data is None else open_dataset(data, data_dir, skip_corrupt=skip_corrupt)
+    split = None if source is None else request.split or source.eval_split
     context = checkpoint_context(loaded, source, request.batch_size, data_dir, name=data)
     evals: dict[str, EvalSettings] = {}
     fewshot = request.fewshot
-    if loaded.num_classes == source.num_classes:
+    if source is None:
+        pass  # only the named evaluators, each on its own dataset
+    elif loaded.num_classes == source.num_classes:
         evals["test"] = settings_class("classification")(split=split)
     else:
         head = f"a {loaded.num_classes}-class head" if loaded.num_classes else "no head"
@@ -102,13 +108,15 @@ def evaluate(request: EvalRequest) -> EvalResult:
         fewshot = True
     if fewshot:
         evals["fewshot"] = settings_class("fewshot")(test_split=split, shots=request.shots)
+    evals.update(named)
     metrics, suite = evaluate_checkpoint(loaded, evals, context, default_cache_dir())
     results: dict[str, Any] = {
         "command": "eval",
         "init": str(init),
         **describe(loaded),
-        "dataset": source.name,
+        "dataset": None if source is None else source.name,
         "split": split,
+        **({"evals": list(named)} if named else {}),
         **metrics,
     }
     table = None
@@ -121,12 +129,13 @@ def evaluate(request: EvalRequest) -> EvalResult:
             "variant": loaded.name,
             "resolution": loaded.resolution,
         }
+    on = [f"{source.name} {split}"] if source is not None else []
     return EvalResult(
         results,
         metrics,
-        f"{loaded.name} at {loaded.resolution} px on {source.name} {split}",
+        f"{loaded.name} at {loaded.resolution} px on {', '.join([*on, *named])}",
         table,
-        Path(request.workdir or default_workdir("eval", loaded.name, data)),
+        Path(request.workdir or default_workdir("eval", loaded.name, data or "+".join(named))),
     )
 
 
