@@ -152,6 +152,8 @@ FAST = ["--set=optim.warmup_steps=1", "--set=train.log_every=1"]
 FAST += ["--set=evals.fewshot=none", "--set=evals.test=none"]
 
 
+@pytest.mark.slow  # 6 s of compiling: the family's tests above and the ONNX CLI test
+# read, run and convert it through the CLI; benchmarks/family_tour.sh runs every command
 def test_a_tiny_gmlp_pretrains_evaluates_and_draws_its_gates(capsys, tmp_path: Path) -> None:
     run_dir = tmp_path / "pre"
     code, _, err = run_cli(

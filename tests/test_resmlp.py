@@ -169,6 +169,8 @@ FAST = ["--steps=2", "--batch-size=16", "--set=optim.warmup_steps=1", "--set=tra
 FAST += ["--set=evals.fewshot=none", "--set=evals.test=none"]
 
 
+@pytest.mark.slow  # 6 s of compiling: the family's tests above and the ONNX CLI test
+# read, run and convert it through the CLI; benchmarks/family_tour.sh runs every command
 def test_a_tiny_resmlp_pretrains_evaluates_and_plots_its_token_weights(capsys, tmp_path) -> None:
     work = tmp_path / "run"
     pretrain = ["pretrain", "--set", "model.family=resmlp", "--variant", "1x16/4"]

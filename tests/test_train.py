@@ -53,6 +53,7 @@ def test_loss_falls_and_the_run_directory_is_complete(uninterrupted: Path) -> No
     ) == ["15", "20"]  # keep_checkpoints: 2
 
 
+@pytest.mark.slow  # the grouped-steps test below stops and resumes the same way (13 s)
 def test_stopped_and_resumed_equals_uninterrupted(uninterrupted: Path, tmp_path: Path) -> None:
     first = train_and_evaluate(tiny(), tmp_path, stop_after=7)
     assert not first["finished"] and first["step"] == 7 and not (tmp_path / "params.npz").exists()
@@ -187,6 +188,9 @@ def test_grouped_steps_stopped_and_resumed_equal_uninterrupted(
     train_and_evaluate(tiny(**{"train.steps_per_execution": 3}), tmp_path)
     assert grouped_calls == [5, 3, 3, 3]  # 7-9, 10-12, (13, 14 single), 15-17, (18, 19)
     assert_same_results(tmp_path, uninterrupted)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == [5, 7, 10, 15, 20]  # the stop at 7 logged once, nothing replayed twice
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [5, 7, 10, 15, 20]
 

@@ -8,6 +8,7 @@ crop), as QDQ nodes that ONNX Runtime fuses into integer kernels.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +35,11 @@ def quantize(
         exclude = [n.name for n in nodes if n.op_type == "MatMul" and TOKEN_MATMUL in n.name]
 
     if mode == "dynamic":
-        quantize_dynamic(
-            str(float_path), str(out), weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
-        )  # fmt: skip
+        with _without_preprocessing_advice():
+            quantize_dynamic(
+                str(float_path), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
+            )  # fmt: skip
         return
 
     from onnxruntime.quantization import CalibrationDataReader
@@ -50,8 +52,31 @@ def quantize(
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch}
 
-    quantize_static(
-        str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-        op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
-    )  # fmt: skip
+    with _without_preprocessing_advice():
+        quantize_static(
+            str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
+        )  # fmt: skip
+
+
+ADVICE = "Please consider to run pre-processing before quantization"
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs advice (shape inference before quantizing) on the root
+    logger at every call: our graphs are written whole and need none, and a user should
+    see mixer's own output only (MIXER_DEBUG=1 shows it)."""
+    import logging
+    import os
+
+    def keep(record: logging.LogRecord) -> bool:
+        return os.environ.get("MIXER_DEBUG") == "1" or not record.getMessage().startswith(ADVICE)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
