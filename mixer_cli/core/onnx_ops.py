@@ -25,6 +25,7 @@ pixels, scaled inside the graph (an app then needs no preprocessing but the crop
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,21 @@ def dense(g: Graph, x: str, kernel: np.ndarray, bias: np.ndarray, hint: str = ""
     return g.op("Add", [product, g.const(bias.astype(np.float32), "bias")])
 
 
+def affine(g: Graph, x: str, scale: np.ndarray, shift: np.ndarray) -> str:
+    """x * scale + shift per channel (the last axis)."""
+    return g.op("Add", [g.op("Mul", [x, g.const(scale, "scale")]), g.const(shift, "shift")])
+
+
+def norm_then(
+    g: Graph, x: str, scale: np.ndarray, shift: np.ndarray, kernel: Any, bias: Any, fold: bool
+) -> tuple[str, Any, Any]:
+    """LayerNorm (scale, shift) of x, and the Dense (kernel, bias) after it with the
+    LayerNorm's affine folded in when `fold`."""
+    if fold:
+        return plain_layer_norm(g, x, len(scale)), *folded(scale, shift, kernel, bias)
+    return layer_norm(g, x, scale, shift), kernel, bias
+
+
 def folded(scale: np.ndarray, shift: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> tuple:
     """(n * scale + shift) @ K + b = n @ (scale[:, None] K) + (shift @ K + b), in float64."""
     k64 = kernel.astype(np.float64)
@@ -134,6 +150,40 @@ def patch_tokens(g: Graph, kernel: np.ndarray, bias: np.ndarray) -> str:
     x = g.op("Transpose", [g.op("Reshape", [x, grid])], perm=[0, 1, 3, 2, 4, 5])
     x = g.op("Reshape", [x, g.shape([-1, side * side, p * p * 3], "tokens")])
     return dense(g, x, kernel.reshape(p * p * 3, width), bias)
+
+
+def start(
+    flat: Mapping[str, np.ndarray], resolution: int, batch_size: int | None,
+    uint8_input: bool, stem: str,
+) -> tuple[Graph, dict[str, np.ndarray], str]:  # fmt: skip
+    """A graph's beginning: the Graph, `flat`'s arrays in float32, and the patch tokens
+    [N, S, D] of the patch embedding `stem` (its kernel and bias)."""
+    g = Graph(resolution, batch_size, uint8_input)
+    f = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+    return g, f, patch_tokens(g, f[f"{stem}/kernel"], f[f"{stem}/bias"])
+
+
+def pooled_head(
+    g: Graph, x: str, f: Mapping[str, np.ndarray], norm: str, name: str, *, fold: bool,
+    by_affine: bool = False,
+) -> Any:  # fmt: skip
+    """A graph's end, tokens x [N, S, D] -> the model `name`: the final norm `norm` (a
+    LayerNorm, or with `by_affine` an Affine), the mean over tokens (`pre_logits`), the
+    head where `f` has one. With `fold` and a head the norm's affine folds into the head
+    (the mean is linear)."""
+    scale, shift = f[f"{norm}/scale"], f[f"{norm}/bias"]
+    kernel, bias = (f["head/kernel"], f["head/bias"]) if "head/kernel" in f else (None, None)
+    fold = fold and kernel is not None
+    if not by_affine:
+        x, kernel, bias = norm_then(g, x, scale, shift, kernel, bias, fold)
+    elif fold:
+        kernel, bias = folded(scale, shift, kernel, bias)
+    else:
+        x = affine(g, x, scale, shift)
+    x = g.op("ReduceMean", [x], "pre_logits", axes=[1], keepdims=0)  # [N, D]
+    if kernel is None:
+        return model(g, x, len(scale), name)
+    return model(g, dense(g, x, kernel, bias), kernel.shape[1], name)
 
 
 def model(g: Graph, out: str, width: int, name: str) -> Any:

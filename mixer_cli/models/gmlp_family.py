@@ -29,7 +29,7 @@ from mixer_cli.models.mixer_checkpoint import (
     token_linears_at,
     token_linears_for,
 )
-from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.registry import Family, Loaded, onnx_of
 from mixer_cli.models.settings import ModelConfig
 from mixer_cli.weights.arrays import (
     array_shape,
@@ -165,5 +165,5 @@ FAMILY = Family(
     paper_setting=paper_setting,
     token_weights=token_weights,
     timm=LAYOUT_OF_GMLP,
-    onnx=gmlp_onnx.graph_of,
+    onnx=onnx_of(gmlp_onnx.gmlp_graph),
 )

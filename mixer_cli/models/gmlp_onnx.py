@@ -28,15 +28,10 @@ GATE_EPSILON = 1e-5  # timm's SpatialGatingUnit: nn.LayerNorm's default
 
 def _block(g: ops.Graph, x: str, f: Mapping[str, np.ndarray], blk: str, gelu: str, fold: bool):
     """x + channel_out(u * gate_proj(gate_norm(v))), [u, v] = GELU(channel_in(LN x))."""
-    d = f[f"{blk}/channel_in/kernel"].shape[0]
     half = f[f"{blk}/channel_in/kernel"].shape[1] // 2
     scale, shift = f[f"{blk}/LayerNorm_0/scale"], f[f"{blk}/LayerNorm_0/bias"]
     kernel, bias = f[f"{blk}/channel_in/kernel"], f[f"{blk}/channel_in/bias"]
-    if fold:
-        y = ops.plain_layer_norm(g, x, d)
-        kernel, bias = ops.folded(scale, shift, kernel, bias)
-    else:
-        y = ops.layer_norm(g, x, scale, shift)
+    y, kernel, bias = ops.norm_then(g, x, scale, shift, kernel, bias, fold)
     u, v = (
         ops.gelu(g, ops.dense(g, y, kernel[:, part], bias[part]), gelu)
         for part in (slice(0, half), slice(half, 2 * half))
@@ -63,35 +58,9 @@ def gmlp_graph(
 
     `flat` holds our layout's arrays; `batch_size` None makes the batch dynamic.
     """
-    g = ops.Graph(resolution, batch_size, uint8_input)
-    f = {k: np.asarray(v, np.float32) for k, v in flat.items()}
-    d = f["stem/kernel"].shape[-1]
-    x = ops.patch_tokens(g, f["stem/kernel"], f["stem/bias"])  # [N, S, D]
+    g, f, x = ops.start(flat, resolution, batch_size, uint8_input, "stem")  # x: [N, S, D]
     i = 0
     while f"GatingBlock_{i}/LayerNorm_0/scale" in f:
         x = _block(g, x, f, f"GatingBlock_{i}", gelu, fold)
         i += 1
-    scale, shift = f["pre_head_layer_norm/scale"], f["pre_head_layer_norm/bias"]
-    has_head = "head/kernel" in f
-    if has_head and fold:
-        y = ops.plain_layer_norm(g, x, d)
-        kernel, bias = ops.folded(scale, shift, f["head/kernel"], f["head/bias"])
-    else:
-        y = ops.layer_norm(g, x, scale, shift)
-        kernel, bias = (f["head/kernel"], f["head/bias"]) if has_head else (None, None)
-    pooled = g.op("ReduceMean", [y], "pre_logits", axes=[1], keepdims=0)  # [N, D]
-    out = ops.dense(g, pooled, kernel, bias) if has_head else pooled
-    return ops.model(g, out, f["head/kernel"].shape[1] if has_head else d, "gmlp")
-
-
-def graph_of(loaded: Any, *, batch_size: int | None, uint8_input: bool) -> Any:
-    """`Family.onnx`: a loaded gMLP's graph, in the GELU form it was trained with."""
-    from mixer_cli.weights.arrays import flat_params
-
-    return gmlp_graph(
-        flat_params(loaded.params),
-        loaded.resolution,
-        gelu=loaded.details.get("gelu", "tanh"),
-        batch_size=batch_size,
-        uint8_input=uint8_input,
-    )
+    return ops.pooled_head(g, x, f, "pre_head_layer_norm", "gmlp", fold=fold)

@@ -21,7 +21,7 @@ from mixer_cli.models.mixer_checkpoint import (
     transfer_params,
 )
 from mixer_cli.models.mixer_timm import LAYOUT_OF_MIXER
-from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.registry import Family, Loaded, onnx_of
 from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.variants import LISTED_VARIANTS, MixerSpec, parse_variant
 
@@ -123,5 +123,5 @@ FAMILY = Family(
     paper_setting=paper_setting,
     token_weights=token_kernels,
     timm=LAYOUT_OF_MIXER,
-    onnx=mixer_onnx.graph_of,
+    onnx=onnx_of(mixer_onnx.mixer_graph),
 )

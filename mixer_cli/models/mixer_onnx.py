@@ -35,10 +35,7 @@ def mixer_graph(
 
     `flat` holds official-layout arrays; `batch_size` None makes the batch dynamic.
     """
-    g = ops.Graph(resolution, batch_size, uint8_input)
-    f = {k: np.asarray(v, np.float32) for k, v in flat.items()}
-    c = f["stem/kernel"].shape[-1]
-    x = ops.patch_tokens(g, f["stem/kernel"], f["stem/bias"])  # [N, S, C]
+    g, f, x = ops.start(flat, resolution, batch_size, uint8_input, "stem")  # x: [N, S, C]
 
     i = 0
     while f"MixerBlock_{i}/LayerNorm_0/scale" in f:
@@ -55,37 +52,10 @@ def mixer_graph(
         cm = f"{blk}/channel_mixing"
         scale, shift = f[f"{blk}/LayerNorm_1/scale"], f[f"{blk}/LayerNorm_1/bias"]
         kernel, bias = f[f"{cm}/Dense_0/kernel"], f[f"{cm}/Dense_0/bias"]
-        if fold:
-            y = ops.plain_layer_norm(g, x, c)
-            kernel, bias = ops.folded(scale, shift, kernel, bias)
-        else:
-            y = ops.layer_norm(g, x, scale, shift)
+        y, kernel, bias = ops.norm_then(g, x, scale, shift, kernel, bias, fold)
         h = ops.gelu(g, ops.dense(g, y, kernel, bias), gelu)
         h = ops.dense(g, h, f[f"{cm}/Dense_1/kernel"], f[f"{cm}/Dense_1/bias"])
         x = g.op("Add", [x, h], "residual")
         i += 1
 
-    scale, shift = f["pre_head_layer_norm/scale"], f["pre_head_layer_norm/bias"]
-    has_head = "head/kernel" in f
-    if has_head and fold:
-        y = ops.plain_layer_norm(g, x, c)
-        kernel, bias = ops.folded(scale, shift, f["head/kernel"], f["head/bias"])
-    else:
-        y = ops.layer_norm(g, x, scale, shift)
-        kernel, bias = (f["head/kernel"], f["head/bias"]) if has_head else (None, None)
-    pooled = g.op("ReduceMean", [y], "pre_logits", axes=[1], keepdims=0)
-    out = ops.dense(g, pooled, kernel, bias) if has_head else pooled
-    return ops.model(g, out, f["head/kernel"].shape[1] if has_head else c, "mlp_mixer")
-
-
-def graph_of(loaded: Any, *, batch_size: int | None, uint8_input: bool) -> Any:
-    """`Family.onnx`: a loaded Mixer's graph, in the GELU form it was trained with."""
-    from mixer_cli.weights.arrays import flat_params
-
-    return mixer_graph(
-        flat_params(loaded.params),
-        loaded.resolution,
-        gelu=loaded.details.get("gelu", "tanh"),
-        batch_size=batch_size,
-        uint8_input=uint8_input,
-    )
+    return ops.pooled_head(g, x, f, "pre_head_layer_norm", "mlp_mixer", fold=fold)

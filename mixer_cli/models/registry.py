@@ -80,6 +80,25 @@ class Family:
         return self.resolution_settings is not None
 
 
+def onnx_of(graph: Callable[..., Any]) -> Callable[[Loaded], Any]:
+    """`Family.onnx` from a family's graph writer, `graph(flat, resolution, *, gelu,
+    batch_size, uint8_input)` (models/NAME_onnx.py): a loaded model's graph, in the GELU
+    form it was trained with."""
+
+    def graph_of(loaded: Loaded, *, batch_size: int | None, uint8_input: bool) -> Any:
+        from mixer_cli.weights.arrays import flat_params
+
+        return graph(
+            flat_params(loaded.params),
+            loaded.resolution,
+            gelu=loaded.details.get("gelu", "tanh"),
+            batch_size=batch_size,
+            uint8_input=uint8_input,
+        )
+
+    return graph_of
+
+
 def get(name: str) -> Family:
     """The family called `name`, refusing unknown ones with the valid names."""
     if name not in FAMILY_MODULES:

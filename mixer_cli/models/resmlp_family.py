@@ -27,7 +27,7 @@ from mixer_cli.models.mixer_checkpoint import (
     token_linears_at,
     token_linears_for,
 )
-from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.registry import Family, Loaded, onnx_of
 from mixer_cli.models.resmlp import (
     LISTED_VARIANTS,
     ResMLPSpec,
@@ -183,5 +183,5 @@ FAMILY = Family(
     paper_setting=paper_setting,
     token_weights=token_weights,
     timm=LAYOUT_OF_RESMLP,
-    onnx=resmlp_onnx.graph_of,
+    onnx=onnx_of(resmlp_onnx.resmlp_graph),
 )

@@ -23,18 +23,13 @@ from mixer_cli.core import onnx_ops as ops
 from mixer_cli.core.onnx_ops import TOKEN_MATMUL
 
 
-def _affine(g: ops.Graph, x: str, scale: np.ndarray, shift: np.ndarray) -> str:
-    """x * scale + shift per channel (the last axis)."""
-    return g.op("Add", [g.op("Mul", [x, g.const(scale, "scale")]), g.const(shift, "shift")])
-
-
 def _token_branch(g: ops.Graph, x: str, f: Mapping[str, np.ndarray], blk: str, fold: bool) -> str:
     """Affine -> linear across the S patches -> layer scale: x [N, S, D] -> [N, S, D]."""
     scale, shift = f[f"{blk}/affine_tokens/scale"], f[f"{blk}/affine_tokens/bias"]
     kernel, bias = f[f"{blk}/token_mixing/kernel"], f[f"{blk}/token_mixing/bias"]  # [S, S]
     gamma = f[f"{blk}/layer_scale_tokens"]
     if not fold:
-        h = g.op("Transpose", [_affine(g, x, scale, shift)], perm=[0, 2, 1])  # [N, D, S]
+        h = g.op("Transpose", [ops.affine(g, x, scale, shift)], perm=[0, 2, 1])  # [N, D, S]
         h = g.op("Transpose", [ops.dense(g, h, kernel, bias, TOKEN_MATMUL)], perm=[0, 2, 1])
         return g.op("Mul", [h, g.const(gamma, "layer_scale")])
     # gamma * (K^T (a x + b) + bias) = (gamma a) * K^T x + gamma * (b K^T 1 + bias)
@@ -44,7 +39,7 @@ def _token_branch(g: ops.Graph, x: str, f: Mapping[str, np.ndarray], blk: str, f
     h = g.op("MatMul", [h, g.const(kernel, "kernel")], TOKEN_MATMUL)
     h = g.op("Transpose", [h], perm=[0, 2, 1])  # [N, S, D]
     scales = (gamma.astype(np.float64) * scale).astype(np.float32)
-    return _affine(g, h, scales, (gamma * shifts).astype(np.float32))
+    return ops.affine(g, h, scales, (gamma * shifts).astype(np.float32))
 
 
 def _channel_branch(
@@ -57,7 +52,7 @@ def _channel_branch(
     k1, b1 = f[f"{mlp}/Dense_1/kernel"], f[f"{mlp}/Dense_1/bias"]
     gamma = f[f"{blk}/layer_scale_channels"]
     if not fold:
-        h = ops.gelu(g, ops.dense(g, _affine(g, x, scale, shift), k0, b0), gelu)
+        h = ops.gelu(g, ops.dense(g, ops.affine(g, x, scale, shift), k0, b0), gelu)
         return g.op("Mul", [ops.dense(g, h, k1, b1), g.const(gamma, "layer_scale")])
     k0, b0 = ops.folded(scale, shift, k0, b0)
     h = ops.gelu(g, ops.dense(g, x, k0, b0), gelu)
@@ -77,36 +72,11 @@ def resmlp_graph(
 
     `flat` holds our layout's arrays; `batch_size` None makes the batch dynamic.
     """
-    g = ops.Graph(resolution, batch_size, uint8_input)
-    f = {k: np.asarray(v, np.float32) for k, v in flat.items()}
-    d = f["stem/kernel"].shape[-1]
-    x = ops.patch_tokens(g, f["stem/kernel"], f["stem/bias"])  # [N, S, D]
+    g, f, x = ops.start(flat, resolution, batch_size, uint8_input, "stem")  # x: [N, S, D]
     i = 0
     while f"ResBlock_{i}/layer_scale_tokens" in f:
         blk = f"ResBlock_{i}"
         x = g.op("Add", [x, _token_branch(g, x, f, blk, fold)], "residual")
         x = g.op("Add", [x, _channel_branch(g, x, f, blk, gelu, fold)], "residual")
         i += 1
-    scale, shift = f["pre_head_affine/scale"], f["pre_head_affine/bias"]
-    has_head = "head/kernel" in f
-    if has_head and fold:
-        kernel, bias = ops.folded(scale, shift, f["head/kernel"], f["head/bias"])
-    else:
-        x = _affine(g, x, scale, shift)
-        kernel, bias = (f["head/kernel"], f["head/bias"]) if has_head else (None, None)
-    pooled = g.op("ReduceMean", [x], "pre_logits", axes=[1], keepdims=0)  # [N, D]
-    out = ops.dense(g, pooled, kernel, bias) if has_head else pooled
-    return ops.model(g, out, f["head/kernel"].shape[1] if has_head else d, "resmlp")
-
-
-def graph_of(loaded: Any, *, batch_size: int | None, uint8_input: bool) -> Any:
-    """`Family.onnx`: a loaded ResMLP's graph, in the GELU form it was trained with."""
-    from mixer_cli.weights.arrays import flat_params
-
-    return resmlp_graph(
-        flat_params(loaded.params),
-        loaded.resolution,
-        gelu=loaded.details.get("gelu", "tanh"),
-        batch_size=batch_size,
-        uint8_input=uint8_input,
-    )
+    return ops.pooled_head(g, x, f, "pre_head_affine", "resmlp", fold=fold, by_affine=True)

@@ -20,7 +20,7 @@ from mixer_cli.models import vit_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.isotropic import checked_spec, run_options
 from mixer_cli.models.mixer import abstract_params
-from mixer_cli.models.registry import Family, Loaded
+from mixer_cli.models.registry import Family, Loaded, onnx_of
 from mixer_cli.models.settings import ModelConfig
 from mixer_cli.models.vit import LISTED_VARIANTS, ViTSpec, create_vit, parse_vit
 from mixer_cli.models.vit_checkpoint import (
@@ -170,5 +170,5 @@ FAMILY = Family(
     variants=LISTED_VARIANTS,
     paper_setting=paper_setting,
     timm=LAYOUT_OF_VIT,
-    onnx=vit_onnx.graph_of,
+    onnx=onnx_of(vit_onnx.vit_graph),
 )

@@ -28,17 +28,6 @@ ENCODER = "Transformer/encoderblock"
 ATTENTION = "MultiHeadDotProductAttention_1"
 
 
-def _norm_then(
-    g: ops.Graph, x: str, norm: tuple[np.ndarray, np.ndarray], kernel: np.ndarray,
-    bias: np.ndarray, fold: bool,
-) -> tuple[str, np.ndarray, np.ndarray]:  # fmt: skip
-    """LayerNorm `norm` (scale, shift) of x, and the Dense after it with its affine folded
-    in when `fold`."""
-    if fold:
-        return ops.plain_layer_norm(g, x, len(norm[0])), *ops.folded(*norm, kernel, bias)
-    return ops.layer_norm(g, x, *norm), kernel, bias
-
-
 def _attention(g: ops.Graph, x: str, f: Mapping[str, np.ndarray], blk: str, fold: bool) -> str:
     """Block `blk`'s LayerNorm_0 and multi-head self-attention: x [N, T, D] -> [N, T, D]."""
     att, d = f"{blk}/{ATTENTION}", _width(f)
@@ -52,7 +41,7 @@ def _attention(g: ops.Graph, x: str, f: Mapping[str, np.ndarray], blk: str, fold
     kernel[:, :d] /= math.sqrt(depth)  # the scores' scale, on the queries
     bias[:d] /= math.sqrt(depth)
     norm = (f[f"{blk}/LayerNorm_0/scale"], f[f"{blk}/LayerNorm_0/bias"])
-    y, kernel, bias = _norm_then(g, x, norm, kernel, bias, fold)
+    y, kernel, bias = ops.norm_then(g, x, *norm, kernel, bias, fold)
     qkv = ops.dense(g, y, kernel, bias)  # [N, T, 3D]
     qkv = g.op("Reshape", [qkv, g.shape([0, 0, 3, heads, depth])])
     qkv = g.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])  # [3, N, H, T, D/H]
@@ -83,10 +72,8 @@ def vit_graph(
 
     `flat` holds Google's released-layout arrays; `batch_size` None makes the batch dynamic.
     """
-    g = ops.Graph(resolution, batch_size, uint8_input)
-    f = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+    g, f, x = ops.start(flat, resolution, batch_size, uint8_input, "embedding")  # [N, S, D]
     d = _width(f)
-    x = ops.patch_tokens(g, f["embedding/kernel"], f["embedding/bias"])  # [N, S, D]
     token = "cls" in f
     if token:  # the class token, one per image, before the patches
         rows = g.op("Concat", [g.op("Shape", [x], start=0, end=1), g.shape([1, d])], axis=0)
@@ -102,7 +89,7 @@ def vit_graph(
         mlp = f"{blk}/MlpBlock_3"
         norm = (f[f"{blk}/LayerNorm_2/scale"], f[f"{blk}/LayerNorm_2/bias"])
         kernel, bias = f[f"{mlp}/Dense_0/kernel"], f[f"{mlp}/Dense_0/bias"]
-        y, kernel, bias = _norm_then(g, x, norm, kernel, bias, fold)
+        y, kernel, bias = ops.norm_then(g, x, *norm, kernel, bias, fold)
         h = ops.gelu(g, ops.dense(g, y, kernel, bias), gelu)
         h = ops.dense(g, h, f[f"{mlp}/Dense_1/kernel"], f[f"{mlp}/Dense_1/bias"])
         x = g.op("Add", [x, h], "residual")
@@ -115,7 +102,7 @@ def vit_graph(
         x = g.op("Gather", [x, g.const(np.array(0, np.int64), "index")], axis=1)  # [N, D]
     kernel, bias = (f[f"{after}/kernel"], f[f"{after}/bias"]) if after else (None, None)
     if after:
-        x, kernel, bias = _norm_then(g, x, norm, kernel, bias, fold)
+        x, kernel, bias = ops.norm_then(g, x, *norm, kernel, bias, fold)
     else:
         x = ops.layer_norm(g, x, *norm)
     if not token:
@@ -129,16 +116,3 @@ def vit_graph(
         x = ops.dense(g, x, kernel, bias)
         width = kernel.shape[1]
     return ops.model(g, x, width, "vision_transformer")
-
-
-def graph_of(loaded: Any, *, batch_size: int | None, uint8_input: bool) -> Any:
-    """`Family.onnx`: a loaded ViT's graph (Google's ViT trains with the tanh GELU)."""
-    from mixer_cli.weights.arrays import flat_params
-
-    return vit_graph(
-        flat_params(loaded.params),
-        loaded.resolution,
-        gelu=loaded.details.get("gelu", "tanh"),
-        batch_size=batch_size,
-        uint8_input=uint8_input,
-    )
