@@ -28,11 +28,20 @@ class Settings(EvalSettings):
     classes: tuple[int, ...] = ()  # top-1 among these classes only; () = all
 
 
+@dataclass(frozen=True)
+class SubsetSettings(Settings):
+    """A set scored among its own classes (`imagenet_a`, `imagenet_r`): its test split."""
+
+    split: str | None = "test"
+    classes: tuple[int, ...] = ()  # () = the set's own classes (its Evaluator's CLASSES)
+
+
 class Evaluator(base.Evaluator):
     """Metrics: top1, top5, loss (mean over examples), examples; with `classes`, top1
     among them, and examples."""
 
     settings: Settings
+    CLASSES: tuple[int, ...] = ()  # a set's own class subset, where `classes` names none
 
     def __init__(self, name: str, settings: Settings, context: Context) -> None:
         super().__init__(name, settings, context)
@@ -42,7 +51,7 @@ class Evaluator(base.Evaluator):
                 f"{context.head} head (its evaluator: type segmentation)"
             )
         source, self.split = self.one_split(self.dataset(), settings.data_dir, settings.split)
-        classes = self.subset()
+        classes = settings.classes or self.CLASSES
         outside = [c for c in classes if not 0 <= c < source.num_classes]
         if outside or len(set(classes)) != len(classes) or len(classes) == 1:
             got = f"class {outside[0]}" if outside else f"{list(classes)}"
@@ -55,10 +64,6 @@ class Evaluator(base.Evaluator):
     def dataset(self) -> str | None:
         """The dataset it reads (None: the run's)."""
         return self.settings.data
-
-    def subset(self) -> tuple[int, ...]:
-        """The classes top-1 is taken among (() = all)."""
-        return self.settings.classes
 
     def reads(self) -> list[Read]:
         needs = (SUMS,) if self.among is None else (SUMS, self.among)

@@ -28,17 +28,12 @@ CLASSES: tuple[int, ...] = tuple(int(c) for c in _CLASSES.split())
 
 
 @dataclass(frozen=True)
-class Settings(classification.Settings):
+class Settings(classification.SubsetSettings):
     type: str = "imagenet_a"
     data: str | None = "imagenet_a"
-    split: str | None = "test"
-    classes: tuple[int, ...] = ()  # () = its 200 classes (CLASSES)
 
 
 class Evaluator(classification.Evaluator):
     """Metrics: top1 (among the set's classes), examples."""
 
-    settings: Settings
-
-    def subset(self) -> tuple[int, ...]:
-        return self.settings.classes or CLASSES
+    CLASSES = CLASSES
