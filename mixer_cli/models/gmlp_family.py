@@ -15,29 +15,21 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models import gmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.gmlp import LISTED_VARIANTS, GmlpSpec, create_gmlp, parse_gmlp, spec_from_dims
 from mixer_cli.models.gmlp_timm import LAYOUT_OF_GMLP
 from mixer_cli.models.isotropic import checked_spec, run_options
-from mixer_cli.models.mixer import abstract_params
 from mixer_cli.models.mixer_checkpoint import (
     resolution_factor,
-    token_linears_at,
-    token_linears_for,
+    token_kernels,
+    token_linears_loaded,
+    token_linears_warm_start,
 )
 from mixer_cli.models.registry import Family, Loaded, onnx_of
 from mixer_cli.models.settings import ModelConfig
-from mixer_cli.weights.arrays import (
-    array_shape,
-    as_tree,
-    check_compatible,
-    flatten,
-    with_fresh_head,
-)
+from mixer_cli.weights.arrays import array_shape
 
 GATE = re.compile(r"^GatingBlock_(\d+)/gate_proj/kernel$")
 
@@ -89,21 +81,10 @@ def load(
     num_classes = shape("head/kernel", 2)[1] if "head/kernel" in flat else 0
     gelu = settings.get("gelu", "tanh")
     model = create_gmlp(spec, num_classes=num_classes, gelu=gelu)
-    check_compatible(abstract_params(model, native), flat, source, f"gMLP-{spec.name}")
-    at = native
-    if resolution is not None and resolution != native:
-        at = native * resolution_factor(native, resolution)
-        flat = token_linears_at(flat, GATE, side, at // native)
-    return Loaded(
-        model,
-        as_tree(flat),
-        "gmlp",
-        spec.name,
-        at,
-        num_classes,
-        {"gelu": gelu, "native_resolution": native},
-        config={"family": "gmlp", "variant": spec.name, "resolution": at, "gelu": gelu},
-    )
+    return token_linears_loaded(
+        model, spec, flat, source, resolution, family="gmlp", label="gMLP", native=native,
+        classes=num_classes, gelu=gelu, kernels=GATE,
+    )  # fmt: skip
 
 
 def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
@@ -121,18 +102,7 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
             f"{source} is not a gMLP checkpoint (it has no 'stem' and 'GatingBlock_*/gate_proj' "
             "arrays): a gMLP starts from a gMLP; set model.family to the checkpoint's family"
         )
-    if scope == "backbone":
-        flat = token_linears_for(flat, flatten(fresh), GATE)
-        return with_fresh_head(flat, fresh, source)
-    check_compatible(fresh, flat, source, "this run's model")
-    return as_tree(flat)
-
-
-def token_weights(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
-    """{block: its gate's projection [S, S]}: column j is output token j's weights over
-    the input tokens (what `mixer plot weights` draws)."""
-    found = {int(m[1]): np.asarray(v, np.float64) for k, v in flat.items() if (m := GATE.match(k))}
-    return dict(sorted(found.items()))
+    return token_linears_warm_start(flat, source, fresh, scope, GATE)
 
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
@@ -163,7 +133,7 @@ FAMILY = Family(
     resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
     paper_setting=paper_setting,
-    token_weights=token_weights,
+    token_weights=lambda flat: token_kernels(flat, GATE),
     timm=LAYOUT_OF_GMLP,
     onnx=onnx_of(gmlp_onnx.gmlp_graph),
 )

@@ -29,6 +29,7 @@ import numpy as np
 from mixer_cli.core.errors import CheckpointMismatch, ConfigError
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.mixer import MlpMixer, abstract_params, create_model
+from mixer_cli.models.registry import Loaded
 from mixer_cli.models.variants import SIZES, MixerSpec, parse_variant, spec_from_dims
 from mixer_cli.weights.arrays import (
     Params,
@@ -319,12 +320,55 @@ def pretrained_from_flat(
 TOKEN_KERNEL = re.compile(r"^(?:.*/)?MixerBlock_(\d+)/token_mixing/Dense_0/kernel$")
 
 
-def token_kernels(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
-    """{block: first token-mixing kernel [S, D_S]} of a checkpoint's flat arrays (a
-    hybrid's attention blocks have none)."""
-    kernels = {}
+def token_kernels(
+    flat: Mapping[str, Any], kernels: re.Pattern = TOKEN_KERNEL
+) -> dict[int, np.ndarray]:
+    """{block: its token-mixing kernel [S, ...]} of a checkpoint's flat arrays, the keys
+    `kernels` matches (default: a Mixer's first token-mixing kernel [S, D_S]; a hybrid's
+    attention blocks have none). Each column is one output's weights over the input tokens
+    (what `mixer plot weights` draws)."""
+    found = {}
     for key, value in flat.items():
-        match = TOKEN_KERNEL.match(key)
+        match = kernels.match(key)
         if match:
-            kernels[int(match[1])] = np.asarray(value, np.float64)
-    return dict(sorted(kernels.items()))
+            found[int(match[1])] = np.asarray(value, np.float64)
+    return dict(sorted(found.items()))
+
+
+def token_linears_loaded(
+    model: Any, spec: Any, flat: Mapping[str, Any], source: str, resolution: int | None, *,
+    family: str, label: str, native: int, classes: int, gelu: str, kernels: re.Pattern,
+) -> Loaded:  # fmt: skip
+    """A gMLP's or ResMLP's checkpoint (its tokens mixed by [S, S] Linears, the keys
+    `kernels` matches) as a `Loaded` of `model` (of `spec`): its arrays checked against
+    the model at its `native` resolution (as `label`-VARIANT), and at a `resolution` K
+    times that its token Linears made block-diagonal (`token_linears_at`)."""
+    name = spec.name
+    check_compatible(abstract_params(model, native), flat, source, f"{label}-{name}")
+    at = native
+    if resolution is not None and resolution != native:
+        at = native * resolution_factor(native, resolution)
+        flat = token_linears_at(flat, kernels, native // spec.patch_size, at // native)
+    return Loaded(
+        model,
+        as_tree(flat),
+        family,
+        name,
+        at,
+        classes,
+        {"gelu": gelu, "native_resolution": native},
+        config={"family": family, "variant": name, "resolution": at, "gelu": gelu},
+    )
+
+
+def token_linears_warm_start(
+    flat: Mapping[str, Any], source: str, fresh: dict[str, Any], scope: str, kernels: re.Pattern
+) -> Params:
+    """scope 'all': every array as saved; 'backbone': all but the head, under the fresh
+    model's, the token Linears (`kernels`) made block-diagonal where the fresh model has
+    K^2 times the tokens (`token_linears_for`)."""
+    if scope == "backbone":
+        flat = token_linears_for(flat, flatten(fresh), kernels)
+        return with_fresh_head(flat, fresh, source)
+    check_compatible(fresh, flat, source, "this run's model")
+    return as_tree(flat)

@@ -15,17 +15,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from mixer_cli.core.errors import CheckpointMismatch
 from mixer_cli.models import resmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.isotropic import checked_spec, run_options
-from mixer_cli.models.mixer import abstract_params
 from mixer_cli.models.mixer_checkpoint import (
     resolution_factor,
-    token_linears_at,
-    token_linears_for,
+    token_kernels,
+    token_linears_loaded,
+    token_linears_warm_start,
 )
 from mixer_cli.models.registry import Family, Loaded, onnx_of
 from mixer_cli.models.resmlp import (
@@ -37,13 +35,7 @@ from mixer_cli.models.resmlp import (
 )
 from mixer_cli.models.resmlp_timm import LAYOUT_OF_RESMLP
 from mixer_cli.models.settings import ModelConfig
-from mixer_cli.weights.arrays import (
-    array_shape,
-    as_tree,
-    check_compatible,
-    flatten,
-    with_fresh_head,
-)
+from mixer_cli.weights.arrays import array_shape
 
 _BLOCK0 = "ResBlock_0"
 _TOKEN_KERNEL = re.compile(r"^(?:.*/)?ResBlock_(\d+)/token_mixing/kernel$")
@@ -103,21 +95,10 @@ def load(
     gelu = settings.get("gelu", "tanh")
     spec, classes, native = infer_architecture(flat, source)
     model = create_resmlp(spec, num_classes=classes, gelu=gelu)
-    check_compatible(abstract_params(model, native), flat, source, f"ResMLP-{spec.name}")
-    at = native
-    if resolution is not None and resolution != native:
-        at = native * resolution_factor(native, resolution)
-        flat = token_linears_at(flat, _TOKEN_KERNEL, native // spec.patch_size, at // native)
-    return Loaded(
-        model,
-        as_tree(flat),
-        "resmlp",
-        spec.name,
-        at,
-        classes,
-        {"gelu": gelu, "native_resolution": native},
-        config={"family": "resmlp", "variant": spec.name, "resolution": at, "gelu": gelu},
-    )
+    return token_linears_loaded(
+        model, spec, flat, source, resolution, family="resmlp", label="ResMLP", native=native,
+        classes=classes, gelu=gelu, kernels=_TOKEN_KERNEL,
+    )  # fmt: skip
 
 
 def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
@@ -135,11 +116,7 @@ def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
             f"'{_BLOCK0}/affine_tokens' arrays): a ResMLP starts from a ResMLP; set "
             "model.family to the checkpoint's family"
         )
-    if scope == "backbone":
-        flat = token_linears_for(flat, flatten(fresh), _TOKEN_KERNEL)
-        return with_fresh_head(flat, fresh, source)
-    check_compatible(fresh, flat, source, "this run's model")
-    return as_tree(flat)
+    return token_linears_warm_start(flat, source, fresh, scope, _TOKEN_KERNEL)
 
 
 def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
@@ -149,17 +126,6 @@ def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
     return count_by_blocks(
         lambda spec: create_resmlp(spec, num_classes=num_classes), _spec(m), m.resolution
     )
-
-
-def token_weights(flat: Mapping[str, Any]) -> dict[int, np.ndarray]:
-    """{block: its token Linear [S, S]}, our Dense kernel [in, out]: each column one output
-    token's weights over the input tokens (what `mixer plot weights` draws)."""
-    kernels = {}
-    for key, value in flat.items():
-        match = _TOKEN_KERNEL.match(key)
-        if match:
-            kernels[int(match[1])] = np.asarray(value, np.float64)
-    return dict(sorted(kernels.items()))
 
 
 def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | None]:
@@ -181,7 +147,7 @@ FAMILY = Family(
     resolution_settings=resolution_settings,
     variants=LISTED_VARIANTS,
     paper_setting=paper_setting,
-    token_weights=token_weights,
+    token_weights=lambda flat: token_kernels(flat, _TOKEN_KERNEL),
     timm=LAYOUT_OF_RESMLP,
     onnx=onnx_of(resmlp_onnx.resmlp_graph),
 )
