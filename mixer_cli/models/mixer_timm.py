@@ -10,61 +10,30 @@ the file says otherwise: `weights.timm`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 
 import numpy as np
 
-from mixer_cli.core.errors import CheckpointMismatch
-from mixer_cli.models.timm_state import TimmLayout, renamed_from_timm, renamed_to_timm
+from mixer_cli.models.timm_state import ModuleNames, TimmLayout, renamed_from_timm, renamed_to_timm
 
 LAYOUT = "stem.proj.*, blocks.N.{norm1,mlp_tokens,norm2,mlp_channels}.*, norm.*, head.*"
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 # timm module inside a block -> Google's; then weight/bias -> kernel|scale / bias.
-_IN_BLOCK = {
-    "norm1": "LayerNorm_0",
-    "mlp_tokens.fc1": "token_mixing/Dense_0",
-    "mlp_tokens.fc2": "token_mixing/Dense_1",
-    "norm2": "LayerNorm_1",
-    "mlp_channels.fc1": "channel_mixing/Dense_0",
-    "mlp_channels.fc2": "channel_mixing/Dense_1",
-}
-_TOP = {"stem.proj": "stem", "norm": "pre_head_layer_norm", "head": "head"}
-
-
-def official_name(key: str) -> str | None:
-    """Google's name for one timm key, or None if the key is no part of a timm Mixer."""
-    module, _, leaf = key.rpartition(".")
-    if leaf not in ("weight", "bias"):
-        return None
-    block = _BLOCK.match(module)
-    if block:
-        inner = _IN_BLOCK.get(block.group(2))
-        prefix = f"MixerBlock_{int(block.group(1))}/{inner}" if inner else None
-    else:
-        prefix = _TOP.get(module)
-    if prefix is None:
-        return None
-    if leaf == "bias":
-        return f"{prefix}/bias"
-    is_norm = "LayerNorm" in prefix or prefix == "pre_head_layer_norm"
-    return f"{prefix}/{'scale' if is_norm else 'kernel'}"
-
-
-def timm_name(key: str) -> str:
-    """timm's name for one official key (the inverse of `official_name`)."""
-    module, _, leaf = key.rpartition("/")
-    block = re.match(r"^MixerBlock_(\d+)/(.+)$", module)
-    inner = {v: k for k, v in _IN_BLOCK.items()}.get(block.group(2)) if block else None
-    prefix = (
-        f"blocks.{block.group(1)}.{inner}" if inner else {v: k for k, v in _TOP.items()}.get(module)
-    )
-    if prefix is None or leaf not in ("kernel", "scale", "bias"):
-        raise CheckpointMismatch(
-            f"{key!r} is not a parameter of an MLP-Mixer: timm has no name for it"
-        )
-    return f"{prefix}.{'bias' if leaf == 'bias' else 'weight'}"
+NAMES = ModuleNames(
+    block="MixerBlock",
+    in_block={
+        "norm1": "LayerNorm_0",
+        "mlp_tokens.fc1": "token_mixing/Dense_0",
+        "mlp_tokens.fc2": "token_mixing/Dense_1",
+        "norm2": "LayerNorm_1",
+        "mlp_channels.fc1": "channel_mixing/Dense_0",
+        "mlp_channels.fc2": "channel_mixing/Dense_1",
+    },
+    top={"stem.proj": "stem", "norm": "pre_head_layer_norm", "head": "head"},
+    norms=("LayerNorm_0", "LayerNorm_1", "pre_head_layer_norm"),
+    what="an MLP-Mixer",
+)
+official_name, timm_name = NAMES.ours, NAMES.timm
 
 
 def owns(keys: Collection[str]) -> bool:

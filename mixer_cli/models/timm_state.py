@@ -10,6 +10,7 @@ the patch embedding, so every checkpoint takes mixer's [-1, 1] inputs.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,57 @@ def ours_to_torch(key: str, value: np.ndarray, stem: str = "stem") -> np.ndarray
     if key == f"{stem}/kernel":
         return value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
     return value.T if key.endswith("/kernel") else value
+
+
+@dataclass(frozen=True)
+class ModuleNames:
+    """timm's names <-> ours where timm's are `blocks.N.MODULE.{weight,bias}` and
+    `TOP_MODULE.{weight,bias}` (the Mixer's, gMLP's): `block` our blocks' prefix
+    ('MixerBlock' for MixerBlock_N), `in_block` timm's module in a block -> ours, `top`
+    the modules outside blocks -> ours, `norms` our norm modules (a weight is their
+    `scale`, not a `kernel`), `what` the model as a refusal names it ('a gMLP')."""
+
+    block: str
+    in_block: Mapping[str, str]
+    top: Mapping[str, str]
+    norms: Collection[str]
+    what: str
+
+    def ours(self, key: str) -> str | None:
+        """Our name for one timm key, or None if the key is no part of the model."""
+        module, _, leaf = key.rpartition(".")
+        if leaf not in ("weight", "bias"):
+            return None
+        block = _TIMM_BLOCK.match(module)
+        if block:
+            inner = self.in_block.get(block.group(2))
+            prefix = f"{self.block}_{int(block.group(1))}/{inner}" if inner else None
+        else:
+            prefix = self.top.get(module)
+        if prefix is None:
+            return None
+        if leaf == "bias":
+            return f"{prefix}/bias"
+        return f"{prefix}/{'scale' if prefix.rpartition('/')[2] in self.norms else 'kernel'}"
+
+    def timm(self, key: str) -> str:
+        """timm's name for one of our keys (the inverse of `ours`); refuses one it has none
+        for."""
+        module, _, leaf = key.rpartition("/")
+        block = re.match(rf"^{self.block}_(\d+)/(.+)$", module)
+        if block:
+            inner = {v: k for k, v in self.in_block.items()}.get(block.group(2))
+            prefix = f"blocks.{block.group(1)}.{inner}" if inner else None
+        else:
+            prefix = {v: k for k, v in self.top.items()}.get(module)
+        if prefix is None or leaf not in ("kernel", "scale", "bias"):
+            raise CheckpointMismatch(
+                f"{key!r} is not a parameter of {self.what}: timm has no name for it"
+            )
+        return f"{prefix}.{'bias' if leaf == 'bias' else 'weight'}"
+
+
+_TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 def renamed_from_timm(
