@@ -361,6 +361,12 @@ def token_linears_loaded(
     )
 
 
+def token_linears_resolution(loaded: Loaded, resolution: int) -> dict[str, Any]:
+    """`Family.resolution_settings` of a gMLP or ResMLP: fine-tuning at K times the
+    checkpoint's resolution (its token Linears block-diagonal)."""
+    return {"model.resolution": loaded.resolution * resolution_factor(loaded, resolution)}
+
+
 def token_linears_warm_start(
     flat: Mapping[str, Any], source: str, fresh: dict[str, Any], scope: str, kernels: re.Pattern
 ) -> Params:

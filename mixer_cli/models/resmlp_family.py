@@ -20,9 +20,9 @@ from mixer_cli.models import resmlp_onnx
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.models.isotropic import checked_spec, run_options
 from mixer_cli.models.mixer_checkpoint import (
-    resolution_factor,
     token_kernels,
     token_linears_loaded,
+    token_linears_resolution,
     token_linears_warm_start,
 )
 from mixer_cli.models.registry import Family, Loaded, onnx_of
@@ -101,11 +101,6 @@ def load(
     )  # fmt: skip
 
 
-def resolution_settings(loaded: Loaded, resolution: int) -> dict[str, Any]:
-    """Fine-tuning at K times the checkpoint's resolution (its token Linear block-diagonal)."""
-    return {"model.resolution": loaded.resolution * resolution_factor(loaded, resolution)}
-
-
 def warm_start(path: str, fresh: dict[str, Any], scope: str) -> dict[str, Any]:
     """scope 'all': every array as saved; 'backbone': all but the head, under a fresh one,
     the token Linears made block-diagonal where the fresh model has K^2 times the patches."""
@@ -144,7 +139,7 @@ FAMILY = Family(
     load=load,
     warm_start=warm_start,
     count=count,
-    resolution_settings=resolution_settings,
+    resolution_settings=token_linears_resolution,
     variants=LISTED_VARIANTS,
     paper_setting=paper_setting,
     token_weights=lambda flat: token_kernels(flat, _TOKEN_KERNEL),
