@@ -6,6 +6,7 @@ scale; a half-done suite resumes to the uninterrupted one's results."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 from collections.abc import Iterator
@@ -55,14 +56,16 @@ def test_group_and_suite_means_and_the_papers_numbers() -> None:
     assert published("sam/Mixer-B_16", 224) is None
 
 
+@functools.cache
+def dsprite(i: int) -> dict:
+    """Row i of the mocked dSprites (0/1 pixels, as stored), encoded once per session."""
+    image = (np.random.default_rng(i).random((64, 64, 1)) < 0.1).astype(np.uint8)
+    return {"image": tf.io.encode_png(image).numpy(), "label_orientation": i % 40}
+
+
 @contextlib.contextmanager
 def dsprites(tmp: Path) -> Iterator[Path]:
-    def row(split: str, i: int) -> dict:
-        rng = np.random.default_rng(i)  # the same rows in every invocation
-        image = (rng.random((64, 64, 1)) < 0.1).astype(np.uint8)
-        return {"image": tf.io.encode_png(image).numpy(), "label_orientation": i % 40}
-
-    with mock_rows(tmp, "dsprites", {"train": 1000}, row) as data_dir:
+    with mock_rows(tmp, "dsprites", {"train": 1000}, lambda split, i: dsprite(i)) as data_dir:
         yield data_dir
 
 

@@ -104,6 +104,8 @@ def task_config(task: TransferTask, base: dict[str, Any], s: TransferSettings) -
         "train.steps": scaled(task.steps, s.steps_scale),
         "train.batch_size": BATCH,
         "train.accum_steps": accum_steps(s.batch_size),
+        # the zero head's score at step 0 is the same for every run of a task: not repeated
+        "evals.test.at_start": False,
     }
     if task.warmup_steps is not None:
         flags["optim.warmup_steps"] = task.warmup_steps
