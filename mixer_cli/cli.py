@@ -26,6 +26,7 @@ from mixer_cli.commands.plot import app as plot_app
 from mixer_cli.commands.predict import predict
 from mixer_cli.commands.pretrain import pretrain
 from mixer_cli.commands.segment import segment
+from mixer_cli.commands.transfer import transfer
 from mixer_cli.core.errors import MixerError
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app = typer.Typer(
 )
 app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
+app.command("transfer")(transfer)
 app.command("eval")(eval_)
 app.command("fewshot")(fewshot)
 app.command("segment")(segment)

@@ -45,6 +45,37 @@ CASES: list[tuple[list[str], str]] = [
         "unknown avg5 task 'svhn': tasks: imagenet2012, cifar10, cifar100, oxford_iiit_pet",
     ),
     (
+        ["transfer", "--init", "{npz}", "--suite", "vtab19", "--workdir", "{workdir}"],
+        "--suite 'vtab19': expected vtab1k or avg5, or tasks as PREFIX:NAME separated by "
+        "commas (vtab: caltech101, cifar100, dtd",
+    ),
+    (
+        ["transfer", "--init", "{npz}", "--suite", "vtab:dtdd", "--workdir", "{workdir}"],
+        "unknown vtab task 'dtdd': did you mean vtab:dtd?",
+    ),
+    (
+        ["transfer", "--init", "{npz}", "--suite", "avg5", "--steps-scale", "0"],
+        "--steps-scale must be above 0, got 0",
+    ),
+    (
+        [
+            "transfer",
+            "--init",
+            "{npz}",
+            "--suite",
+            "vtab:dmlab,avg5:cifar10",
+            "--workdir",
+            "{workdir}",
+            "--data-dir",
+            "{workdir}-tfds",
+        ],
+        "the suite needs 2 dataset(s) not prepared: vtab:dmlab: 'dmlab' is not prepared in",
+    ),
+    (
+        ["transfer", "--init", "{npz}", "--suite", "avg5:cifar10", "--resolution", "20"],
+        "multiple",
+    ),
+    (
         ["pretrain", "--data", "vtab:resisc45", "--data-dir", "{workdir}-tfds"],
         "NWPU-RESISC45.rar (https://1drv.ms/u/s!AmgKYzARBl5ca3HNaHIlzp_IXjs, the link in TFDS's "
         "resisc45 page) and extract it into {workdir}-tfds/downloads/manual/",

@@ -169,13 +169,18 @@ def sweep_with_engine(
     holdout: float,
     stop_after: int | None,
 ) -> tuple[Config, dict[str, Any]]:
-    """`lr_sweep` with each trial trained by the engine (stopping as --stop-after says)."""
+    """`lr_sweep` on a held-out slice of the training split, each trial trained by the
+    engine under `workdir/sweep` (stopping as --stop-after says)."""
     from mixer_cli.train.engine import train_and_evaluate
 
     def trial(trial_config: Config, where: Path) -> dict[str, Any]:
         return train_and_evaluate(trial_config, where, stop_after=stop_after)
 
-    return lr_sweep(config, workdir, lrs, holdout, trial)
+    splits = holdout_splits(config, holdout)
+    config, record = lr_sweep(config, workdir / "sweep", lrs, splits, trial)
+    if "selected_lr" in record:
+        record["holdout_fraction"] = holdout
+    return config, record
 
 
 def holdout_splits(config: Config, fraction: float) -> tuple[str, str]:
@@ -203,22 +208,22 @@ def holdout_splits(config: Config, fraction: float) -> tuple[str, str]:
 
 def lr_sweep(
     config: Config,
-    workdir: Path,
+    root: Path,
     lrs: Sequence[float],
-    holdout: float,
+    splits: tuple[str, str],
     train: Callable[..., dict[str, Any]],
 ) -> tuple[Config, dict[str, Any]]:
-    """Train each lr on the fit slice and score it on the held-out slice.
+    """Train each lr on the fit split and score it on the held-out split (`splits`).
 
     `train(config, workdir)` runs one training (the engine). Returns the config to
-    re-train (the best lr; ties go to the smaller) and the sweep's record for results.json.
-    Each trial has its own directory under `workdir/sweep`, so a rerun resumes the sweep.
+    re-train (the lr `choose_lr` picks) and the sweep's record for results.json.
+    Each trial has its own directory `root/lr-LR`, so a rerun resumes the sweep.
     """
-    fit, held = holdout_splits(config, holdout)
+    fit, held = splits
     trials = []
     for lr in lrs:
-        where = workdir / "sweep" / f"lr-{lr:g}"
-        results = train(_with_lr(config, lr, train_split=fit, eval_split=held), where)
+        where = root / f"lr-{lr:g}"
+        results = train(with_lr(config, lr, train_split=fit, eval_split=held), where)
         if not results["finished"]:
             return config, {"lr_sweep": trials, "stopped_in_sweep": True}
         trials.append(
@@ -229,18 +234,18 @@ def lr_sweep(
                 "workdir": str(where),
             }
         )
-    best = max(trials, key=lambda trial: (trial["holdout_top1"], -trial["lr"]))
+    best = choose_lr(trials)
     print_sweep(trials, best, fit, held)
-    record = {
-        "lr_sweep": trials,
-        "selected_lr": best["lr"],
-        "holdout_fraction": holdout,
-        "holdout_split": held,
-    }
-    return _with_lr(config, best["lr"]), record
+    record = {"lr_sweep": trials, "selected_lr": best["lr"], "holdout_split": held}
+    return with_lr(config, best["lr"]), record
 
 
-def _with_lr(config: Config, lr: float, **data: Any) -> Config:
+def choose_lr(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's rule: the trial of the best held-out top-1; ties go to the smaller lr."""
+    return max(trials, key=lambda trial: (trial["holdout_top1"], -trial["lr"]))
+
+
+def with_lr(config: Config, lr: float, **data: Any) -> Config:
     """`config` with another learning rate (and data.* settings, e.g. its splits)."""
     optim = dataclasses.replace(config.optim, lr=lr)
     if not data:

@@ -1,0 +1,146 @@
+"""`mixer transfer`: the paper's transfer tables (Avg 5, VTAB-1k) for one checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mixer_cli.commands import options as opts
+
+Suite = Annotated[
+    str,
+    typer.Option(
+        "--suite",
+        help="avg5 (ImageNet, CIFAR-10/100, Pets, Flowers), vtab1k (the 19 VTAB-1k tasks), "
+        "or tasks separated by commas: vtab:NAME, avg5:NAME (e.g. vtab:dtd,avg5:cifar10).",
+        show_default=False,
+    ),
+]
+StepsScale = Annotated[
+    float,
+    typer.Option(
+        "--steps-scale",
+        help="Scale every task's steps and warmup by F (> 0) for a small machine; results "
+        "with F != 1 are marked not comparable to the paper.",
+    ),
+]
+Init = Annotated[
+    Path,
+    typer.Option(
+        "--init",
+        help="The checkpoint: Google's .npz or released name (imagenet21k/Mixer-B_16: the "
+        "paper's numbers are shown beside ours), timm's weights, ours, or a run directory.",
+        show_default=False,
+    ),
+]
+Resolution = Annotated[
+    Optional[int],
+    typer.Option(
+        "--resolution",
+        help="Fine-tune every task at this resolution [default: Avg 5 at 224; VTAB-1k at "
+        "224 for images below 96x96 px, else 448 (the BiT-HyperRule)].",
+        show_default=False,
+    ),
+]
+MicroBatch = Annotated[
+    Optional[int],
+    typer.Option(
+        "--batch-size",
+        help="Examples per micro-batch: the protocols' batch of 512 is kept with gradient "
+        "accumulation (a divisor of 512). [default: 512]",
+        show_default=False,
+        min=1,
+    ),
+]
+
+
+def transfer(
+    init: Init,
+    suite: Suite,
+    workdir: opts.Workdir = None,
+    steps_scale: StepsScale = 1.0,
+    resolution: Resolution = None,
+    batch_size: MicroBatch = None,
+    data_dir: opts.DataDir = None,
+    stop_after: opts.StopAfter = None,
+) -> None:
+    """Run the paper's transfer protocols: per task an lr sweep (each lr of the task's grid
+    fine-tuned on train800 / train minus dev, scored on val200 / dev), the chosen lr
+    fine-tuned on train800val200 / train and scored on test.
+
+    One run directory per run under the suite's (TASK/lr-LR, TASK/final); the same
+    command resumes a stopped suite and never re-runs a finished run. The table shows each
+    task's test top-1 and chosen lr, VTAB-1k's group means, each suite's mean and, for
+    Google's released checkpoints given by name, the paper's numbers beside ours.
+    """
+    from mixer_cli.tasks.transfer import TransferSettings, run_transfer
+
+    settings = TransferSettings(
+        init=init,
+        suite=suite,
+        workdir=workdir,
+        steps_scale=steps_scale,
+        resolution=resolution,
+        batch_size=batch_size,
+        data_dir=data_dir,
+        stop_after=stop_after,
+    )
+    results = run_transfer(settings, arrived=print_arrived)
+    print_results(results)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def print_arrived(row: dict[str, Any]) -> None:
+    from mixer_cli.core import report
+
+    report.stderr.print(
+        f"{row['task']}: test top-1 {pct(row['test_top1'])} (lr {row['selected_lr']:g})"
+    )
+
+
+def print_results(results: dict[str, Any]) -> None:
+    """The table per task, then the means beside the paper's numbers."""
+    from mixer_cli.core import report
+
+    scale = results["steps_scale"]
+    note = "" if scale == 1 else f" (steps x {scale:g}: NOT comparable to the paper)"
+    report.print_table(
+        f"mixer transfer {results['suite']}: {results['init']}{note}",
+        [
+            report.Column("task", "task", justify="left"),
+            report.Column("group", "group", justify="left"),
+            report.Column("resolution", "px"),
+            report.Column("steps", "steps", "{:,}".format),
+            report.Column("selected_lr", "lr", "{:g}".format),
+            report.Column("test_top1", "test top-1", pct),
+        ],
+        results["tasks"],
+    )
+    paper = results["paper"] or {}
+    means = [
+        *((g, v, None) for g, v in results["group_means"].items()),
+        ("ImageNet", results["imagenet"], paper.get("imagenet")),
+        ("ReaL", None, paper.get("real")),
+    ]
+    for name, m in results["suite_means"].items():
+        tasks = f"{m['tasks']} tasks" + ("" if m["complete"] else ", incomplete")
+        means.append((f"{name} ({tasks})", m["mean"], paper.get(name)))
+    rows = [{"what": w, "ours": o, "paper": p} for w, o, p in means if (o, p) != (None, None)]
+    source = f"paper: {paper['source']}" if paper else "no published numbers for this checkpoint"
+    report.print_table(
+        f"means{note}; {source}",
+        [
+            report.Column("what", "", justify="left"),
+            report.Column("ours", "ours", pct),
+            report.Column("paper", "paper", pct),
+        ],
+        rows,
+    )
+    if not results["finished"]:
+        report.stderr.print("stopped before the suite's end; the same command resumes it")
+    report.stderr.print(f"results in {results['workdir']}/results.json")

@@ -1,0 +1,134 @@
+"""`mixer transfer`: the lr choice rule, the published numbers' lookup, and a one-task suite
+end to end on mocked TFDS rows (dSprites orientation: 1000 train rows, so train800 is
+train[:800], val200 train[800:1000], test train[900:]) with a tiny checkpoint and steps
+scale; a half-done suite resumes to the uninterrupted one's results."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import mock_rows
+
+from mixer_cli.cli import run
+from mixer_cli.core.tf_cpu import tf
+from mixer_cli.tasks.finetune import choose_lr
+from mixer_cli.tasks.transfer import summary
+from mixer_cli.weights.published import published
+
+TASK = "vtab:dsprites_orientation"
+
+
+def test_the_lr_choice_is_the_best_held_out_top1_ties_to_the_smaller_lr() -> None:
+    trials = [{"lr": 0.03, "holdout_top1": 0.5}, {"lr": 0.003, "holdout_top1": 0.5}]
+    assert choose_lr(trials)["lr"] == 0.003
+    trials.append({"lr": 0.01, "holdout_top1": 0.51})
+    assert choose_lr(trials)["lr"] == 0.01
+
+
+def test_group_and_suite_means_and_the_papers_numbers() -> None:
+    rows = [
+        {"task": "vtab:dtd", "suite": "vtab1k", "group": "natural", "test_top1": 0.6},
+        {"task": "vtab:svhn", "suite": "vtab1k", "group": "natural", "test_top1": 0.8},
+        {"task": "vtab:dmlab", "suite": "vtab1k", "group": "structured", "test_top1": 0.4},
+        {"task": "avg5:imagenet2012", "suite": "avg5", "group": "avg5", "test_top1": 0.8},
+    ]
+    got = summary(rows)
+    assert got["group_means"] == pytest.approx({"natural": 0.7, "structured": 0.4})
+    assert got["suite_means"]["vtab1k"] == {
+        "mean": pytest.approx(0.6),
+        "tasks": 3,
+        "complete": False,
+    }
+    assert got["imagenet"] == 0.8
+    assert published("imagenet21k/Mixer-B_16", 224) == {
+        "imagenet": 80.64, "real": 85.80, "avg5": 92.50, "source": "Table 3",
+    }  # fmt: skip
+    at_448 = published("imagenet21k/Mixer-L_16", 448)
+    assert at_448["vtab1k"] == 74.95 and at_448["avg5"] == 93.91
+    assert published("imagenet21k/Mixer-L_16", 224)["vtab1k"] == 74.95  # its own resolutions
+    assert published("sam/Mixer-B_16", 224) is None
+
+
+@functools.cache
+def dsprite(i: int) -> dict:
+    """Row i of the mocked dSprites (0/1 pixels, as stored), encoded once per session."""
+    image = (np.random.default_rng(i).random((64, 64, 1)) < 0.1).astype(np.uint8)
+    return {"image": tf.io.encode_png(image).numpy(), "label_orientation": i % 40}
+
+
+@contextlib.contextmanager
+def dsprites(tmp: Path) -> Iterator[Path]:
+    with mock_rows(tmp, "dsprites", {"train": 1000}, lambda split, i: dsprite(i)) as data_dir:
+        yield data_dir
+
+
+def transfer(capsys, data_dir: Path, workdir: Path, npz: str, *extra: str) -> tuple[int, str]:
+    """The CLI in this process; (exit code, stdout + stderr)."""
+    code = run([
+        "transfer", "--init", npz, "--suite", TASK, "--workdir", str(workdir),
+        "--data-dir", str(data_dir), "--resolution", "16", "--steps-scale", "0.0008",
+        "--batch-size", "256", *extra,
+    ])  # fmt: skip
+    out, err = capsys.readouterr()
+    return code, " ".join((out + err).split())  # rich wraps lines at the width
+
+
+def tasks_of(workdir: Path) -> list[dict]:
+    """results.json's rows without the paths (another directory holds the same runs)."""
+    rows = json.loads((workdir / "results.json").read_text())["tasks"]
+    for row in rows:
+        row.pop("workdir")
+        for trial in row["lr_sweep"]:
+            trial.pop("workdir")
+    return rows
+
+
+def test_a_one_task_suite_end_to_end_then_resumed_from_half_done(
+    capsys, tmp_path, official_npz
+) -> None:
+    npz, _ = official_npz
+    with dsprites(tmp_path / "tfds") as data_dir:
+        code, err = transfer(capsys, data_dir, tmp_path / "suite", npz)
+        assert code == 0, err
+        results = json.loads((tmp_path / "suite" / "results.json").read_text())
+        assert results["finished"] and not results["comparable_to_paper"]
+        assert results["accum_steps"] == 2 and results["batch_size"] == 512
+        (row,) = results["tasks"]
+        assert [t["lr"] for t in row["lr_sweep"]] == [0.003, 0.01, 0.03]
+        assert row["selected_lr"] == choose_lr(row["lr_sweep"])["lr"]
+        assert row["steps"] == 2 and row["resolution"] == 16
+        task = tmp_path / "suite" / "dsprites_orientation"
+        final = json.loads((task / "final" / "results.json").read_text())
+        assert (final["train_split"], final["eval_split"]) == ("train800val200", "test")
+        trial = json.loads((task / "lr-0.01" / "results.json").read_text())
+        assert (trial["train_split"], trial["eval_split"]) == ("train800", "val200")
+        assert row["test_top1"] == final["test/top1"] and results["suite_means"]["vtab1k"]
+        assert "[4/4]" in err and "steps x 0.0008: NOT comparable to the paper" in err
+
+        # Half done: the sweep recorded, the final run stopped after 1 of its 2 steps.
+        half = tmp_path / "half"
+        shutil.copytree(tmp_path / "suite", half)
+        shutil.rmtree(half / "dsprites_orientation" / "final")
+        (half / "results.json").unlink()
+        code, err = transfer(capsys, data_dir, half, npz, "--stop-after", "1")
+        assert code == 0, err
+        assert not json.loads((half / "results.json").read_text())["finished"]
+        assert "[1/4]" not in err and "[4/4]" in err  # the sweep's record is read, not re-run
+        code, err = transfer(capsys, data_dir, half, npz)
+        assert code == 0, err
+        assert "resuming from step 1" in err
+        assert tasks_of(half) == tasks_of(tmp_path / "suite")
+
+        # Finished: nothing trains again, the same results come back.
+        code, err = transfer(capsys, data_dir, half, npz)
+        assert code == 0 and "[4/4]" in err and "finished, read back" in err, err
+        assert tasks_of(half) == tasks_of(tmp_path / "suite")
+        code, err = transfer(capsys, data_dir, half, npz, "--steps-scale", "0.001")
+        assert code == 2 and "steps_scale: 0.0008 before, 0.001 now" in err
