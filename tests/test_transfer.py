@@ -90,6 +90,7 @@ def tasks_of(workdir: Path) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow  # 19 s (a compile per lr, 512-image batches): to be made cheaper, then default
 def test_a_one_task_suite_end_to_end_then_resumed_from_half_done(
     capsys, tmp_path, official_npz
 ) -> None:
