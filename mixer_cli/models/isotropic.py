@@ -113,6 +113,31 @@ def check_options(*, num_classes: int, dropout: float, stoch_depth: float, gelu:
             raise ConfigError(f"{name} rate must be in [0, 1), got {rate}")
 
 
+def checked_module(
+    module: Callable[..., Any],
+    dims: dict[str, Any],
+    *,
+    num_classes: int = 0,
+    dropout: float = 0.0,
+    stoch_depth: float = 0.0,
+    head_bias_init: float = 0.0,
+    dtype: Any = jnp.float32,
+    gelu: str = "tanh",
+) -> Any:
+    """`module(**dims, options...)` after `check_options`: what every family's `create_*`
+    does with the architecture `dims` its spec gives and the run's options."""
+    check_options(num_classes=num_classes, dropout=dropout, stoch_depth=stoch_depth, gelu=gelu)
+    return module(
+        **dims,
+        num_classes=num_classes,
+        dropout=dropout,
+        stoch_depth=stoch_depth,
+        head_bias_init=head_bias_init,
+        dtype=dtype,
+        gelu=gelu,
+    )
+
+
 def compute_dtype(name: Any) -> Any:
     """``'float32'`` or ``'bfloat16'`` (or the dtype itself) -> a jnp dtype."""
     allowed = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

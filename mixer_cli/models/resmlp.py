@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from mixer_cli.core.errors import ConfigError
-from mixer_cli.models.isotropic import check_options, trunk
+from mixer_cli.models.isotropic import checked_module, trunk
 from mixer_cli.models.mixer import MlpBlock, PatchEmbedding, TokenDense
 from mixer_cli.models.variants import check_patch_grid
 
@@ -210,28 +210,18 @@ class ResMLP(nn.Module):
         )
 
 
-def create_resmlp(
-    spec: ResMLPSpec,
-    *,
-    num_classes: int = 0,
-    dropout: float = 0.0,
-    stoch_depth: float = 0.0,
-    head_bias_init: float = 0.0,
-    dtype: Dtype = jnp.float32,
-    gelu: str = "tanh",
-) -> ResMLP:
-    """A ResMLP of `spec`, refusing options it cannot be built with."""
-    check_options(num_classes=num_classes, dropout=dropout, stoch_depth=stoch_depth, gelu=gelu)
-    return ResMLP(
-        patch_size=spec.patch_size,
-        hidden_dim=spec.hidden_dim,
-        num_blocks=spec.num_blocks,
-        mlp_dim=spec.mlp_dim,
-        init_values=spec.init_values,
-        num_classes=num_classes,
-        dropout=dropout,
-        stoch_depth=stoch_depth,
-        head_bias_init=head_bias_init,
-        dtype=dtype,
-        gelu=gelu,
+def create_resmlp(spec: ResMLPSpec, **options: Any) -> ResMLP:
+    """A ResMLP of `spec`; `options` are every family's (`isotropic.checked_module`:
+    num_classes, dropout, stoch_depth, head_bias_init, dtype, gelu), refused if no model
+    can be built with them."""
+    return checked_module(
+        ResMLP,
+        {
+            "patch_size": spec.patch_size,
+            "hidden_dim": spec.hidden_dim,
+            "num_blocks": spec.num_blocks,
+            "mlp_dim": spec.mlp_dim,
+            "init_values": spec.init_values,
+        },
+        **options,
     )

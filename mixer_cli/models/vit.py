@@ -28,8 +28,8 @@ import jax.numpy as jnp
 
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.models.isotropic import (
-    check_options,
     check_tiles,
+    checked_module,
     pooled_head,
     run_blocks,
 )
@@ -259,35 +259,21 @@ class VisionTransformer(nn.Module):
 
 
 def create_vit(
-    spec: ViTSpec,
-    *,
-    num_classes: int = 0,
-    classifier: str = "token",
-    representation_size: int = 0,
-    dropout: float = 0.0,
-    stoch_depth: float = 0.0,
-    head_bias_init: float = 0.0,
-    dtype: Dtype = jnp.float32,
-    gelu: str = "tanh",
+    spec: ViTSpec, *, classifier: str = "token", representation_size: int = 0, **options: Any
 ) -> VisionTransformer:
-    """A VisionTransformer of `spec`, refusing options it cannot be built with."""
+    """A VisionTransformer of `spec` with its classifier (and `pre_logits` width); `options`
+    are every family's (`isotropic.checked_module`), refused if no model can be built."""
     if classifier not in CLASSIFIERS:
         raise ConfigError(
             f"model.classifier: unknown {classifier!r}; choices: {', '.join(CLASSIFIERS)}"
         )
-    check_options(num_classes=num_classes, dropout=dropout, stoch_depth=stoch_depth, gelu=gelu)
-    return VisionTransformer(
-        patch_size=spec.patch_size,
-        hidden_dim=spec.hidden_dim,
-        num_blocks=spec.num_blocks,
-        mlp_dim=spec.mlp_dim,
-        num_heads=spec.num_heads,
-        num_classes=num_classes,
-        classifier=classifier,
-        representation_size=representation_size,
-        dropout=dropout,
-        stoch_depth=stoch_depth,
-        head_bias_init=head_bias_init,
-        dtype=dtype,
-        gelu=gelu,
-    )
+    dims = {
+        "patch_size": spec.patch_size,
+        "hidden_dim": spec.hidden_dim,
+        "num_blocks": spec.num_blocks,
+        "mlp_dim": spec.mlp_dim,
+        "num_heads": spec.num_heads,
+        "classifier": classifier,
+        "representation_size": representation_size,
+    }
+    return checked_module(VisionTransformer, dims, **options)
