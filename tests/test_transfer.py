@@ -1,7 +1,8 @@
-"""`mixer transfer`: the lr choice rule, the published numbers' lookup, and a one-task suite
-end to end on mocked TFDS rows (dSprites orientation: 1000 train rows, so train800 is
-train[:800], val200 train[800:1000], test train[900:]) with a tiny checkpoint and steps
-scale; a half-done suite resumes to the uninterrupted one's results."""
+"""`mixer transfer`: the lr choice rule, the published numbers' lookup, both suites end to
+end on mocked TFDS rows (every task's own dataset, features and split definitions; one step
+per task at a fixed lr), and a one-task suite with its lr sweep (dSprites orientation: 1000
+train rows, so train800 is train[:800], val200 train[800:1000], test train[900:]) whose
+half-done run resumes to the uninterrupted one's results."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import mock_rows
+from datasets import mock_datasets, mock_rows
+from test_transfer_tasks import OBJECT_TASKS, _example_rows
 
 from mixer_cli.cli import run
 from mixer_cli.core.tf_cpu import tf
+from mixer_cli.data.transfer_tasks import AVG5, VTAB
 from mixer_cli.tasks.finetune import choose_lr
 from mixer_cli.tasks.transfer import summary
 from mixer_cli.weights.published import published
@@ -88,6 +91,93 @@ def tasks_of(workdir: Path) -> list[dict]:
         for trial in row["lr_sweep"]:
             trial.pop("workdir")
     return rows
+
+
+# Every split the suites read holds a few hundred rows at most: train 2000 (val200 at 90%
+# of train and dSprites' test after 90% fit), validation and test 400 (smallNORB's test is
+# test[50%:]); ReaL's and ImageNet-v2's sets 100.
+TINY = {"train": 2000, "validation": 400, "test": 400}
+
+
+@functools.cache
+def tiny_png(channels: int, i: int) -> bytes:
+    return tf.io.encode_png(np.full((8, 8, channels), 60 * i, np.uint8)).numpy()
+
+
+def feature_rows(name: str):
+    """Rows with the dataset's own image channels and class labels (each ClassLabel i % n)."""
+    import tensorflow_datasets as tfds
+
+    features = tfds.builder(name, data_dir="/nonexistent").info.features
+    channels = features["image"].shape[-1]
+    labels = {k: f.num_classes for k, f in features.items() if hasattr(f, "num_classes")}
+
+    def row(split: str, i: int) -> dict:
+        return {"image": tiny_png(channels, i % 4), **{k: i % n for k, n in labels.items()}}
+
+    return row
+
+
+def real_row(split: str, i: int) -> dict:
+    labels = np.arange(i % 3, dtype=np.int64)  # none, [0], [0, 1]
+    return {"image": tiny_png(3, i % 4), "original_label": i % 2, "real_label": labels}
+
+
+def suite_data(tmp: Path, tasks) -> contextlib.AbstractContextManager[Path]:
+    """Mocked TFDS rows for every dataset the tasks read (ImageNet's: ReaL and v2 too)."""
+    import tensorflow_datasets as tfds
+
+    datasets = {}
+    for task in tasks:
+        splits = tfds.builder(task.tfds, data_dir="/nonexistent").info.splits or TINY
+        sizes = {split: TINY.get(split, 100) for split in splits}
+        rows = _example_rows(task.name)[0] if task.name in OBJECT_TASKS else feature_rows(task.tfds)
+        datasets[task.tfds] = (sizes, rows)
+    datasets["imagenet2012_real"] = ({"validation": 100}, real_row)
+    datasets["imagenet_v2/matched-frequency"] = ({"test": 100}, feature_rows("imagenet_v2"))
+    real = {
+        "image": tf.TensorSpec([], tf.string),
+        "original_label": tf.TensorSpec([], tf.int64),
+        "real_label": tf.TensorSpec([None], tf.int64),
+    }
+    return mock_datasets(tmp, datasets, signatures={"imagenet2012_real": real})
+
+
+# VTAB-1k's 19 tasks are 19 runs with 15 different heads, each compiled: ~45 s of CPU
+# against Avg 5's ~12 s (5 runs, ImageNet's with ReaL and v2), so it runs with the slow tests.
+@pytest.mark.parametrize("suite", [pytest.param("vtab1k", marks=pytest.mark.slow), "avg5"])
+def test_a_whole_suite_end_to_end_at_a_fixed_lr(capsys, tmp_path, official_npz, suite) -> None:
+    npz, _ = official_npz
+    tasks = {"vtab1k": VTAB, "avg5": AVG5}[suite]
+    with suite_data(tmp_path / "tfds", tasks) as data_dir:
+        code = run([
+            "transfer", "--init", npz, "--suite", suite, "--workdir", str(tmp_path / "suite"),
+            "--data-dir", str(data_dir), "--resolution", "16", "--steps-scale", "0.00005",
+            "--lr", "0.01",
+        ])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads((tmp_path / "suite" / "results.json").read_text())
+    assert results["finished"] and not results["comparable_to_paper"]
+    assert [row["task"] for row in results["tasks"]] == [t.spec for t in tasks]
+    assert all(row["selected_lr"] == 0.01 and row["lr_sweep"] == [] for row in results["tasks"])
+    assert all(row["steps"] == 1 for row in results["tasks"])
+    assert results["suite_means"][suite] == {
+        "mean": pytest.approx(np.mean([row["test_top1"] for row in results["tasks"]])),
+        "tasks": len(tasks),
+        "complete": True,
+    }
+    if suite == "vtab1k":
+        assert set(results["group_means"]) == {"natural", "specialized", "structured"}
+    else:  # ImageNet's final run also scores ReaL and ImageNet-v2, shown beside ImageNet
+        imagenet = results["tasks"][0]
+        assert 0 <= imagenet["real_top1"] <= 1 and 0 <= imagenet["imagenet_v2_top1"] <= 1
+        assert (results["real"], results["imagenet_v2"]) == (
+            imagenet["real_top1"], imagenet["imagenet_v2_top1"],
+        )  # fmt: skip
+    text = " ".join((out + err).split())
+    assert "lr 0.01, no sweep: NOT comparable to the paper" in text
+    assert f"[{len(tasks)}/{len(tasks)}]" in text
 
 
 @pytest.mark.slow  # 19 s (a compile per lr, 512-image batches): to be made cheaper, then default

@@ -44,6 +44,15 @@ Resolution = Annotated[
         show_default=False,
     ),
 ]
+FixedLr = Annotated[
+    Optional[float],
+    typer.Option(
+        "--lr",
+        help="Train every task at this learning rate, skipping the sweep (a budget for a "
+        "small machine: marked not comparable to the paper). [default: the protocols' sweep]",
+        show_default=False,
+    ),
+]
 MicroBatch = Annotated[
     Optional[int],
     typer.Option(
@@ -64,6 +73,7 @@ def transfer(
     resolution: Resolution = None,
     batch_size: MicroBatch = None,
     data_dir: opts.DataDir = None,
+    lr: FixedLr = None,
     stop_after: opts.StopAfter = None,
 ) -> None:
     """Run the paper's transfer protocols: per task an lr sweep (each lr of the task's grid
@@ -85,6 +95,7 @@ def transfer(
         resolution=resolution,
         batch_size=batch_size,
         data_dir=data_dir,
+        lr=lr,
         stop_after=stop_after,
     )
     results = run_transfer(settings, arrived=print_arrived)
@@ -107,8 +118,9 @@ def print_results(results: dict[str, Any]) -> None:
     """The table per task, then the means beside the paper's numbers."""
     from mixer_cli.core import report
 
-    scale = results["steps_scale"]
-    note = "" if scale == 1 else f" (steps x {scale:g}: NOT comparable to the paper)"
+    scale, lr = results["steps_scale"], results["fixed_lr"]
+    budget = [f"steps x {scale:g}"] * (scale != 1) + [f"lr {lr:g}, no sweep"] * (lr is not None)
+    note = f" ({', '.join(budget)}: NOT comparable to the paper)" if budget else ""
     report.print_table(
         f"mixer transfer {results['suite']}: {results['init']}{note}",
         [
@@ -125,7 +137,8 @@ def print_results(results: dict[str, Any]) -> None:
     means = [
         *((g, v, None) for g, v in results["group_means"].items()),
         ("ImageNet", results["imagenet"], paper.get("imagenet")),
-        ("ReaL", None, paper.get("real")),
+        ("ReaL", results["real"], paper.get("real")),
+        ("ImageNet-v2", results["imagenet_v2"], None),
     ]
     for name, m in results["suite_means"].items():
         tasks = f"{m['tasks']} tasks" + ("" if m["complete"] else ", incomplete")

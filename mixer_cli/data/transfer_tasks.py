@@ -135,6 +135,8 @@ class TransferTask:
     test: str = "test"
     test_after: tuple[int, ...] = ()
     dev_percent: int = 0  # Avg 5: the last dev_percent % of train is the dev split
+    # evaluator type -> its dataset, also scored by the final run (ImageNet: ReaL, v2)
+    final_evals: tuple[tuple[str, str], ...] = ()
 
     @property
     def spec(self) -> str:
@@ -226,6 +228,9 @@ IMAGENET_MANUAL = (
     "put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (https://image-net.org/download-"
     "images, after registering) in DATA_DIR/downloads/manual/"
 )
+# Table 2's ReaL column and the ImageNet-v2 score big_vision reports beside ImageNet's,
+# each from one pass over its set at the final run's end (evals/real.py, imagenet_v2.py)
+IMAGENET_EVALS = (("real", "imagenet2012_real"), ("imagenet_v2", "imagenet_v2/matched-frequency"))
 RETINOPATHY_MANUAL = (
     "download the Kaggle competition's data (https://www.kaggle.com/c/diabetic-retinopathy-"
     "detection/data; an account and the competition's rules accepted) into "
@@ -280,7 +285,8 @@ VTAB: tuple[TransferTask, ...] = (
 
 # Avg 5: steps 20k / 10k / 10k / 500 / 500, warmup and the dev split as big_vision's.
 AVG5: tuple[TransferTask, ...] = (
-    _avg5("imagenet2012", 1000, 20_000, 500, 1, test="validation", manual=IMAGENET_MANUAL),
+    _avg5("imagenet2012", 1000, 20_000, 500, 1, test="validation", manual=IMAGENET_MANUAL,
+          final_evals=IMAGENET_EVALS),
     _avg5("cifar10", 10, 10_000, 500, 2),
     _avg5("cifar100", 100, 10_000, 500, 2),
     _avg5("oxford_iiit_pet", 37, 500, 100, 10),

@@ -55,6 +55,7 @@ class TransferSettings:
     resolution: int | None = None  # None: each task's protocol's
     batch_size: int | None = None  # per micro-batch; None: 512 in one
     data_dir: Path | None = None
+    lr: float | None = None  # every task at this lr, no sweep (a budget, not the protocol)
     stop_after: int | None = None  # steps of this invocation's current run
 
 
@@ -128,14 +129,16 @@ def plan(s: TransferSettings) -> tuple[list[tuple[TransferTask, Config]], Path]:
         raise ConfigError(
             f"--steps-scale must be above 0, got {s.steps_scale:g} (1: the protocols' steps)"
         )
+    if s.lr is not None and not s.lr > 0:
+        raise ConfigError(f"--lr must be above 0, got {s.lr:g}")
     tasks = suite_tasks(s.suite)
     accum_steps(s.batch_size)
     loaded = load_checkpoint(s.init)
     bases = {r: backbone_settings(loaded, s.init, r) for r in {resolution_of(t, s) for t in tasks}}
     missing = []
-    for task in tasks:
+    for name in dict.fromkeys(n for t in tasks for n in (t.spec, *dict(t.final_evals).values())):
         try:
-            open_dataset(task.spec, s.data_dir, download=False)
+            open_dataset(name, s.data_dir, download=False)
         except DatasetNotFound as err:
             missing.append(str(err))
     if missing:
@@ -154,7 +157,12 @@ def default_suite_dir(suite: str) -> Path:
 
 
 def _suite_record(s: TransferSettings) -> dict[str, Any]:
-    return {"init": str(s.init), "steps_scale": s.steps_scale, "resolution": s.resolution}
+    return {
+        "init": str(s.init),
+        "steps_scale": s.steps_scale,
+        "resolution": s.resolution,
+        "lr": s.lr,
+    }
 
 
 def _check_suite_record(workdir: Path, s: TransferSettings) -> None:
@@ -193,11 +201,30 @@ class Runs:
         return train_and_evaluate(config, where, stop_after=self.stop_after)
 
 
-def run_task(task: TransferTask, config: Config, taskdir: Path, runs: Runs) -> dict | None:
+def final_evals(task: TransferTask, s: TransferSettings) -> dict[str, Any]:
+    """The evaluators the task's final run adds to its test split's (ImageNet: ReaL, v2)."""
+    from mixer_cli.evals import settings_class
+
+    data_dir = None if s.data_dir is None else str(s.data_dir)
+    return {
+        kind: settings_class(kind)(data=data, data_dir=data_dir) for kind, data in task.final_evals
+    }
+
+
+def lrs_of(task: TransferTask, s: TransferSettings) -> tuple[float, ...]:
+    """The lrs a task's sweep trains: its grid, or none when --lr fixes it."""
+    return () if s.lr is not None else task.lrs
+
+
+def run_task(
+    task: TransferTask, config: Config, taskdir: Path, runs: Runs, s: TransferSettings
+) -> dict | None:
     """One task's sweep (or its recorded choice) and final run; its row, or None when stopped."""
     sweep_splits, (train, test) = SPLITS[task.suite]
     record_path = taskdir / SWEEP_FILE
-    if record_path.exists():
+    if s.lr is not None:
+        record = {"lr_sweep": [], "selected_lr": s.lr, "fixed_lr": True}
+    elif record_path.exists():
         record = files.read_json(record_path, "a transfer task's lr sweep", SWEEP)
         runs.done += len(task.lrs)
     else:
@@ -206,9 +233,11 @@ def run_task(task: TransferTask, config: Config, taskdir: Path, runs: Runs) -> d
             return None
         report.write_json(record_path, record)
     final = with_lr(config, record["selected_lr"], train_split=train, eval_split=test)
+    final = dataclasses.replace(final, evals={**final.evals, **final_evals(task, s)})
     results = runs(final, taskdir / "final")
     if not results["finished"]:
         return None
+    extra = {f"{kind}_top1": results[f"{kind}/top1"] for kind, _ in task.final_evals}
     return {
         "task": task.spec,
         "suite": task.suite,
@@ -218,6 +247,7 @@ def run_task(task: TransferTask, config: Config, taskdir: Path, runs: Runs) -> d
         "selected_lr": record["selected_lr"],
         "lr_sweep": record["lr_sweep"],
         "test_top1": results["test/top1"],
+        **extra,
         "workdir": str(taskdir / "final"),
     }
 
@@ -239,8 +269,14 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "tasks": len(done),
                 "complete": len(done) == len(tasks),
             }
-    imagenet = [r["test_top1"] for r in rows if r["task"] == "avg5:imagenet2012"]
-    return {"group_means": groups, "suite_means": suites, "imagenet": next(iter(imagenet), None)}
+    imagenet = next((r for r in rows if r["task"] == "avg5:imagenet2012"), {})
+    return {
+        "group_means": groups,
+        "suite_means": suites,
+        "imagenet": imagenet.get("test_top1"),
+        "real": imagenet.get("real_top1"),
+        "imagenet_v2": imagenet.get("imagenet_v2_top1"),
+    }
 
 
 def paper_numbers(s: TransferSettings) -> dict[str, Any] | None:
@@ -263,13 +299,14 @@ def run_transfer(
     tasks, workdir = plan(s)
     workdir.mkdir(parents=True, exist_ok=True)
     report.write_json(workdir / SUITE_FILE, _suite_record(s))
-    runs = Runs(sum(len(t.lrs) + 1 for t, _ in tasks), s.stop_after)
+    runs = Runs(sum(len(lrs_of(t, s)) + 1 for t, _ in tasks), s.stop_after)
     results: dict[str, Any] = {
         "command": "transfer",
         "suite": s.suite,
         "init": str(s.init),
         "steps_scale": s.steps_scale,
-        "comparable_to_paper": s.steps_scale == 1,
+        "comparable_to_paper": s.steps_scale == 1 and s.lr is None,
+        "fixed_lr": s.lr,
         "batch_size": BATCH,
         "accum_steps": accum_steps(s.batch_size),
         "paper": paper_numbers(s),
@@ -279,7 +316,7 @@ def run_transfer(
         "finished": False,
     }
     for task, config in tasks:
-        row = run_task(task, config, workdir / task.name, runs)
+        row = run_task(task, config, workdir / task.name, runs, s)
         if row is None:
             break
         results["tasks"].append(row)
