@@ -473,6 +473,18 @@ def model_config(variant: str, resolution: int, dtype: str, items: list[str]) ->
     return config.model
 
 
+def named_evals(kinds: tuple[str, ...], items: list[str]) -> dict[str, Any]:
+    """What `mixer eval --evals TYPES --set evals.NAME.KEY=VALUE` runs: one evaluator per
+    type, named as its type, with its defaults, then the items applied and checked as a
+    config's `evals:` are (`--set evals.real.real_json=real.json`)."""
+    assignments = parse_assignments(items)
+    other = next((key for key in assignments if not key.startswith("evals.")), None)
+    if other is not None:
+        raise ConfigError(f"--set {other}: only evaluator keys (evals.NAME.KEY) apply here")
+    updates = {**{f"evals.{kind}.type": kind for kind in kinds}, **assignments}
+    return _with_updates(Config(evals={}), updates, "--set").evals
+
+
 def parse_number_list(text: str, kind: type, what: str) -> list:
     """'0.003,0.01' -> [0.003, 0.01] (or ints); refuses non-numbers, values <= 0, nan and
     inf, repeats."""

@@ -39,6 +39,17 @@ def write_image_folder(
     return root
 
 
+def write_validation_images(
+    root: Path, colours: list[tuple[int, int, int]], folders: list[str] | None = None
+) -> Path:
+    """ImageNet's validation images as files: ROOT/[<folder>/]ILSVRC2012_val_0000000K.JPEG,
+    K = 1, 2, ..., image K an 8x8 JPEG of colours[K - 1], in folders[K - 1] (None: flat)."""
+    for k, colour in enumerate(colours, 1):
+        folder = root / folders[k - 1] if folders else root
+        write_image(folder / f"ILSVRC2012_val_{k:08d}.JPEG", np.full((8, 8, 3), colour, np.uint8))
+    return root
+
+
 def write_prepared_tfds(data_dir: Path, name: str, sizes: dict[str, int], num_classes: int = 4):
     """A genuinely prepared TFDS dataset (real files, real metadata) with no builder code."""
     import tensorflow_datasets as tfds

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from damage import damage_inside, flip_npz_array_bit, truncate
-from datasets import write_image, write_image_folder, write_mask_folder
+from datasets import write_image, write_image_folder, write_mask_folder, write_validation_images
 from numpy_gmlp import timm_gmlp_state
 from numpy_resmlp import resmlp_state_dict
 from numpy_timm import timm_state_dict, timm_vit_state_dict
@@ -36,6 +36,7 @@ from mixer_cli.weights.arrays import write_npz
 # timm ResMLP state dict (patch 4, 2 blocks, 16 px, 10 classes); {gmlp}: timm's gMLP
 # state dict (patch 4, 16 px, 10 classes, a custom size);
 # {workdir}: where a run would go.
+REAL = ["eval", "--init", "{npz}", "--evals", "real", "--set"]  # then the evaluator's keys
 CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--variant", "Q/16"], "Q/16"),
     (["pretrain", "--data", "no_such_dataset_xyz"], "no_such_dataset_xyz"),
@@ -379,6 +380,30 @@ CASES: list[tuple[list[str], str]] = [
         "'imagenet2012_real' is not prepared in tfds/imagenet2012_real/1.0.0 and could not be",
     ),
     (["eval", "--init", "{npz}", "--evals", "real,nosuch"], "unknown evaluator type 'nosuch'"),
+    (["eval", "--evals", "real", "--set", "optim.lr=1"], "--set optim.lr: only evaluator keys"),
+    # ReaL from ILSVRC2012_val_K.JPEG files and real.json ({real_val}: 6 images, 3 classes)
+    (
+        [*REAL, "evals.real.data={real_val}", "--set", "evals.real.real_json={real_val}/r.json"],
+        "real.json '{real_val}/r.json' does not exist; download it from https://github.com/",
+    ),
+    ([*REAL, "evals.real.real_json={real_json}"], "has real_json but no folder: set its data"),
+    (
+        [*REAL, "evals.real.data={real_val}", "--set", "evals.real.real_json={real_odd}"],
+        "real_odd.json is not ReaL's real.json (a list of lists of class indices, one per "
+        "image): item 2 is a str '2'",
+    ),
+    (
+        [*REAL, "evals.real.data={real_val}", "--set", "evals.real.real_json={real_short}"],
+        "has 6 validation images and {real_short} lists 5; ReaL needs the images real.json",
+    ),
+    (
+        [*REAL, "evals.real.data={real_nameless}", "--set", "evals.real.real_json={real_json}"],
+        "photo.jpg' has no validation index in its name; ReaL matches images to real.json",
+    ),
+    (
+        [*REAL, "evals.real.data={real_val}", "--set", "evals.real.real_json={real_range}"],
+        "gives image 2 (ILSVRC2012_val_00000002) class 3, outside 0..2 ('{real_val}' holds 3",
+    ),
     (
         ["pretrain", "--set", "evals.s.type=classification", "--set", "evals.s.classes=3,99"],
         "classes must be at least two distinct class indices of digits (0..9); got class 99",
@@ -447,8 +472,10 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     params = hybrid.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     write_npz(params, root / "hybrid.npz")
     odd = write_odd_files(root, official_npz[0])
+    real = write_real_files(root)
     return {
         **odd,
+        **real,
         "hybrid": str(root / "hybrid.npz"),
         "npz": official_npz[0],
         "n4": str(root / "n4.npz"),
@@ -515,6 +542,27 @@ def write_odd_files(root: Path, npz: str) -> dict[str, str]:
         "list_yaml": str(root / "list.yaml"),
         "fewshot_odd": str(root / "fewshot_odd.json"),
         "hub_odd": str(root / "hub_odd" / "model.safetensors"),
+    }
+
+
+def write_real_files(root: Path) -> dict[str, str]:
+    """ImageNet validation images as files and real.json files that do not fit them."""
+    red = (255, 0, 0)
+    val = write_validation_images(root / "real_val", [red] * 6, ["a", "a", "c", "b", "b", "c"])
+    nameless = write_validation_images(root / "real_nameless", [red] * 5)
+    write_image(nameless / "photo.jpg", np.zeros((8, 8, 3), np.uint8))
+    lists = {
+        "real_json": [[0], [1], [], [2], [0, 1], []],
+        "real_odd": [[0], [1], "2", [], [], []],
+        "real_short": [[0], [1], [], [2], [0, 1]],
+        "real_range": [[0], [1, 3], [], [], [], []],
+    }
+    for name, value in lists.items():
+        (root / f"{name}.json").write_text(json.dumps(value))
+    return {
+        "real_val": str(val),
+        "real_nameless": str(nameless),
+        **{name: str(root / f"{name}.json") for name in lists},
     }
 
 

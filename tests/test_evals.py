@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 import yaml
-from datasets import write_image
-from numpy_mixer import numpy_mixer
+from datasets import write_image, write_validation_images
+from numpy_mixer import numpy_mixer, official_layout_params
 from training import tiny
 
 from mixer_cli.cli import run
@@ -368,7 +368,6 @@ def test_mixer_eval_scores_real_and_the_robustness_sets(capsys, tmp_path) -> Non
     model whose every prediction is its head's bias (class 7 first, outside ImageNet-R's
     200; then 6, inside)."""
     from datasets import mock_datasets
-    from numpy_mixer import official_layout_params
 
     from mixer_cli.core.tf_cpu import tf
 
@@ -408,3 +407,48 @@ def test_mixer_eval_scores_real_and_the_robustness_sets(capsys, tmp_path) -> Non
     assert results["imagenet_r/top1"] == pytest.approx(2 / 3)  # 6 among the 200, not 7
     assert results["dataset"] is None and results["evals"] == ["real", "imagenet_r"]
     assert "real/top1" in out and "75.00%" in out
+
+
+def colour_classifier(path: Path, num_classes: int) -> Path:
+    """An official-layout Mixer (16 px, patch 4) whose top-1 is a one-colour image's
+    strongest colour: the stem copies red, green and blue to channels 0-2, the block adds
+    nothing, the head reads channel j as class j (0 red, 1 green, 2 blue; others 0)."""
+    flat = official_layout_params(4, 1, 8, 16, 4, 8, num_classes=num_classes, seed=0)
+    flat = {key: np.zeros_like(value) for key, value in flat.items()}
+    flat["stem/kernel"][:, :, [0, 1, 2], [0, 1, 2]] = 1.0
+    flat["pre_head_layer_norm/scale"][:] = 1.0
+    flat["head/kernel"][[0, 1, 2], [0, 1, 2]] = 1.0
+    np.savez(path, **flat)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["class folders", "flat"])
+def test_mixer_eval_scores_real_from_validation_files_and_real_json(capsys, tmp_path, layout):
+    """`--evals real` with `real_json`: ILSVRC2012_val_K.JPEG files (in class folders, or
+    flat: 1000 classes, no original labels) matched to real.json's sets by K, not by where
+    they are listed (matched in the folders' order, ReaL would read 4/5), scored by a model
+    whose top-1 is each image's colour."""
+    red, green, blue = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    colours = [red, green, blue, red, green, blue]  # top-1: 0 1 2 0 1 2
+    folders = ["a", "a", "c", "b", "b", "c"]  # original labels 0 0 2 1 1 2: 1, 3, 5, 6 right
+    sets = [[0], [0, 1], [], [1, 2], [0], [2]]  # in, in (of two), left out, not in (of two),
+    # not in, in: ReaL 3/5
+    flat = layout == "flat"
+    root = write_validation_images(tmp_path / "val", colours, None if flat else folders)
+    (tmp_path / "real.json").write_text(json.dumps(sets))
+    model = colour_classifier(tmp_path / "colour.npz", 1000 if flat else 3)
+    code = run(
+        ["eval", "--init", str(model), "--evals", "real", "--set", f"evals.real.data={root}",
+         "--set", f"evals.real.real_json={tmp_path / 'real.json'}", "--batch-size", "8",
+         "--workdir", str(tmp_path / "run")]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["real/top1"] == pytest.approx(3 / 5)
+    assert (results["real/examples"], results["real/excluded"]) == (5, 1)
+    if flat:
+        assert "real/top1_original" not in results
+    else:
+        assert results["real/top1_original"] == pytest.approx(4 / 6)
+    assert "60.00%" in out

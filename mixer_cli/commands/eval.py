@@ -48,6 +48,16 @@ Evals = Annotated[
         show_default=False,
     ),
 ]
+EvalSet = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="An evaluator's key, as in a config's evals: (repeatable), e.g. "
+        "--set evals.real.data=DIR --set evals.real.real_json=real.json (ReaL from a folder "
+        "of ImageNet's validation images) or --set evals.imagenet_v2.config=topimages.",
+        show_default=False,
+    ),
+]
 Fewshot = Annotated[
     bool,
     typer.Option(
@@ -68,6 +78,7 @@ def eval_(
     data_dir: options.DataDir = None,
     split: Split = None,
     evals: Evals = None,
+    set_: EvalSet = None,
     resolution: options.AdaptedResolution = None,
     fewshot: Fewshot = False,
     shots: Shots = "1,5,10,25",
@@ -80,10 +91,11 @@ def eval_(
 
     Use it to tell a checkpoint's accuracy from your preprocessing's. When the head does not
     match the dataset's classes, only the representation (few-shot) evaluators run.
-    --evals real,imagenet_v2 scores the paper's ReaL and robustness sets (TFDS).
+    --evals real,imagenet_v2 scores the paper's ReaL and robustness sets (TFDS; ReaL also
+    from a folder of the validation images with real.json, see --set).
     Table + results.json in the run directory; features are cached for few-shot reruns.
     """
-    from mixer_cli.config import parse_number_list
+    from mixer_cli.config import named_evals, parse_number_list
     from mixer_cli.core import report
     from mixer_cli.core.report import save_results
     from mixer_cli.tasks.evaluate import EvalRequest, evaluate, print_eval
@@ -93,7 +105,9 @@ def eval_(
         data=data,
         data_dir=None if data_dir is None else str(data_dir),
         split=split,
-        evals=tuple(dict.fromkeys(e.strip() for e in (evals or "").split(",") if e.strip())),
+        evals=named_evals(
+            tuple(e.strip() for e in (evals or "").split(",") if e.strip()), set_ or []
+        ),
         resolution=resolution,
         fewshot=fewshot,
         shots=tuple(sorted(parse_number_list(shots, int, "--shots"))),

@@ -46,12 +46,19 @@ def read_json(
 ) -> dict[str, Any]:
     """The mapping a JSON file holds, checked against `schema` (`what`: what the file
     should be, for messages, e.g. 'a mixer export record')."""
+    return check(read_json_value(path, error, fix), schema, str(path), what, error, fix)
+
+
+def read_json_value(
+    path: str | os.PathLike, error: type[MixerError] = ConfigError, fix: str = ""
+) -> Any:
+    """Whatever JSON value a file holds (a list too: ReaL's real.json), for a reader that
+    checks its shape itself; a missing, unreadable or non-JSON file is `error`."""
     text = _text(path, error)
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except ValueError as err:
         raise error(_message(f"{path} is not JSON ({err})", fix)) from None
-    return check(data, schema, str(path), what, error, fix)
 
 
 def read_yaml(

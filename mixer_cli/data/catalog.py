@@ -4,7 +4,9 @@
 ``avg5:NAME`` are the paper's transfer tasks (their splits and labels, on TFDS);
 ``folder:PATH`` (or an existing directory) is an image folder, with masks/ a segmentation
 folder, and so is a path (see TFDS_NAME); anything else is a TFDS name[/config][:version].
-A new dataset kind is its source module plus a line here.
+A new dataset kind is its source module plus a line here. (One kind is named by two paths
+and read by one evaluator: ImageNet's validation files with ReaL's real.json,
+`real_folder.py`, which the `real` evaluator opens from its `data` and `real_json`.)
 """
 
 from __future__ import annotations

@@ -30,14 +30,29 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM")
 
 class FolderSource(IndexedSource):
     encoded = True
+    layout = "ROOT/<split>/<class>/<image>"  # what the messages say a folder should hold
 
     def __init__(self, root: Path, skip_corrupt: bool = False) -> None:
         self.root, self.skip_corrupt = root, skip_corrupt
         self.name = f"folder:{root}"
         if not root.is_dir():
             raise DatasetNotFound(
-                f"image folder {str(root)!r} does not exist; expected ROOT/<split>/<class>/<image>"
+                f"image folder {str(root)!r} does not exist; expected {self.layout}"
             )
+        self.classes, raw, labels = self._listing()
+        self.num_classes = len(self.classes)
+        self.image_shape = (None, None, 3)
+        self.train_split = "train" if "train" in raw else next(iter(raw))
+        self.eval_split = next(
+            (s for s in ("test", "validation", "val") if s in raw), self.train_split
+        )
+        super().__init__(raw, labels)
+        self._checked: set[str] = set()  # splits whose files were checked
+        self._left_out: dict[str, list[tuple[str, int]]] = {}  # (path, label) skipped, by split
+
+    def _listing(self) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The classes, and each split's files (paths) and labels, in the split's order."""
+        root = self.root
         split_dirs = sorted(d for d in root.iterdir() if d.is_dir())
         if not split_dirs:
             raise DataError(
@@ -68,16 +83,7 @@ class FolderSource(IndexedSource):
             order = np.random.default_rng(0).permutation(len(files))
             raw[split.name] = np.array([str(f) for f, _ in files])[order]
             labels[split.name] = np.array([label for _, label in files], np.int64)[order]
-        self.classes = classes
-        self.num_classes = len(classes)
-        self.image_shape = (None, None, 3)
-        self.train_split = "train" if "train" in raw else next(iter(raw))
-        self.eval_split = next(
-            (s for s in ("test", "validation", "val") if s in raw), self.train_split
-        )
-        super().__init__(raw, labels)
-        self._checked: set[str] = set()  # splits whose files were checked
-        self._left_out: dict[str, list[tuple[str, int]]] = {}  # (path, label) skipped, by split
+        return classes, raw, labels
 
     def _indices(self, split: str) -> np.ndarray:
         """The rows `split` reads, its named splits' files checked first (once each)."""

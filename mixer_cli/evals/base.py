@@ -193,14 +193,20 @@ class Evaluator:
         whose head has other classes than the dataset; its batches carry `label_set`."""
         context = self.context
         source = context.open(data, data_dir, task=task)
+        default = context.eval_split if data is None else source.eval_split
+        return source, self.split_of(source, split or default, label_set)
+
+    def split_of(self, source: DataSource, split: str, label_set: str | None = None) -> Split:
+        """`split` of `source` (opened by the evaluator itself, or by `one_split`), refusing
+        a model whose head has other classes than the dataset."""
+        context = self.context
         if context.num_classes != source.num_classes:
             raise ConfigError(
                 f"evaluator {self.name!r} ({self.settings.type}) needs a head of "
                 f"{source.num_classes} classes for {source.name}; the model has "
                 f"{context.num_classes or 'none'}"
             )
-        default = context.eval_split if data is None else source.eval_split
-        return source, context.split(source, split or default, label_set)
+        return context.split(source, split, label_set)
 
 
 def settings_dict(settings: EvalSettings) -> dict[str, Any]:

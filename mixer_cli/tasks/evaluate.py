@@ -8,7 +8,7 @@ fixed weights, features cached by content) live in `evals.suite`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,9 @@ __all__ = [
 class EvalRequest:
     """What `mixer eval` was asked: the checkpoint (None: the newest finished run), the
     dataset (None: the run's own; with `evals` and no dataset, only those run), its split
-    (None: its evaluation split), few-shot too, and evaluators by type, each with its own
-    dataset and defaults (`real`, `imagenet_v2`, ...)."""
+    (None: its evaluation split), few-shot too, and evaluators by name, each on its own
+    dataset (`real`, `imagenet_v2`, ...: `config.named_evals` builds them from types and
+    `--set` keys)."""
 
     init: Path | None = None
     data: str | None = None
@@ -43,7 +44,7 @@ class EvalRequest:
     shots: tuple[int, ...] = (1, 5, 10, 25)
     batch_size: int = 256
     workdir: Path | None = None
-    evals: tuple[str, ...] = ()
+    evals: dict[str, EvalSettings] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
     from mixer_cli.weights.forms import saved_run_config
 
     init, data, data_dir = request.init, request.data, request.data_dir
-    named = {kind: settings_class(kind)() for kind in request.evals}  # unknown types refused
+    named = dict(request.evals)
     if init is None:
         init = latest_run(Path("runs"))
         report.stderr.print(f"evaluating {init} (the newest finished run; --init picks another)")
