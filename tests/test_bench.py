@@ -43,12 +43,14 @@ def test_bench_cli_measures_both_modes_and_saves_results(capsys, tmp_path) -> No
     results = json.loads(out)
     assert results == json.loads((tmp_path / "results.json").read_text())
     assert len(results["devices"]) == 8 and results["batch_size"] == 8
+    assert results["cores"] == len(os.sched_getaffinity(0))  # host cores, not forced devices
     assert results["steps_per_execution"] == 2
     for mode in ("forward", "train"):
         m = results[mode]
         # --steps 2: two forward calls, or one train call of two steps
         assert len(m["windows"]) == 2 and m["steps_per_window"] == 2
         assert m["images_per_sec"] > 0 and m["program_memory_bytes"] > 0
+        assert m["images_per_sec_per_core"] == m["images_per_sec"] / results["cores"]
         assert m["page_faults_per_step"] >= 0 and 0 <= m["kernel_time_share"] <= 1
         assert m["mfu"] == pytest.approx(
             m["achieved_gflops"] / results["matmul_peak_gflops"], rel=1e-9

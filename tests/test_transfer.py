@@ -51,10 +51,10 @@ def test_group_and_suite_means_and_the_papers_numbers() -> None:
     }
     assert got["imagenet"] == 0.8
     assert published("imagenet21k/Mixer-B_16", 224) == {
-        "imagenet": 80.64, "real": 85.80, "avg5": 92.50, "source": "Table 3",
+        "imagenet": 80.64, "real": 85.80, "avg5": 92.50, "throughput": 1384, "source": "Table 3",
     }  # fmt: skip
     at_448 = published("imagenet21k/Mixer-L_16", 448)
-    assert at_448["vtab1k"] == 74.95 and at_448["avg5"] == 93.91
+    assert at_448["vtab1k"] == 74.95 and at_448["avg5"] == 93.91 and at_448["throughput"] == 105
     assert published("imagenet21k/Mixer-L_16", 224)["vtab1k"] == 74.95  # its own resolutions
     assert published("sam/Mixer-B_16", 224) is None
 
@@ -77,7 +77,7 @@ def transfer(capsys, data_dir: Path, workdir: Path, npz: str, *extra: str) -> tu
     code = run([
         "transfer", "--init", npz, "--suite", TASK, "--workdir", str(workdir),
         "--data-dir", str(data_dir), "--resolution", "16", "--steps-scale", "0.0008",
-        "--batch-size", "256", *extra,
+        "--batch-size", "256", "--no-throughput", *extra,
     ])  # fmt: skip
     out, err = capsys.readouterr()
     return code, " ".join((out + err).split())  # rich wraps lines at the width
@@ -153,7 +153,7 @@ def test_a_whole_suite_end_to_end_at_a_fixed_lr(capsys, tmp_path, official_npz, 
         code = run([
             "transfer", "--init", npz, "--suite", suite, "--workdir", str(tmp_path / "suite"),
             "--data-dir", str(data_dir), "--resolution", "16", "--steps-scale", "0.00005",
-            "--lr", "0.01",
+            "--lr", "0.01", *(["--no-throughput"] if suite == "vtab1k" else []),
         ])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -176,6 +176,13 @@ def test_a_whole_suite_end_to_end_at_a_fixed_lr(capsys, tmp_path, official_npz, 
             imagenet["real_top1"], imagenet["imagenet_v2_top1"],
         )  # fmt: skip
     text = " ".join((out + err).split())
+    if suite == "avg5":  # img/s per core of the forward pass at the one resolution it ran at
+        (measured,) = results["throughput"].values()
+        assert measured["images_per_sec_per_core"] * measured["cores"] == pytest.approx(
+            measured["images_per_sec"]
+        )
+        kept = json.loads((tmp_path / "suite" / "throughput.json").read_text())
+        assert "img/s/core" in text and kept == results["throughput"]
     assert "lr 0.01, no sweep: NOT comparable to the paper" in text
     assert f"[{len(tasks)}/{len(tasks)}]" in text
 

@@ -197,6 +197,7 @@ def print_bench_table(results: dict) -> None:
         [
             report.Column("mode", "Mode", justify="left"),
             report.Column("images_per_sec", "img/s", lambda v: f"{v:,.2f}"),
+            report.Column("images_per_sec_per_core", "img/s/core", lambda v: f"{v:,.2f}"),
             report.Column("gflops_per_image", "GFLOP/img", lambda v: f"{v:,.2f}"),
             report.Column("achieved_gflops", "GFLOP/s", lambda v: f"{v:,.0f}"),
             report.Column("mfu", "MFU", lambda v: f"{v:.1%}"),

@@ -53,6 +53,14 @@ FixedLr = Annotated[
         show_default=False,
     ),
 ]
+Throughput = Annotated[
+    bool,
+    typer.Option(
+        "--throughput/--no-throughput",
+        help="At the suite's end, measure img/s per core (mixer bench's forward pass) at "
+        "each resolution it fine-tuned at: the paper's throughput column.",
+    ),
+]
 MicroBatch = Annotated[
     Optional[int],
     typer.Option(
@@ -74,6 +82,7 @@ def transfer(
     batch_size: MicroBatch = None,
     data_dir: opts.DataDir = None,
     lr: FixedLr = None,
+    throughput: Throughput = True,
     stop_after: opts.StopAfter = None,
 ) -> None:
     """Run the paper's transfer protocols: per task an lr sweep (each lr of the task's grid
@@ -96,6 +105,7 @@ def transfer(
         batch_size=batch_size,
         data_dir=data_dir,
         lr=lr,
+        throughput=throughput,
         stop_after=stop_after,
     )
     results = run_transfer(settings, arrived=print_arrived)
@@ -154,6 +164,32 @@ def print_results(results: dict[str, Any]) -> None:
         ],
         rows,
     )
+    if results.get("throughput"):
+        print_throughput(results["throughput"], paper)
     if not results["finished"]:
         report.stderr.print("stopped before the suite's end; the same command resumes it")
     report.stderr.print(f"results in {results['workdir']}/results.json")
+
+
+def print_throughput(measured: dict[str, Any], paper: dict[str, Any]) -> None:
+    """img/s per core at each resolution, beside the paper's (TPU-v3) for its checkpoints."""
+    from mixer_cli.core import report
+
+    first = next(iter(measured.values()))
+    report.print_table(
+        f"throughput: mixer bench's forward pass, batch {first['batch_size']}, {first['dtype']}, "
+        f"{first['cores']} x {first['device_kind']} (paper: TPU-v3 cores)",
+        [
+            report.Column("px", "px"),
+            report.Column("ours", "img/s/core", "{:,.1f}".format),
+            report.Column("paper", "paper", lambda v: "-" if v is None else f"{v:,.0f}"),
+        ],
+        [
+            {
+                "px": int(px),
+                "ours": m["images_per_sec_per_core"],
+                "paper": paper.get("throughput") if int(px) == paper.get("resolution") else None,
+            }
+            for px, m in measured.items()
+        ],
+    )

@@ -14,6 +14,7 @@ CPUs, XLA's freshly faulted-in temporaries can cost a sixth of a step (README, "
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -36,6 +37,7 @@ from mixer_cli.train.optim import make_optimizer
 from mixer_cli.train.steps import compile_steps, initial_state
 
 MODES = ("forward", "train")
+NOT_RECORDED = ("window_seconds", "run_model", "measure_peak")
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,12 @@ class BenchSettings:
     peak_size: int = 0  # side of the peak matmul; 0 = 4096 on CPUs, 8192 on accelerators
     steps_per_execution: int = TrainConfig.steps_per_execution  # train steps per program
     model_options: tuple[str, ...] = ()  # --set model.KEY=VALUE: another family's options
+    run_model: ModelConfig | None = None  # a run's own model (mixer transfer's), else the above
+    measure_peak: bool = True  # the matmul peak (for MFU); off where only img/s is wanted
 
     def model(self) -> ModelConfig:
+        if self.run_model is not None:
+            return self.run_model
         return model_config(self.variant, self.resolution, self.dtype, list(self.model_options))
 
     def modes(self) -> tuple[str, ...]:
@@ -251,6 +257,14 @@ class Workload:
         return compiled, time.perf_counter() - start
 
 
+def compute_cores() -> int:
+    """What the paper's img/s/core divides by: the accelerator chips' cores (one per JAX
+    device), or on a CPU the host cores this process may run on (not its forced devices)."""
+    if jax.devices()[0].platform != "cpu":
+        return jax.device_count()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def run_bench(
     settings: BenchSettings, on_phase: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
@@ -259,13 +273,14 @@ def run_bench(
     work = Workload(settings)
     results: dict[str, Any] = {
         "command": "bench",
-        **{k: v for k, v in asdict(settings).items() if k != "window_seconds"},
+        **{k: v for k, v in asdict(settings).items() if k not in NOT_RECORDED},
         "family": settings.model().family,
         "model": work.name,
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,
         "devices": [str(d) for d in jax.devices()],
         "jax_version": jax.__version__,
+        "cores": compute_cores(),
     }
     for mode in settings.modes():
         on_phase(f"compiling the {mode} step")
@@ -279,6 +294,7 @@ def run_bench(
         ips = statistics.median(rates)
         results[mode] = {
             "images_per_sec": ips,
+            "images_per_sec_per_core": ips / results["cores"],
             "windows": rates,
             "steps_per_window": calls * timed.steps_per_call,
             "compile_seconds": timed.compile_seconds,
@@ -287,6 +303,16 @@ def run_bench(
             "program_memory_bytes": _memory(timed.compiled),
             **host_usage,
         }
+    if settings.measure_peak:
+        measure_peak(work, settings, results, on_phase)
+    results["peak_memory_bytes"] = _device_peak_memory()
+    return results
+
+
+def measure_peak(
+    work: Workload, settings: BenchSettings, results: dict[str, Any], on_phase: Callable
+) -> None:
+    """The matmul peak in the same dtype on the same devices, and each mode's MFU."""
     on_phase("measuring the matmul peak")
     size = settings.peak_size or (4096 if results["platform"] == "cpu" else 8192)
     peak = matmul_peak(work.dtype, size)
@@ -294,8 +320,6 @@ def run_bench(
     results["peak_size"] = size
     for mode in settings.modes():
         results[mode]["mfu"] = results[mode]["achieved_gflops"] * 1e9 / peak
-    results["peak_memory_bytes"] = _device_peak_memory()
-    return results
 
 
 # Above this share of a CPU step's time in the kernel, say how to get it back.

@@ -36,7 +36,7 @@ SPLITS = {
     "vtab1k": (("train800", "val200"), ("train800val200", "test")),
     "avg5": (("train_minus_dev", "dev"), ("train", "test")),
 }
-SUITE_FILE, SWEEP_FILE = "suite.json", "sweep.json"
+SUITE_FILE, SWEEP_FILE, THROUGHPUT_FILE = "suite.json", "sweep.json", "throughput.json"
 SWEEP = {
     "selected_lr": (int, float),
     "lr_sweep.*.lr": (int, float),
@@ -55,6 +55,7 @@ class TransferSettings:
     resolution: int | None = None  # None: each task's protocol's
     batch_size: int | None = None  # per micro-batch; None: 512 in one
     data_dir: Path | None = None
+    throughput: bool = True  # measure img/s/core at the suite's resolutions at its end
     lr: float | None = None  # every task at this lr, no sweep (a budget, not the protocol)
     stop_after: int | None = None  # steps of this invocation's current run
 
@@ -281,13 +282,17 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def paper_numbers(s: TransferSettings) -> dict[str, Any] | None:
     """The paper's numbers (as fractions) for a released checkpoint given by its name."""
-    from mixer_cli.weights.published import published
+    from mixer_cli.weights.published import PERCENT, published
     from mixer_cli.weights.released import name_of
 
-    found = published(name_of(str(s.init)), s.resolution or DEFAULT_RESOLUTION)
+    resolution = s.resolution or DEFAULT_RESOLUTION
+    found = published(name_of(str(s.init)), resolution)
     if found is None:
         return None
-    return {k: v if k == "source" else v / 100 for k, v in found.items()}
+    return {
+        "resolution": resolution,
+        **{k: v / 100 if k in PERCENT else v for k, v in found.items()},
+    }
 
 
 def run_transfer(
@@ -324,5 +329,36 @@ def run_transfer(
         report.write_json(workdir / "results.json", results)
         arrived(row)
     results["finished"] = len(results["tasks"]) == len(tasks)
+    if results["finished"] and s.throughput:
+        results["throughput"] = throughput(tasks, workdir)
     report.write_json(workdir / "results.json", results)
     return results
+
+
+def throughput(tasks: list[tuple[TransferTask, Config]], workdir: Path) -> dict[str, Any]:
+    """The paper's img/s/core column: `mixer bench`'s evaluation forward pass of the suite's
+    model at each resolution it fine-tuned at, measured once (kept in throughput.json)."""
+    from mixer_cli.tasks.bench import BenchSettings, run_bench
+
+    path = workdir / THROUGHPUT_FILE
+    if path.exists():
+        return files.read_json(path, "a transfer suite's throughput", {})
+    measured = {}
+    for resolution, model in {c.model.resolution: c.model for _, c in tasks}.items():
+        report.stderr.print(f"measuring throughput at {resolution} px (mixer bench, forward)")
+        settings = BenchSettings(
+            resolution=resolution, mode="forward", windows=3, window_seconds=0.5,
+            measure_peak=False, run_model=model,
+        )  # fmt: skip
+        bench = run_bench(settings)
+        forward = bench["forward"]
+        measured[str(resolution)] = {
+            "images_per_sec_per_core": forward["images_per_sec_per_core"],
+            "images_per_sec": forward["images_per_sec"],
+            "cores": bench["cores"],
+            "device_kind": bench["device_kind"],
+            "batch_size": settings.batch_size,
+            "dtype": model.dtype,
+        }
+    report.write_json(path, measured)
+    return measured

@@ -8,24 +8,30 @@ its own so a run shows at once whether it reproduces them.
 - Table 2 (448 px; the same plus the VTAB-1k mean over its 19 tasks; VTAB's tasks use
   their own resolution rule, so its number stands for the checkpoint at any suite
   resolution).
+- Throughput: inference img/s per TPU-v3 core at that resolution (Table 2 at 448; at 224
+  the paper's throughput figures: B/16 1384, L/16 419), not a percentage.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# (released name, resolution) -> {metric: top-1 %}; metrics: imagenet, real, avg5, vtab1k
+# (released name, resolution) -> {metric: top-1 %}; metrics: imagenet, real, avg5, vtab1k,
+# and throughput (img/s/core)
+B16, L16 = {"throughput": 1384}, {"throughput": 419}
 PUBLISHED: dict[tuple[str, int], dict[str, float]] = {
-    ("imagenet21k/Mixer-B_16", 224): {"imagenet": 80.64, "real": 85.80, "avg5": 92.50},
-    ("imagenet21k/Mixer-L_16", 224): {"imagenet": 82.89, "real": 87.54, "avg5": 93.63},
-    ("imagenet1k/Mixer-B_16", 224): {"imagenet": 76.44, "real": 82.36, "avg5": 88.33},
+    ("imagenet21k/Mixer-B_16", 224): {"imagenet": 80.64, "real": 85.80, "avg5": 92.50, **B16},
+    ("imagenet21k/Mixer-L_16", 224): {"imagenet": 82.89, "real": 87.54, "avg5": 93.63, **L16},
+    ("imagenet1k/Mixer-B_16", 224): {"imagenet": 76.44, "real": 82.36, "avg5": 88.33, **B16},
     ("imagenet21k/Mixer-L_16", 448): {
         "imagenet": 84.15,
         "real": 87.86,
         "avg5": 93.91,
         "vtab1k": 74.95,
+        "throughput": 105,
     },
 }
+PERCENT = ("imagenet", "real", "avg5", "vtab1k")
 SOURCES = {224: "Table 3", 448: "Table 2"}
 
 
