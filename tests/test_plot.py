@@ -141,3 +141,49 @@ def test_figure_path_takes_out_as_a_file_or_a_directory(tmp_path: Path) -> None:
         figure_path(tmp_path / "a.jpg", tmp_path, "curves", "png")
     with pytest.raises(ConfigError, match="--format 'jpg'"):
         figure_path(None, tmp_path, "curves", "jpg")
+
+
+def transfer_result(path: Path, init: str, tops: dict[str, float], paper: dict | None) -> Path:
+    """A `mixer transfer` results.json as run_transfer writes it, its means computed by it."""
+    from mixer_cli.data.transfer_tasks import find_task
+    from mixer_cli.tasks.transfer import summary
+
+    rows = [
+        {"task": name, "suite": find_task(name).suite, "group": find_task(name).group,
+         "test_top1": top}
+        for name, top in tops.items()
+    ]  # fmt: skip
+    results = {"command": "transfer", "init": init, "suite": "vtab1k", "tasks": rows,
+               "paper": paper, "steps_scale": 1, **summary(rows)}  # fmt: skip
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(results))
+    return path
+
+
+def test_transfer_bars_per_task_and_means_beside_the_papers(capsys, tmp_path: Path) -> None:
+    from mixer_cli.figures import transfer
+
+    mixer = transfer_result(
+        tmp_path / "mixer", "imagenet21k/Mixer-L_16",
+        {"vtab:dtd": 0.7, "vtab:eurosat": 0.95, "vtab:dmlab": 0.5}, {"vtab1k": 0.7495},
+    )  # fmt: skip
+    vit = transfer_result(tmp_path / "vit", "vit.npz", {"vtab:dtd": 0.6, "vtab:dmlab": 0.4}, None)
+    figure = transfer.draw_transfer([transfer.read_result(mixer), transfer.read_result(vit)])
+    tasks, means = figure.axes
+    widths = [round(p.get_width(), 4) for p in tasks.patches if hasattr(p, "get_width")]
+    assert [w for w in widths if w < 1] == [0.7, 0.95, 0.5, 0.6, 0.4]  # bars, not the bands
+    assert [t.get_text() for t in tasks.get_yticklabels()] == ["dtd", "eurosat", "dmlab"]
+    labels = [t.get_text() for t in means.get_yticklabels()]
+    assert labels == ["natural", "specialized", "structured", "vtab1k"]
+    (tick,) = [ln for ln in means.get_lines() if ln.get_label() == "_paper"]  # only the Mixer's
+    assert list(tick.get_xdata()) == [0.7495, 0.7495]
+
+    code, stdout, err = run_cli(capsys, "plot", "transfer", str(mixer), str(vit))
+    assert code == 0, err
+    written = Path(stdout.strip().splitlines()[-1])
+    assert written == mixer / "transfer.png"
+    not_blank(written)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "results.json").write_text(json.dumps({"command": "fewshot"}))
+    code, _, err = run_cli(capsys, "plot", "transfer", str(tmp_path / "empty"))
+    assert code == 2 and "a `mixer transfer` result" in err and "Traceback" not in err

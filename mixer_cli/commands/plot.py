@@ -130,3 +130,19 @@ def fewshot(
     from mixer_cli.tasks.plot import plot_fewshot
 
     report.print_written(plot_fewshot(results, out, format_))
+
+
+@app.command("transfer")
+def transfer(
+    results: Annotated[
+        list[Path], typer.Argument(help="`mixer transfer` results.json files or suite directories.")
+    ],
+    out: Out = None,
+    format_: Format = "png",
+) -> None:
+    """Test top-1 per task of transfer suites, one bar per result, and their means beside the
+    paper's numbers: `mixer plot transfer runs/transfer-vtab1k-* runs/transfer-vit-*`."""
+    from mixer_cli.core import report
+    from mixer_cli.tasks.plot import plot_transfer
+
+    report.print_written(plot_transfer(results, out, format_))

@@ -107,6 +107,17 @@ def plot_curves(runs: list[Path], x: str, smooth: float, out: Path | None, forma
     return figures.save(figure, figure_path(out, Path(runs[0]), "curves", format_))
 
 
+def plot_transfer(results: list[Path], out: Path | None, format_: str) -> Path:
+    """Per-task test top-1 and the means of `mixer transfer` results, beside the paper's."""
+    from mixer_cli import figures
+    from mixer_cli.figures.transfer import draw_transfer, read_result
+
+    loaded = [read_result(r) for r in results]
+    first = Path(results[0])
+    default_dir = first if first.is_dir() else first.parent
+    return figures.save(draw_transfer(loaded), figure_path(out, default_dir, "transfer", format_))
+
+
 def plot_fewshot(results: list[Path], out: Path | None, format_: str) -> Path:
     """Few-shot accuracy against shots of `mixer fewshot` results."""
     from mixer_cli import figures
