@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import mock_datasets, mock_rows
+from datasets import mock_datasets, mock_rows, write_image_folder
 from test_transfer_tasks import OBJECT_TASKS, _example_rows
 
 from mixer_cli.cli import run
@@ -185,6 +185,39 @@ def test_a_whole_suite_end_to_end_at_a_fixed_lr(capsys, tmp_path, official_npz, 
         assert "img/s/core" in text and kept == results["throughput"]
     assert "lr 0.01, no sweep: NOT comparable to the paper" in text
     assert f"[{len(tasks)}/{len(tasks)}]" in text
+
+
+def test_a_one_task_suite_on_an_image_folder_end_to_end(capsys, tmp_path, official_npz) -> None:
+    """avg5:cifar10 on CIFAR-10 kept as files: its splits cut from the folder's as from
+    TFDS's, the final run on train, scored on the folder's test split."""
+    from mixer_cli.data import open_dataset
+
+    npz, _ = official_npz
+    classes = tuple(f"c{k}" for k in range(10))
+    root = write_image_folder(tmp_path / "cifar", {"train": 53, "test": 2}, classes=classes)
+    splits = open_dataset(f"avg5:cifar10@{root}").splits
+    assert splits == {"dev": 11, "train_minus_dev": 519, "train": 530, "test": 20}
+    code = run([
+        "transfer", "--init", npz, "--suite", f"avg5:cifar10@{root}", "--workdir",
+        str(tmp_path / "suite"), "--resolution", "16", "--steps-scale", "0.0001", "--lr", "0.01",
+        "--no-throughput",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    (row,) = json.loads((tmp_path / "suite" / "results.json").read_text())["tasks"]
+    final = json.loads((tmp_path / "suite" / "cifar10" / "final" / "results.json").read_text())
+    assert row["task"] == "avg5:cifar10" and final["dataset"] == f"avg5:cifar10@{root}"
+    assert (final["train_split"], final["eval_split"], final["test/examples"]) == (
+        "train", "test", 20,
+    )  # fmt: skip
+    for suite, why in (
+        (f"vtab:clevr_count@{root}", "labels are not class folders"),
+        (f"avg5:cifar100@{root}", "the folder holds 10 classes, avg5:cifar100 has 100"),
+    ):
+        code = run(["transfer", "--init", npz, "--suite", suite, "--workdir", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert code == 2 and why in err and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow  # 19 s (a compile per lr, 512-image batches): to be made cheaper, then default

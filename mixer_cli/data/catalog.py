@@ -67,7 +67,7 @@ def open_dataset(
             raise DataError(f"{spec} is a classification task; it has no masks")
         from mixer_cli.data.transfer_source import open_transfer
 
-        return open_transfer(spec, data_dir, download=download)
+        return open_transfer(spec, data_dir, download=download, skip_corrupt=skip_corrupt)
     if spec.startswith("folder:") or Path(spec).expanduser().is_dir() or not TFDS_NAME.match(spec):
         root = Path(spec.removeprefix("folder:")).expanduser()
         if task == "segment":

@@ -60,11 +60,12 @@ class TransferSettings:
     stop_after: int | None = None  # steps of this invocation's current run
 
 
-def suite_tasks(spec: str) -> tuple[TransferTask, ...]:
-    """`avg5`, `vtab1k` or a comma-separated list of tasks (vtab:NAME, avg5:NAME)."""
+def suite_tasks(spec: str) -> tuple[tuple[TransferTask, str], ...]:
+    """`avg5`, `vtab1k` or a comma-separated list of tasks (vtab:NAME, avg5:NAME, either as
+    TASK@FOLDER on an image folder): each task with the --data its runs read."""
     spec = spec.strip()
     if spec in SUITES:
-        return SUITES[spec]
+        return tuple((task, task.spec) for task in SUITES[spec])
     names = [name.strip() for name in spec.split(",") if name.strip()]
     if not names or any(name.partition(":")[0] not in PREFIXES for name in names):
         listed = "; ".join(
@@ -74,8 +75,8 @@ def suite_tasks(spec: str) -> tuple[TransferTask, ...]:
             f"--suite {spec!r}: expected {' or '.join(SUITES)}, or tasks as PREFIX:NAME "
             f"separated by commas ({listed})"
         )
-    tasks = tuple(find_task(name) for name in names)
-    if len({t.name for t in tasks}) < len(tasks):
+    tasks = tuple((find_task(name.partition("@")[0]), name) for name in names)
+    if len({t.name for t, _ in tasks}) < len(tasks):
         raise ConfigError(f"--suite {spec!r} names a task twice (or one task of both suites)")
     return tasks
 
@@ -96,12 +97,12 @@ def scaled(steps: int, scale: float) -> int:
     return max(1, round(steps * scale))
 
 
-def task_config(task: TransferTask, base: dict[str, Any], s: TransferSettings) -> Config:
-    """The fine-tuning config of `task`: the finetune recipe, the checkpoint's model at the
-    task's resolution (`base`: backbone_settings), the task's steps and warmup scaled."""
+def task_config(task: TransferTask, data: str, base: dict[str, Any], s: TransferSettings) -> Config:
+    """The fine-tuning config of `task` reading `data`: the finetune recipe, the checkpoint's
+    model at the task's resolution (`base`: backbone_settings), its steps and warmup scaled."""
     flags = {
         **base,
-        "data.name": task.spec,
+        "data.name": data,
         "data.data_dir": None if s.data_dir is None else str(s.data_dir),
         "train.steps": scaled(task.steps, s.steps_scale),
         "train.batch_size": BATCH,
@@ -135,9 +136,11 @@ def plan(s: TransferSettings) -> tuple[list[tuple[TransferTask, Config]], Path]:
     tasks = suite_tasks(s.suite)
     accum_steps(s.batch_size)
     loaded = load_checkpoint(s.init)
-    bases = {r: backbone_settings(loaded, s.init, r) for r in {resolution_of(t, s) for t in tasks}}
+    bases = {
+        r: backbone_settings(loaded, s.init, r) for r in {resolution_of(t, s) for t, _ in tasks}
+    }
     missing = []
-    for name in dict.fromkeys(n for t in tasks for n in (t.spec, *dict(t.final_evals).values())):
+    for name in dict.fromkeys(n for t, d in tasks for n in (d, *dict(t.final_evals).values())):
         try:
             open_dataset(name, s.data_dir, download=False)
         except DatasetNotFound as err:
@@ -148,7 +151,7 @@ def plan(s: TransferSettings) -> tuple[list[tuple[TransferTask, Config]], Path]:
         )
     workdir = s.workdir or default_suite_dir(s.suite)
     _check_suite_record(workdir, s)
-    return [(t, task_config(t, bases[resolution_of(t, s)], s)) for t in tasks], workdir
+    return [(t, task_config(t, d, bases[resolution_of(t, s)], s)) for t, d in tasks], workdir
 
 
 def default_suite_dir(suite: str) -> Path:
@@ -241,6 +244,7 @@ def run_task(
     extra = {f"{kind}_top1": results[f"{kind}/top1"] for kind, _ in task.final_evals}
     return {
         "task": task.spec,
+        "data": config.data.name,
         "suite": task.suite,
         "group": task.group,
         "resolution": config.model.resolution,
