@@ -58,6 +58,7 @@ CASES: list[tuple[list[str], str]] = [
         ["transfer", "--init", "{npz}", "--suite", "avg5", "--steps-scale", "0"],
         "--steps-scale must be above 0, got 0",
     ),
+    (["transfer", "--init", "{npz}", "--suite", "avg5", "--lr", "-0.1"], "--lr must be above 0"),
     (
         [
             "transfer",
