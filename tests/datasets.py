@@ -79,6 +79,29 @@ def write_prepared_tfds(data_dir: Path, name: str, sizes: dict[str, int], num_cl
     )
 
 
+def write_catalog_tfds(data_dir: Path, name: str, sizes: dict[str, int], example: Rows) -> Path:
+    """A catalogue dataset (`name`: TFDS NAME[/CONFIG]) genuinely prepared under its own name,
+    version and features, in real files that any process reads (mock_data patches only
+    this one): row i of split s holds `example(s, i)`, other features zeros."""
+    import tensorflow_datasets as tfds
+
+    info = tfds.builder(name, data_dir=str(data_dir)).info
+    features = info.features
+
+    def row(split: str, i: int) -> dict:
+        zeros = {k: np.zeros(f.shape, f.np_dtype) for k, f in features.items()}
+        return {**zeros, **example(split, i)}
+
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name,
+        version=str(info.version),
+        features=features,
+        split_datasets={s: [(i, row(s, i)) for i in range(n)] for s, n in sizes.items()},
+        data_dir=data_dir,
+    )
+    return data_dir
+
+
 def write_tfds_metadata(name: str, sizes: dict[str, int], tmp: Path) -> None:
     """The metadata of a prepared `name` (TFDS name[/config]) with these split sizes."""
     import tensorflow_datasets as tfds

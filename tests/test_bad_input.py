@@ -78,6 +78,44 @@ CASES: list[tuple[list[str], str]] = [
         "multiple",
     ),
     (
+        ["transfer", "--init", "{npz}", "--suite", "vtab:dtd", "--executor", "cluster"],
+        "--executor 'cluster': expected inline (every run in this process), local (each run "
+        "a job on this machine) or slurm",
+    ),
+    (
+        ["transfer", "--init", "{npz}", "--suite", "vtab:dtd", "--partition", "gpu"],
+        "--partition: job settings, for --executor local or slurm; --executor inline (the "
+        "default) runs every run in this process",
+    ),
+    (
+        [
+            "transfer",
+            "--init",
+            "{npz}",
+            "--suite",
+            "vtab:dtd",
+            "--executor",
+            "local",
+            "--gpus-per-job",
+            "1",
+        ],
+        "--gpus-per-job: SLURM settings, for --executor slurm",
+    ),
+    (
+        [
+            "transfer",
+            "--init",
+            "{npz}",
+            "--suite",
+            "vtab:dtd",
+            "--executor",
+            "slurm",
+            "--time-limit",
+            "60",
+        ],
+        "--executor slurm: no `sbatch` on this machine's PATH; submit from a SLURM login node",
+    ),
+    (
         ["pretrain", "--data", "vtab:resisc45", "--data-dir", "{workdir}-tfds"],
         "NWPU-RESISC45.rar (https://1drv.ms/u/s!AmgKYzARBl5ca3HNaHIlzp_IXjs, the link in TFDS's "
         "resisc45 page) and extract it into {workdir}-tfds/downloads/manual/",

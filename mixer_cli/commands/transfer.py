@@ -71,6 +71,48 @@ MicroBatch = Annotated[
         min=1,
     ),
 ]
+Executor = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where the runs run: inline (one after another in this process), local (each "
+        "run a job on this machine) or slurm (each run a SLURM job; the sweeps of every "
+        "task at once as one job array), through submitit.",
+    ),
+]
+Partition = Annotated[
+    Optional[str],
+    typer.Option("--partition", help="SLURM partition of the jobs.", show_default=False),
+]
+GpusPerJob = Annotated[
+    Optional[int],
+    typer.Option("--gpus-per-job", help="GPUs per SLURM job.", show_default=False, min=0),
+]
+CpusPerJob = Annotated[
+    Optional[int],
+    typer.Option("--cpus-per-job", help="CPUs per SLURM job.", show_default=False, min=1),
+]
+TimeLimit = Annotated[
+    Optional[int],
+    typer.Option(
+        "--time-limit",
+        metavar="MINUTES",
+        help="Each job's wall-clock limit (needed with slurm); a job reaching it is requeued "
+        "and resumes its run. [default: local: none]",
+        show_default=False,
+        min=1,
+    ),
+]
+SlurmArg = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--slurm-arg",
+        metavar="KEY=VALUE",
+        help="Any other submitit SLURM parameter, repeatable: qos=high, account=NAME, "
+        "mem=64GB, constraint=a100, array_parallelism=8, ...",
+        show_default=False,
+    ),
+]
 
 
 def transfer(
@@ -84,6 +126,12 @@ def transfer(
     lr: FixedLr = None,
     throughput: Throughput = True,
     stop_after: opts.StopAfter = None,
+    executor: Executor = "inline",
+    partition: Partition = None,
+    gpus_per_job: GpusPerJob = None,
+    cpus_per_job: CpusPerJob = None,
+    time_limit: TimeLimit = None,
+    slurm_arg: SlurmArg = None,
 ) -> None:
     """Run the paper's transfer protocols: per task an lr sweep (each lr of the task's grid
     fine-tuned on train800 / train minus dev, scored on val200 / dev), the chosen lr
@@ -93,9 +141,20 @@ def transfer(
     command resumes a stopped suite and never re-runs a finished run. The table shows each
     task's test top-1 and chosen lr, VTAB-1k's group means, each suite's mean and, for
     Google's released checkpoints given by name, the paper's numbers beside ours.
+    With --executor local or slurm each run is a job (submitit; logs in SUITE/jobs/).
     """
     from mixer_cli.tasks.transfer import TransferSettings, run_transfer
+    from mixer_cli.tasks.transfer_jobs import JobSettings, suite_rows
 
+    jobs = JobSettings(
+        executor=executor,
+        partition=partition,
+        gpus_per_job=gpus_per_job,
+        cpus_per_job=cpus_per_job,
+        time_limit=time_limit,
+        slurm_args=tuple(slurm_arg or ()),
+    )
+    rows = suite_rows(jobs)  # checked before anything is written
     settings = TransferSettings(
         init=init,
         suite=suite,
@@ -108,7 +167,7 @@ def transfer(
         throughput=throughput,
         stop_after=stop_after,
     )
-    results = run_transfer(settings, arrived=print_arrived)
+    results = run_transfer(settings, arrived=print_arrived, rows=rows)
     print_results(results)
 
 

@@ -60,6 +60,13 @@ class TrainingDiverged(MixerError):
     exit_code = 1
 
 
+class JobFailed(MixerError):
+    """A job that ran part of a command elsewhere (submitit: a local process, a SLURM job)
+    failed; the same command submits it again."""
+
+    exit_code = 1
+
+
 class Interrupted(MixerError):
     """Ctrl-C: a checkpoint was saved and the run can be resumed."""
 

@@ -221,9 +221,8 @@ def lr_sweep(
     """
     fit, held = splits
     trials = []
-    for lr in lrs:
-        where = root / f"lr-{lr:g}"
-        results = train(with_lr(config, lr, train_split=fit, eval_split=held), where)
+    for lr, trial, where in sweep_runs(config, root, lrs, splits):
+        results = train(trial, where)
         if not results["finished"]:
             return config, {"lr_sweep": trials, "stopped_in_sweep": True}
         trials.append(
@@ -238,6 +237,18 @@ def lr_sweep(
     print_sweep(trials, best, fit, held)
     record = {"lr_sweep": trials, "selected_lr": best["lr"], "holdout_split": held}
     return with_lr(config, best["lr"]), record
+
+
+def sweep_runs(
+    config: Config, root: Path, lrs: Sequence[float], splits: tuple[str, str]
+) -> list[tuple[float, Config, Path]]:
+    """Each lr's trial of a sweep: (lr, its config: trained on the fit split, scored on the
+    held-out one, its run directory `root/lr-LR`)."""
+    fit, held = splits
+    return [
+        (lr, with_lr(config, lr, train_split=fit, eval_split=held), root / f"lr-{lr:g}")
+        for lr in lrs
+    ]
 
 
 def choose_lr(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,18 +191,50 @@ class Runs:
 
     def __call__(self, config: Config, where: Path) -> dict[str, Any]:
         from mixer_cli.train.engine import train_and_evaluate
-        from mixer_cli.train.metrics import read_results
 
         self.done += 1
+        what = self.what(config)
+        results = self.finished(where)
+        if results is not None:
+            report.stderr.print(f"[{self.done}/{self.total}] {what}: finished, read back")
+            return results
+        report.stderr.print(f"[{self.done}/{self.total}] {what} in {where}")
+        return train_and_evaluate(config, where, stop_after=self.stop_after)
+
+    @staticmethod
+    def what(config: Config) -> str:
         d = config.data
-        what = f"{d.name} lr {config.optim.lr:g}: {d.train_split} -> {d.eval_split}"
+        return f"{d.name} lr {config.optim.lr:g}: {d.train_split} -> {d.eval_split}"
+
+    @staticmethod
+    def finished(where: Path) -> dict[str, Any] | None:
+        """The results of the finished run in `where`; None when there is none."""
+        from mixer_cli.train.metrics import read_results
+
         if (where / "results.json").exists():
             results = read_results(where)
             if results["finished"]:
-                report.stderr.print(f"[{self.done}/{self.total}] {what}: finished, read back")
                 return results
-        report.stderr.print(f"[{self.done}/{self.total}] {what} in {where}")
-        return train_and_evaluate(config, where, stop_after=self.stop_after)
+        return None
+
+
+# How the suite's tasks are run: (tasks and their configs, the suite's directory, its runs,
+# the settings) -> each finished task's row as it arrives (`in_turn` here; as jobs:
+# tasks/transfer_jobs.py).
+Rows = Callable[
+    [list[tuple[TransferTask, Config]], Path, Runs, TransferSettings], Iterator[dict[str, Any]]
+]
+
+
+def in_turn(
+    tasks: list[tuple[TransferTask, Config]], workdir: Path, runs: Runs, s: TransferSettings
+) -> Iterator[dict[str, Any]]:
+    """Every run in this process, one after another, up to the first one left unfinished."""
+    for task, config in tasks:
+        row = run_task(task, config, workdir / task.name, runs, s)
+        if row is None:
+            return
+        yield row
 
 
 def final_evals(task: TransferTask, s: TransferSettings) -> dict[str, Any]:
@@ -300,11 +332,14 @@ def paper_numbers(s: TransferSettings) -> dict[str, Any] | None:
 
 
 def run_transfer(
-    s: TransferSettings, arrived: Callable[[dict[str, Any]], None] = lambda row: None
+    s: TransferSettings,
+    arrived: Callable[[dict[str, Any]], None] = lambda row: None,
+    rows: Rows = in_turn,
 ) -> dict[str, Any]:
-    """Run the suite, calling `arrived` with each task's row as it finishes (read back or
-    trained); the suite's results, also in WORKDIR/results.json (`finished` False when a
-    run stopped early: the same command resumes)."""
+    """Run the suite (its runs as `rows` runs them), calling `arrived` with each task's row
+    as it finishes (read back or trained); the suite's results, also in
+    WORKDIR/results.json (`finished` False when a run stopped early: the same command
+    resumes)."""
     tasks, workdir = plan(s)
     workdir.mkdir(parents=True, exist_ok=True)
     report.write_json(workdir / SUITE_FILE, _suite_record(s))
@@ -324,10 +359,7 @@ def run_transfer(
         **summary([]),
         "finished": False,
     }
-    for task, config in tasks:
-        row = run_task(task, config, workdir / task.name, runs, s)
-        if row is None:
-            break
+    for row in rows(tasks, workdir, runs, s):
         results["tasks"].append(row)
         results.update(summary(results["tasks"]))
         report.write_json(workdir / "results.json", results)
