@@ -188,7 +188,9 @@ def print_results(results: dict[str, Any]) -> None:
     from mixer_cli.core import report
 
     scale, lr = results["steps_scale"], results["fixed_lr"]
-    budget = [f"steps x {scale:g}"] * (scale != 1) + [f"lr {lr:g}, no sweep"] * (lr is not None)
+    budget = ([f"steps x {scale:g}"] if scale != 1 else []) + (
+        [f"lr {lr:g}, no sweep"] if lr is not None else []
+    )
     note = f" ({', '.join(budget)}: NOT comparable to the paper)" if budget else ""
     report.print_table(
         f"mixer transfer {results['suite']}: {results['init']}{note}",
