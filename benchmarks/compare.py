@@ -4,7 +4,7 @@
     python benchmarks/compare.py --variant B/16 --batch-size 8
 
 Same variant, resolution (224), batch, 1000-class head and fixed synthetic batch for all:
-- mixer: the engine's steps (`mixer_cli.tasks.bench.Workload`: eval forward; train = forward,
+- mixer: the engine's steps (`mixer_cli.train.throughput.Workload`: eval forward; train = forward,
   backward, global-norm clipping, AdamW, donated state, `--steps-per-execution` steps to
   a program as `mixer pretrain` runs them; 1 = one step per call);
 - plain: the model written here the simplest way (linen, transposes around the token
@@ -43,7 +43,7 @@ import optax
 from page_faults import retain_freed_memory
 
 from mixer_cli.models import parse_variant
-from mixer_cli.tasks.bench import BenchSettings, Workload, synthetic_batch, time_window
+from mixer_cli.train.throughput import BenchSettings, Workload, synthetic_batch, time_window
 
 Window = Callable[[int], float]  # calls -> seconds they took
 IMPLEMENTATIONS = ("mixer", "plain", "timm")

@@ -69,7 +69,7 @@ def profile(cfg: argparse.Namespace, steps: int = 5) -> list[tuple[str, float, i
     """Device time per kernel over `steps` train steps: [(name, ms per step, count)]."""
     import jax
 
-    from mixer_cli.tasks.bench import BenchSettings, Workload
+    from mixer_cli.train.throughput import BenchSettings, Workload
 
     settings = BenchSettings(
         cfg.variant,

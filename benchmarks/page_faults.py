@@ -62,7 +62,7 @@ def main() -> None:
 
     import jax
 
-    from mixer_cli.tasks.bench import BenchSettings, Workload
+    from mixer_cli.train.throughput import BenchSettings, Workload
 
     def settings(batch: int) -> BenchSettings:
         return BenchSettings(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import jax
 
-from mixer_cli.tasks.bench import BenchSettings, Workload
+from mixer_cli.train.throughput import BenchSettings, Workload
 
 
 def op_names(hlo: str) -> dict[str, tuple[str, bool]]:

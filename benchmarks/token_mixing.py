@@ -27,8 +27,8 @@ import numpy as np
 
 from mixer_cli.models.mixer import TokenDense
 from mixer_cli.models.variants import MixerSpec, parse_variant
-from mixer_cli.tasks.bench import time_window
 from mixer_cli.train.steps import cross_entropy
+from mixer_cli.train.throughput import time_window
 
 FORMS = ("swapaxes", "einsum", "batched", "token-major")
 

@@ -21,7 +21,8 @@ from mixer_cli.models import (
     parse_variant,
 )
 from mixer_cli.models.costs import by_blocks, describe, forward_flops
-from mixer_cli.tasks.bench import HostUsage, page_fault_hint
+from mixer_cli.tasks.bench import page_fault_hint
+from mixer_cli.train.throughput import HostUsage
 
 TINY = ["--variant", "N/4", "--resolution", "16", "--batch-size", "8", "--num-classes", "10"]
 QUICK = ["--windows", "2", "--steps", "2", "--peak-size", "64"]

@@ -374,7 +374,7 @@ def run_transfer(
 def throughput(tasks: list[tuple[TransferTask, Config]], workdir: Path) -> dict[str, Any]:
     """The paper's img/s/core column: `mixer bench`'s evaluation forward pass of the suite's
     model at each resolution it fine-tuned at, measured once (kept in throughput.json)."""
-    from mixer_cli.tasks.bench import BenchSettings, run_bench
+    from mixer_cli.train.throughput import BenchSettings, run_bench
 
     path = workdir / THROUGHPUT_FILE
     if path.exists():
