@@ -49,6 +49,16 @@ def read_json(
     return check(read_json_value(path, error, fix), schema, str(path), what, error, fix)
 
 
+def read_results(path: str | os.PathLike, what: str, schema: Schema) -> tuple[Path, dict]:
+    """A command's results.json, given as the file or the directory holding it (what
+    `mixer plot` reads): the file's path and its checked contents."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(f"{path}: no results.json there")
+    return file, read_json(file, what, schema)
+
+
 def read_json_value(
     path: str | os.PathLike, error: type[MixerError] = ConfigError, fix: str = ""
 ) -> Any:

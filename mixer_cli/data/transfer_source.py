@@ -50,7 +50,39 @@ def open_transfer(
     return TransferSource(builder, task)
 
 
-class TransferSource(TfdsSource):
+class TaskSplits:
+    """A task's named splits over a dataset's own (its `_task_splits`: name -> split string)
+    and its defaults: train on train800val200 (VTAB) or train, evaluate on test."""
+
+    name: str
+    _task_splits: dict[str, str]
+
+    def use_task_splits(self, task: TransferTask, sizes: dict[str, int], where: str) -> None:
+        try:
+            self._task_splits = task.splits(sizes)
+        except KeyError as err:  # a copy without the split the task cuts from
+            raise DataError(
+                f"{task.spec}: {where} has no {err.args[0]!r} split (it has "
+                f"{', '.join(sizes) or 'none'})"
+            ) from None
+        self.train_split = "train800val200" if task.suite == "vtab1k" else "train"
+        self.eval_split = "test"
+
+    @property
+    def splits(self) -> dict[str, int]:
+        return {name: self.num_examples(name) for name in self._task_splits}
+
+    def task_split(self, split: str) -> str:
+        """The dataset's split string of the task's split `split`; others are refused."""
+        if split not in self._task_splits:
+            raise DataError(
+                f"{self.name} has no split {split!r} (splits: {', '.join(self._task_splits)}: "
+                "the task's own, as its protocol defines them)"
+            )
+        return self._task_splits[split]
+
+
+class TransferSource(TaskSplits, TfdsSource):
     def __init__(self, builder, task: TransferTask) -> None:
         # Not TfdsSource's: a task's label need not be a stored 'label' feature.
         self.builder, self.masks, self.task_entry = builder, None, task
@@ -63,21 +95,10 @@ class TransferSource(TfdsSource):
         where = (
             f"{task.tfds} in {builder.data_dir} (prepare it again with `tfds build {task.tfds}`)"
         )
-        self._splits = cut_splits(task, sizes, where)
-        self.train_split = "train800val200" if task.suite == "vtab1k" else "train"
-        self.eval_split = "test"
-
-    @property
-    def splits(self) -> dict[str, int]:
-        return {name: self.num_examples(name) for name in self._splits}
+        self.use_task_splits(task, sizes, where)
 
     def tfds_split(self, split: str) -> str:
-        if split not in self._splits:
-            raise DataError(
-                f"{self.name} has no split {split!r} (splits: {', '.join(self._splits)}: the "
-                "task's own, as its protocol defines them)"
-            )
-        return self._splits[split]
+        return self.task_split(split)
 
     def label(self, example: dict) -> tf.Tensor:
         return self.task_entry.label(example)
@@ -92,18 +113,7 @@ class TransferSource(TfdsSource):
         return to_uint8(tf.cast(image, tf.float32) * self.task_entry.pixel_scale)
 
 
-def cut_splits(task: TransferTask, sizes: dict[str, int], where: str) -> dict[str, str]:
-    """The task's named splits as split strings of a dataset with these split sizes."""
-    try:
-        return task.splits(sizes)
-    except KeyError as err:  # a copy without the split the task cuts from
-        raise DataError(
-            f"{task.spec}: {where} has no {err.args[0]!r} split (it has "
-            f"{', '.join(sizes) or 'none'})"
-        ) from None
-
-
-class TaskFolder(FolderSource):
+class TaskFolder(TaskSplits, FolderSource):
     """A task whose labels are the stored classes, on an image folder: the task's named
     splits, flip and crop allowances, its class count checked against the folder's."""
 
@@ -121,19 +131,8 @@ class TaskFolder(FolderSource):
             )
         self.name, self.task_entry = f"{task.spec}@{root}", task
         self.flip, self.random_crop = task.flip, task.random_crop
-        self._task_splits = cut_splits(task, dict(self._sizes), f"the folder {str(root)!r}")
-        self.train_split = "train800val200" if task.suite == "vtab1k" else "train"
-        self.eval_split = "test"
-
-    @property
-    def splits(self) -> dict[str, int]:
-        return {name: self.num_examples(name) for name in self._task_splits}
+        self.use_task_splits(task, dict(self._sizes), f"the folder {str(root)!r}")
 
     def _parts(self, split: str) -> list:
         """The task's split `split` as the folder's (train800 -> train[:800], ...)."""
-        if split not in self._task_splits:
-            raise DataError(
-                f"{self.name} has no split {split!r} (splits: {', '.join(self._task_splits)}: "
-                "the task's own, as its protocol defines them)"
-            )
-        return super()._parts(self._task_splits[split])
+        return super()._parts(self.task_split(split))

@@ -27,11 +27,7 @@ class Result:
 
 def read_result(path: Path) -> Result:
     """A `mixer fewshot` results.json (or the run directory holding it)."""
-    path = Path(path)
-    file = path / "results.json" if path.is_dir() else path
-    if not file.is_file():
-        raise ConfigError(f"{path}: no results.json there")
-    results = files.read_json(file, "a `mixer fewshot` result", RESULT)
+    file, results = files.read_results(path, "a `mixer fewshot` result", RESULT)
     odd = next((k for d in results["datasets"].values() for k in d["shots"] if not k.isdigit()), 0)
     if odd:
         raise ConfigError(f"{file} is not a `mixer fewshot` result: shots {odd!r} is no number")

@@ -39,11 +39,7 @@ class Result:
 
 def read_result(path: Path) -> Result:
     """A `mixer transfer` results.json (or the suite directory holding it)."""
-    path = Path(path)
-    file = path / "results.json" if path.is_dir() else path
-    if not file.is_file():
-        raise ConfigError(f"{path}: no results.json there")
-    results = files.read_json(file, "a `mixer transfer` result", RESULT)
+    file, results = files.read_results(path, "a `mixer transfer` result", RESULT)
     if not results["tasks"]:
         raise ConfigError(f"{file}: the suite has no finished task yet")
     scale = results["steps_scale"]
