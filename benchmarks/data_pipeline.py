@@ -3,7 +3,10 @@
     python benchmarks/data_pipeline.py imagenet-like            # 224 px from 500x375 JPEGs
     python benchmarks/data_pipeline.py cifar10 --folder /tmp/cifar  # 32 px, CIFAR-10 JPEGs
 
-Both use the paper's train transform: inception crop, flip, RandAugment(2,15) (--randaug).
+Both use the paper's train transform: inception crop, flip, RandAugment(2,15) (--randaug),
+all on the host (`--augment-on host`, the default here: the numbers in RESULTS.md); with
+`--augment-on device` the host's share of it when training augments on the device (decode,
+crop and resize; the rest runs in the train step and is not measured here).
 
 `imagenet-like` writes a folder of JPEGs at ImageNet's typical size (500x375, textured so
 they compress like photos) from the CIFAR-10 archive in ../shared/data, once, under
@@ -73,26 +76,31 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mixer-bench"))
     parser.add_argument("--batch-size", type=int, default=0, help="default: 64 / 512")
     parser.add_argument("--randaug", default="2,15", help="layers,magnitude; 0,0 = off")
+    parser.add_argument("--augment-on", choices=["host", "device"], default="host")
     parser.add_argument("--windows", type=int, default=5)
     args = parser.parse_args()
     layers, magnitude = (int(v) for v in args.randaug.split(","))
 
     if args.setting == "imagenet-like":
         root = make_imagenet_like(args.workdir / "imagenet-like", 2000)
-        pre = Preprocessing(224, randaug_layers=layers, randaug_magnitude=magnitude)
+        pre = Preprocessing(
+            224, randaug_layers=layers, randaug_magnitude=magnitude, augment_on=args.augment_on
+        )
         batch, steps = args.batch_size or 64, 5
     else:
         if args.folder is None:
             parser.error("cifar10 needs --folder (tar xzf cifar10-jpeg.tar.gz -C DIR)")
         root = args.folder
-        pre = Preprocessing(32, randaug_layers=layers, randaug_magnitude=magnitude)
+        pre = Preprocessing(
+            32, randaug_layers=layers, randaug_magnitude=magnitude, augment_on=args.augment_on
+        )
         batch, steps = args.batch_size or 512, 10
     source = open_dataset(f"folder:{root}")
     batches = TrainBatches(source, source.train_split, pre, batch, seed=0, mesh=make_mesh())
     rates = measure(batches, warmup=3, windows=args.windows, steps=steps)
     print(
         f"{args.setting}: {pre.resolution} px, batch {batch}, crop={pre.crop}, flip, "
-        f"randaug({layers},{magnitude}), {os.cpu_count()} CPUs: median "
+        f"randaug({layers},{magnitude}) on the {args.augment_on}, {os.cpu_count()} CPUs: median "
         f"{statistics.median(rates):,.0f} img/s (windows: {', '.join(f'{r:,.0f}' for r in rates)})"
     )
 

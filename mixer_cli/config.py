@@ -52,6 +52,9 @@ class DataConfig:
     permutation: str = "none"  # the shuffle experiment: none, patch or global (train and test)
     permutation_patch: int = 0  # patch mode's patch size; 0 = the Mixer's
     permutation_seed: int = 0
+    # Where flip, RandAugment, mixup and CutMix run: device (in the jitted train step; the
+    # host only decodes, crops and resizes) or host (tf.data: older runs, bit for bit)
+    augment_on: str = "device"
     skip_corrupt: bool = False  # image folders: leave damaged files out (else refuse them)
 
 
@@ -126,6 +129,7 @@ CHOICES = {
     "optim.schedule": ("linear", "cosine"),
     "train.loss": ("softmax", "sigmoid"),
     "data.crop": ("inception", "resize"),
+    "data.augment_on": ("device", "host"),
     **MODEL_CHOICES,
 }
 POSITIVE = (
@@ -148,8 +152,6 @@ NON_NEGATIVE = (
     "optim.weight_decay",
     "optim.end_lr",
     "optim.clip_norm",
-    "data.randaug_layers",
-    "data.randaug_magnitude",
     "data.mixup",
     "data.cutmix",
     "train.label_smoothing",
@@ -157,6 +159,18 @@ NON_NEGATIVE = (
     "optim.sam_rho",
     "data.permutation_patch",
 )
+
+# Closed ranges [low, high]. RandAugment: each layer is a 16-way choice compiled into the
+# step; past magnitude 30 the geometric ops leave any sensible range (rotations past 90
+# degrees, translations past 300 px) and the others saturate.
+BOUNDED = {"data.randaug_layers": (0, 10), "data.randaug_magnitude": (0, 30)}
+
+
+def _valid_range(key: str) -> str:
+    """' > 0', ' >= 0', ' in [a, b]' or '': what validate() allows for `key`."""
+    if key in BOUNDED:
+        return " in [{}, {}]".format(*BOUNDED[key])
+    return " > 0" if key in POSITIVE else " >= 0" if key in NON_NEGATIVE else ""
 
 
 # The paper's pre-training datasets -> the part of the recipe names that stands for them.
@@ -391,7 +405,7 @@ def validate(config: Config, section: str | None = None) -> None:
     flat = {f"{s}.{k}": v for s, values in tree.items() for k, v in values.items()}
     for key, value in _numbers(tree):
         if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value}")
+            raise ConfigError(f"{key} must be a finite number{_valid_range(key)}, got {value}")
     for key, allowed in CHOICES.items():
         if key in flat and flat[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {flat[key]!r}")
@@ -401,6 +415,9 @@ def validate(config: Config, section: str | None = None) -> None:
     for key in NON_NEGATIVE:
         if key in flat and flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
+    for key, (low, high) in BOUNDED.items():
+        if key in flat and not low <= flat[key] <= high:
+            raise ConfigError(f"{key} must be in [{low}, {high}], got {flat[key]}")
     for key in ("train.label_smoothing", "train.ema_decay"):
         if key in flat and flat[key] >= 1:
             raise ConfigError(f"{key} must be < 1, got {flat[key]}")
@@ -430,7 +447,8 @@ def _numbers(tree: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
 
 def upgrade(saved: dict[str, Any], current: Config) -> dict[str, Any]:
     """A config.yaml of an older mixer in today's form: `model.kind` is `model.family`;
-    a run from before `evals` existed evaluated what today's config declares."""
+    a run from before `evals` existed evaluated what today's config declares, one from
+    before `data.augment_on` augmented on the host."""
     saved = {section: dict(values or {}) for section, values in saved.items()}
     model = saved.setdefault("model", {})
     if "kind" in model:
@@ -442,6 +460,7 @@ def upgrade(saved: dict[str, Any], current: Config) -> dict[str, Any]:
         else:  # a key added since (gelu, stem, ...): the run had its default
             model.setdefault(key, defaults[key])
     saved.setdefault("evals", current.to_dict()["evals"])
+    saved.setdefault("data", {}).setdefault("augment_on", "host")
     return saved
 
 

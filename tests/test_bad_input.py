@@ -225,6 +225,17 @@ CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--data", "folder:{damaged}"], "a truncated JPEG (no end marker)"),
     (["pretrain", "--set", "optim.lr=inf"], "optim.lr must be a finite number"),
     (
+        ["pretrain", "--set", "data.augment_on=tpu"],
+        "data.augment_on must be one of device, host, got 'tpu'",
+    ),
+    (
+        ["pretrain", "--set", "data.randaug_magnitude=31"],
+        "data.randaug_magnitude must be in [0, 30], got 31.0",
+    ),
+    (["pretrain", "--set", "data.randaug_layers=-1"], "data.randaug_layers must be in [0, 10]"),
+    (["pretrain", "--set", "data.mixup=-0.5"], "data.mixup must be >= 0, got -0.5"),
+    (["pretrain", "--set", "data.cutmix=nan"], "data.cutmix must be a finite number >= 0, got nan"),
+    (
         ["pretrain", "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "5"],
         "process id 5 is not one of the run's 2 processes",
     ),

@@ -113,13 +113,18 @@ def test_a_run_directory_of_an_older_mixer_resumes_with_the_defaults_of_newer_ke
     from mixer_cli.config import upgrade
     from mixer_cli.train.workdir import _first_difference
 
-    config = resolve("demo", None, {})
+    config = resolve("demo", None, {"data.augment_on": "host"})  # as older runs augmented
     old = config.to_dict()
     old["model"]["kind"] = old["model"].pop("family")  # before model families
     for key in ("gelu", "stem", "pattern", "token_mixing", "conv_after", "heads"):
         del old["model"][key]  # keys added since
+    del old["data"]["augment_on"]
     assert _first_difference(upgrade(old, config), config.to_dict()) is None
-    changed = resolve("demo", None, {"model.gelu": "exact"})
+    today = resolve("demo", None, {})  # augments on the device: not the run it resumes
+    assert "data.augment_on: 'host' before, 'device' now" in _first_difference(
+        upgrade(old, today), today.to_dict()
+    )
+    changed = resolve("demo", None, {"model.gelu": "exact", "data.augment_on": "host"})
     assert "model.gelu: 'tanh' before" in _first_difference(
         upgrade(old, changed), changed.to_dict()
     )

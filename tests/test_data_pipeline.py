@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from itertools import islice
 from pathlib import Path
 
@@ -14,11 +15,17 @@ from mixer_cli.core.distributed import make_mesh
 from mixer_cli.core.errors import ConfigError, DataError
 from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data import EvalBatches, Preprocessing, TrainBatches, open_dataset
-from mixer_cli.data.preprocess import eval_resize
+from mixer_cli.data.device_augment import DeviceAugment
+from mixer_cli.data.preprocess import eval_resize, to_model_input
 
 MESH = make_mesh()  # 8 forced host devices (conftest)
 AUGMENTED = Preprocessing(
-    resolution=16, crop="inception", randaug_layers=2, randaug_magnitude=10, mixup=0.5
+    resolution=16,
+    crop="inception",
+    randaug_layers=2,
+    randaug_magnitude=10,
+    mixup=0.5,
+    augment_on="host",
 )
 
 
@@ -46,6 +53,37 @@ def test_batches_are_global_arrays_sharded_over_8_devices() -> None:
     np.testing.assert_allclose(np.asarray(label).sum(axis=1), 1.0, rtol=1e-6)  # mixup keeps mass
 
 
+def test_batches_augmented_on_the_device_travel_as_uint8_crops_and_integer_labels() -> None:
+    pre = dataclasses.replace(AUGMENTED, augment_on="device")
+    batch = next(iter(TrainBatches(open_dataset("digits"), "train", pre, 64, 0, MESH)))
+    image, label = batch["image"], batch["label"]
+    assert (image.dtype, image.shape, label.dtype, label.shape) == (
+        np.uint8, (64, 16, 16, 3), np.int32, (64,)
+    )  # fmt: skip
+    assert image.sharding.spec == label.sharding.spec == jax.sharding.PartitionSpec("data")
+    assert set(np.unique(np.asarray(label))) <= set(range(10))
+
+
+def test_the_device_half_flips_per_example_and_ends_as_the_host_half_does() -> None:
+    """Flip, then the shuffle experiment's permutation and [-1, 1] (the host's
+    `to_model_input`, exactly), one-hot labels; about half the examples mirrored."""
+    pre = Preprocessing(resolution=8, permutation="global", permutation_seed=1)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 64).astype(np.int32)
+    augment = jax.jit(DeviceAugment(pre, num_classes=10, flip=True))
+    out = augment({"image": images, "label": labels}, jax.random.key(0))
+    got, permutation = np.asarray(out["image"]), pre.permutation_index()
+    flipped = 0
+    for image, result in zip(images, got, strict=True):
+        kept = to_model_input(tf.constant(image), permutation).numpy()
+        mirrored = to_model_input(tf.constant(image[:, ::-1]), permutation).numpy()
+        assert np.array_equal(result, kept) or np.array_equal(result, mirrored)
+        flipped += np.array_equal(result, mirrored)
+    assert 16 <= flipped <= 48
+    np.testing.assert_array_equal(out["label"], np.eye(10, dtype=np.float32)[labels])
+
+
 def test_batch_size_the_devices_do_not_divide_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"batch size 60 .* 8 devices; try 56 or 64"):
         TrainBatches(open_dataset("digits"), "train", AUGMENTED, 60, 0, MESH)
@@ -70,7 +108,7 @@ def test_resuming_at_step_k_gives_the_batches_of_an_uninterrupted_stream(start: 
 def test_resume_through_tfds(tmp_path: Path) -> None:
     write_prepared_tfds(tmp_path, "tiny_prepared", {"train": 40, "test": 8})
     src = open_dataset("tiny_prepared", tmp_path)
-    pre = Preprocessing(resolution=16, randaug_layers=1, randaug_magnitude=5)
+    pre = Preprocessing(resolution=16, randaug_layers=1, randaug_magnitude=5, augment_on="host")
     through = take(TrainBatches(src, "train", pre, 16, 0, MESH), 4)[3:]
     resumed = take(TrainBatches(src, "train", pre, 16, 0, MESH, start_step=3), 1)
     assert_same(through, resumed)
@@ -115,7 +153,7 @@ def test_mocked_tfds_feeds_the_same_batches(tmp_path: Path) -> None:
             pre = Preprocessing(resolution=32)
             batch = next(iter(TrainBatches(src, "train", pre, 16, 0, MESH)))
             assert batch["image"].shape == (16, 32, 32, 3)
-            assert batch["label"].shape == (16, src.num_classes)
+            assert batch["label"].shape == (16,)  # integers: one-hot on the device
             evaluated = EvalBatches(src, src.eval_split, pre, 16, MESH)
             assert sum(int(b["mask"].sum()) for b in evaluated) == 24
 
@@ -174,6 +212,7 @@ def test_eval_resize_rule_eagerly_and_inside_tf_data(shape, expected) -> None:
         ({"resolution": 16, "crop_min_area": 0.0}, "minimum area"),
         ({"resolution": 16, "mixup": -1.0}, "mixup"),
         ({"resolution": 16, "permutation": "rows"}, "unknown permutation"),
+        ({"resolution": 16, "augment_on": "tpu"}, "augment_on must be one of device, host"),
     ],
 )
 def test_bad_preprocessing_is_refused(kwargs, message) -> None:

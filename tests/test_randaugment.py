@@ -1,11 +1,16 @@
-"""RandAugment: shapes, stateless determinism (eager == tf.data), and exact per-op properties."""
+"""RandAugment: shapes, stateless determinism (eager == tf.data), exact per-op properties; the
+device version's ops against these, its draws' distribution."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from mixer_cli.core.tf_cpu import tf
+from mixer_cli.data.device_randaugment import DEVICE_OPS, apply, cutout_at, draws
+from mixer_cli.data.device_randaugment import randaugment as device_randaugment
 from mixer_cli.data.randaugment import OPS, SIGNED_OPS, level_to_arg, randaugment
 
 SEED = tf.constant([7, 11], tf.int64)
@@ -95,6 +100,7 @@ def test_level_to_arg_matches_reference() -> None:
     assert level_to_arg(10)["Rotate"] == pytest.approx(30.0)
     assert level_to_arg(0)["Color"] == pytest.approx(0.1)
     assert len(OPS) == 16 and set(OPS) >= SIGNED_OPS
+    assert list(DEVICE_OPS) == list(OPS)  # the same ops in the same order: index = op
 
 
 @pytest.mark.parametrize("name", list(OPS))
@@ -173,3 +179,70 @@ def test_equalize_autocontrast_and_cutout() -> None:
     assert 0 < filled.sum() <= 64
     rows, cols = np.nonzero(filled)
     assert rows.max() - rows.min() < 8 and cols.max() - cols.min() < 8
+
+
+# The device ops (device_augment.py) against these, on the same image and argument.
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+AT_INTEGER_PIXELS = {  # every sample lands on a pixel (or, shear 0.5, exactly between two)
+    "Rotate": [90.0, -90.0, 180.0],
+    "ShearX": [0.5, -1.0],
+    "ShearY": [0.5, -1.0],
+    "TranslateX": [5.0, -3.0, 150.0],
+    "TranslateY": [5.0, -3.0, 150.0],
+}
+
+
+@pytest.mark.parametrize("name", [name for name in OPS if name != "Cutout"])
+def test_device_op_gives_the_host_ops_pixels(name: str) -> None:
+    """The same integer and fixed-point maths: the same pixels. Geometric ops are exact at
+    integer pixels; elsewhere a sample that falls exactly between two pixels may round the
+    other way under another float evaluation order (none do on this CPU). The op as a
+    layer applies it: the shared resampling, then the op's branch."""
+    device_op, index = jax.jit(apply), list(DEVICE_OPS).index(name)
+    image = _image(24, 40, 5)
+    args = [level_to_arg(m)[name] for m in (15, 7, 2.5)]
+    args += [-a for a in args] if name in SIGNED_OPS else []
+    for arg in args + AT_INTEGER_PIXELS.get(name, []):
+        host = _op(name, image, arg)
+        device = device_op(jnp.asarray(image), index, jnp.float32(arg), jax.random.key(0))
+        device = np.asarray(device)
+        assert device.dtype == np.uint8 and device.shape == image.shape
+        if name in GEOMETRIC and arg not in AT_INTEGER_PIXELS[name]:
+            assert (device != host).any(axis=-1).mean() < 0.005, (name, arg)
+        else:
+            np.testing.assert_array_equal(device, host, err_msg=f"{name} {arg}")
+
+
+def test_device_cutout_fills_the_host_ops_square() -> None:
+    """Cutout's centre is a draw (each side its own): at the host's centre, the same square."""
+    image = _image(24, 40, 6, 0, 100)  # no 128 in the image: the square is where 128 is
+    for i in range(4):
+        host = OPS["Cutout"](tf.constant(image), 4.0, tf.constant([i, 1], tf.int64)).numpy()
+        rows, cols = np.nonzero((host == 128).all(axis=-1))
+        cy = rows.min() + 4 if rows.min() > 0 else rows.max() + 1 - 4
+        cx = cols.min() + 4 if cols.min() > 0 else cols.max() + 1 - 4
+        np.testing.assert_array_equal(np.asarray(cutout_at(jnp.asarray(image), 4, cy, cx)), host)
+
+
+def test_device_draws_are_uniform_over_the_ops_and_signs() -> None:
+    """4096 layers' draws: each op 1/16 (chi-square, 15 degrees of freedom, under 37.7: p <
+    0.001 for a uniform draw), a signed op's argument negated half the time, independently."""
+    index, negate, _ = jax.jit(jax.vmap(draws))(jax.random.split(jax.random.key(3), 4096))
+    index, negate = np.asarray(index), np.asarray(negate)
+    counts = np.bincount(index, minlength=16)
+    assert counts.shape == (16,) and ((counts - 256.0) ** 2 / 256.0).sum() < 37.7
+    assert abs(negate.sum() - 2048) < 4 * 32  # 4 standard deviations
+    for op in range(16):  # the sign does not depend on the op
+        assert abs(negate[index == op].mean() - 0.5) < 4 * 0.5 / np.sqrt(counts[op])
+
+
+def test_device_randaugment_draws_per_example_from_its_key() -> None:
+    """vmapped over a batch: each example its own ops; the same key, the same pixels."""
+    images = jnp.asarray(np.stack([_image(32, 32, 8, 40, 200)] * 16))
+    augment = jax.jit(jax.vmap(lambda image, key: device_randaugment(image, 1, 1, key)))
+    keys = jax.random.split(jax.random.key(0), 16)
+    first, again = np.asarray(augment(images, keys)), np.asarray(augment(images, keys))
+    np.testing.assert_array_equal(first, again)
+    assert len({x.tobytes() for x in first}) >= 8  # 16 draws of 16 ops
+    other = np.asarray(augment(images, jax.random.split(jax.random.key(1), 16)))
+    assert not np.array_equal(first, other)

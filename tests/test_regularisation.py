@@ -4,6 +4,8 @@ average follows its recursion and resumes exactly, SAM steps from the adversaria
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from training import params_of, shared_run, tiny
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data import Preprocessing, open_dataset
+from mixer_cli.data.device_augment import DeviceAugment
 from mixer_cli.data.preprocess import Transforms
 from mixer_cli.train.engine import build, train_and_evaluate
 from mixer_cli.train.steps import ema_decay_at, initial_state, smooth, train_step
@@ -25,9 +28,21 @@ from mixer_cli.train.steps import ema_decay_at, initial_state, smooth, train_ste
 BATCH = 8
 
 
-def mixed_batches(pre: Preprocessing, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`count` train batches of images whose every pixel is its example's index."""
-    transforms = Transforms(open_dataset("digits"), pre, seed=0)
+def mixed_batches(
+    pre: Preprocessing, count: int, place: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` train batches of images whose every pixel is its example's index, mixed
+    on the host or on the device (there back from [-1, 1] to pixel values)."""
+    if place == "device":
+        augment = jax.jit(DeviceAugment(pre, num_classes=10, flip=False))
+        pixels = np.arange(BATCH, dtype=np.uint8)[:, None, None, None]
+        batch = {
+            "image": jnp.asarray(np.broadcast_to(pixels, (BATCH, 8, 8, 3))),
+            "label": jnp.arange(BATCH) % 10,
+        }
+        mixed = [augment(batch, jax.random.key(n)) for n in range(count)]
+        return [(np.round((np.asarray(b["image"]) + 1) * 127.5, 4), b["label"]) for b in mixed]
+    transforms = Transforms(open_dataset("digits"), replace(pre, augment_on="host"), seed=0)
     images = tf.constant(np.arange(BATCH, dtype=np.float32)[:, None, None, None] * np.ones(
         (1, 8, 8, 3), np.float32))  # fmt: skip
     labels = tf.constant(np.arange(BATCH) % 10, tf.int64)
@@ -39,9 +54,10 @@ def mixed_batches(pre: Preprocessing, count: int) -> list[tuple[np.ndarray, np.n
     return out
 
 
-def test_cutmix_pastes_one_neighbour_box_weighted_by_its_area() -> None:
+@pytest.mark.parametrize("place", ["host", "device"])
+def test_cutmix_pastes_one_neighbour_box_weighted_by_its_area(place: str) -> None:
     boxes = 0
-    for images, labels in mixed_batches(Preprocessing(resolution=8, cutmix=1.0), 12):
+    for images, labels in mixed_batches(Preprocessing(resolution=8, cutmix=1.0), 12, place):
         own = np.arange(BATCH)[:, None, None]
         pasted = images[..., 0] != own
         np.testing.assert_array_equal(images[..., 0][pasted], np.roll(own, 1, 0).repeat(8, 1)
@@ -60,9 +76,11 @@ def test_cutmix_pastes_one_neighbour_box_weighted_by_its_area() -> None:
     assert boxes >= 6
 
 
-def test_mixup_and_cutmix_together_take_turns_by_batch() -> None:
+@pytest.mark.parametrize("place", ["host", "device"])
+def test_mixup_and_cutmix_together_take_turns_by_batch(place: str) -> None:
     kinds = set()
-    for images, _ in mixed_batches(Preprocessing(resolution=8, cutmix=1.0, mixup=1.0), 16):
+    pre = Preprocessing(resolution=8, cutmix=1.0, mixup=1.0)
+    for images, _ in mixed_batches(pre, 16, place):
         fractional = not np.allclose(images, np.round(images))
         kinds.add("mixup" if fractional else "cutmix")
     assert kinds == {"mixup", "cutmix"}
@@ -150,8 +168,10 @@ def test_sam_steps_with_the_gradient_at_the_adversarial_point() -> None:
     assert np.abs(np.asarray(at_w - want)).max() > 1e-4  # and the plain step's is not it
 
 
-OPTIONS = {
+OPTIONS = {  # augmented on the device (the default): RandAugment, mixup and CutMix
     "train.steps": 10,
+    "data.randaug_layers": 2,
+    "data.randaug_magnitude": 5,
     "data.cutmix": 1.0,
     "data.mixup": 0.2,
     "train.label_smoothing": 0.1,
@@ -167,8 +187,6 @@ def with_options(tmp_path_factory) -> Path:
 
 
 def test_a_run_with_every_option_records_them_and_its_average(with_options: Path) -> None:
-    import json
-
     results = json.loads((with_options / "results.json").read_text())
     assert results["regularisation"] == {
         "mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1, "ema_decay": 0.99, "sam_rho": 0.05,
@@ -182,8 +200,6 @@ def test_a_run_with_every_option_records_them_and_its_average(with_options: Path
 def test_a_resumed_run_with_every_option_equals_the_uninterrupted_one(
     with_options: Path, tmp_path: Path
 ) -> None:
-    import json
-
     train_and_evaluate(tiny(**OPTIONS), tmp_path, stop_after=7)
     train_and_evaluate(tiny(**OPTIONS), tmp_path)
     got = json.loads((tmp_path / "results.json").read_text())
@@ -210,7 +226,8 @@ def test_options_out_of_range_are_refused(key: str, value: float, words: str) ->
 
 
 def test_the_average_starts_at_a_warm_start(with_options: Path, tmp_path: Path) -> None:
-    """At step 0 the average is the warm-started weights: both score the same."""
+    """At step 0 the average is the warm-started weights: both score the same, what the
+    run they come from scored at its end."""
     settings = {
         "model.init": str(with_options / "params.npz"),
         "train.ema_decay": 0.99,
@@ -220,5 +237,7 @@ def test_the_average_starts_at_a_warm_start(with_options: Path, tmp_path: Path) 
     }
     results = train_and_evaluate(tiny(**settings), tmp_path)
     start = results["at_step0"]
-    assert start["ema/test/top1"] == start["test/top1"] > 0.2  # a trained model (chance: 0.1)
+    finished = json.loads((with_options / "results.json").read_text())
+    assert start["ema/test/top1"] == start["test/top1"] == finished["test/top1"]
     assert start["ema/test/loss"] == start["test/loss"]
+    assert start["test/loss"] == pytest.approx(finished["test/loss"], rel=1e-6)

@@ -16,6 +16,7 @@ from mixer_cli.cli import run
 from mixer_cli.core.errors import DataError, DatasetNotFound
 from mixer_cli.core.tf_cpu import tf
 from mixer_cli.data import Preprocessing, open_dataset
+from mixer_cli.data.device_augment import device_augment
 from mixer_cli.data.pipeline import transforms_for
 from mixer_cli.data.transfer_tasks import AVG5, VTAB, find_task
 
@@ -194,9 +195,11 @@ def test_a_task_whose_dataset_is_not_prepared_names_it_and_how(tmp_path: Path) -
         open_dataset("vtab:dmlab", tmp_path, download=False)
 
 
-def test_a_task_without_random_crop_is_resized_whole() -> None:
+@pytest.mark.parametrize("place", ["host", "device"])
+def test_a_task_without_random_crop_is_resized_whole(place: str) -> None:
     """The run asks for inception crops and flips; a counting task gets neither, so every
-    training and evaluation image is the whole picture resized."""
+    training and evaluation image is the whole picture resized (augmenting on the device,
+    the host sends it as uint8 and the device half does not flip it)."""
 
     class Counting:
         name, num_classes, encoded, task = "count", 2, False, "classify"
@@ -207,13 +210,16 @@ def test_a_task_without_random_crop_is_resized_whole() -> None:
 
     image = np.zeros((12, 20, 3), np.uint8)
     image[:, :2] = 255  # a bright strip at the left edge: a crop or a flip would move it
-    transforms = transforms_for(Counting(), Preprocessing(resolution=8), seed=0)
+    pre = Preprocessing(resolution=8, augment_on=place)
+    transforms = transforms_for(Counting(), pre, seed=0)
     want = tf.image.resize(image, [8, 8], antialias=True).numpy()
     for position in range(4):
         got, *_ = transforms.train_example(
             tf.constant(image), tf.constant(0), tf.constant(position, tf.int64), tf.constant(0)
         )
-        np.testing.assert_allclose((got.numpy() + 1) * 127.5, np.round(want), atol=0.51)
+        pixels = got.numpy() if place == "device" else (got.numpy() + 1) * 127.5
+        np.testing.assert_allclose(pixels, np.round(want), atol=0.51)
+    assert place == "host" or not device_augment(Counting(), pre).flip
     evaluated = transforms.eval_example(tf.constant(image), tf.constant(0))["image"].numpy()
     np.testing.assert_allclose((evaluated + 1) * 127.5, np.round(want), atol=0.51)
 

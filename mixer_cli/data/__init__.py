@@ -1,4 +1,5 @@
-"""The input side: datasets (TFDS, image folders, digits), preprocessing, sharded batches.
+"""The input side: datasets (TFDS, image folders, digits), preprocessing, sharded batches,
+and the augmentation's device half (device_augment, run inside the train step).
 
 TensorFlow is used for tf.data only, on the CPU; it never takes an accelerator.
 """

@@ -4,7 +4,9 @@ Train: inception crop (random area in [min_area, 1], aspect ratio in [3/4, 4/3];
 decode only the crop window) or a plain resize, horizontal flip (each only where the
 dataset allows it: `source.random_crop`, `source.flip`), RandAugment(n, m),
 the shuffle experiment's fixed permutation, values in [-1, 1]; then, per batch,
-one-hot labels, mixup and CutMix. Eval: an image already at the model's resolution is left
+one-hot labels, mixup and CutMix. With `augment_on = "device"` (the default) the host
+stops after the crop: uint8 images and integer labels, the rest in the train step
+(`device_augment.py`). Eval: an image already at the model's resolution is left
 untouched; larger ones are resized so the shorter side is 256/224 of the resolution
 and centre-cropped (the reference evaluation crop); smaller ones, and every image of a
 dataset that allows no crop, are resized.
@@ -25,6 +27,7 @@ from mixer_cli.data.randaugment import randaugment
 from mixer_cli.data.sources import DataSource
 
 TRAIN_CROPS = ("inception", "resize")
+AUGMENT_PLACES = ("device", "host")
 EVAL_CROP_RATIO = 256 / 224
 
 
@@ -43,6 +46,10 @@ class Preprocessing:
     permutation: str = "none"  # the shuffle experiment: none, patch or global
     permutation_patch: int = 16
     permutation_seed: int = 0
+    # Where the flip, RandAugment, the permutation, mixup and CutMix run: "device" (in the
+    # train step, `device_augment.py`; the host sends uint8 crops and integer labels) or
+    # "host" (here, in tf.data: the earlier pipeline, bit for bit).
+    augment_on: str = "device"
 
     def __post_init__(self) -> None:
         if self.resolution <= 0:
@@ -55,6 +62,10 @@ class Preprocessing:
             raise ConfigError(f"crop minimum area must be in (0, 1], got {self.crop_min_area}")
         if min(self.randaug_layers, self.randaug_magnitude, self.mixup, self.cutmix) < 0:
             raise ConfigError("RandAugment layers and magnitude, mixup and cutmix must be >= 0")
+        if self.augment_on not in AUGMENT_PLACES:
+            raise ConfigError(
+                f"augment_on must be one of {', '.join(AUGMENT_PLACES)}, got {self.augment_on!r}"
+            )
         if self.permutation not in PERMUTATION_MODES:
             raise ConfigError(
                 f"unknown permutation {self.permutation!r}: expected one of "
@@ -165,6 +176,9 @@ class Transforms:
         # or a crop would change (a VTAB task counting objects) says so, and is resized.
         self.flip = pre.flip and source.flip
         self.crop = pre.crop if source.random_crop else "resize"
+        # Augmenting on the device: the host only decodes, crops and resizes, and sends
+        # uint8 images with integer labels (device_augment.DeviceAugment does the rest).
+        self.on_device = pre.augment_on == "device"
 
     def _key(self, epoch: tf.Tensor) -> tf.Tensor:
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
@@ -183,6 +197,8 @@ class Transforms:
             image = decode(data, self.source.encoded)
             image = resize(image, r, r) if image.shape[:2] != (r, r) else image
         image = tf.ensure_shape(image, [r, r, 3])
+        if self.on_device:
+            return image, label, position, epoch
         if self.flip:
             image = tf.image.stateless_random_flip_left_right(image, flip_key)
         if pre.randaug_layers and pre.randaug_magnitude:
@@ -193,6 +209,8 @@ class Transforms:
     def train_batch(
         self, images: tf.Tensor, labels: tf.Tensor, positions: tf.Tensor, epochs: tf.Tensor
     ) -> dict[str, tf.Tensor]:
+        if self.on_device:
+            return {"image": images, "label": tf.cast(labels, tf.int32)}
         onehot = tf.one_hot(labels, self.source.num_classes, dtype=tf.float32)
         pre = self.pre
         if (

@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from mixer_cli.core.tf_cpu import no_autograph, tf
 
 _MAX_LEVEL = 10.0
-_FILL = 128
+FILL = 128
 _TRANSLATE_CONST = 100.0  # pixels at level 10
 _CUTOUT_CONST = 40.0  # half-size of the cutout square at level 10
-_ONE = 1024  # fixed-point unit for blend factors and rotation matrices
+ONE = 1024  # fixed-point unit for blend factors and rotation matrices
 
 # An op takes (uint8 image [H, W, 3], its argument, a stateless seed) and returns a uint8 image.
 Op = Callable[[tf.Tensor, "tf.Tensor | float", tf.Tensor], tf.Tensor]
@@ -37,9 +37,9 @@ def _blend(image1: tf.Tensor, image2: tf.Tensor, factor: tf.Tensor | float) -> t
     Fixed point (factor in 1/1024ths): integer maths gives bit-identical results whatever
     rewrites graph mode applies, where float could round differently from eager.
     """
-    f = tf.cast(tf.round(tf.cast(factor, tf.float32) * _ONE), tf.int32)
+    f = tf.cast(tf.round(tf.cast(factor, tf.float32) * ONE), tf.int32)
     a, b = tf.cast(image1, tf.int32), tf.cast(image2, tf.int32)
-    return tf.cast(tf.clip_by_value((a * _ONE + f * (b - a)) // _ONE, 0, 255), tf.uint8)
+    return tf.cast(tf.clip_by_value((a * ONE + f * (b - a)) // ONE, 0, 255), tf.uint8)
 
 
 def _gray(image: tf.Tensor) -> tf.Tensor:
@@ -55,7 +55,7 @@ def _transform(image: tf.Tensor, matrix: Sequence[tf.Tensor | float]) -> tf.Tens
         images=image[None],
         transforms=tf.stack([tf.cast(v, tf.float32) for v in matrix])[None],
         output_shape=tf.shape(image)[:2],
-        fill_value=float(_FILL),
+        fill_value=float(FILL),
         interpolation="NEAREST",
         fill_mode="CONSTANT",
     )
@@ -97,8 +97,8 @@ def rotate(image: tf.Tensor, degrees: tf.Tensor | float, seed: tf.Tensor) -> tf.
     radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
     h = tf.cast(tf.shape(image)[0] - 1, tf.float32)
     w = tf.cast(tf.shape(image)[1] - 1, tf.float32)
-    cos = tf.round(tf.cos(radians) * _ONE) / _ONE
-    sin = tf.round(tf.sin(radians) * _ONE) / _ONE
+    cos = tf.round(tf.cos(radians) * ONE) / ONE
+    sin = tf.round(tf.sin(radians) * ONE) / ONE
     dx = (w - (cos * w - sin * h)) / 2.0
     dy = (h - (sin * w + cos * h)) / 2.0
     return _transform(image, [cos, -sin, dx, sin, cos, dy, 0.0, 0.0])
@@ -182,7 +182,7 @@ def cutout(image: tf.Tensor, pad_size: tf.Tensor | float, seed: tf.Tensor) -> tf
     in_rows = (rows >= cy - pad) & (rows < cy + pad)
     in_cols = (cols >= cx - pad) & (cols < cx + pad)
     inside = in_rows[:, None, None] & in_cols[None, :, None]
-    return tf.where(inside, tf.constant(_FILL, tf.uint8), image)
+    return tf.where(inside, tf.constant(FILL, tf.uint8), image)
 
 
 # The reference's `available_ops`, in its order.

@@ -39,6 +39,7 @@ from mixer_cli.core.errors import (
     TrainingDiverged,
 )
 from mixer_cli.data import DataSource, Preprocessing, TrainBatches, open_dataset
+from mixer_cli.data.device_augment import device_augment
 from mixer_cli.evals.base import Context
 from mixer_cli.evals.suite import EvalSuite
 from mixer_cli.models import registry
@@ -148,7 +149,8 @@ def _note_upsampling(source: DataSource, resolution: int) -> None:
 
 def _preprocessing(config: Config, permutation_patch: int) -> Preprocessing:
     """The input transform: the data section's keys that Preprocessing shares (crop, flip,
-    RandAugment, mixup, cutmix, the permutation) at the model's resolution."""
+    RandAugment, mixup, cutmix, the permutation, where augmentation runs) at the model's
+    resolution."""
     shared = {f.name for f in dataclasses.fields(Preprocessing)} & {
         f.name for f in dataclasses.fields(config.data)
     }
@@ -287,6 +289,7 @@ def _train(
         label_smoothing=t.label_smoothing,
         sam=run.config.optim.sam_rho > 0,
         ema_decay=t.ema_decay,
+        augment=device_augment(run.source, run.preprocessing),
     )
     if start == 0 and run.evals.due(0, run.total_steps):
         hooks.carried["at_step0"] = hooks.evaluate(0, state, run.evals.due(0, run.total_steps))

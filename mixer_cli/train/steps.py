@@ -13,6 +13,7 @@ updates are the same, bit for bit, as one execution per step.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -52,6 +53,11 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
     return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
+# The device augmentation's keys: the state's key folded with this, then with the step
+# (dropout's fold the step alone).
+AUGMENT_STREAM = 0x61756731
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
     """Mean over examples."""
     return per_example_loss(logits, labels, kind).mean()
@@ -69,11 +75,18 @@ def train_step(
     label_smoothing: float = 0.0,
     sam: bool = False,
     ema_decay: float = 0.0,
+    augment: Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update. With `sam`, `tx` is optax.contrib's SAM (opaque mode): it asks for the
     gradient again at the adversarial point, on the same batch; with `ema_decay`, the
-    moving average of the new parameters is kept in the state."""
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    moving average of the new parameters is kept in the state; with `augment` (the data's
+    device-side transform), the batch becomes the model's inputs first, with a key of its
+    own drawn from the state's (so a resumed run augments exactly as it would have)."""
+    key = jax.random.wrap_key_data(state.rng)
+    rng = jax.random.fold_in(key, state.step)
+    if augment is not None:
+        stream = jax.random.fold_in(key, AUGMENT_STREAM)
+        batch = augment(batch, jax.random.fold_in(stream, state.step))
 
     def loss_fn(params: Any, images: jax.Array, labels: jax.Array, key: jax.Array) -> jax.Array:
         logits, _ = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
@@ -163,7 +176,7 @@ def compile_steps(
 ) -> Steps:
     """The jitted steps over a mesh: state and params replicated, batches split by rows,
     the train state's buffers donated. `options` are `train_step`'s (loss_kind and
-    accum_steps; label_smoothing, sam, ema_decay). Training and `mixer bench` use these.
+    accum_steps; label_smoothing, sam, ema_decay, augment). Training and `mixer bench` use these.
     Memoised: another run of the same model and optimizer in this process (a sweep's
     final run, permute's next mode) reuses the traced steps instead of tracing again."""
     step_args = dict(model=model, tx=tx, schedule=schedule, **options)
