@@ -220,7 +220,29 @@ def test_a_one_task_suite_on_an_image_folder_end_to_end(capsys, tmp_path, offici
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow  # 19 s (a compile per lr, 512-image batches): to be made cheaper, then default
+def test_a_half_done_suite_resumes_to_the_uninterrupted_ones_results(
+    capsys, tmp_path, official_npz
+) -> None:
+    """At a fixed lr (one run per task): stopped after 1 of its 2 steps, then resumed, the
+    suite's rows equal an uninterrupted run's; a finished suite is read back, not re-run."""
+    npz, _ = official_npz
+    with dsprites(tmp_path / "tfds") as data_dir:
+        code, err = transfer(capsys, data_dir, tmp_path / "whole", npz, "--lr", "0.01")
+        assert code == 0, err
+        code, err = transfer(capsys, data_dir, tmp_path / "half", npz, "--lr", "0.01",
+                             "--stop-after", "1")  # fmt: skip
+        assert code == 0 and "stopped before the suite's end" in err, err
+        assert not json.loads((tmp_path / "half" / "results.json").read_text())["finished"]
+        code, err = transfer(capsys, data_dir, tmp_path / "half", npz, "--lr", "0.01")
+        assert code == 0 and "resuming from step 1" in err, err
+        assert tasks_of(tmp_path / "half") == tasks_of(tmp_path / "whole")
+        code, err = transfer(capsys, data_dir, tmp_path / "half", npz, "--lr", "0.01")
+        assert code == 0 and "finished, read back" in err, err
+        assert tasks_of(tmp_path / "half") == tasks_of(tmp_path / "whole")
+
+
+# ~19 s (a compile per lr, 512-image batches); the resume above is its cheap default twin
+@pytest.mark.slow
 def test_a_one_task_suite_end_to_end_then_resumed_from_half_done(
     capsys, tmp_path, official_npz
 ) -> None:

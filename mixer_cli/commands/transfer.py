@@ -212,7 +212,7 @@ def print_results(results: dict[str, Any]) -> None:
         ("ImageNet-v2", results["imagenet_v2"], None),
     ]
     for name, m in results["suite_means"].items():
-        tasks = f"{m['tasks']} tasks" + ("" if m["complete"] else ", incomplete")
+        tasks = f"{m['tasks']} task{'s' * (m['tasks'] != 1)}" + ", incomplete" * (not m["complete"])
         means.append((f"{name} ({tasks})", m["mean"], paper.get(name)))
     rows = [{"what": w, "ours": o, "paper": p} for w, o, p in means if (o, p) != (None, None)]
     source = f"paper: {paper['source']}" if paper else "no published numbers for this checkpoint"
