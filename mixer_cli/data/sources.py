@@ -20,9 +20,12 @@ from mixer_cli.core.tf_cpu import no_autograph, tf
 
 IGNORE = 255  # a mask's label of pixels that count nowhere (the Oxford pets trimaps' border)
 
-# An indexed source emits this many examples per pipeline (many small epochs at once),
-# so small datasets do not pay for building a tf.data pipeline every few steps.
-CHUNK_EXAMPLES = 2_000_000
+# An indexed source emits about this many examples per pipeline (many small epochs at
+# once, at most CHUNK_EPOCHS), so small datasets do not pay for building a tf.data pipeline
+# every few steps, nor a tiny one for drawing ~10^5 permutations up front (which epochs a
+# pipeline holds never changes the examples: each epoch's order is its own seed's).
+CHUNK_EXAMPLES = 200_000
+CHUNK_EPOCHS = 1_000
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,7 @@ class IndexedSource(DataSource):
         indices = self._indices(split)
         steps = self.steps_per_epoch(split, global_batch, processes)
         local = global_batch // processes
-        num_epochs = max(1, CHUNK_EXAMPLES // (steps * global_batch))
+        num_epochs = max(1, min(CHUNK_EPOCHS, CHUNK_EXAMPLES // (steps * global_batch)))
         positions = np.arange(steps * global_batch).reshape(steps, processes, local)
         positions = positions[:, process].reshape(-1)
         mine = np.concatenate(
