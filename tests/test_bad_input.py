@@ -34,8 +34,8 @@ from mixer_cli.weights.arrays import write_npz
 # {one_class}, {bad_yaml}, {not_mixer}, {vit}, {truncated}, {flipped}: files made below;
 # {vit_npz}: Google's ViT layout (patch 4, 16 px, 10 classes, a custom size); {resmlp}: a
 # timm ResMLP state dict (patch 4, 2 blocks, 16 px, 10 classes); {gmlp}: timm's gMLP
-# state dict (patch 4, 16 px, 10 classes, a custom size);
-# {workdir}: where a run would go.
+# state dict (patch 4, 16 px, 10 classes, a custom size); {masks}: a valid segmentation
+# folder (two 8 px images and their masks); {workdir}: where a run would go.
 REAL = ["eval", "--init", "{npz}", "--evals", "real", "--set"]  # then the evaluator's keys
 CASES: list[tuple[list[str], str]] = [
     (["pretrain", "--variant", "Q/16"], "Q/16"),
@@ -256,6 +256,23 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "--batch-size", "12"], "8 devices"),
     (["bench", "--dtype", "float16"], "float16"),
     (["bench", "--variant", "B/16", "--resolution", "100"], "resolution 100"),
+    (["bench", "--mode", "inputs"], "unknown mode 'inputs': expected forward, train, both, lat"),
+    (["bench", "--mode", "input"], "--mode input times a dataset's pipeline: give --data (fo"),
+    (["bench", "--data", "digits"], "--data: only --mode input reads a dataset or recipe"),
+    (["bench", "--recipe", "demo", "--mode", "train"], "--recipe: only --mode input reads a"),
+    (
+        ["bench", "--mode", "input", "--data", "folder:{damaged}", "--batch-size", "8"],
+        "a truncated JPEG (no end marker)",
+    ),
+    (["bench", "--mode", "input", "--data", "folder:{extra_class}"], "8 examples, fewer than one"),
+    (
+        ["bench", "--mode", "input", "--data", "folder:{masks}", "--set", "model.head=segment"],
+        "--mode input measures a classification pipeline; folder:",
+    ),
+    (
+        ["bench", "--mode", "input", "--recipe", "demo", "--set", "data.randaug_magnitude=31"],
+        "data.randaug_magnitude must be in [0, 30], got 31",
+    ),
     (["finetune", "--init", "{truncated}"], "truncated.npz"),
     (["fewshot", "--init", "{flipped}"], "flipped.npz"),
     (["info", "--checkpoint", "{flipped}"], "flipped.npz"),
@@ -486,6 +503,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
     resmlp = resmlp_state_dict(4, 2, 16, 16, 64, 10, seed=0)  # a timm ResMLP at 16 px
     save_file(resmlp, str(root / "resmlp.safetensors"))
     save_file(timm_gmlp_state(4, 2, 16, 6, 16, 10, seed=0), str(root / "gmlp.safetensors"))
+    write_mask_folder(root / "masks", {"train": [(8, 8), (8, 8)]})
     write_mask_folder(root / "mask_missing", {"train": [(8, 8), (8, 8)]})
     (root / "mask_missing" / "train" / "masks" / "1.png").unlink()
     write_mask_folder(root / "mask_values", {"train": [(8, 8), (8, 8)]}, classes=3)
@@ -535,7 +553,14 @@ def files(tmp_path_factory: pytest.TempPathFactory, official_npz) -> dict[str, s
         "damaged": str(root / "damaged"),
         **{
             k: str(root / k)
-            for k in ("mask_missing", "mask_values", "mask_size", "mask_16bit", "mask_palette")
+            for k in (
+                "masks",
+                "mask_missing",
+                "mask_values",
+                "mask_size",
+                "mask_16bit",
+                "mask_palette",
+            )
         },
         "damaged10": str(root / "damaged10"),
         "inside10": str(root / "inside10"),

@@ -10,9 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+from datasets import write_image_folder
 from test_cli import run_cli
 from xla_env import xla_flags
 
+from mixer_cli.commands.bench import print_input_tables
 from mixer_cli.models import (
     LISTED_VARIANTS,
     abstract_params,
@@ -113,13 +115,79 @@ def test_bench_table_names_the_setting(capsys, tmp_path) -> None:
     assert "train" not in json.loads((tmp_path / "results.json").read_text())
 
 
+def test_bench_input_times_the_host_pipeline_beside_its_floor_and_the_device_share(
+    capsys, tmp_path
+) -> None:
+    """--mode input on a folder of JPEGs and PNGs (300: a tiny folder's stream would hold
+    ~100k shuffled epochs), augmenting on the host: both host figures per host core, and
+    the device augmentation inside the train step of the same model."""
+    root = write_image_folder(tmp_path / "images", {"train": 100})
+    code, out, err = run_cli(
+        capsys,
+        "bench",
+        "--mode",
+        "input",
+        "--data",
+        f"folder:{root}",
+        "--variant",
+        "N/4",
+        "--resolution",
+        "16",
+        "--batch-size",
+        "8",
+        "--windows",
+        "2",
+        "--steps",
+        "1",
+        "--set",
+        "data.augment_on=host",
+        "--set",
+        "data.mixup=0.2",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--json",
+    )
+    assert code == 0, err
+    results = json.loads(out)
+    assert results == json.loads((tmp_path / "w" / "results.json").read_text())
+    assert results["model"] == "N/4" and results["resolution"] == 16
+    assert results["augmentation"]["augment_on"] == "host"
+    assert results["augmentation"]["mixup"] == 0.2
+    host = results["host"]
+    assert host["cores"] == len(os.sched_getaffinity(0))  # host cores, not forced devices
+    for stage in ("pipeline", "floor"):
+        h = host[stage]
+        assert h["images_per_sec"] > 0 and len(h["windows"]) == 2 and h["batches_per_window"] == 1
+        assert h["images_per_sec_per_core"] == h["images_per_sec"] / host["cores"]
+    speeds = host["floor"]["images_per_sec"], host["pipeline"]["images_per_sec"]
+    assert host["time_vs_floor"] == speeds[0] / speeds[1]
+    device = results["device"]
+    augment, step = device["augment"], device["train_step"]
+    for part in (augment, step):
+        assert part["images_per_sec"] > 0 and part["gflops_per_image"] > 0
+        assert len(part["windows"]) == 2 and part["steps_per_window"] == 1
+    # The step runs the augmentation, then the model's train step (3x its forward, about).
+    one_image = forward_flops(create_model("N/4", num_classes=3), 16)
+    model_part = step["gflops_per_image"] - augment["gflops_per_image"]
+    assert 2.8 < model_part * 1e9 / one_image < 3.3
+    assert device["flops_share"] == augment["gflops_per_image"] / step["gflops_per_image"]
+    assert device["time_share"] == step["images_per_sec"] / augment["images_per_sec"]
+    print_input_tables(results)
+    table = capsys.readouterr().out
+    assert "floor: decode, crop, resize" in table and "augmented on the host" in table
+    assert "mixup 0.2" in table and "of its FLOPs" in table
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--batch-size", "12"], "not a positive multiple of the 8 devices; try 8 or 16"),
         (["--dtype", "float16"], "model.dtype must be one of float32, bfloat16, got 'float16'"),
         (["--resolution", "30"], "resolution 30 is not a positive multiple"),
-        (["--mode", "fast"], "unknown mode 'fast'"),
+        (
+            ["--mode", "fast"],
+            "unknown mode 'fast': expected forward, train, both, latency or input",
+        ),
         (["--steps-per-execution", "0"], "--steps-per-execution"),
         (["--variant", "Q/16"], "Q/16"),
     ],

@@ -10,17 +10,32 @@ import typer
 from mixer_cli.commands import options
 
 if TYPE_CHECKING:
-    from mixer_cli.tasks.bench import BenchSettings
+    from mixer_cli.tasks.bench import BenchSettings, InputSettings
     from mixer_cli.tasks.latency import LatencySettings
 
 BenchMode = Annotated[
     str,
     typer.Option(
         "--mode",
-        help="forward (evaluation), train (the engine's full step), both, or latency "
-        "(p50/p90/p99 per call, batch 1 unless --batch-size, on 1 core and on all).",
+        help="forward (evaluation), train (the engine's full step), both, latency "
+        "(p50/p90/p99 per call, batch 1 unless --batch-size, on 1 core and on all), or input "
+        "(the training input pipeline's img/s per host core beside its decode-crop-resize "
+        "floor, and the device augmentation's share of a train step; needs --data or a "
+        "--recipe/--config).",
     ),
 ]
+BenchSet = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="A model option, e.g. --set model.stem=conv (repeatable); with --mode input any "
+        "config key, e.g. --set data.randaug_layers=2 --set data.augment_on=host.",
+        show_default=False,
+    ),
+]
+# --mode input without a recipe: bench's model (the paper's B/16 at 224 px). A config
+# needs a length; the bench trains nothing (a recipe's own length replaces this one).
+INPUT_BASE = {"model.variant": "B/16", "model.resolution": 224, "train.steps": 1}
 Exported = Annotated[
     Optional[Path],
     typer.Option(
@@ -63,31 +78,46 @@ def bench(
     dtype: options.Dtype = None,
     mode: BenchMode = "both",
     num_classes: Annotated[
-        int, typer.Option("--num-classes", help="Classes of the head.", min=1)
+        int,
+        typer.Option(
+            "--num-classes", help="Classes of the head (--mode input: the dataset's).", min=1
+        ),
     ] = 1000,
     windows: Windows = 5,
     steps: StepsPerWindow = None,
     peak_size: PeakSize = None,
     steps_per_execution: options.StepsPerExecution = None,
-    set_: options.ModelSet = None,
+    set_: BenchSet = None,
     exported: Exported = None,
     calls: Calls = 200,
+    data: options.Data = None,
+    data_dir: options.DataDir = None,
+    recipe: options.Recipe = None,
+    config: options.ConfigFile = None,
     workdir: options.Workdir = None,
     json: options.Json = False,
 ) -> None:
     """Time a model's forward pass and train step on synthetic batches over all devices,
-    or (--mode latency) its per-call latency, also of an exported file.
+    or (--mode latency) its per-call latency, also of an exported file, or (--mode input)
+    the training input pipeline.
 
     Reports images/s (median of timed windows after compilation and warm-up), FLOPs per
     image from XLA's cost analysis, achieved GFLOP/s, a square matmul's peak measured in
     the same run and dtype, MFU = achieved / peak, and memory; on CPUs also page faults and
     the kernel's share of CPU time per step. Defaults: B/16 at 224 px, batch 32, float32.
     Saves results.json in the run directory. Any model family's options go with --set
-    (e.g. --set model.token_mixing=sum).
+    (e.g. --set model.token_mixing=sum). --mode input reads its data, augmentation and
+    model as pretrain does (--recipe/--config < flags < --set).
     """
     from mixer_cli.tasks.bench import BenchSettings
     from mixer_cli.tasks.latency import LatencySettings
 
+    inputs = {"data": data, "data_dir": data_dir, "recipe": recipe, "config": config}
+    if mode == "input":
+        run = options.TrainingOptions(**inputs, dtype=dtype, set_=set_)
+        timing = (variant, resolution, batch_size, windows, steps, steps_per_execution)
+        return input_throughput(input_settings(run, *timing), workdir, json)
+    refuse_input_options(inputs)
     model = {  # what both modes measure: B/16 at 224 px in float32 unless told
         "variant": variant or "B/16",
         "resolution": resolution or 224,
@@ -134,6 +164,111 @@ def throughput(settings: BenchSettings, workdir: Path | None, json: bool) -> Non
     if hint:
         report.stderr.print(hint)
     report.stderr.print(f"results in {workdir / 'results.json'}")
+
+
+def refuse_input_options(inputs: dict[str, object]) -> None:
+    """Options that only --mode input reads: given to another mode, they would do nothing."""
+    from mixer_cli.core.errors import ConfigError
+
+    given = [f"--{k.replace('_', '-')}" for k, v in inputs.items() if v is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only --mode input reads a dataset or recipe")
+
+
+def input_settings(
+    run: options.TrainingOptions,
+    variant: str | None,
+    resolution: int | None,
+    batch_size: int | None,
+    windows: int,
+    steps: int | None,
+    steps_per_execution: int | None,
+) -> InputSettings:
+    """--mode input's config, resolved as pretrain's is (defaults < B/16 at 224 px <
+    --recipe/--config < flags < --set), and how long to time."""
+    from mixer_cli.commands.options import resolve_config
+    from mixer_cli.core.errors import ConfigError
+    from mixer_cli.tasks.bench import InputSettings
+
+    if run.data is None and run.recipe is None and run.config is None:
+        raise ConfigError(
+            "--mode input times a dataset's pipeline: give --data (folder:PATH, a TFDS name) "
+            "or a --recipe/--config that names one"
+        )
+    flags = {"model.variant": variant, "model.resolution": resolution}
+    config = resolve_config(run, flags, [("mixer bench", INPUT_BASE)], default_recipe=None)
+    return InputSettings(
+        config,
+        batch_size=batch_size or InputSettings.batch_size,
+        windows=windows,
+        steps=steps or 0,
+        steps_per_execution=steps_per_execution or InputSettings.steps_per_execution,
+    )
+
+
+def input_throughput(settings: InputSettings, workdir: Path | None, json: bool) -> None:
+    """`--mode input`: the host pipeline beside its floor, the device augmentation's share."""
+    from mixer_cli.core import report
+    from mixer_cli.tasks.bench import InputBench
+    from mixer_cli.train.workdir import default_workdir
+
+    bench = InputBench(settings)  # refuses bad data, model or batch before the progress bar
+    c = settings.config
+    workdir = Path(workdir or default_workdir("bench-input", c.model.variant, c.data.name))
+    with report.progress() as bar:
+        task = bar.add_task("benchmark", total=None)
+        results = bench.run(lambda phase: bar.update(task, description=phase))
+    results["workdir"] = str(workdir)
+    report.write_json(workdir / "results.json", results)
+    if json:
+        report.print_json(results)
+        return
+    print_input_tables(results)
+    report.stderr.print(f"results in {workdir / 'results.json'}")
+
+
+def print_input_tables(results: dict) -> None:
+    from mixer_cli.core import report
+
+    a, host = results["augmentation"], results["host"]
+    steps = [f"{a['crop']} crop", "flip" if a["flip"] else "no flip"]
+    if a["randaug_layers"] and a["randaug_magnitude"]:
+        steps.append(f"RandAugment({a['randaug_layers']}, {a['randaug_magnitude']:g})")
+    steps += [f"{k} {a[k]:g}" for k in ("mixup", "cutmix") if a[k]]
+    report.print_table(
+        f"{results['data']} {results['split']} at {results['resolution']} px, batch "
+        f"{results['batch_size']}: {', '.join(steps)}, augmented on the {a['augment_on']}; "
+        f"{host['cores']} host cores",
+        [
+            report.Column("stage", "Host", justify="left"),
+            report.Column("images_per_sec", "img/s", lambda v: f"{v:,.1f}"),
+            report.Column("images_per_sec_per_core", "img/s/core", lambda v: f"{v:,.1f}"),
+        ],
+        [
+            {"stage": "training pipeline", **host["pipeline"]},
+            {"stage": "floor: decode, crop, resize", **host["floor"]},
+        ],
+    )
+    report.stdout.print(f"pipeline time / floor time: {host['time_vs_floor']:.2f}x")
+    device = results["device"]
+    report.print_table(
+        f"augmentation on the device in a {results['model']} train step, "
+        f"{len(results['devices'])} x {results['device_kind']}",
+        [
+            report.Column("part", "Device", justify="left"),
+            report.Column("gflops_per_image", "GFLOP/img", lambda v: f"{v:,.4g}"),
+            report.Column("images_per_sec", "img/s", lambda v: f"{v:,.1f}"),
+            report.Column("images_per_sec_per_core", "img/s/core", lambda v: f"{v:,.1f}"),
+        ],
+        [
+            {"part": "augmentation alone", **device["augment"]},
+            {"part": "train step (with it)", **device["train_step"]},
+        ],
+    )
+    report.stdout.print(
+        f"augmentation's share of the step: {device['flops_share']:.2%} of its FLOPs, "
+        f"{device['time_share']:.2%} of its time"
+    )
 
 
 def latency(settings: LatencySettings, workdir: Path | None, json: bool) -> None:

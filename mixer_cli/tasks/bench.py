@@ -1,11 +1,20 @@
-"""`mixer bench`'s throughput workflow: the measurement (train/throughput.py, which `mixer
-transfer`'s throughput column shares) and the advice its table ends with."""
+"""`mixer bench`'s throughput workflows: the model's (train/throughput.py, which `mixer
+transfer`'s throughput column shares) and the advice its table ends with; the input
+pipeline's (`--mode input`, train/input_throughput.py)."""
 
 from __future__ import annotations
 
+from mixer_cli.train.input_throughput import InputBench, InputSettings
 from mixer_cli.train.throughput import BenchSettings, run_bench, validate
 
-__all__ = ["BenchSettings", "page_fault_hint", "run_bench", "validate"]
+__all__ = [
+    "BenchSettings",
+    "InputBench",
+    "InputSettings",
+    "page_fault_hint",
+    "run_bench",
+    "validate",
+]
 
 
 # Above this share of a CPU step's time in the kernel, say how to get it back.

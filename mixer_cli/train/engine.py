@@ -79,17 +79,11 @@ def build(config: Config) -> Run:
     m, d, t = config.model, config.data, config.train
     family = registry.get(m.family)
     name = family.parse(m)  # the variant is checked before any data
-    patch = d.permutation_patch or family.patch_size(m)
-    if d.permutation == "patch" and not patch:
-        raise ConfigError(
-            f"data.permutation_patch must be set to shuffle patches for a {m.family} model"
-        )
+    preprocessing = run_preprocessing(config, family)
     if m.init is not None and not locate(m.init).exists():  # a released name: fetched now
         raise CheckpointNotFound(f"model.init: checkpoint {m.init!r} does not exist")
     registry.check_warm_start(m)
     source, train_split, eval_split = _checked_source(config)
-    preprocessing = _preprocessing(config, patch or 16)
-    preprocessing.permutation_index()  # a patch that does not divide the image fails here
     _note_upsampling(source, m.resolution)
     head_bias = SIGMOID_HEAD_BIAS if t.loss == "sigmoid" else 0.0
     model = registry.build(m, source.num_classes, head_bias)
@@ -147,17 +141,23 @@ def _note_upsampling(source: DataSource, resolution: int) -> None:
         )
 
 
-def _preprocessing(config: Config, permutation_patch: int) -> Preprocessing:
-    """The input transform: the data section's keys that Preprocessing shares (crop, flip,
-    RandAugment, mixup, cutmix, the permutation, where augmentation runs) at the model's
-    resolution."""
+def run_preprocessing(config: Config, family: registry.Family) -> Preprocessing:
+    """The run's input transform: the data section's keys that Preprocessing shares (crop,
+    flip, RandAugment, mixup, cutmix, the permutation, where augmentation runs) at the
+    model's resolution; the shuffle experiment's patch defaults to the model's (checked)."""
+    m, d = config.model, config.data
+    patch = d.permutation_patch or family.patch_size(m)
+    if d.permutation == "patch" and not patch:
+        raise ConfigError(
+            f"data.permutation_patch must be set to shuffle patches for a {m.family} model"
+        )
     shared = {f.name for f in dataclasses.fields(Preprocessing)} & {
-        f.name for f in dataclasses.fields(config.data)
+        f.name for f in dataclasses.fields(d)
     }
-    keys = {k: getattr(config.data, k) for k in shared if k != "permutation_patch"}
-    return Preprocessing(
-        resolution=config.model.resolution, permutation_patch=permutation_patch, **keys
-    )
+    keys = {k: getattr(d, k) for k in shared if k != "permutation_patch"}
+    pre = Preprocessing(resolution=m.resolution, permutation_patch=patch or 16, **keys)
+    pre.permutation_index()  # a patch that does not divide the image fails here
+    return pre
 
 
 def _nbytes(tree: Any) -> int:

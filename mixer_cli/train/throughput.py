@@ -1,6 +1,6 @@
 """How fast a Mixer runs on the devices at hand, and how close that is to their limit.
 
-Throughput is timed on fixed synthetic batches (the input pipeline has its own benchmark),
+Throughput is timed on fixed synthetic batches (the input pipeline: input_throughput.py),
 over every device with the engine's sharding: forward = the evaluation forward pass;
 train = the engine's own step (forward, backward, clipping, AdamW) with donated state,
 `steps_per_execution` steps to a program as the engine runs them.
@@ -66,7 +66,9 @@ class BenchSettings:
         if self.mode == "both":
             return MODES
         if self.mode not in MODES:
-            raise ConfigError(f"unknown mode {self.mode!r}: expected forward, train or both")
+            raise ConfigError(
+                f"unknown mode {self.mode!r}: expected forward, train, both, latency or input"
+            )
         return (self.mode,)
 
 
@@ -194,9 +196,16 @@ class Timed:
 
 
 class Workload:
-    """The model, optimizer, state and a fixed batch of a benchmark, over all devices."""
+    """The model, optimizer, state and a fixed batch of a benchmark, over all devices; with
+    `augment` (the data's device half) the train step runs it first, on `batch` (uint8
+    images and integer labels, as the host sends them)."""
 
-    def __init__(self, settings: BenchSettings) -> None:
+    def __init__(
+        self,
+        settings: BenchSettings,
+        augment: Callable[..., Any] | None = None,
+        batch: dict[str, np.ndarray] | None = None,
+    ) -> None:
         validate(settings)
         self.settings = settings
         self.mesh = make_mesh()
@@ -208,7 +217,9 @@ class Workload:
         self.tx, self.schedule = make_optimizer(OptimConfig(warmup_steps=10), 10_000)
         init = partial(initial_state, self.model, self.tx, settings.resolution)
         self.state = jax.jit(init, out_shardings=self.repl)(jax.random.key(0))
-        self.batch = jax.device_put(synthetic_batch(settings), self.rows)
+        self.batch = jax.device_put(
+            synthetic_batch(settings) if batch is None else batch, self.rows
+        )
         self.steps = compile_steps(
             self.model,
             self.tx,
@@ -217,6 +228,7 @@ class Workload:
             accum_steps=1,
             replicated=self.repl,
             rows=self.rows,
+            **({} if augment is None else {"augment": augment}),
         )
 
     def forward(self) -> Timed:
@@ -257,12 +269,17 @@ class Workload:
         return compiled, time.perf_counter() - start
 
 
+def host_cores() -> int:
+    """The host cores this process may run on (its affinity), whatever the devices."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def compute_cores() -> int:
     """What the paper's img/s/core divides by: the accelerator chips' cores (one per JAX
     device), or on a CPU the host cores this process may run on (not its forced devices)."""
     if jax.devices()[0].platform != "cpu":
         return jax.device_count()
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return host_cores()
 
 
 def run_bench(
@@ -286,27 +303,33 @@ def run_bench(
         on_phase(f"compiling the {mode} step")
         timed = work.forward() if mode == "forward" else work.train()
         on_phase(f"timing the {mode} step")
-        calls = calls_per_window(timed, settings)
-        images = calls * timed.steps_per_call * settings.batch_size
-        host = HostUsage()
-        rates = [images / time_window(timed.step, calls) for _ in range(settings.windows)]
-        host_usage = host.per_step(calls * timed.steps_per_call * settings.windows)
-        ips = statistics.median(rates)
-        results[mode] = {
-            "images_per_sec": ips,
-            "images_per_sec_per_core": ips / results["cores"],
-            "windows": rates,
-            "steps_per_window": calls * timed.steps_per_call,
-            "compile_seconds": timed.compile_seconds,
-            "gflops_per_image": timed.flops_per_image / 1e9,
-            "achieved_gflops": ips * timed.flops_per_image / 1e9,
-            "program_memory_bytes": _memory(timed.compiled),
-            **host_usage,
-        }
+        results[mode] = measure(timed, settings, results["cores"])
     if settings.measure_peak:
         measure_peak(work, settings, results, on_phase)
     results["peak_memory_bytes"] = _device_peak_memory()
     return results
+
+
+def measure(timed: Timed, settings: BenchSettings, cores: int) -> dict[str, Any]:
+    """img/s of a compiled step (the median of `settings.windows` timed windows after a
+    warm-up), per core, its FLOPs, memory and what it cost the host."""
+    calls = calls_per_window(timed, settings)
+    images = calls * timed.steps_per_call * settings.batch_size
+    host = HostUsage()
+    rates = [images / time_window(timed.step, calls) for _ in range(settings.windows)]
+    host_usage = host.per_step(calls * timed.steps_per_call * settings.windows)
+    ips = statistics.median(rates)
+    return {
+        "images_per_sec": ips,
+        "images_per_sec_per_core": ips / cores,
+        "windows": rates,
+        "steps_per_window": calls * timed.steps_per_call,
+        "compile_seconds": timed.compile_seconds,
+        "gflops_per_image": timed.flops_per_image / 1e9,
+        "achieved_gflops": ips * timed.flops_per_image / 1e9,
+        "program_memory_bytes": _memory(timed.compiled),
+        **host_usage,
+    }
 
 
 def measure_peak(
