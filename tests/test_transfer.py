@@ -147,16 +147,32 @@ def suite_data(tmp: Path, tasks) -> contextlib.AbstractContextManager[Path]:
 # against Avg 5's ~12 s (5 runs, ImageNet's with ReaL and v2), so it runs with the slow tests.
 @pytest.mark.parametrize("suite", [pytest.param("vtab1k", marks=pytest.mark.slow), "avg5"])
 def test_a_whole_suite_end_to_end_at_a_fixed_lr(capsys, tmp_path, official_npz, suite) -> None:
+    """Every task of the suite, one step each; then the suite half done (its last task not
+    run) resumes: the finished tasks read back, the last one runs, the same rows."""
     npz, _ = official_npz
     tasks = {"vtab1k": VTAB, "avg5": AVG5}[suite]
-    with suite_data(tmp_path / "tfds", tasks) as data_dir:
+
+    def transfer(workdir: Path) -> tuple[int, str, str]:
         code = run([
-            "transfer", "--init", npz, "--suite", suite, "--workdir", str(tmp_path / "suite"),
+            "transfer", "--init", npz, "--suite", suite, "--workdir", str(workdir),
             "--data-dir", str(data_dir), "--resolution", "16", "--steps-scale", "0.00005",
             "--lr", "0.01", "--no-throughput",
         ])  # fmt: skip
-    out, err = capsys.readouterr()
-    assert code == 0, err
+        return code, *capsys.readouterr()
+
+    with suite_data(tmp_path / "tfds", tasks) as data_dir:
+        code, out, err = transfer(tmp_path / "suite")
+        assert code == 0, err
+        half = tmp_path / "half"
+        shutil.copytree(tmp_path / "suite", half)
+        (half / "results.json").unlink()
+        shutil.rmtree(half / tasks[-1].name)
+        code, _, resumed = transfer(half)
+        assert code == 0, resumed
+    resumed = " ".join(resumed.split())
+    assert resumed.count("finished, read back") == len(tasks) - 1
+    assert f"[{len(tasks)}/{len(tasks)}] {tasks[-1].spec} lr 0.01: " in resumed
+    assert tasks_of(half) == tasks_of(tmp_path / "suite")
     results = json.loads((tmp_path / "suite" / "results.json").read_text())
     assert results["finished"] and not results["comparable_to_paper"]
     assert [row["task"] for row in results["tasks"]] == [t.spec for t in tasks]
@@ -220,28 +236,7 @@ def test_a_one_task_suite_on_an_image_folder_end_to_end(capsys, tmp_path, offici
     assert not (tmp_path / "x").exists()
 
 
-def test_a_half_done_suite_resumes_to_the_uninterrupted_ones_results(
-    capsys, tmp_path, official_npz
-) -> None:
-    """At a fixed lr (one run per task): stopped after 1 of its 2 steps, then resumed, the
-    suite's rows equal an uninterrupted run's; a finished suite is read back, not re-run."""
-    npz, _ = official_npz
-    with dsprites(tmp_path / "tfds") as data_dir:
-        code, err = transfer(capsys, data_dir, tmp_path / "whole", npz, "--lr", "0.01")
-        assert code == 0, err
-        code, err = transfer(capsys, data_dir, tmp_path / "half", npz, "--lr", "0.01",
-                             "--stop-after", "1")  # fmt: skip
-        assert code == 0 and "stopped before the suite's end" in err, err
-        assert not json.loads((tmp_path / "half" / "results.json").read_text())["finished"]
-        code, err = transfer(capsys, data_dir, tmp_path / "half", npz, "--lr", "0.01")
-        assert code == 0 and "resuming from step 1" in err, err
-        assert tasks_of(tmp_path / "half") == tasks_of(tmp_path / "whole")
-        code, err = transfer(capsys, data_dir, tmp_path / "half", npz, "--lr", "0.01")
-        assert code == 0 and "finished, read back" in err, err
-        assert tasks_of(tmp_path / "half") == tasks_of(tmp_path / "whole")
-
-
-# ~19 s (a compile per lr, 512-image batches); the resume above is its cheap default twin
+# ~19 s (a compile per lr, 512-image batches): a run stopped halfway through its steps
 @pytest.mark.slow
 def test_a_one_task_suite_end_to_end_then_resumed_from_half_done(
     capsys, tmp_path, official_npz
