@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -155,12 +156,20 @@ def throughput(settings: BenchSettings, workdir: Path | None, json: bool) -> Non
         task = bar.add_task("benchmark", total=None)
         results = run_bench(settings, lambda phase: bar.update(task, description=phase))
     results["workdir"] = str(workdir)
+    save_and_show(results, workdir, json, print_bench_table, page_fault_hint(results))
+
+
+def save_and_show(
+    results: dict, workdir: Path, json: bool, table: Callable[[dict], None], hint: str | None = None
+) -> None:
+    """Every mode's ending: results.json, then the JSON or the table (and a hint) on stdout."""
+    from mixer_cli.core import report
+
     report.write_json(workdir / "results.json", results)
     if json:
         report.print_json(results)
         return
-    print_bench_table(results)
-    hint = page_fault_hint(results)
+    table(results)
     if hint:
         report.stderr.print(hint)
     report.stderr.print(f"results in {workdir / 'results.json'}")
@@ -219,12 +228,7 @@ def input_throughput(settings: InputSettings, workdir: Path | None, json: bool) 
         task = bar.add_task("benchmark", total=None)
         results = bench.run(lambda phase: bar.update(task, description=phase))
     results["workdir"] = str(workdir)
-    report.write_json(workdir / "results.json", results)
-    if json:
-        report.print_json(results)
-        return
-    print_input_tables(results)
-    report.stderr.print(f"results in {workdir / 'results.json'}")
+    save_and_show(results, workdir, json, print_input_tables)
 
 
 def print_input_tables(results: dict) -> None:
@@ -282,12 +286,7 @@ def latency(settings: LatencySettings, workdir: Path | None, json: bool) -> None
         bar.add_task(f"timing {what}, batch {settings.batch_size}", total=None)
         results = measure(settings, what)
     workdir = Path(workdir or default_workdir("bench", settings.name(), "latency"))
-    report.write_json(workdir / "results.json", results)
-    if json:
-        report.print_json(results)
-        return
-    print_latency_table(results)
-    report.stderr.print(f"results in {workdir / 'results.json'}")
+    save_and_show(results, workdir, json, print_latency_table)
 
 
 def print_latency_table(results: dict) -> None:
