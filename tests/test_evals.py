@@ -70,7 +70,7 @@ def test_evals_round_trip_through_yaml_and_set(tmp_path: Path) -> None:
 def test_evaluators_reading_one_split_share_one_forward_pass() -> None:
     config = tiny(**{"evals.again.type": "classification", "evals.again.at_start": "true"})
     built = build(config)  # test, again: classification; fewshot: 5-shot on digits
-    state = initial_state(built.model, built.tx, 8, jax.random.key(1))
+    state = initial_state(built.model, built.optimizer, 8, jax.random.key(1))
     got = built.evals.run(built.model, state.params)
     # Three evaluators, two splits (the test split shared by all three, the training split):
     assert built.evals.passes == 2

@@ -94,17 +94,17 @@ def test_label_smoothing_moves_only_the_training_targets() -> None:
         atol=1e-7,
     )
     built = build(tiny())
-    state = initial_state(built.model, built.tx, 8, jax.random.key(0))
+    state = initial_state(built.model, built.optimizer, 8, jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, 8, 8, 3)), jnp.float32),
         "label": jax.nn.one_hot(rng.integers(0, 10, BATCH), 10),
     }
     step = partial(
-        train_step, model=built.model, tx=built.tx, schedule=built.schedule,
+        train_step, model=built.model, optimizer=built.optimizer,
         loss_kind="softmax", accum_steps=1, label_smoothing=0.2,
     )  # fmt: skip
-    _, metrics = jax.jit(step)(state, batch)
+    _, metrics = jax.jit(step)(state, batch, built.numbers)
     logits, _ = jax.jit(built.model.apply)({"params": state.params}, batch["image"])
     want = optax.softmax_cross_entropy(logits, 0.8 * batch["label"] + 0.02).mean()
     np.testing.assert_allclose(metrics["loss"], want, rtol=1e-5)
@@ -112,9 +112,9 @@ def test_label_smoothing_moves_only_the_training_targets() -> None:
 
 def test_the_weight_average_follows_its_recursion() -> None:
     built = build(tiny())
-    state = initial_state(built.model, built.tx, 8, jax.random.key(0), ema=True)
+    state = initial_state(built.model, built.optimizer, 8, jax.random.key(0), ema=True)
     step = jax.jit(partial(
-        train_step, model=built.model, tx=built.tx, schedule=built.schedule,
+        train_step, model=built.model, optimizer=built.optimizer,
         loss_kind="softmax", accum_steps=1, ema_decay=0.9,
     ))  # fmt: skip
     rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def test_the_weight_average_follows_its_recursion() -> None:
             "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, 8, 8, 3)), jnp.float32),
             "label": jax.nn.one_hot(rng.integers(0, 10, BATCH), 10),
         }
-        state, _ = step(state, batch)
+        state, _ = step(state, batch, built.numbers)
         d = min(0.9, (1 + t) / (10 + t))
         assert float(ema_decay_at(jnp.array(t), 0.9)) == pytest.approx(d)
         want = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * p, want, state.params)
@@ -136,7 +136,7 @@ def test_sam_steps_with_the_gradient_at_the_adversarial_point() -> None:
     sgd = {"optim.optimizer": "sgd", "optim.lr": 0.1, "optim.warmup_steps": 0}  # linear in g
     built = build(tiny(**sgd, **{"optim.sam_rho": 0.05}))
     plain = build(tiny(**sgd))  # the same optimizer without SAM
-    state = initial_state(built.model, built.tx, 8, jax.random.key(0))
+    state = initial_state(built.model, built.optimizer, 8, jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, 8, 8, 3)), jnp.float32),
@@ -154,13 +154,14 @@ def test_sam_steps_with_the_gradient_at_the_adversarial_point() -> None:
     norm = optax.tree.norm(g)
     uphill = jax.tree.map(lambda w, gi: w + 0.05 * gi / norm, state.params, g)
     g_adv = grad(uphill)
-    update = jax.jit(lambda g: plain.tx.update(g, plain.tx.init(state.params), state.params)[0])
+    tx = plain.optimizer.transform(plain.numbers)
+    update = jax.jit(lambda g: tx.update(g, tx.init(state.params), state.params)[0])
     want, at_w = update(g_adv), update(g)  # at_w: the step without SAM
     step = partial(
-        train_step, model=built.model, tx=built.tx, schedule=built.schedule,
+        train_step, model=built.model, optimizer=built.optimizer,
         loss_kind="softmax", accum_steps=1, sam=True,
     )  # fmt: skip
-    new, _ = jax.jit(step)(state, batch)
+    new, _ = jax.jit(step)(state, batch, built.numbers)
     got = jax.tree.map(jnp.subtract, new.params, state.params)
     flat = partial(jax.flatten_util.ravel_pytree)
     got, want, at_w = flat(got)[0], flat(want)[0], flat(at_w)[0]

@@ -10,17 +10,20 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import yaml
 from training import assert_same_results, assert_same_training, params_of, tiny
 
 from mixer_cli.cli import run
+from mixer_cli.config import OptimConfig
 from mixer_cli.core.atomic import current_umask
 from mixer_cli.core.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.core.errors import TrainingDiverged
 from mixer_cli.models.checkpoints import read_params
 from mixer_cli.train import engine
 from mixer_cli.train.engine import build, train_and_evaluate
+from mixer_cli.train.optim import Optimizer, numbers
 from mixer_cli.train.steps import compile_steps, initial_state, train_step
 
 
@@ -95,41 +98,62 @@ def test_one_device_and_eight_devices_agree(stopped: Path, tmp_path: Path) -> No
 def test_accumulated_micro_batches_equal_one_large_batch() -> None:
     config = tiny(**{"train.batch_size": 64})
     built = build(config)
-    state = initial_state(built.model, built.tx, 8, jax.random.key(0))
+    state = initial_state(built.model, built.optimizer, 8, jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(rng.uniform(-1, 1, (64, 8, 8, 3)), jnp.float32),
         "label": jax.nn.one_hot(rng.integers(0, 10, 64), 10),
     }
-    step = partial(
-        train_step, model=built.model, tx=built.tx, schedule=built.schedule, loss_kind="softmax"
-    )
-    whole, m1 = jax.jit(partial(step, accum_steps=1))(state, batch)
-    parts, m4 = jax.jit(partial(step, accum_steps=4))(state, batch)
+    step = partial(train_step, model=built.model, optimizer=built.optimizer, loss_kind="softmax")
+    whole, m1 = jax.jit(partial(step, accum_steps=1))(state, batch, built.numbers)
+    parts, m4 = jax.jit(partial(step, accum_steps=4))(state, batch, built.numbers)
     np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
     np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(parts.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_a_second_run_of_the_same_settings_reuses_the_traced_steps() -> None:
-    """Runs in one process (a sweep's final run, permute's modes, these tests) share the
-    optimizer, the jitted steps and the first-state function of equal settings: JAX then
-    finds their traces in its cache instead of tracing again. Other settings get their own."""
-    first, again, other = build(tiny()), build(tiny()), build(tiny(**{"optim.lr": 0.1}))
-    assert (again.tx, again.schedule) == (first.tx, first.schedule)
-    assert other.tx is not first.tx
+def test_runs_that_differ_in_the_optimizers_numbers_share_one_compiled_step() -> None:
+    """A sweep's trials (another lr), a longer run (another schedule) and another weight
+    decay share the jitted steps and first-state function: their numbers are arguments of
+    the step, not constants in it. Another kind of optimizer gets its own."""
+    numbers = {"optim.lr": 0.1, "train.steps": 30, "optim.warmup_steps": 2}
+    first, other = build(tiny()), build(tiny(**numbers, **{"optim.weight_decay": 0.5}))
+    sgd = build(tiny(**{"optim.optimizer": "sgd"}))
+    assert other.optimizer == first.optimizer and other.numbers != first.numbers
     mesh = make_mesh()
     options = dict(loss_kind="softmax", accum_steps=1, replicated=replicated(mesh))
 
     def steps_of(built):
-        return compile_steps(
-            built.model, built.tx, built.schedule, **options, rows=batch_sharding(mesh)
-        )
+        return compile_steps(built.model, built.optimizer, **options, rows=batch_sharding(mesh))
 
-    assert steps_of(again) is steps_of(first) and steps_of(other) is not steps_of(first)
-    starts = [engine.Start(built, mesh).fresh for built in (first, again, other)]
+    assert steps_of(other) is steps_of(first) and steps_of(sgd) is not steps_of(first)
+    starts = [engine.Start(built, mesh).fresh for built in (first, other, sgd)]
     assert starts[1] is starts[0] and starts[2] is not starts[0]
+    # One program for both: the HLO of the step holds neither run's numbers.
+    state = initial_state(first.model, first.optimizer, 8, jax.random.key(0))
+    batch = {"image": jnp.zeros((16, 8, 8, 3)), "label": jnp.zeros((16, 10))}
+    texts = [steps_of(b).train.lower(state, batch, b.numbers).as_text() for b in (first, other)]
+    assert texts[0] == texts[1]
+
+
+def test_the_schedule_is_optaxs_warmup_and_decay() -> None:
+    """The traced schedule equals optax's join of a linear warmup and the linear or cosine
+    decay, at every step of a short run (the recipes' schedules before they were traced)."""
+    for kind, warmup in (("linear", 3), ("cosine", 3), ("linear", 0), ("cosine", 0)):
+        cfg = OptimConfig(lr=0.05, end_lr=1e-4, schedule=kind, warmup_steps=warmup)
+        decay_steps = 12 - warmup
+        if kind == "cosine":
+            decay = optax.cosine_decay_schedule(0.05, decay_steps, alpha=1e-4 / 0.05)
+        else:
+            decay = optax.linear_schedule(0.05, 1e-4, decay_steps)
+        want = (
+            decay
+            if not warmup
+            else optax.join_schedules([optax.linear_schedule(0.0, 0.05, warmup), decay], [warmup])
+        )
+        got = jax.jit(Optimizer.of(cfg).learning_rate)(jnp.arange(14), numbers(cfg, 12))
+        np.testing.assert_allclose(got, [want(t) for t in range(14)], rtol=2e-7, atol=1e-9)
 
 
 def test_steps_in_one_program_equal_one_program_per_step() -> None:
@@ -137,8 +161,7 @@ def test_steps_in_one_program_equal_one_program_per_step() -> None:
     built, mesh = build(tiny()), make_mesh()
     steps = compile_steps(
         built.model,
-        built.tx,
-        built.schedule,
+        built.optimizer,
         loss_kind="softmax",
         accum_steps=1,
         replicated=replicated(mesh),
@@ -152,11 +175,11 @@ def test_steps_in_one_program_equal_one_program_per_step() -> None:
         }
         for _ in range(3)
     )
-    one_by_one = initial_state(built.model, built.tx, 8, jax.random.key(0))
+    one_by_one = initial_state(built.model, built.optimizer, 8, jax.random.key(0))
     for batch in batches:
-        one_by_one, last = steps.train(one_by_one, batch)
+        one_by_one, last = steps.train(one_by_one, batch, built.numbers)
     grouped, metrics = steps.train_many(
-        initial_state(built.model, built.tx, 8, jax.random.key(0)), batches
+        initial_state(built.model, built.optimizer, 8, jax.random.key(0)), batches, built.numbers
     )
     assert int(grouped.step) == 3
     for key in ("loss", "grad_norm", "lr"):
@@ -176,9 +199,9 @@ def test_grouped_steps_stopped_and_resumed_equal_uninterrupted(
     def counting(*args, **kwargs):
         steps = compile_steps(*args, **kwargs)
 
-        def train_many(state, batches):
+        def train_many(state, batches, numbers):
             grouped_calls.append(len(batches))
-            return steps.train_many(state, batches)
+            return steps.train_many(state, batches, numbers)
 
         return dataclasses.replace(steps, train_many=train_many)
 
@@ -251,13 +274,9 @@ def test_lamb_scales_each_layers_first_step_to_its_weights_norm() -> None:
     """LAMB's trust ratio: the first step moves each parameter by lr * |w| (Adam's first
     step is sign(g), rescaled), whatever the gradient's size (a bias's too; weight decay
     on kernels only, inside the step that is scaled)."""
-    import jax.numpy as jnp
-
-    from mixer_cli.config import OptimConfig
-    from mixer_cli.train.optim import make_optimizer
 
     cfg = OptimConfig(optimizer="lamb", lr=0.1, end_lr=0.1, warmup_steps=0, clip_norm=0)
-    tx, _ = make_optimizer(cfg, 10)
+    tx = Optimizer.of(cfg).transform(numbers(cfg, 10))
     params = {"dense": {"kernel": jnp.full((4, 3), 2.0), "bias": jnp.ones(3)}}
     grads = {"dense": {"kernel": jnp.arange(12.0).reshape(4, 3) + 1, "bias": jnp.full(3, 1e-3)}}
     updates, _ = tx.update(grads, tx.init(params), params)

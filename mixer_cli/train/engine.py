@@ -45,7 +45,7 @@ from mixer_cli.evals.suite import EvalSuite
 from mixer_cli.models import registry
 from mixer_cli.train.checkpoint import Checkpointer
 from mixer_cli.train.metrics import MetricsWriter, read_results
-from mixer_cli.train.optim import make_optimizer
+from mixer_cli.train.optim import Numbers, Optimizer, numbers
 from mixer_cli.train.steps import Steps, TrainState, compile_steps, initial_state
 from mixer_cli.train.workdir import check_free_space, hold_workdir, prepare_workdir
 from mixer_cli.weights.arrays import write_npz
@@ -67,8 +67,8 @@ class Run:
     eval_split: str
     preprocessing: Preprocessing
     total_steps: int
-    tx: optax.GradientTransformation
-    schedule: optax.Schedule
+    optimizer: Optimizer
+    numbers: Numbers  # the optimizer's, arguments of the compiled step
     evals: EvalSuite
     train_examples: int  # in the training split: what an epoch is
 
@@ -89,7 +89,6 @@ def build(config: Config) -> Run:
     model = registry.build(m, source.num_classes, head_bias)
     examples = source.num_examples(train_split)
     total_steps = t.steps or max(1, math.ceil(t.epochs * examples / t.batch_size))
-    tx, schedule = make_optimizer(config.optim, total_steps)
     context = Context(
         source=source,
         train_split=train_split,
@@ -114,8 +113,8 @@ def build(config: Config) -> Run:
         eval_split=eval_split,
         preprocessing=preprocessing,
         total_steps=total_steps,
-        tx=tx,
-        schedule=schedule,
+        optimizer=Optimizer.of(config.optim),
+        numbers=numbers(config.optim, total_steps),
         evals=evals,
         train_examples=examples,
     )
@@ -224,10 +223,10 @@ def _mesh(config: Config, devices: list[jax.Device] | None) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _initialise(model: Any, tx: optax.GradientTransformation, resolution: int, ema: bool) -> Any:
+def _initialise(model: Any, optimizer: Optimizer, resolution: int, ema: bool) -> Any:
     """The first-state function of a model and optimizer, one object per combination (so
     that its traces are reused by the next run of the same settings in this process)."""
-    return partial(initial_state, model, tx, resolution, ema=ema)
+    return partial(initial_state, model, optimizer, resolution, ema=ema)
 
 
 class Start:
@@ -238,7 +237,9 @@ class Start:
         t = run.config.train
         self.config, self.repl = run.config, replicated(mesh)
         self.key = jax.random.key(t.seed)
-        self.fresh = _initialise(run.model, run.tx, run.config.model.resolution, t.ema_decay > 0)
+        self.fresh = _initialise(
+            run.model, run.optimizer, run.config.model.resolution, t.ema_decay > 0
+        )
         abstract = jax.eval_shape(self.fresh, self.key)
         self.abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.repl), abstract
@@ -280,8 +281,7 @@ def _train(
     t, start = run.config.train, int(state.step)
     steps = compile_steps(
         run.model,
-        run.tx,
-        run.schedule,
+        run.optimizer,
         loss_kind=t.loss,
         accum_steps=t.accum_steps,
         replicated=replicated(mesh),
@@ -459,6 +459,7 @@ def _loop(
 ) -> TrainState:
     """Steps start..end; scalars come back to the host only at log, eval and save points."""
     t = run.config.train
+    numbers = jax.device_put(run.numbers, steps.replicated)
     stops = (t.log_every, t.checkpoint_every, *run.evals.intervals())
     hooks.begin(start)
     done, calls = start, 0
@@ -467,9 +468,10 @@ def _loop(
         while done < end:
             group = t.steps_per_execution
             if group > 1 and _next_stop(done, end, stops) - done >= group:
-                state, metrics = steps.train_many(state, tuple(next(batches) for _ in range(group)))
+                group_batches = tuple(next(batches) for _ in range(group))
+                state, metrics = steps.train_many(state, group_batches, numbers)
             else:
-                state, metrics = steps.train(state, next(batches))
+                state, metrics = steps.train(state, next(batches), numbers)
                 group = 1
             done, calls = done + group, calls + 1
             # A scheduler's notice to any process: every process stops at one agreed call.

@@ -26,6 +26,7 @@ import optax
 from jax.sharding import NamedSharding
 
 from mixer_cli.evals.losses import per_example_loss
+from mixer_cli.train.optim import Numbers, Optimizer
 
 
 @flax.struct.dataclass
@@ -66,10 +67,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, kind: str) -> jax.Array:
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
+    numbers: Numbers,
     *,
     model: nn.Module,
-    tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
+    optimizer: Optimizer,
     loss_kind: str,
     accum_steps: int,
     label_smoothing: float = 0.0,
@@ -77,8 +78,9 @@ def train_step(
     ema_decay: float = 0.0,
     augment: Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One update. With `sam`, `tx` is optax.contrib's SAM (opaque mode): it asks for the
-    gradient again at the adversarial point, on the same batch; with `ema_decay`, the
+    """One update with the optimizer's `numbers` (its lr schedule's, weight decay's). With
+    `sam`, the optimizer is optax.contrib's SAM (opaque mode): it asks for the gradient
+    again at the adversarial point, on the same batch; with `ema_decay`, the
     moving average of the new parameters is kept in the state; with `augment` (the data's
     device-side transform), the batch becomes the model's inputs first, with a key of its
     own drawn from the state's (so a resumed run augments exactly as it would have)."""
@@ -121,9 +123,11 @@ def train_step(
 
     loss, grads = gradient(state.params)
     extra = {"grad_fn": lambda params, _: gradient(params)[1]} if sam else {}
+    tx = optimizer.transform(numbers)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+    lr = optimizer.learning_rate(state.step, numbers)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr}
     ema = state.ema
     if ema_decay:
         ema = optax.incremental_update(params, ema, 1.0 - ema_decay_at(state.step, ema_decay))
@@ -132,16 +136,23 @@ def train_step(
 
 
 def train_steps(
-    state: TrainState, batches: tuple[dict[str, jax.Array], ...], **step_args: Any
+    state: TrainState,
+    batches: tuple[dict[str, jax.Array], ...],
+    numbers: Numbers,
+    **step_args: Any,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """`len(batches)` train steps in one program; the metrics are the last step's."""
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
-    state, metrics = jax.lax.scan(partial(train_step, **step_args), state, stacked)
+
+    def one(state: TrainState, batch: dict[str, jax.Array]) -> tuple:
+        return train_step(state, batch, numbers, **step_args)
+
+    state, metrics = jax.lax.scan(one, state, stacked)
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
 
 def initial_state(
-    model: Any, tx: optax.GradientTransformation, resolution: int, key: jax.Array, ema: bool = False
+    model: Any, optimizer: Optimizer, resolution: int, key: jax.Array, ema: bool = False
 ) -> TrainState:
     """A fresh state: initialised parameters, their optimizer state, step 0, a data RNG
     (and, with `ema`, the average, starting at the parameters)."""
@@ -149,7 +160,7 @@ def initial_state(
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=tx.init(params),
+        opt_state=optimizer.init(params),
         rng=jax.random.key_data(jax.random.fold_in(key, 1)),
         ema=params if ema else None,
     )
@@ -158,35 +169,39 @@ def initial_state(
 @dataclass(frozen=True)
 class Steps:
     """The jitted steps of a run: `train` takes one batch, `train_many` a tuple of
-    batches (as many steps, one execution). Evaluation is `evals.forward`'s."""
+    batches (as many steps, one execution), both the optimizer's numbers. Evaluation is
+    `evals.forward`'s."""
 
-    train: Any
-    train_many: Any
+    train: Any  # (state, batch, numbers) -> (state, metrics)
+    train_many: Any  # (state, batches, numbers) -> (state, the last step's metrics)
+    replicated: NamedSharding  # where the state and the optimizer's numbers live
 
 
 @functools.lru_cache(maxsize=8)
 def compile_steps(
     model: Any,
-    tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
+    optimizer: Optimizer,
     *,
     replicated: NamedSharding,
     rows: NamedSharding,
     **options: Any,
 ) -> Steps:
-    """The jitted steps over a mesh: state and params replicated, batches split by rows,
-    the train state's buffers donated. `options` are `train_step`'s (loss_kind and
-    accum_steps; label_smoothing, sam, ema_decay, augment). Training and `mixer bench` use these.
+    """The jitted steps over a mesh: state, params and the optimizer's numbers replicated,
+    batches split by rows, the train state's buffers donated. `options` are `train_step`'s
+    (loss_kind and accum_steps; label_smoothing, sam, ema_decay, augment). Training and
+    `mixer bench` use these.
     Memoised: another run of the same model and optimizer in this process (a sweep's
-    final run, permute's next mode) reuses the traced steps instead of tracing again."""
-    step_args = dict(model=model, tx=tx, schedule=schedule, **options)
+    trials and final run, at any lr or length; permute's next mode) reuses the compiled
+    steps instead of tracing again."""
+    step_args = dict(model=model, optimizer=optimizer, **options)
     train_jit = partial(
         jax.jit,
-        in_shardings=(replicated, rows),
+        in_shardings=(replicated, rows, replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
     return Steps(
         train=train_jit(partial(train_step, **step_args)),
         train_many=train_jit(partial(train_steps, **step_args)),
+        replicated=replicated,
     )

@@ -33,7 +33,7 @@ from mixer_cli.core.errors import ConfigError
 from mixer_cli.models import registry
 from mixer_cli.models.costs import model_flops
 from mixer_cli.models.isotropic import compute_dtype
-from mixer_cli.train.optim import make_optimizer
+from mixer_cli.train.optim import Optimizer, numbers
 from mixer_cli.train.steps import compile_steps, initial_state
 
 MODES = ("forward", "train")
@@ -214,16 +214,17 @@ class Workload:
         m = settings.model()
         self.name = registry.get(m.family).parse(m)
         self.model = registry.get(m.family).build(m, settings.num_classes, 0.0)
-        self.tx, self.schedule = make_optimizer(OptimConfig(warmup_steps=10), 10_000)
-        init = partial(initial_state, self.model, self.tx, settings.resolution)
+        optim = OptimConfig(warmup_steps=10)
+        optimizer = Optimizer.of(optim)
+        self.numbers = jax.device_put(numbers(optim, 10_000), self.repl)
+        init = partial(initial_state, self.model, optimizer, settings.resolution)
         self.state = jax.jit(init, out_shardings=self.repl)(jax.random.key(0))
         self.batch = jax.device_put(
             synthetic_batch(settings) if batch is None else batch, self.rows
         )
         self.steps = compile_steps(
             self.model,
-            self.tx,
-            self.schedule,
+            optimizer,
             loss_kind="softmax",
             accum_steps=1,
             replicated=self.repl,
@@ -248,12 +249,13 @@ class Workload:
         batch = {k: self.batch[k] for k in ("image", "label")}
         group = self.settings.steps_per_execution
         if group == 1:
-            fn, args = self.steps.train, (self.state, batch)
+            fn, args = self.steps.train, (self.state, batch, self.numbers)
         else:
-            fn, args = self.steps.train_many, (self.state, (batch,) * group)
+            fn, args = self.steps.train_many, (self.state, (batch,) * group, self.numbers)
         compiled, seconds = self._compile(fn, *args)
         # One step's work (a scan's cost analysis counts its body once, not per trip).
-        flops = model_flops(self.steps.train, self.state, batch) / self.settings.batch_size
+        flops = model_flops(self.steps.train, self.state, batch, self.numbers)
+        flops /= self.settings.batch_size
 
         def step() -> Any:
             self.state, metrics = compiled(self.state, *args[1:])
