@@ -220,7 +220,7 @@ def test_grouped_steps_stopped_and_resumed_equal_uninterrupted(
 
 def test_divergence_stops_the_run_naming_the_step(tmp_path: Path) -> None:
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) by step \d+"):
-        train_and_evaluate(tiny(**{"optim.lr": "1e30", "optim.clip_norm": "0"}), tmp_path)
+        train_and_evaluate(tiny(**{"optim.lr": "1e30"}), tmp_path)
 
 
 def test_resume_with_another_config_is_refused(uninterrupted: Path, capsys) -> None:
