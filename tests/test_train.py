@@ -274,7 +274,6 @@ def test_lamb_scales_each_layers_first_step_to_its_weights_norm() -> None:
     """LAMB's trust ratio: the first step moves each parameter by lr * |w| (Adam's first
     step is sign(g), rescaled), whatever the gradient's size (a bias's too; weight decay
     on kernels only, inside the step that is scaled)."""
-
     cfg = OptimConfig(optimizer="lamb", lr=0.1, end_lr=0.1, warmup_steps=0, clip_norm=0)
     tx = Optimizer.of(cfg).transform(numbers(cfg, 10))
     params = {"dense": {"kernel": jnp.full((4, 3), 2.0), "bias": jnp.ones(3)}}

@@ -302,7 +302,8 @@ def _train(
     started = time.time()
     with report.training_progress(run.total_steps, start, enabled=hooks.lead) as progress:
         hooks.progress = progress
-        state = _loop(run, state, batches, steps, hooks, start, end)
+        numbers = jax.device_put(run.numbers, replicated(mesh))  # once, not per step
+        state = _loop(run, state, batches, (steps, numbers), hooks, start, end)
     return state, started
 
 
@@ -452,14 +453,13 @@ def _loop(
     run: Run,
     state: TrainState,
     batches: Iterator[Any],
-    steps: Steps,
+    program: tuple[Steps, Numbers],
     hooks: Hooks,
     start: int,
     end: int,
 ) -> TrainState:
     """Steps start..end; scalars come back to the host only at log, eval and save points."""
-    t = run.config.train
-    numbers = jax.device_put(run.numbers, steps.replicated)
+    t, (steps, numbers) = run.config.train, program
     stops = (t.log_every, t.checkpoint_every, *run.evals.intervals())
     hooks.begin(start)
     done, calls = start, 0

@@ -143,10 +143,7 @@ def train_steps(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """`len(batches)` train steps in one program; the metrics are the last step's."""
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
-
-    def one(state: TrainState, batch: dict[str, jax.Array]) -> tuple:
-        return train_step(state, batch, numbers, **step_args)
-
+    one = partial(train_step, numbers=numbers, **step_args)
     state, metrics = jax.lax.scan(one, state, stacked)
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
@@ -174,7 +171,6 @@ class Steps:
 
     train: Any  # (state, batch, numbers) -> (state, metrics)
     train_many: Any  # (state, batches, numbers) -> (state, the last step's metrics)
-    replicated: NamedSharding  # where the state and the optimizer's numbers live
 
 
 @functools.lru_cache(maxsize=8)
@@ -203,5 +199,4 @@ def compile_steps(
     return Steps(
         train=train_jit(partial(train_step, **step_args)),
         train_many=train_jit(partial(train_steps, **step_args)),
-        replicated=replicated,
     )
