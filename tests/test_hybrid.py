@@ -140,8 +140,15 @@ def few_shot_probe(init: Path, workdir: Path) -> None:
     assert 0 <= probe["average"]["2"] <= 1
 
 
-def test_a_hybrid_pretrains_and_few_shots(capsys, tmp_path: Path) -> None:
-    few_shot_probe(pretrained_hybrid(tmp_path), tmp_path / "fs")
+def test_a_hybrid_pretrains_few_shots_and_describes_itself(capsys, tmp_path: Path) -> None:
+    pre = pretrained_hybrid(tmp_path)
+    few_shot_probe(pre, tmp_path / "fs")
+    capsys.readouterr()
+    # `mixer info` of the run: its variant and a list option (conv_after) read back from it
+    assert run(["info", "--checkpoint", str(pre), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)[0]
+    assert (described["family"], described["model"]) == ("hybrid", VARIANT)
+    assert described["params"] > 0 and described["gflops"] > 0
 
 
 @pytest.mark.slow  # a second compile of every option (20 s); the pretrain test reads it back

@@ -56,6 +56,12 @@ def parse_resnet(name: str, width: int = 64) -> ResNetSpec:
     depth, factor = int(match.group(1)), int(match.group(2) or 1)
     if width <= 0:
         raise ConfigError(f"ResNet width must be positive, got {width}")
+    channels = [width * factor * 2**stage * k for stage in range(4) for k in (1, 4)]
+    if odd := [c for c in channels if c > 32 and c % 32]:  # GroupNorm's min(32, C) groups
+        raise ConfigError(
+            f"ResNet width {width * factor} makes {odd[0]} channels, which GroupNorm's 32 "
+            "groups do not divide: use a power of two below 32 or a multiple of 32"
+        )
     label = f"ResNet{depth}x{factor}" if width == 64 else f"ResNet{depth} (width {width * factor})"
     return ResNetSpec(label, DEPTHS[depth], width * factor)
 

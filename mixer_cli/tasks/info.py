@@ -50,10 +50,13 @@ def describe_checkpoint(checkpoint: Any, resolution: int | None) -> dict[str, An
         raise ConfigError(
             f"{checkpoint} was trained at {loaded.resolution} px; --resolution must match"
         )
-    items = [
-        f"model.{k}={v}" for k, v in loaded.config.items() if k not in ("variant", "resolution")
+    items = [  # a list (conv_after: [1, 3]) as the flag writes it: '1,3'
+        f"model.{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+        for k, v in loaded.config.items()
+        if k not in ("variant", "resolution")
     ]
-    return describe_model(loaded.name, loaded.resolution, loaded.num_classes, items)
+    variant = loaded.config.get("variant", loaded.name)  # name may be a display name
+    return describe_model(variant, loaded.resolution, loaded.num_classes, items)
 
 
 def describe_model(
