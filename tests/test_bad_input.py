@@ -289,8 +289,10 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "--set", "model.token_mixing=max"], "model.token_mixing must be one of mlp, sum"),
     (["info", "--set", "model.heads=5", "--set", "model.pattern=" + "MA" * 6], "5 heads"),
     (["pretrain", "--set", "model.family=resnet", "--set", "model.stem=conv"], "of Mixers"),
-    (["info", "--variant", "ResNet14", "--set", "model.family=resnet", "--set", "model.width=24"],
-     "ResNet width 24 makes 48 channels"),  # fmt: skip
+    (
+        ["info", "--variant=ResNet14", "--set=model.family=resnet", "--set=model.width=24"],
+        "ResNet width 24 makes 48 channels",
+    ),
     (
         ["pretrain", "--set", "model.token_mixing=sum", "--set", "model.init={npz}"],
         "do not fit",
