@@ -214,7 +214,7 @@ def test_eval_with_another_head_runs_the_representation_evaluators(
 
 
 def test_every_family_loads_what_it_builds(tmp_path: Path) -> None:
-    from mixer_cli.config import ModelConfig
+    from mixer_cli.config import ModelConfig, model_config
 
     for family_name, variant in (("mixer", "N/4"), ("resnet", "ResNet14")):
         family = registry.get(family_name)
@@ -230,6 +230,9 @@ def test_every_family_loads_what_it_builds(tmp_path: Path) -> None:
         loaded = registry.load_checkpoint(path, resolution=16)
         assert (loaded.family, loaded.num_classes, loaded.resolution) == (family_name, 3, 16)
         assert loaded.model == model  # the same architecture, read off the arrays
+        items = [f"model.{k}={v}" for k, v in loaded.config.items() if k != "variant"]
+        rebuilt = model_config(loaded.config["variant"], 16, "float32", items)
+        assert family.build(rebuilt, 3, 0.0) == model  # its config rebuilds it (mixer info)
         forward = jax.jit(lambda p, x, model=model: model.apply({"params": p}, x)[0])
         np.testing.assert_array_equal(forward(loaded.params, images), forward(params, images))
         counts = family.count(m, 3)

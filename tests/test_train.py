@@ -43,7 +43,8 @@ def test_loss_falls_and_the_run_directory_is_complete(uninterrupted: Path) -> No
     assert 0.1 < results["fewshot/5shot"] <= 1  # the demo recipe's 5-shot probe
     final = [r for r in records if "test/top1" in r]
     assert [r["step"] for r in final] == [20]  # evaluators run at the end (eval_every 200)
-    assert {k: v for k, v in final[0].items() if k != "step"} == {
+    assert 0 < final[0]["time"] - records[0]["time"] < 600  # wall time of each record
+    assert {k: v for k, v in final[0].items() if k not in ("step", "time")} == {
         k: v for k, v in results.items() if k.startswith(("test/", "fewshot/"))
     }
     assert (uninterrupted / "config.yaml").exists()

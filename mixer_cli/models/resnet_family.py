@@ -59,7 +59,9 @@ def load(
     check_compatible(abstract_params(model, resolution), flat, source, f"ResNet{depth}")
     name = parse_resnet(f"ResNet{depth}", width).name
     params = as_tree(flat)
-    config = {"family": "resnet", "variant": name, "width": width, "resolution": resolution}
+    # the variant as --variant takes it (the label above is for people), the width beside it
+    config = {"family": "resnet", "variant": f"ResNet{depth}", "width": width}
+    config["resolution"] = resolution
     return Loaded(
         model, params, "resnet", name, resolution, num_classes, {"width": width}, config=config
     )

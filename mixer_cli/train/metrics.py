@@ -3,12 +3,14 @@
 Evaluation metrics are keyed `NAME/METRIC` (an evaluator's name, its metric: `test/top1`,
 `fewshot/5shot`). Runs written before evaluators existed used flat keys (`test_top1`,
 `fewshot_5shot`, `test_top1_at_step0`); `read_metrics` and `read_results` give them
-in today's form, so every reader handles one schema.
+in today's form, so every reader handles one schema. Each record carries `time` (Unix
+seconds when it was written), so curves can be drawn against wall time.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +94,8 @@ class MetricsWriter:
     def write(self, step: int, scalars: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        record = {"step": step, **{k: float(v) for k, v in scalars.items()}}
+        record = {"step": step, "time": round(time.time(), 3)}
+        record.update({k: float(v) for k, v in scalars.items()})
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         with self.tensorboard.as_default(step=step):
