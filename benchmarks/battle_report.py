@@ -1,0 +1,115 @@
+"""The tables and figures of `benchmarks/battle.py` from its state file (issue 40).
+
+The equal-budget table (one row per model: parameters, GFLOPs per image, train img/s, the
+tuned lr and both tuning scores, steps, wall time, test top-1 with the weight average's
+beside it, linear 5-shot; mean and range where three seeds were run) and the data-size
+table, printed and written to battle.md; battle_budget.png (test top-1 against wall
+minutes, one line per model) and battle_size.png (test top-1 and 5-shot against the size of
+the training set), for RESULTS.md and the README.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+FRACTIONS = ("10", "30", "100")
+
+
+def spread(runs: list[dict[str, Any]], key: str) -> str:
+    """'72.4%' for one run, '72.4% (71.9-72.8, 3 seeds)' for several."""
+    values = [r[key] for r in runs]
+    mean = f"{statistics.mean(values):.1%}"
+    if len(values) == 1:
+        return mean
+    return f"{mean} ({min(values):.1%}-{max(values):.1%}, {len(values)} seeds)"
+
+
+def budget_table(state: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    lines = [
+        "| model | params | GFLOPs/img | train img/s | lr (val. top-1 at 1e-3 / 3e-3) | steps "
+        "| wall to results.json | test top-1 | EMA top-1 | 5-shot |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for slug, runs in state["final"].items():
+        speed, tune = state["speed"][slug], state["tune"][slug]
+        scores = " / ".join(f"{v:.1%}" for v in tune["validation_top1"].values())
+        walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in runs)
+        lines.append(
+            f"| {labels[slug]} ({speed['model']}) | {speed['params'] / 1e6:.2f}M "
+            f"| {speed['gflops']:.3f} | {speed['img_per_sec']:.0f} | {tune['lr']:g} ({scores}) "
+            f"| {runs[0]['steps']:,} | {walls} min | {spread(runs, 'top1')} "
+            f"| {spread(runs, 'ema_top1')} | {spread(runs, 'fewshot5')} |"
+        )
+    return lines
+
+
+def size_table(state: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    head = " | ".join(f"{p}% top-1 | {p}% 5-shot" for p in FRACTIONS)
+    lines = [f"| model | {head} |", "|---|" + "---|" * 2 * len(FRACTIONS)]
+    for slug, rows in state["size"].items():
+        cells = " | ".join(
+            f"{spread(rows[p], 'top1')} | {spread(rows[p], 'fewshot5')}" if p in rows else "- | -"
+            for p in FRACTIONS
+        )
+        lines.append(f"| {labels[slug]} | {cells} |")
+    return lines
+
+
+def budget_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for slug, runs in state["final"].items():
+        minutes, top1 = zip(*runs[0]["curve"], strict=True)
+        ax.plot(minutes, [100 * v for v in top1], marker="o", label=labels[slug])
+    ax.axhline(10, color="grey", linestyle=":", label="chance")
+    ax.set(xlabel="wall time from launch (minutes, 2-core CPU)", ylabel="CIFAR-10 test top-1 (%)",
+           title="Equal budget: 30 CPU minutes per model, seed 0")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def size_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    ticks: dict[int, str] = {}
+    for slug, rows in state["size"].items():
+        done = [p for p in FRACTIONS if p in rows]
+        sizes = [rows[p][0]["train_examples"] for p in done]
+        ticks |= {n: f"{n:,} ({p}%)" for n, p in zip(sizes, done, strict=True)}
+        for ax, key in zip(axes, ("top1", "fewshot5"), strict=True):
+            means = [100 * statistics.mean(r[key] for r in rows[p]) for p in done]
+            ax.plot(sizes, means, marker="o", label=labels[slug])
+    for ax, name in zip(axes, ("test top-1", "linear 5-shot"), strict=True):
+        ax.set(xscale="log", xlabel="training images (fixed steps)", ylabel=f"CIFAR-10 {name} (%)")
+        ax.set_xticks(list(ticks), list(ticks.values()), minor=False)
+        ax.set_xticks([], minor=True)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("As data grows: the same steps on 10%, 30% and 100% of CIFAR-10's train split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(state: dict[str, Any], figures: Path, out: Path, labels: dict[str, str]) -> None:
+    parts, written = [], []
+    if state["final"]:
+        parts += ["## Equal budget", "", *budget_table(state, labels), ""]
+        budget_figure(state, labels, figures / "battle_budget.png")
+        written.append(str(figures / "battle_budget.png"))
+    if state["size"]:
+        parts += ["## As data grows", "", *size_table(state, labels), ""]
+        size_figure(state, labels, figures / "battle_size.png")
+        written.append(str(figures / "battle_size.png"))
+    (out / "battle.md").write_text("\n".join(parts))
+    print("\n".join(parts))
+    print(json.dumps({"written": [*written, str(out / "battle.md")]}))
