@@ -5,7 +5,8 @@ shape, label smoothing, weight average and batch; only the model, its learning r
 steps differ), in phases:
 
   speed   each recipe's train img/s (`mixer pretrain`, the median of its logged windows
-          after the first 100 steps; run it on a quiet machine: it sets the budgets)
+          after the first 100 steps; run it on a quiet machine: it sets the budgets; the
+          finals must run on the same kind of CPU, which each speed entry names)
   tune    the same effort per family: two runs, lr 1e-3 and 3e-3, TUNE steps on train[:90%]
           scored on train[90%:] (never on the test split); the better lr is the family's
   size    the tuned recipe on 10%, 30% and 100% of train at TUNE steps (the paper's 3.3 at
@@ -63,6 +64,14 @@ def mixer(*argv: str, capture: bool = False) -> str:
         [sys.executable, "-m", "mixer_cli", *argv], check=True, capture_output=capture, text=True
     )
     return done.stdout if capture else ""
+
+
+def cpu() -> str:
+    """The CPU the speeds were measured on ('AMD EPYC, avx512f'): budgets hold on that kind."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line]
+    wide = "avx512f" if " avx512f" in text else "no avx512f"
+    return f"{names[0] if names else 'unknown'}, {wide}"
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -139,7 +148,7 @@ class Battle:
         if "params" not in summary:
             info = json.loads(mixer("info", "--checkpoint", str(self.out / run), "--json",
                                     capture=True))[0]  # fmt: skip
-            summary |= {k: info[k] for k in ("params", "gflops", "model")}
+            summary |= {k: info[k] for k in ("params", "gflops", "model")} | {"cpu": cpu()}
             self.save()
         return summary
 
