@@ -37,12 +37,12 @@ import argparse
 import itertools
 import json
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from runner import has_avx512, machine, mixer  # benchmarks/runner.py
 
 MODELS: dict[str, tuple[str, list[str]]] = {  # slug: (label, mixer pretrain options)
     "mixer": ("Mixer (conv stem)", ["--recipe=cifar10_cpu"]),
@@ -59,19 +59,9 @@ PHASES = ("speed", "tune", "size", "final", "seeds", "report")
 SEEDS = (0, 1, 2)
 
 
-def mixer(*argv: str, capture: bool = False) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "mixer_cli", *argv], check=True, capture_output=capture, text=True
-    )
-    return done.stdout if capture else ""
-
-
 def cpu() -> str:
-    """The CPU the speeds were measured on ('AMD EPYC, avx512f'): budgets hold on that kind."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line]
-    wide = "avx512f" if " avx512f" in text else "no avx512f"
-    return f"{names[0] if names else 'unknown'}, {wide}"
+    """The CPU the speeds were measured on: the finals' budgets hold on that kind only."""
+    return f"{machine()}, {'avx512f' if has_avx512() else 'no avx512f'}"
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -125,10 +115,8 @@ class Battle:
 
     def windows(self, run: str) -> list[float]:
         """The logged img/s after the first 100 steps (compilation and warm-up left out)."""
-        rates = [r["img_per_sec"] for r in self.records(run) if "img_per_sec" in r]
-        late = [r["img_per_sec"] for r in self.records(run) if r["step"] > 100 and
-                "img_per_sec" in r]  # fmt: skip
-        return late or rates
+        logged = [r for r in self.records(run) if "img_per_sec" in r]
+        return [r["img_per_sec"] for r in logged if r["step"] > 100 or logged[-1]["step"] <= 100]
 
     def curve(self, run: str, segments: list[list[float]]) -> list[list[float]]:
         """[minutes from the launch, test top-1] at each evaluation; the time between the

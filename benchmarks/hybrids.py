@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from runner import mixer  # benchmarks/runner.py
 
 ARMS: dict[str, list[str]] = {
     "plain Mixer": [],
@@ -35,13 +34,6 @@ ARMS: dict[str, list[str]] = {
 # "Shuffle experiment on CIFAR-10"): only the models that lose it are run.
 SHUFFLED = ("conv stem", "summed (MLP + gated attention)")
 MODEL = ["--variant", "N/4", "--resolution", "32"]
-
-
-def mixer(*argv: str, capture: bool = False) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "mixer_cli", *argv], check=True, capture_output=capture, text=True
-    )
-    return done.stdout if capture else ""
 
 
 def train_speed(options: list[str], batch_size: int, workdir: Path) -> float:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from runner import machine  # benchmarks/runner.py
 
 from mixer_cli.tasks.latency import percentiles
 
@@ -374,17 +375,6 @@ def summarise(spec: dict[str, Any], timings: dict[str, Any]) -> dict[str, Any]:
             }
     keep = ("weights", "variant", "resolution", "classes", "gelu", "gflops", "trained")
     return {**{k: spec[k] for k in keep}, "settings": rows}
-
-
-def machine() -> str:
-    import platform
-
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
-    return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
 def markdown(results: dict[str, Any]) -> str:
