@@ -5,8 +5,9 @@ shape, label smoothing, weight average and batch; only the model, its learning r
 steps differ), in phases:
 
   speed   each recipe's train img/s (`mixer pretrain`, the median of its logged windows
-          after the first 100 steps; run it on a quiet machine: it sets the budgets; the
-          finals must run on the same kind of CPU, which each speed entry names)
+          after the first 100 steps; run it on a quiet machine: it sets the budgets), kept
+          per kind of CPU (with or without AVX-512: this project's machines are of both,
+          and the families' speed ratios differ between them)
   tune    the same effort per family: two runs, lr 1e-3 and 3e-3, TUNE steps on train[:90%]
           scored on train[90%:] (never on the test split); the better lr is the family's
   size    the tuned recipe on 10%, 30% and 100% of train at TUNE steps (the paper's 3.3 at
@@ -14,7 +15,8 @@ steps differ), in phases:
   final   the tuned recipe for the steps 30 minutes buy: the Mixer's BUDGET steps (its
           recipe's 30 minutes) times the family's speed over the Mixer's; test top-1, 5-shot,
           and its curve against wall time (metrics.jsonl's `time` from the run's launch;
-          run it on a quiet machine too)
+          run it on a quiet machine too); every final on one kind of CPU, the first's, so
+          the wall times compare (on another kind the phase says so and runs nothing)
   seeds   seeds 1 and 2 wherever a model is within 2 points of a Mixer (both stems): the
           finals, and each data size
   report  the tables (printed, and OUT/battle.md), battle_budget.png and battle_size.png
@@ -59,9 +61,9 @@ PHASES = ("speed", "tune", "size", "final", "seeds", "report")
 SEEDS = (0, 1, 2)
 
 
-def cpu() -> str:
-    """The CPU the speeds were measured on: the finals' budgets hold on that kind only."""
-    return f"{machine()}, {'avx512f' if has_avx512() else 'no avx512f'}"
+def cpu_kind() -> str:
+    """The kind of CPU a speed holds on: the finals' budgets are ratios measured on one kind."""
+    return "avx512" if has_avx512() else "avx2"
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -96,6 +98,7 @@ class Battle:
             "fewshot5": self.five_shot(run) if probe else None,
             "wall_s": sum(end - start for start, end in segments),
             "invocations": len(segments), "curve": self.curve(run, segments),
+            "cpu": f"{machine()} ({cpu_kind()})",
         }  # fmt: skip
         self.save()
         return self.state["runs"][run]
@@ -129,14 +132,14 @@ class Battle:
         return points
 
     def speed(self, slug: str) -> dict[str, Any]:
-        run, steps = f"speed/{slug}", self.args.speed_steps
+        run, steps = f"speed/{cpu_kind()}/{slug}", self.args.speed_steps
         summary = self.run(run, slug, f"--steps={steps}", f"--set=train.eval_every={steps}",
                            f"--set=train.checkpoint_every={steps}",
                            "--set=data.eval_split=test[:10%]", probe=False)  # fmt: skip
         if "params" not in summary:
             info = json.loads(mixer("info", "--checkpoint", str(self.out / run), "--json",
                                     capture=True))[0]  # fmt: skip
-            summary |= {k: info[k] for k in ("params", "gflops", "model")} | {"cpu": cpu()}
+            summary |= {k: info[k] for k in ("params", "gflops", "model")}
             self.save()
         return summary
 
@@ -162,7 +165,11 @@ class Battle:
         )  # fmt: skip
 
     def final(self, slug: str, seed: int) -> dict[str, Any]:
-        steps = budget_steps(self.state["speed"], slug, self.args.budget_steps)
+        speeds = self.state["speed"].get(self.state["final_cpu"], {})
+        if not {slug, "mixer"} <= speeds.keys():
+            raise SystemExit(f"battle: no speed of {slug} and the Mixer on this CPU kind: "
+                             "run --phase speed first")  # fmt: skip
+        steps = budget_steps(speeds, slug, self.args.budget_steps)
         quarter, lr = steps // 4, self.state["tune"][slug]["lr"]
         return self.run(
             f"final/{slug}-s{seed}", slug, f"--steps={steps}", f"--lr={lr}", f"--seed={seed}",
@@ -187,6 +194,45 @@ def close_to_a_mixer(top1: dict[str, float], within: float = 0.02) -> list[str]:
     return sorted(close, key=list(MODELS).index)
 
 
+def finals_here(state: dict[str, Any]) -> bool:
+    """Every final runs on one kind of CPU, the first final's, so their wall times compare."""
+    if state.setdefault("final_cpu", cpu_kind()) == cpu_kind():
+        return True
+    print(f"battle: the finals ran on {state['final_cpu']} CPUs and their wall times must "
+          f"compare; this one is {cpu_kind()}: no final runs here")  # fmt: skip
+    return False
+
+
+def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
+    """One phase for the models asked, each finished run saved into the state at once."""
+    state = battle.state
+    for slug in slugs if phase != "seeds" else []:
+        if phase == "speed":
+            state["speed"].setdefault(cpu_kind(), {})[slug] = battle.speed(slug)
+        elif phase == "tune":
+            state["tune"][slug] = battle.tune(slug)
+        elif phase == "size":
+            rows = state["size"].setdefault(slug, {})
+            for percent in FRACTIONS:
+                rows[str(percent)] = [battle.size(slug, percent, 0)]
+        elif finals_here(state):
+            state["final"][slug] = [battle.final(slug, 0)]
+        battle.save()
+    if phase != "seeds":
+        return
+    finals = {s: runs[0]["top1"] for s, runs in state["final"].items()}
+    close = close_to_a_mixer(finals) if finals and finals_here(state) else []
+    for slug in (s for s in close if s in slugs):
+        state["final"][slug] = [battle.final(slug, seed) for seed in SEEDS]
+        battle.save()
+    for percent in FRACTIONS:
+        p = str(percent)
+        scores = {s: rows[p][0]["top1"] for s, rows in state["size"].items() if p in rows}
+        for slug in (s for s in close_to_a_mixer(scores) if s in slugs):
+            state["size"][slug][p] = [battle.size(slug, percent, s) for s in SEEDS]
+            battle.save()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="CIFAR-10, e.g. folder:/work/data/cifar")
@@ -208,34 +254,12 @@ def main() -> None:
     battle = Battle(args, state, save)
     slugs = [s for s in MODELS if not args.only or s in args.only.split(",")]
     for phase in PHASES if args.phase == "all" else (args.phase,):
-        for slug in slugs if phase in ("speed", "tune", "size", "final") else []:
-            if phase == "speed":
-                state["speed"][slug] = battle.speed(slug)
-            elif phase == "tune":
-                state["tune"][slug] = battle.tune(slug)
-            elif phase == "size":
-                rows = state["size"].setdefault(slug, {})
-                for percent in FRACTIONS:
-                    rows[str(percent)] = [battle.size(slug, percent, 0)]
-            else:
-                state["final"][slug] = [battle.final(slug, 0)]
-            save()
-        if phase == "seeds":
-            finals = {s: runs[0]["top1"] for s, runs in state["final"].items()}
-            for slug in (s for s in close_to_a_mixer(finals) if s in slugs):
-                state["final"][slug] = [battle.final(slug, seed) for seed in SEEDS]
-                save()
-            for percent in FRACTIONS:
-                p = str(percent)
-                scores = {s: rows[p][0]["top1"] for s, rows in state["size"].items() if p in rows}
-                for slug in (s for s in close_to_a_mixer(scores) if s in slugs):
-                    state["size"][slug][p] = [battle.size(slug, percent, s) for s in SEEDS]
-                    save()
         if phase == "report":
             from battle_report import write_report  # benchmarks/battle_report.py
 
-            labels = {s: MODELS[s][0] for s in MODELS}
-            write_report(state, args.state.parent, args.out, labels)
+            write_report(state, args.state.parent, args.out, {s: MODELS[s][0] for s in MODELS})
+        else:
+            run_phase(battle, phase, slugs)
 
 
 if __name__ == "__main__":

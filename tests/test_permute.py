@@ -1,4 +1,5 @@
-"""The shuffle experiment: Mixer's exact invariance to patch shuffles, the ResNet, the CLI."""
+"""The shuffle experiment: the Mixer's and the ViT's exact invariance to patch shuffles, the
+ResNet, the CLI."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mixer_cli.core.errors import ConfigError
 from mixer_cli.data.permutations import make_permutation, permute_numpy
 from mixer_cli.models import create_model
 from mixer_cli.models.resnet import create_resnet, parse_resnet
+from mixer_cli.models.vit import create_vit, parse_vit
 from mixer_cli.tasks.permute import parse_modes, relative_drops
 
 
@@ -55,6 +57,35 @@ def test_mixer_absorbs_a_patch_shuffle_exactly(seed: int) -> None:
     np.testing.assert_allclose(got, want, atol=1e-5)
     # Without moving the weights, the shuffle changes the output: the test can fail.
     assert not np.allclose(model.apply({"params": params}, shuffled)[0], want, atol=1e-3)
+
+
+def test_vit_with_learned_position_embeddings_absorbs_a_patch_shuffle_exactly() -> None:
+    """The ViT arm's premise: a patch shuffle is a reordering of its position embeddings
+    (and of the stem's pixels), so the model class cannot tell it apart from the original."""
+    resolution, patch, seed = 16, 4, 3
+    model = create_vit(parse_vit("2x16-32-2/4"), num_classes=7)
+    images = np.random.default_rng(seed).uniform(-1, 1, (3, resolution, resolution, 3))
+    images = images.astype(np.float32)
+    params = model.init(jax.random.key(seed), images, train=False)["params"]
+    params = jax.tree.map(  # a non-zero head and class token, so the logits say something
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(9), p.shape), params
+    )
+    idx = make_permutation("patch", resolution, patch, seed)
+    patch_order, pixel_order = orders_of(idx, resolution, patch)
+    moved = jax.tree.map(np.asarray, params)
+    stem = moved["embedding"]["kernel"].reshape(patch * patch, 3, -1)[pixel_order]
+    moved["embedding"]["kernel"] = stem.reshape(patch, patch, 3, -1)
+    pos = moved["Transformer"]["posembed_input"]["pos_embedding"]  # [1, 1 + N, D]: cls first
+    moved["Transformer"]["posembed_input"]["pos_embedding"] = np.concatenate(
+        [pos[:, :1], pos[:, 1:][:, patch_order]], axis=1
+    )
+    shuffled = permute_numpy(images, idx)
+    want = model.apply({"params": params}, images, train=False)[0]
+    got = model.apply({"params": moved}, shuffled, train=False)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(
+        model.apply({"params": params}, shuffled, train=False)[0], want, atol=1e-3
+    )
 
 
 def test_resnet_shapes_and_names() -> None:
