@@ -71,7 +71,7 @@ def budget_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> 
     ax.axhline(10, color="grey", linestyle=":", label="chance")
     ax.set(xlabel=f"wall time from launch (minutes, 2-core {state['final_cpu']} CPU)",
            ylabel="CIFAR-10 test top-1 (%)",
-           title="Equal budget: the Mixer recipe's wall time for every model, seed 0")  # fmt: skip
+           title="Equal budget: 30 minutes of this CPU per model, seed 0")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
