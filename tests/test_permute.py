@@ -4,7 +4,9 @@ ResNet, the CLI."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,60 +34,59 @@ def orders_of(idx: np.ndarray, resolution: int, patch: int) -> tuple[np.ndarray,
     return patches[:, 0], pixels[0]
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_mixer_absorbs_a_patch_shuffle_exactly(seed: int) -> None:
+def assert_absorbs_a_patch_shuffle(
+    apply: Callable, params: Any, stem: str, move_tokens: Callable, seed: int
+) -> None:
+    """A model class absorbs a patch shuffle exactly: with its stem's pixels reordered and,
+    by `move_tokens(params, patch_order)`, its per-token weights, the shuffled images give
+    the original logits; unmoved, the shuffle changes them (so the check can fail)."""
     resolution, patch = 16, 4
-    model = create_model("N/4", num_classes=7)
-    params = model.init(jax.random.key(seed), jnp.zeros((1, resolution, resolution, 3)))["params"]
-    params = jax.tree.map(  # a non-zero head, so the logits say something
+    params = jax.tree.map(  # a non-zero head (and class token), so the logits say something
         lambda p: p + 0.05 * jax.random.normal(jax.random.key(9), p.shape), params
     )
     idx = make_permutation("patch", resolution, patch, seed)
     patch_order, pixel_order = orders_of(idx, resolution, patch)
     moved = jax.tree.map(np.asarray, params)
-    stem = moved["stem"]["kernel"].reshape(patch * patch, 3, -1)[pixel_order]
-    moved["stem"]["kernel"] = stem.reshape(patch, patch, 3, -1)
-    for i in range(4):
-        tokens = moved[f"MixerBlock_{i}"]["token_mixing"]
-        tokens["Dense_0"]["kernel"] = tokens["Dense_0"]["kernel"][patch_order]
-        tokens["Dense_1"]["kernel"] = tokens["Dense_1"]["kernel"][:, patch_order]
-        tokens["Dense_1"]["bias"] = tokens["Dense_1"]["bias"][patch_order]
+    kernel = moved[stem]["kernel"]  # [P, P, 3, D]
+    moved[stem]["kernel"] = kernel.reshape(patch * patch, 3, -1)[pixel_order].reshape(kernel.shape)
+    move_tokens(moved, patch_order)
     images = np.random.default_rng(seed).uniform(-1, 1, (3, resolution, resolution, 3))
-    shuffled = permute_numpy(images.astype(np.float32), idx)
-    want = model.apply({"params": params}, images.astype(np.float32))[0]
-    got = model.apply({"params": moved}, shuffled)[0]
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    # Without moving the weights, the shuffle changes the output: the test can fail.
-    assert not np.allclose(model.apply({"params": params}, shuffled)[0], want, atol=1e-3)
+    images = images.astype(np.float32)
+    shuffled = permute_numpy(images, idx)
+    want = apply(params, images)
+    np.testing.assert_allclose(apply(moved, shuffled), want, atol=1e-5)
+    assert not np.allclose(apply(params, shuffled), want, atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mixer_absorbs_a_patch_shuffle_exactly(seed: int) -> None:
+    model = create_model("N/4", num_classes=7)
+    params = model.init(jax.random.key(seed), jnp.zeros((1, 16, 16, 3)))["params"]
+
+    def move_tokens(moved: dict, order: np.ndarray) -> None:
+        for i in range(4):
+            tokens = moved[f"MixerBlock_{i}"]["token_mixing"]
+            tokens["Dense_0"]["kernel"] = tokens["Dense_0"]["kernel"][order]
+            tokens["Dense_1"]["kernel"] = tokens["Dense_1"]["kernel"][:, order]
+            tokens["Dense_1"]["bias"] = tokens["Dense_1"]["bias"][order]
+
+    apply = lambda p, x: model.apply({"params": p}, x)[0]  # noqa: E731
+    assert_absorbs_a_patch_shuffle(apply, params, "stem", move_tokens, seed)
 
 
 def test_vit_with_learned_position_embeddings_absorbs_a_patch_shuffle_exactly() -> None:
     """The ViT arm's premise: a patch shuffle is a reordering of its position embeddings
     (and of the stem's pixels), so the model class cannot tell it apart from the original."""
-    resolution, patch, seed = 16, 4, 3
     model = create_vit(parse_vit("2x16-32-2/4"), num_classes=7)
-    images = np.random.default_rng(seed).uniform(-1, 1, (3, resolution, resolution, 3))
-    images = images.astype(np.float32)
-    params = model.init(jax.random.key(seed), images, train=False)["params"]
-    params = jax.tree.map(  # a non-zero head and class token, so the logits say something
-        lambda p: p + 0.05 * jax.random.normal(jax.random.key(9), p.shape), params
-    )
-    idx = make_permutation("patch", resolution, patch, seed)
-    patch_order, pixel_order = orders_of(idx, resolution, patch)
-    moved = jax.tree.map(np.asarray, params)
-    stem = moved["embedding"]["kernel"].reshape(patch * patch, 3, -1)[pixel_order]
-    moved["embedding"]["kernel"] = stem.reshape(patch, patch, 3, -1)
-    pos = moved["Transformer"]["posembed_input"]["pos_embedding"]  # [1, 1 + N, D]: cls first
-    moved["Transformer"]["posembed_input"]["pos_embedding"] = np.concatenate(
-        [pos[:, :1], pos[:, 1:][:, patch_order]], axis=1
-    )
-    shuffled = permute_numpy(images, idx)
-    want = model.apply({"params": params}, images, train=False)[0]
-    got = model.apply({"params": moved}, shuffled, train=False)[0]
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    assert not np.allclose(
-        model.apply({"params": params}, shuffled, train=False)[0], want, atol=1e-3
-    )
+    params = model.init(jax.random.key(3), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+
+    def move_tokens(moved: dict, order: np.ndarray) -> None:
+        embeddings = moved["Transformer"]["posembed_input"]  # [1, 1 + N, D]: the class token first
+        pos = embeddings["pos_embedding"]
+        embeddings["pos_embedding"] = np.concatenate([pos[:, :1], pos[:, 1:][:, order]], axis=1)
+
+    apply = lambda p, x: model.apply({"params": p}, x, train=False)[0]  # noqa: E731
+    assert_absorbs_a_patch_shuffle(apply, params, "embedding", move_tokens, seed=3)
 
 
 def test_resnet_shapes_and_names() -> None:
