@@ -87,12 +87,13 @@ class Battle:
             return self.state["runs"][run]
         workdir = self.out / run
         if not read(workdir / "results.json").get("finished"):
-            segments = read(self.segments_file)
-            started = time.time()
-            mixer("pretrain", *MODELS[slug][1], "--data", self.args.data, "--workdir",
-                  str(workdir), f"--batch-size={self.args.batch_size}", *options)  # fmt: skip
-            segments.setdefault(run, []).append([started, time.time()])
-            self.segments_file.write_text(json.dumps(segments, indent=1))
+            segments, started = read(self.segments_file), time.time()
+            try:  # an interrupted invocation's time counts too: the run resumes from it
+                mixer("pretrain", *MODELS[slug][1], "--data", self.args.data, "--workdir",
+                      str(workdir), f"--batch-size={self.args.batch_size}", *options)  # fmt: skip
+            finally:
+                segments.setdefault(run, []).append([started, time.time()])
+                self.segments_file.write_text(json.dumps(segments, indent=1))
         results, segments = read(workdir / "results.json"), read(self.segments_file)[run]
         self.state["runs"][run] = {
             "top1": results["test/top1"], "ema_top1": results["ema/test/top1"],
