@@ -61,7 +61,7 @@ LRS = (1e-3, 3e-3)
 FRACTIONS = (10, 30, 100)  # percent of CIFAR-10's 50,000 training images
 PHASES = ("speed", "tune", "size", "final", "seeds", "report")
 SEEDS = (0, 1, 2)
-REFERENCE_STEPS, REFERENCE_IMG_S = 5600, 455.0  # cifar10_cpu in 29.4 min (RESULTS.md)
+REFERENCE_STEPS, REFERENCE_IMG_S, REFERENCE_MIN = 5600, 455.0, 29.4  # cifar10_cpu (RESULTS.md)
 
 
 def cpu_kind() -> str:
@@ -185,7 +185,7 @@ def budget_steps(img_per_sec: float, minutes: float) -> int:
     """The steps `minutes` from launch to results.json buy a model at `img_per_sec`, by the
     reference: cifar10_cpu's 5,600 steps took 29.4 minutes at 455 img/s, evaluations and
     start-up included (a multiple of 4, so that the four evaluations fall on steps)."""
-    return 4 * round(REFERENCE_STEPS * img_per_sec / REFERENCE_IMG_S * minutes / 29.4 / 4)
+    return 4 * round(REFERENCE_STEPS * img_per_sec / REFERENCE_IMG_S * minutes / REFERENCE_MIN / 4)
 
 
 def close_to_a_mixer(top1: dict[str, float], within: float = 0.02) -> list[str]:
@@ -210,6 +210,8 @@ def finals_here(state: dict[str, Any]) -> bool:
 def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
     """One phase for the models asked, each finished run saved into the state at once."""
     state = battle.state
+    if phase == "final" and not finals_here(state):
+        return
     for slug in slugs if phase != "seeds" else []:
         if phase == "speed":
             state["speed"].setdefault(cpu_kind(), {})[slug] = battle.speed(slug)
@@ -219,7 +221,7 @@ def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
             rows = state["size"].setdefault(slug, {})
             for percent in FRACTIONS:
                 rows[str(percent)] = [battle.size(slug, percent, 0)]
-        elif finals_here(state):
+        else:
             state["final"][slug] = [battle.final(slug, 0)]
         battle.save()
     if phase != "seeds":
@@ -247,7 +249,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated model slugs")
     parser.add_argument("--speed-steps", type=int, default=300)
     parser.add_argument("--tune-steps", type=int, default=1400, help="tuning and size runs")
-    parser.add_argument("--budget-minutes", type=float, default=29.4, help="each final's")
+    parser.add_argument("--budget-minutes", type=float, default=REFERENCE_MIN, help="each final's")
     parser.add_argument("--batch-size", type=int, default=128, help="(smaller for a smoke run)")
     args = parser.parse_args()
     state = read(args.state) or {"runs": {}, "speed": {}, "tune": {}, "size": {}, "final": {}}
