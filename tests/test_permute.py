@@ -16,7 +16,7 @@ import pytest
 from mixer_cli.cli import run
 from mixer_cli.core.errors import ConfigError
 from mixer_cli.data.permutations import make_permutation, permute_numpy
-from mixer_cli.models import create_model
+from mixer_cli.models import create_model, registry
 from mixer_cli.models.resnet import create_resnet, parse_resnet
 from mixer_cli.models.vit import create_vit, parse_vit
 from mixer_cli.tasks.permute import parse_modes, relative_drops
@@ -139,7 +139,18 @@ def run_patch_mode(capsys, tmp_path: Path, *extra: str) -> tuple[dict, str]:
 def test_permute_trains_the_mixer_arm_alone_and_writes_the_figure(capsys, tmp_path) -> None:
     results, out = run_patch_mode(capsys, tmp_path, "--baseline", "none")
     assert set(results["models"]) == {"mixer"} and results["baselines"] == []
+    assert results["models"]["mixer"]["name"] == "Mixer N/4" and "Mixer N/4" in out
     assert "ResNet" not in out
+
+
+def test_tables_name_each_family_as_prose_does() -> None:
+    """The shuffle table's and figure's model names: the family's title and the variant,
+    or the variant alone where it names its family already."""
+    assert registry.get("mixer").label("N/4") == "Mixer N/4"
+    assert registry.get("vit").label("N/4") == "ViT N/4"
+    assert registry.get("gmlp").label("6x96-6/4") == "gMLP 6x96-6/4"
+    assert registry.get("resnet").label("ResNet14 (width 16)") == "ResNet14 (width 16)"
+    assert all(registry.get(name).title for name in registry.FAMILY_NAMES)
 
 
 @pytest.mark.slow  # ResNet14's training step alone compiles for ~10 s

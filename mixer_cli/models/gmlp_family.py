@@ -118,6 +118,7 @@ def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | 
 
 FAMILY = Family(
     name="gmlp",
+    title="gMLP",
     parse=lambda m: _spec(m).name,
     build=build,
     patch_size=lambda m: parse_gmlp(m.variant).patch_size,

@@ -237,6 +237,7 @@ def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
 
 FAMILY = Family(
     name="hybrid",
+    title="Hybrid Mixer",
     parse=describe,
     build=build,
     patch_size=lambda m: parse_variant(m.variant).patch_size,

@@ -111,6 +111,7 @@ def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
 
 FAMILY = Family(
     name="mixer",
+    title="Mixer",
     parse=lambda m: _spec(m).name,
     build=build,
     patch_size=lambda m: parse_variant(m.variant).patch_size,

@@ -73,6 +73,14 @@ class Family:
     # onnx.ModelProto of its logits (models/NAME_onnx.py, helpers in core/onnx_ops.py):
     # what `mixer export --format onnx` writes; None: ONNX export is refused.
     onnx: Callable[..., Any] | None = None
+    # The family as prose names it, in tables and figures ('ViT', 'gMLP'); "": its name.
+    title: str = ""
+
+    def label(self, variant: str) -> str:
+        """'Mixer N/4', 'ViT N/4'; a variant that names its family already ('ResNet14')
+        as it is."""
+        title = self.title or self.name
+        return variant if variant.lower().startswith(self.name) else f"{title} {variant}"
 
     @property
     def adapts_resolution(self) -> bool:

@@ -132,6 +132,7 @@ def paper_setting(variant: str, dataset: str | None) -> tuple[str | None, int | 
 
 FAMILY = Family(
     name="resmlp",
+    title="ResMLP",
     parse=lambda m: _spec(m).name,
     build=build,
     patch_size=lambda m: parse_resmlp(m.variant).patch_size,

@@ -82,6 +82,7 @@ def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
 
 FAMILY = Family(
     name="resnet",
+    title="ResNet",
     parse=lambda m: parse_resnet(m.variant, m.width).name,
     build=build,
     patch_size=lambda m: 0,

@@ -159,6 +159,7 @@ def count(m: ModelConfig, num_classes: int) -> dict[str, Any]:
 
 FAMILY = Family(
     name="vit",
+    title="ViT",
     parse=lambda m: _spec(m).name,
     build=build,
     patch_size=lambda m: parse_vit(m.variant).patch_size,

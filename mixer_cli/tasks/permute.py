@@ -347,6 +347,7 @@ def train_arm(
     stop_after: int | None = None,
 ) -> dict[str, Any] | None:
     """One arm trained and probed in every mode: {name, runs} (None if stopped early)."""
+    from mixer_cli.models import registry
     from mixer_cli.train.engine import train_and_evaluate
 
     runs, name = {}, None
@@ -363,13 +364,8 @@ def train_arm(
             "workdir": str(where),
             "train_seconds": results["train_seconds"],
         }
-        name = _model_name(results["family"], results["variant"])
+        name = registry.get(results["family"]).label(results["variant"])
     return {"name": name, "runs": runs}
-
-
-def _model_name(family: str, variant: str) -> str:
-    """'mixer N/4', 'vit N/4', but 'ResNet14' (a name that says its family already)."""
-    return variant if variant.lower().startswith(family) else f"{family} {variant}"
 
 
 def relative_drops(models: dict[str, Any], modes: list[str]) -> dict[str, dict[str, float]]:
