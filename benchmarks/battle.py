@@ -73,6 +73,14 @@ def read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def write(path: Path, data: dict[str, Any]) -> None:
+    """Whole or not at all (a new file, then a rename): a kill mid-write, as at the end of a
+    session, leaves the previous state, never a truncated one."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(data, indent=1) + "\n")
+    part.replace(path)
+
+
 class Battle:
     """The runs, each summarised into the state once it has finished."""
 
@@ -93,7 +101,7 @@ class Battle:
                       str(workdir), f"--batch-size={self.args.batch_size}", *options)  # fmt: skip
             finally:
                 segments.setdefault(run, []).append([started, time.time()])
-                self.segments_file.write_text(json.dumps(segments, indent=1))
+                write(self.segments_file, segments)
         results, segments = read(workdir / "results.json"), read(self.segments_file)[run]
         self.state["runs"][run] = {
             "top1": results["test/top1"], "ema_top1": results["ema/test/top1"],
@@ -255,7 +263,7 @@ def main() -> None:
     state = read(args.state) or {"runs": {}, "speed": {}, "tune": {}, "size": {}, "final": {}}
 
     def save() -> None:
-        args.state.write_text(json.dumps(state, indent=1) + "\n")
+        write(args.state, state)
 
     battle = Battle(args, state, save)
     slugs = [s for s in MODELS if not args.only or s in args.only.split(",")]
