@@ -48,6 +48,8 @@ from typing import Any
 
 from runner import has_avx512, machine, mixer  # benchmarks/runner.py
 
+from mixer_cli.core.report import write_json
+
 MODELS: dict[str, tuple[str, list[str]]] = {  # slug: (label, mixer pretrain options)
     "mixer": ("Mixer (conv stem)", ["--recipe=cifar10_cpu"]),
     "mixer-linear": ("Mixer (linear stem)", ["--recipe=cifar10_cpu", "--set=model.stem=linear"]),
@@ -73,14 +75,6 @@ def read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write(path: Path, data: dict[str, Any]) -> None:
-    """Whole or not at all (a new file, then a rename): a kill mid-write, as at the end of a
-    session, leaves the previous state, never a truncated one."""
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(data, indent=1) + "\n")
-    part.replace(path)
-
-
 class Battle:
     """The runs, each summarised into the state once it has finished."""
 
@@ -101,7 +95,7 @@ class Battle:
                       str(workdir), f"--batch-size={self.args.batch_size}", *options)  # fmt: skip
             finally:
                 segments.setdefault(run, []).append([started, time.time()])
-                write(self.segments_file, segments)
+                write_json(self.segments_file, segments)  # atomic: a kill leaves the old
         results, segments = read(workdir / "results.json"), read(self.segments_file)[run]
         self.state["runs"][run] = {
             "top1": results["test/top1"], "ema_top1": results["ema/test/top1"],
@@ -263,7 +257,7 @@ def main() -> None:
     state = read(args.state) or {"runs": {}, "speed": {}, "tune": {}, "size": {}, "final": {}}
 
     def save() -> None:
-        write(args.state, state)
+        write_json(args.state, state)  # atomic: a kill at a session's end leaves the old
 
     battle = Battle(args, state, save)
     slugs = [s for s in MODELS if not args.only or s in args.only.split(",")]
