@@ -21,6 +21,7 @@ from mixer_cli.core.atomic import current_umask
 from mixer_cli.core.distributed import batch_sharding, make_mesh, replicated
 from mixer_cli.core.errors import TrainingDiverged
 from mixer_cli.models.checkpoints import read_params
+from mixer_cli.tasks.train import print_summary
 from mixer_cli.train import engine
 from mixer_cli.train.engine import build, train_and_evaluate
 from mixer_cli.train.optim import Optimizer, numbers
@@ -66,6 +67,19 @@ def test_stopped_and_resumed_equals_uninterrupted(uninterrupted: Path, tmp_path:
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == [5, 7, 10, 15, 20]  # the stop at 7 logged once, nothing replayed twice
+
+
+def test_a_run_resumed_at_its_end_shows_no_speed_rather_than_zero(
+    uninterrupted: Path, capsys
+) -> None:
+    """A finished run run again (or one killed in its final evaluation) trains no step:
+    its summary says so instead of "0 img/s"."""
+    results = json.loads((uninterrupted / "results.json").read_text())
+    print_summary("pretrain", uninterrupted, results)
+    assert f"{results['images_per_sec']:,.0f}" in capsys.readouterr().out
+    print_summary("pretrain", uninterrupted, {**results, "images_per_sec": 0.0})
+    out = capsys.readouterr().out
+    assert "no step left to run" in out and " 0 " not in out.split("train img/s")[1][:40]
 
 
 def test_init_warm_starts_from_a_finished_run(uninterrupted: Path, tmp_path: Path) -> None:
