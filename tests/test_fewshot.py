@@ -139,6 +139,15 @@ def test_pretrain_then_fewshot(capsys, tmp_path, monkeypatch, uninterrupted: Pat
     code, out, err = fewshot_cli(capsys, "--shots", "5", "--seeds", "2", "--workdir", "fs2")
     again = json.loads((tmp_path / "fs2" / "results.json").read_text())
     assert again["datasets"]["digits"]["shots"]["5"]["per_seed"] == five["per_seed"]
+    # A pool of 20 per class: shots from the split's first 200 (stored shuffled) examples only.
+    code, out, err = fewshot_cli(
+        capsys, "--shots", "5", "--seeds", "2", "--pool-per-class", "20", "--workdir", "fs3"
+    )
+    assert code == 0, err
+    pooled = json.loads((tmp_path / "fs3" / "results.json").read_text())
+    digits = pooled["datasets"]["digits"]
+    assert (digits["train_split"], digits["train_examples"]) == ("train[:200]", 200)
+    assert pooled["pool_per_class"] == 20 and digits["shots"]["5"]["mean"] > 0.5
 
 
 def test_a_high_resolution_checkpoint(capsys, tmp_path, monkeypatch) -> None:
@@ -160,6 +169,7 @@ def test_a_high_resolution_checkpoint(capsys, tmp_path, monkeypatch) -> None:
         (["--shots", "1000"], "1000 shots need that many training examples per class"),
         (["--shots", "0"], "--shots needs distinct positive numbers"),
         (["--seeds", "0"], "--seeds must be a positive number"),
+        (["--pool-per-class", "1", "--shots", "2"], "2 shots need a pool of at least"),
         (["--l2-reg", "x"], "--l2-reg expects comma-separated numbers"),
         (["--init", "missing.npz"], "'missing.npz' does not exist"),
         (["--data", "folder:ONECLASS"], "classification needs at least 2"),

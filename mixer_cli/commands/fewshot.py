@@ -50,6 +50,17 @@ NoCache = Annotated[
         "($MIXER_CACHE_DIR or ~/.cache/mixer).",
     ),
 ]
+PoolPerClass = Annotated[
+    int,
+    typer.Option(
+        "--pool-per-class",
+        help="Draw the shots from the first N x classes training examples (splits are "
+        "stored shuffled) instead of the whole training split: a probe of a large set "
+        "without a feature pass over all of it. [default: 0, the whole split, as the paper]",
+        min=0,
+        show_default=False,
+    ),
+]
 EvalBatch = Annotated[
     int,
     typer.Option("--batch-size", help="Images per feature-extraction batch (global).", min=1),
@@ -63,6 +74,7 @@ def fewshot(
     shots: Shots = "1,5,10,25",
     seeds: Seeds = 3,
     l2_reg: L2Reg = "1024",
+    pool_per_class: PoolPerClass = 0,
     resolution: options.AdaptedResolution = None,
     batch_size: EvalBatch = 256,
     no_cache: NoCache = False,
@@ -96,6 +108,7 @@ def fewshot(
         shots=shot_list,
         seeds=seeds,
         l2s=l2s,
+        pool_per_class=pool_per_class,
         resolution=resolution,
         batch_size=batch_size,
         use_cache=not no_cache,

@@ -75,6 +75,11 @@ class Evaluator(base.Evaluator):
                 f"{list(s.shots)}, seeds {s.seeds}, l2_reg {list(s.l2_reg)}, "
                 f"pool_per_class {s.pool_per_class}"
             )
+        if s.pool_per_class and max(s.shots) > s.pool_per_class:
+            raise ConfigError(
+                f"evaluator {name!r}: {max(s.shots)} shots need a pool of at least that many "
+                f"examples per class, got pool_per_class {s.pool_per_class}"
+            )
         self.tasks = []
         names = s.datasets or (None,)
         sources = [context.open(n, s.data_dir) for n in names]  # every name checked first

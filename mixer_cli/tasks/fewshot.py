@@ -17,7 +17,8 @@ from typing import Any
 @dataclass(frozen=True)
 class FewshotRequest:
     """What `mixer fewshot` was asked: the checkpoint (None: the newest finished run),
-    datasets, shots, seeds 0..seeds-1 and ridge strengths (several: cross-validated)."""
+    datasets, shots, seeds 0..seeds-1, ridge strengths (several: cross-validated) and the
+    pool the shots are drawn from (0: each whole training split)."""
 
     init: Path | None
     datasets: tuple[str, ...]
@@ -25,6 +26,7 @@ class FewshotRequest:
     shots: tuple[int, ...] = (1, 5, 10, 25)
     seeds: int = 3
     l2s: tuple[float, ...] = (1024.0,)
+    pool_per_class: int = 0
     resolution: int | None = None
     batch_size: int = 256
     use_cache: bool = True
@@ -61,6 +63,7 @@ def run_fewshot(request: FewshotRequest) -> FewshotResult:
         shots=tuple(request.shots),
         seeds=request.seeds,
         l2_reg=tuple(request.l2s),
+        pool_per_class=request.pool_per_class,
     )
     started = time.time()
     cache_dir = default_cache_dir() if request.use_cache else None
@@ -76,6 +79,7 @@ def run_fewshot(request: FewshotRequest) -> FewshotResult:
         "shots": list(request.shots),
         "seeds": list(range(request.seeds)),
         "l2_regs": list(request.l2s),
+        "pool_per_class": request.pool_per_class,
         "datasets": evaluator.details,
         "average": evaluator.average(),
         "seconds": time.time() - started,
