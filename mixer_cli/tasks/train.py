@@ -43,7 +43,7 @@ def print_summary(
     from mixer_cli.core import report
 
     model = f"{results['variant']} at {results['resolution']} px"
-    rate = f"{results['images_per_sec']:,.0f}" if results["images_per_sec"] else ""
+    ips = results["images_per_sec"]  # 0: this invocation ran no step (resumed at its end)
     if results.get("grid_factor", 1) > 1:
         model += f" (grid factor {results['grid_factor']})"
     rows = [
@@ -52,7 +52,7 @@ def print_summary(
         ("data", f"{results['dataset']} ({results['train_split']} -> {results['eval_split']})"),
         ("steps", f"{results['step']:,} / {results['total_steps']:,}"),
         ("final train loss", f"{results['final_train_loss']:.4f}"),
-        ("train img/s", rate or "- (no step left to run: resumed at its end)"),
+        ("train img/s", f"{ips:,.0f}" if ips else "- (no step left to run: resumed at its end)"),
         *(("settings", note) for note in notes),
     ]
     for key, value in results.get("at_step0", {}).items():
