@@ -19,15 +19,17 @@ steps differ), in phases:
           test top-1, 5-shot and the curve against wall time (metrics.jsonl's `time` from
           the run's launch; run it on a quiet machine too); every final on one kind of CPU,
           the first's, so the wall times compare (on another kind it says so, runs nothing)
-  seeds   seeds 1 and 2 wherever a model is within 2 points of a Mixer (both stems): the
-          finals, and each data size
+  seeds   seeds 1 and 2 wherever a model is within 2 points of a Mixer (both stems) in test
+          top-1 or in 5-shot: the finals, and each data size
   report  the tables (printed, and OUT/battle.md), battle_budget.png and battle_size.png
           beside --state
 
 Two levels of resumption, so the work can be done across machines that do not keep --out:
 each finished run's summary (its numbers, 5-shot, curve, wall time) goes into --state at
 once, a file meant to be committed, and a run found there is never run again; a run
-directory under --out that has not finished resumes from its checkpoint.
+directory under --out that has not finished resumes from its checkpoint. `touch OUT/stop`
+ends the script after the run in progress (a session's end without a resumed final, whose
+wall time would carry a second start-up); Ctrl-C stops at once, from the last checkpoint.
 
     tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /work/data/cifar
     python benchmarks/battle.py --data folder:/work/data/cifar --out /work/bench-runs/battle
@@ -88,6 +90,9 @@ class Battle:
         """One `mixer pretrain` (or its resumption) and its 5-shot probe, summarised."""
         if run in self.state["runs"]:
             return self.state["runs"][run]
+        if (self.out / "stop").exists():
+            (self.out / "stop").unlink()
+            raise SystemExit(f"battle: stopped before {run} ({self.out / 'stop'} was there)")
         workdir = self.out / run
         if not read(workdir / "results.json").get("finished"):
             segments = read(self.segments_file)
@@ -211,12 +216,12 @@ def budget_steps(img_per_sec: float, minutes: float) -> int:
     return 4 * round(REFERENCE_STEPS * img_per_sec / REFERENCE_IMG_S * minutes / REFERENCE_MIN / 4)
 
 
-def close_to_a_mixer(top1: dict[str, float], within: float = 0.02) -> list[str]:
-    """The models whose seed-0 top-1 is within `within` of a Mixer's, with that Mixer: the
-    differences the paper's question turns on, measured over three seeds."""
+def close_to_a_mixer(runs: dict[str, dict[str, Any]], within: float = 0.02) -> list[str]:
+    """The models whose seed-0 test top-1 or 5-shot is within `within` of a Mixer's, with
+    that Mixer: the differences the paper's question turns on, measured over three seeds."""
     close = set()
-    for m, slug in itertools.product(MIXERS, top1):
-        if m in top1 and slug != m and abs(top1[slug] - top1[m]) < within:
+    for m, slug, key in itertools.product(MIXERS, runs, ("top1", "fewshot5")):
+        if m in runs and slug != m and abs(runs[slug][key] - runs[m][key]) < within:
             close |= {m, slug}
     return sorted(close, key=list(MODELS).index)
 
@@ -249,14 +254,14 @@ def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
         battle.save()
     if phase != "seeds":
         return
-    finals = {s: runs[0]["top1"] for s, runs in state["final"].items()}
+    finals = {s: runs[0] for s, runs in state["final"].items()}
     close = close_to_a_mixer(finals) if finals and finals_here(state) else []
     for slug in (s for s in close if s in slugs):
         state["final"][slug] = [battle.final(slug, seed) for seed in SEEDS]
         battle.save()
     for percent in FRACTIONS:
         p = str(percent)
-        scores = {s: rows[p][0]["top1"] for s, rows in state["size"].items() if p in rows}
+        scores = {s: rows[p][0] for s, rows in state["size"].items() if p in rows}
         for slug in (s for s in close_to_a_mixer(scores) if s in slugs):
             state["size"][slug][p] = [battle.size(slug, percent, s) for s in SEEDS]
             battle.save()
