@@ -88,7 +88,7 @@ def budget_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> 
 
 
 def size_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     ticks: dict[int, str] = {}
     for slug, rows in state["size"].items():
         done = [p for p in FRACTIONS if p in rows]
@@ -102,9 +102,10 @@ def size_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> No
         ax.set_xticks(list(ticks), list(ticks.values()), minor=False)
         ax.set_xticks([], minor=True)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    handles, names = axes[0].get_legend_handles_labels()  # below both: no line hidden
+    fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False)
     fig.suptitle("As data grows: the same steps on 10%, 30% and 100% of CIFAR-10's train split")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
