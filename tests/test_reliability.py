@@ -3,6 +3,7 @@ resumed run ends exactly where an uninterrupted one does."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -110,30 +113,29 @@ def test_a_workdir_without_room_for_a_checkpoint_is_refused_before_training(
         check_free_space(tmp_path, shutil.disk_usage(tmp_path).free + 2**30)
 
 
-def with_file_size_limit(command: list[str], limit: int) -> list[str]:
-    """`command` (python -m mixer_cli ...) in a process where every write that would grow a
-    file past `limit` bytes fails with EFBIG, as writes do on a full disk."""
-    python, _, module, *args = command
-    setup = (
-        "import resource, runpy, sys; "
-        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY)); "
-        f"sys.argv = {[module, *args]!r}; "
-        f"runpy.run_module({module!r}, run_name='__main__')"
-    )
-    return [python, "-c", setup]
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Every write in this process that would grow a file past `limit` bytes fails with
+    EFBIG, as writes do on a full disk (Python ignores SIGXFSZ: the write only fails)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def test_a_failed_save_stops_the_run_and_leaves_earlier_checkpoints_intact(
-    stopped: Path, uninterrupted: Path, tmp_path: Path
+    stopped: Path, uninterrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = copy_of(stopped, tmp_path)
     before = {step: digest(run / "checkpoints" / step) for step in ("5", "10")}
     # Every array file of a checkpoint outgrows 64 KiB; the run's other files stay below.
-    command = with_file_size_limit(pretrain_command(run), 2**16)
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+    with file_size_limit(2**16):
+        code, _, err = run_cli(capsys, *pretrain_command(run)[3:])
+    assert code == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: could not write the checkpoint of step 15"), last
     assert "File too large" in last and "step 10 is the newest complete one" in last
     assert {step: digest(run / "checkpoints" / step) for step in ("5", "10")} == before
@@ -150,9 +152,7 @@ def test_a_failed_save_deletes_no_older_step_even_when_it_was_due_to_go(tmp_path
     checkpointer.save(1, state, {"step": 1})
     checkpointer.wait()
     before = digest(tmp_path / "1")
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2**16, hard))
-    try:
+    with file_size_limit(2**16):
         checkpointer.save(2, state, {"step": 2})
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:  # as the training loop does: a check per step
@@ -160,8 +160,6 @@ def test_a_failed_save_deletes_no_older_step_even_when_it_was_due_to_go(tmp_path
                 checkpointer.check()
             except CheckpointSaveFailed:
                 break
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     for _ in range(2):  # orbax raises a failed write once; we raise it at every wait
         with pytest.raises(CheckpointSaveFailed, match=r"step 2 .*step 1 is the newest complete"):
             checkpointer.wait()
@@ -204,12 +202,45 @@ def _strike_after_a_new_checkpoint(
     return step
 
 
+def _ctrl_c_after_a_new_checkpoint(
+    capsys: pytest.CaptureFixture, workdir: Path, *extra: str
+) -> int:
+    """The run in this process (no process start-up); once it has saved a new checkpoint,
+    Ctrl-C (SIGINT to the process, as a terminal sends it): it must save the step it is on
+    and exit 130. Returns the step it stopped at."""
+    resume_from = max(complete_steps(workdir), default=0)
+    finished = threading.Event()
+
+    def strike() -> None:
+        while not finished.wait(0.002):
+            if max(complete_steps(workdir), default=0) > resume_from:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # one after the run: not pytest's
+    watcher = threading.Thread(target=strike, daemon=True)
+    watcher.start()
+    try:
+        code, _, err = run_cli(capsys, *pretrain_command(workdir, *extra)[3:])
+    finally:
+        finished.set()
+        watcher.join()
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130, err[-2000:]
+    assert f"resuming from step {resume_from} " in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    step = int(re.search(r"interrupted at step (\d+); checkpoint saved", last).group(1))
+    assert step == max(complete_steps(workdir))
+    return step
+
+
 def test_kill_9_mid_write_sigterm_and_ctrl_c_then_resuming_equals_an_uninterrupted_run(
     uninterrupted: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """SIGKILL the moment a checkpoint write begins (its partial directory is never
-    picked), then a scheduler's SIGTERM (a checkpoint, exit 143), then Ctrl-C (a
-    checkpoint, exit 130), resuming each time: the end is the uninterrupted run's.
+    picked), then a scheduler's SIGTERM (a checkpoint, exit 143), then Ctrl-C to a run in
+    the test's own process (a checkpoint, exit 130; one process start-up fewer), resuming
+    each time: the end is the uninterrupted run's.
     The soak with kills at random moments: test_kill_9_at_random_moments... (-m slow)."""
     workdir = tmp_path / "run"
     checkpoints = workdir / "checkpoints"
@@ -234,8 +265,8 @@ def test_kill_9_mid_write_sigterm_and_ctrl_c_then_resuming_equals_an_uninterrupt
     # a checkpoint a step: steps remain to interrupt after the one each strike waits for
     every_step = "--set=train.checkpoint_every=1"
     _strike_after_a_new_checkpoint(workdir, signal.SIGTERM, 143, every_step)
-    stopped = _strike_after_a_new_checkpoint(workdir, signal.SIGINT, 130, every_step)
-    # to the end at the usual cadence (a resume may change it), here: no process start-up
+    stopped = _ctrl_c_after_a_new_checkpoint(capsys, workdir, every_step)
+    # to the end at the usual cadence (a resume may change it)
     code, _, err = run_cli(capsys, *pretrain_command(workdir)[3:])
     assert code == 0, err[-3000:]
     assert f"resuming from step {stopped} " in err, err[-2000:]
