@@ -5,7 +5,8 @@ parameters, GFLOPs per image, train img/s, the tuned lr, steps, wall time, test 
 with the weight average's beside it, linear 5-shot; mean and range where three seeds were
 run) and the data-size table, printed and written to battle.md; battle_budget.png (test
 top-1 against wall minutes, one line per model) and battle_size.png (test top-1 and 5-shot
-against the size of the training set), for RESULTS.md and the README.
+against the size of the training set; the mean of the seeds run, bars from the lowest to
+the highest), for RESULTS.md and the README.
 """
 
 from __future__ import annotations
@@ -95,8 +96,11 @@ def size_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> No
         sizes = [rows[p][0]["train_examples"] for p in done]
         ticks |= {n: f"{n:,} ({p}%)" for n, p in zip(sizes, done, strict=True)}
         for ax, key in zip(axes, ("top1", "fewshot5"), strict=True):
-            means = [100 * statistics.mean(r[key] for r in rows[p]) for p in done]
-            ax.plot(sizes, means, marker="o", label=labels[slug])
+            values = [[100 * r[key] for r in rows[p]] for p in done]
+            means = [statistics.mean(v) for v in values]
+            low_high = [[m - min(v) for m, v in zip(means, values, strict=True)],
+                        [max(v) - m for m, v in zip(means, values, strict=True)]]  # fmt: skip
+            ax.errorbar(sizes, means, yerr=low_high, marker="o", capsize=3, label=labels[slug])
     for ax, name in zip(axes, ("test top-1", "linear 5-shot"), strict=True):
         ax.set(xscale="log", xlabel="training images (fixed steps)", ylabel=f"CIFAR-10 {name} (%)")
         ax.set_xticks(list(ticks), list(ticks.values()), minor=False)
@@ -104,7 +108,10 @@ def size_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> No
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()  # below both: no line hidden
     fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False)
-    fig.suptitle("As data grows: the same steps on 10%, 30% and 100% of CIFAR-10's train split")
+    title = "As data grows: the same steps on 10%, 30% and 100% of CIFAR-10's train split"
+    if any(len(runs) > 1 for rows in state["size"].values() for runs in rows.values()):
+        title += "\n(seeds 0-2 where a model is within 2 points of a Mixer: mean, bars to the range)"
+    fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
