@@ -110,7 +110,7 @@ def size_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> No
     fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False)
     title = "As data grows: the same steps on 10%, 30% and 100% of CIFAR-10's train split"
     if any(len(runs) > 1 for rows in state["size"].values() for runs in rows.values()):
-        title += "\n(seeds 0-2 where a model is within 2 points of a Mixer: mean, bars to the range)"
+        title += "\n(seeds 0-2 where a model is within 2 points of a Mixer: mean; bars, range)"
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
