@@ -182,6 +182,16 @@ def _wait(
         time.sleep(every)
 
 
+def _stopped_step(err: str, workdir: Path, resume_from: int) -> int:
+    """The step an interrupted run (resumed from `resume_from`) says it saved, checked to be
+    the newest complete checkpoint."""
+    assert f"resuming from step {resume_from} " in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    step = int(re.search(r"interrupted at step (\d+); checkpoint saved", last).group(1))
+    assert step == max(complete_steps(workdir))
+    return step
+
+
 def _strike_after_a_new_checkpoint(
     workdir: Path, sig: signal.Signals, code: int, *extra: str
 ) -> int:
@@ -195,11 +205,7 @@ def _strike_after_a_new_checkpoint(
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == code, err[-2000:]
-    assert f"resuming from step {resume_from} " in err, err[-2000:]
-    last = err.strip().splitlines()[-1]
-    step = int(re.search(r"interrupted at step (\d+); checkpoint saved", last).group(1))
-    assert step == max(complete_steps(workdir))
-    return step
+    return _stopped_step(err, workdir, resume_from)
 
 
 def _ctrl_c_after_a_new_checkpoint(
@@ -227,11 +233,7 @@ def _ctrl_c_after_a_new_checkpoint(
         watcher.join()
         signal.signal(signal.SIGINT, previous)
     assert code == 130, err[-2000:]
-    assert f"resuming from step {resume_from} " in err, err[-2000:]
-    last = err.strip().splitlines()[-1]
-    step = int(re.search(r"interrupted at step (\d+); checkpoint saved", last).group(1))
-    assert step == max(complete_steps(workdir))
-    return step
+    return _stopped_step(err, workdir, resume_from)
 
 
 def test_kill_9_mid_write_sigterm_and_ctrl_c_then_resuming_equals_an_uninterrupted_run(
