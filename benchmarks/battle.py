@@ -17,10 +17,11 @@ steps differ), in phases:
           speed here over those 455 img/s, so a final lasts about 30 minutes on either kind
           of CPU (the Mixer's 240 img/s on an AVX2-only one would need ~55 for 5,600);
           test top-1, 5-shot and the curve against wall time (metrics.jsonl's `time` from
-          the run's launch; run it on a quiet machine too); every final on one kind of CPU,
-          the first's, so the wall times compare (on another kind it says so, runs nothing)
+          the run's launch; run it on a quiet machine too); kept per kind of CPU, a set of
+          six whose wall times compare (a set is finished on the kind it was begun on; the
+          other kind begins its own, a second answer to the same question)
   seeds   seeds 1 and 2 wherever a model is within 2 points of a Mixer (both stems) in test
-          top-1 or in 5-shot: the finals, and each data size
+          top-1 or in 5-shot: this kind's finals, and each data size
   report  the tables (printed, and OUT/battle.md), battle_budget.png and battle_size.png
           beside --state
 
@@ -70,7 +71,7 @@ REFERENCE_STEPS, REFERENCE_IMG_S, REFERENCE_MIN = 5600, 455.0, 29.4  # cifar10_c
 
 
 def cpu_kind() -> str:
-    """The kind of CPU a speed holds on: the finals' budgets are ratios measured on one kind."""
+    """The kind of CPU a speed holds on: a final's budget is a ratio measured on its kind."""
     return "avx512" if has_avx512() else "avx2"
 
 
@@ -197,15 +198,16 @@ class Battle:
         )  # fmt: skip
 
     def final(self, slug: str, seed: int) -> dict[str, Any]:
-        speeds = self.state["speed"].get(self.state["final_cpu"], {})
-        if slug not in speeds:
-            raise SystemExit(f"battle: no speed of {slug} on this kind of CPU: run --phase "
-                             "speed first")  # fmt: skip
-        steps = budget_steps(speeds[slug]["img_per_sec"], self.args.budget_minutes)
+        kind, speeds = cpu_kind(), self.state["speed"]
+        if slug not in speeds.get(kind, {}):
+            raise SystemExit(f"battle: no speed of {slug} on this kind of CPU ({kind}): run "
+                             "--phase speed first")  # fmt: skip
+        steps = budget_steps(speeds[kind][slug]["img_per_sec"], self.args.budget_minutes)
         quarter, lr = steps // 4, self.state["tune"][slug]["lr"]
         return self.run(
-            f"final/{slug}-s{seed}", slug, f"--steps={steps}", f"--lr={lr}", f"--seed={seed}",
-            f"--set=train.eval_every={quarter}", f"--set=train.checkpoint_every={quarter}",
+            f"final/{kind}/{slug}-s{seed}", slug, f"--steps={steps}", f"--lr={lr}",
+            f"--seed={seed}", f"--set=train.eval_every={quarter}",
+            f"--set=train.checkpoint_every={quarter}",
         )  # fmt: skip
 
 
@@ -226,20 +228,9 @@ def close_to_a_mixer(runs: dict[str, dict[str, Any]], within: float = 0.02) -> l
     return sorted(close, key=list(MODELS).index)
 
 
-def finals_here(state: dict[str, Any]) -> bool:
-    """Every final runs on one kind of CPU, the first final's, so their wall times compare."""
-    if state.setdefault("final_cpu", cpu_kind()) == cpu_kind():
-        return True
-    print(f"battle: the finals ran on {state['final_cpu']} CPUs and their wall times must "
-          f"compare; this one is {cpu_kind()}: no final runs here")  # fmt: skip
-    return False
-
-
 def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
     """One phase for the models asked, each finished run saved into the state at once."""
-    state = battle.state
-    if phase == "final" and not finals_here(state):
-        return
+    state, kind = battle.state, cpu_kind()
     for slug in slugs if phase != "seeds" else []:
         if phase == "speed":
             state["speed"].setdefault(cpu_kind(), {})[slug] = battle.speed(slug)
@@ -250,14 +241,14 @@ def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
             for percent in FRACTIONS:
                 rows[str(percent)] = [battle.size(slug, percent, 0)]
         else:
-            state["final"][slug] = [battle.final(slug, 0)]
+            state["final"].setdefault(kind, {})[slug] = [battle.final(slug, 0)]
         battle.save()
     if phase != "seeds":
         return
-    finals = {s: runs[0] for s, runs in state["final"].items()}
-    close = close_to_a_mixer(finals) if finals and finals_here(state) else []
+    finals = state["final"].get(kind, {})
+    close = close_to_a_mixer({s: runs[0] for s, runs in finals.items()})
     for slug in (s for s in close if s in slugs):
-        state["final"][slug] = [battle.final(slug, seed) for seed in SEEDS]
+        finals[slug] = [battle.final(slug, seed) for seed in SEEDS]
         battle.save()
     for percent in FRACTIONS:
         p = str(percent)

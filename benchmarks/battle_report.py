@@ -1,10 +1,11 @@
 """The tables and figures of `benchmarks/battle.py` from its state file (issue 40).
 
-The tuning table (each family's two runs), the equal-budget table (one row per model:
-parameters, GFLOPs per image, train img/s, the tuned lr, steps, wall time, test top-1
-with the weight average's beside it, linear 5-shot; mean and range where three seeds were
-run) and the data-size table, printed and written to battle.md; battle_budget.png (test
-top-1 against wall minutes, one line per model) and battle_size.png (test top-1 and 5-shot
+The tuning table (each family's two runs), an equal-budget table per kind of CPU the
+finals ran on (one row per model: parameters, GFLOPs per image, train img/s, the tuned lr,
+steps, wall time, test top-1 with the weight average's beside it, linear 5-shot; mean and
+range where three seeds were run) and the data-size table, printed and written to
+battle.md; battle_budget.png (test top-1 against wall minutes, one line per model, a panel
+per kind of CPU) and battle_size.png (test top-1 and 5-shot
 against the size of the training set; the mean of the seeds run, bars from the lowest to
 the highest), for RESULTS.md and the README.
 """
@@ -33,14 +34,20 @@ def spread(runs: list[dict[str, Any]], key: str) -> str:
     return f"{mean} ({min(values):.1%}-{max(values):.1%}, {len(values)} seeds)"
 
 
-def budget_table(state: dict[str, Any], labels: dict[str, str]) -> list[str]:
+def final_sets(state: dict[str, Any]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{kind of CPU: {model: its finals}} for each kind with finals: wall times compare only
+    within a kind (the families' speed ratios differ between kinds)."""
+    return {kind: finals for kind, finals in state["final"].items() if finals}
+
+
+def budget_table(state: dict[str, Any], labels: dict[str, str], kind: str) -> list[str]:
     lines = [
         "| model | params | GFLOPs/img | train img/s | lr (tuned) | steps "
         "| wall to results.json | test top-1 | EMA top-1 | 5-shot |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for slug, runs in state["final"].items():
-        speed, tune = state["speed"][state["final_cpu"]][slug], state["tune"][slug]
+    for slug, runs in state["final"][kind].items():
+        speed, tune = state["speed"][kind][slug], state["tune"][slug]
         walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in runs)
         lines.append(
             f"| {labels[slug]} ({speed['model']}) | {speed['params'] / 1e6:.2f}M "
@@ -72,17 +79,24 @@ def size_table(state: dict[str, Any], labels: dict[str, str]) -> list[str]:
     return lines
 
 
+def cpu_name(finals: dict[str, list[dict[str, Any]]]) -> str:
+    """'Intel Xeon, 2 cores (avx512)': the machine a set of finals ran on, as its runs say."""
+    return next(iter(finals.values()))[0]["cpu"]
+
+
 def budget_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for slug, runs in state["final"].items():
-        minutes, top1 = zip(*runs[0]["curve"], strict=True)
-        ax.plot(minutes, [100 * v for v in top1], marker="o", label=labels[slug])
-    ax.axhline(10, color="grey", linestyle=":", label="chance")
-    ax.set(xlabel=f"wall time from launch (minutes, 2-core {state['final_cpu']} CPU)",
-           ylabel="CIFAR-10 test top-1 (%)",
-           title="Equal budget: 30 minutes of this CPU per model, seed 0")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend()
+    sets = final_sets(state)
+    fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 4.5), squeeze=False)
+    for ax, (kind, finals) in zip(axes[0], sets.items(), strict=True):
+        for slug, runs in finals.items():
+            minutes, top1 = zip(*runs[0]["curve"], strict=True)
+            ax.plot(minutes, [100 * v for v in top1], marker="o", label=labels[slug])
+        ax.axhline(10, color="grey", linestyle=":", label="chance")
+        ax.set(xlabel=f"wall time from launch (minutes, 2-core {kind} CPU)",
+               ylabel="CIFAR-10 test top-1 (%)", title=cpu_name(finals))  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Equal budget: 30 minutes of the CPU per model, seed 0")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -126,8 +140,14 @@ def write_report(state: dict[str, Any], figures: Path, out: Path, labels: dict[s
             *tune_table(state, labels),
             "",
         ]
-    if state["final"]:
-        parts += ["## Equal budget", "", *budget_table(state, labels), ""]
+    for kind, finals in final_sets(state).items():
+        parts += [
+            f"## Equal budget on {cpu_name(finals)}",
+            "",
+            *budget_table(state, labels, kind),
+            "",
+        ]
+    if final_sets(state):
         budget_figure(state, labels, figures / "battle_budget.png")
         written.append(str(figures / "battle_budget.png"))
     if state["size"]:
