@@ -233,7 +233,7 @@ def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
     state, kind = battle.state, cpu_kind()
     for slug in slugs if phase != "seeds" else []:
         if phase == "speed":
-            state["speed"].setdefault(cpu_kind(), {})[slug] = battle.speed(slug)
+            state["speed"].setdefault(kind, {})[slug] = battle.speed(slug)
         elif phase == "tune":
             state["tune"][slug] = battle.tune(slug)
         elif phase == "size":
