@@ -5,9 +5,9 @@ finals ran on (one row per model: parameters, GFLOPs per image, train img/s, the
 steps, wall time, test top-1 with the weight average's beside it, linear 5-shot; mean and
 range where three seeds were run) and the data-size table, printed and written to
 battle.md; battle_budget.png (test top-1 against wall minutes, one line per model, a panel
-per kind of CPU) and battle_size.png (test top-1 and 5-shot
-against the size of the training set; the mean of the seeds run, bars from the lowest to
-the highest), for RESULTS.md and the README.
+per kind of CPU) and battle_size.png (test top-1 and 5-shot against the size of the
+training set; the mean of the seeds run, bars from the lowest to the highest), for
+RESULTS.md and the README.
 """
 
 from __future__ import annotations
@@ -140,14 +140,15 @@ def write_report(state: dict[str, Any], figures: Path, out: Path, labels: dict[s
             *tune_table(state, labels),
             "",
         ]
-    for kind, finals in final_sets(state).items():
+    sets = final_sets(state)
+    for kind, finals in sets.items():
         parts += [
             f"## Equal budget on {cpu_name(finals)}",
             "",
             *budget_table(state, labels, kind),
             "",
         ]
-    if final_sets(state):
+    if sets:
         budget_figure(state, labels, figures / "battle_budget.png")
         written.append(str(figures / "battle_budget.png"))
     if state["size"]:
