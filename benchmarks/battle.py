@@ -228,6 +228,12 @@ def close_to_a_mixer(runs: dict[str, dict[str, Any]], within: float = 0.02) -> l
     return sorted(close, key=list(MODELS).index)
 
 
+def seed_zero(run: dict[str, Any], runs: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Seed 0's run first, the seeds phase's after it kept: a phase run again (`all` after
+    `seeds`) finds its runs done and must not drop the seeds' from the tables."""
+    return [run, *(runs or [])[1:]]
+
+
 def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
     """One phase for the models asked, each finished run saved into the state at once."""
     state, kind = battle.state, cpu_kind()
@@ -238,10 +244,11 @@ def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
             state["tune"][slug] = battle.tune(slug)
         elif phase == "size":
             rows = state["size"].setdefault(slug, {})
-            for percent in FRACTIONS:
-                rows[str(percent)] = [battle.size(slug, percent, 0)]
+            for p in map(str, FRACTIONS):
+                rows[p] = seed_zero(battle.size(slug, int(p), 0), rows.get(p))
         else:
-            state["final"].setdefault(kind, {})[slug] = [battle.final(slug, 0)]
+            finals = state["final"].setdefault(kind, {})
+            finals[slug] = seed_zero(battle.final(slug, 0), finals.get(slug))
         battle.save()
     if phase != "seeds":
         return

@@ -86,12 +86,12 @@ def cpu_name(finals: dict[str, list[dict[str, Any]]]) -> str:
 
 def budget_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> None:
     sets = final_sets(state)
-    fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 4.5), squeeze=False, sharey=True)
     for ax, (kind, finals) in zip(axes[0], sets.items(), strict=True):
         for slug, runs in finals.items():
             minutes, top1 = zip(*runs[0]["curve"], strict=True)
-            ax.plot(minutes, [100 * v for v in top1], marker="o", label=labels[slug],
-                    color=f"C{list(labels).index(slug)}")  # a model's colour in every panel
+            color = f"C{list(labels).index(slug)}"  # a model's colour in every panel
+            ax.plot(minutes, [100 * v for v in top1], marker="o", label=labels[slug], color=color)
         ax.axhline(10, color="grey", linestyle=":", label="chance")
         ax.set(xlabel=f"wall time from launch (minutes, 2-core {kind} CPU)",
                ylabel="CIFAR-10 test top-1 (%)", title=cpu_name(finals))  # fmt: skip
