@@ -244,8 +244,9 @@ def run_phase(battle: Battle, phase: str, slugs: list[str]) -> None:
             state["tune"][slug] = battle.tune(slug)
         elif phase == "size":
             rows = state["size"].setdefault(slug, {})
-            for p in map(str, FRACTIONS):
-                rows[p] = seed_zero(battle.size(slug, int(p), 0), rows.get(p))
+            for percent in FRACTIONS:
+                p = str(percent)
+                rows[p] = seed_zero(battle.size(slug, percent, 0), rows.get(p))
         else:
             finals = state["final"].setdefault(kind, {})
             finals[slug] = seed_zero(battle.final(slug, 0), finals.get(slug))
