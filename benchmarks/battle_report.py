@@ -34,10 +34,17 @@ def spread(runs: list[dict[str, Any]], key: str) -> str:
     return f"{mean} ({min(values):.1%}-{max(values):.1%}, {len(values)} seeds)"
 
 
-def final_sets(state: dict[str, Any]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """{kind of CPU: {model: its finals}} for each kind with finals: wall times compare only
-    within a kind (the families' speed ratios differ between kinds)."""
-    return {kind: finals for kind, finals in state["final"].items() if finals}
+def final_sets(
+    state: dict[str, Any], labels: dict[str, str]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{kind of CPU: {model: its finals}} for each kind with finals, the models in `labels`'
+    order whatever order they ran in: wall times compare only within a kind (the families'
+    speed ratios differ between kinds)."""
+    return {
+        kind: {slug: finals[slug] for slug in labels if slug in finals}
+        for kind, finals in state["final"].items()
+        if finals
+    }
 
 
 def budget_table(state: dict[str, Any], labels: dict[str, str], kind: str) -> list[str]:
@@ -46,7 +53,7 @@ def budget_table(state: dict[str, Any], labels: dict[str, str], kind: str) -> li
         "| wall to results.json | test top-1 | EMA top-1 | 5-shot |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for slug, runs in state["final"][kind].items():
+    for slug, runs in final_sets(state, labels)[kind].items():
         speed, tune = state["speed"][kind][slug], state["tune"][slug]
         walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in runs)
         lines.append(
@@ -85,7 +92,7 @@ def cpu_name(finals: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def budget_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> None:
-    sets = final_sets(state)
+    sets = final_sets(state, labels)
     fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 4.5), squeeze=False, sharey=True)
     for ax, (kind, finals) in zip(axes[0], sets.items(), strict=True):
         for slug, runs in finals.items():
@@ -141,7 +148,7 @@ def write_report(state: dict[str, Any], figures: Path, out: Path, labels: dict[s
             *tune_table(state, labels),
             "",
         ]
-    sets = final_sets(state)
+    sets = final_sets(state, labels)
     for kind, finals in sets.items():
         parts += [
             f"## Equal budget on {cpu_name(finals)}",
