@@ -91,20 +91,43 @@ def cpu_name(finals: dict[str, list[dict[str, Any]]]) -> str:
     return next(iter(finals.values()))[0]["cpu"]
 
 
+def draw_finals(ax: Any, finals: dict[str, list[dict[str, Any]]], labels: dict[str, str]) -> None:
+    """Seed 0's curve per model; a bar at its end spanning its seeds' final top-1."""
+    for slug, runs in finals.items():
+        minutes, top1 = zip(*runs[0]["curve"], strict=True)
+        color = f"C{list(labels).index(slug)}"  # a model's colour in every panel
+        ax.plot(minutes, [100 * v for v in top1], marker="o", label=labels[slug], color=color)
+        if len(runs) > 1:
+            ends = [100 * r["top1"] for r in runs]
+            ax.vlines(minutes[-1], min(ends), max(ends), color=color, lw=6, alpha=0.4)
+
+
 def budget_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> None:
     sets = final_sets(state, labels)
     fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 4.5), squeeze=False, sharey=True)
     for ax, (kind, finals) in zip(axes[0], sets.items(), strict=True):
-        for slug, runs in finals.items():
-            minutes, top1 = zip(*runs[0]["curve"], strict=True)
-            color = f"C{list(labels).index(slug)}"  # a model's colour in every panel
-            ax.plot(minutes, [100 * v for v in top1], marker="o", label=labels[slug], color=color)
+        draw_finals(ax, finals, labels)
         ax.axhline(10, color="grey", linestyle=":", label="chance")
         ax.set(xlabel=f"wall time from launch (minutes, 2-core {kind} CPU)",
                ylabel="CIFAR-10 test top-1 (%)", title=cpu_name(finals))  # fmt: skip
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("Equal budget: 30 minutes of the CPU per model, seed 0")
+        ax.legend(loc="lower left")
+        # The finals within 3 points of the best, magnified: on the full axis they overlap.
+        ends = {slug: [100 * r["top1"] for r in runs] for slug, runs in finals.items()}
+        best = max(max(v) for v in ends.values())
+        close = {slug: runs for slug, runs in finals.items() if max(ends[slug]) > best - 3}
+        if len(close) > 1:
+            zoom = ax.inset_axes((0.52, 0.16, 0.45, 0.38))
+            draw_finals(zoom, close, labels)
+            last = [runs[0]["curve"][-1][0] for runs in close.values()]
+            low = min(min(ends[slug]) for slug in close)
+            zoom.set(xlim=(min(last) - 2, max(last) + 0.5), ylim=(low - 1, best + 0.7))
+            zoom.grid(alpha=0.3)
+            zoom.tick_params(labelsize=7)
+            ax.indicate_inset_zoom(zoom, edgecolor="grey")
+    seeded = any(len(runs) > 1 for finals in sets.values() for runs in finals.values())
+    fig.suptitle("Equal budget: 30 minutes of the CPU per model, seed 0"
+                 + ("; a bar at a line's end: its seeds' range" if seeded else ""))  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
