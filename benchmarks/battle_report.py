@@ -47,13 +47,18 @@ def final_sets(
     }
 
 
-def budget_table(state: dict[str, Any], labels: dict[str, str], kind: str) -> list[str]:
+def budget_table(
+    state: dict[str, Any],
+    labels: dict[str, str],
+    kind: str,
+    finals: dict[str, list[dict[str, Any]]],
+) -> list[str]:
     lines = [
         "| model | params | GFLOPs/img | train img/s | lr (tuned) | steps "
         "| wall to results.json | test top-1 | EMA top-1 | 5-shot |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for slug, runs in final_sets(state, labels)[kind].items():
+    for slug, runs in finals.items():
         speed, tune = state["speed"][kind][slug], state["tune"][slug]
         walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in runs)
         lines.append(
@@ -102,8 +107,9 @@ def draw_finals(ax: Any, finals: dict[str, list[dict[str, Any]]], labels: dict[s
             ax.vlines(minutes[-1], min(ends), max(ends), color=color, lw=6, alpha=0.4)
 
 
-def budget_figure(state: dict[str, Any], labels: dict[str, str], path: Path) -> None:
-    sets = final_sets(state, labels)
+def budget_figure(
+    sets: dict[str, dict[str, list[dict[str, Any]]]], labels: dict[str, str], path: Path
+) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 4.5), squeeze=False, sharey=True)
     for ax, (kind, finals) in zip(axes[0], sets.items(), strict=True):
         draw_finals(ax, finals, labels)
@@ -176,11 +182,11 @@ def write_report(state: dict[str, Any], figures: Path, out: Path, labels: dict[s
         parts += [
             f"## Equal budget on {cpu_name(finals)}",
             "",
-            *budget_table(state, labels, kind),
+            *budget_table(state, labels, kind, finals),
             "",
         ]
     if sets:
-        budget_figure(state, labels, figures / "battle_budget.png")
+        budget_figure(sets, labels, figures / "battle_budget.png")
         written.append(str(figures / "battle_budget.png"))
     if state["size"]:
         parts += ["## As data grows", "", *size_table(state, labels), ""]
